@@ -1,0 +1,1 @@
+"""Audit image classifiers for robustness bias."""

@@ -1,0 +1,147 @@
+"""The Lightning callback that measures distances after the first, middle and final epoch (SPEC §3)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from .data import ImageDataModule
+from .estimators import DistanceResult, Estimator
+from .records import write_table
+from .reports.figures import sigma_figure, survival_figure
+from .summary import OVERALL, group_summary
+
+
+def audit_schedule(max_epochs: int) -> dict[int, list[str]]:
+    """Epoch (1-based) → tags: first, middle (⌈E/2⌉) and final; coinciding epochs are audited once."""
+    schedule: dict[int, list[str]] = {}
+    for tag, epoch in (("first", 1), ("middle", math.ceil(max_epochs / 2)), ("final", max_epochs)):
+        schedule.setdefault(epoch, []).append(tag)
+    return schedule
+
+
+class RobustnessAudit(L.Callback):
+    """Runs every estimator on the test split and writes records, summary, figures and logger entries.
+
+    Output per tag (first / middle / final) under ``output_dir``: ``audits/<tag>/records.parquet``
+    (one row per sample × estimator), ``audits/<tag>/summary.{parquet,csv}`` (one row per group)
+    and ``figures/<tag>_*.png``.
+    """
+
+    def __init__(self, estimators: dict[str, Estimator], output_dir: str | Path, partition: list[str],
+                 every_nth: int = 1, batch_size: int = 256, conditional: bool = True, failures: str = "censor",
+                 tau_max="pooled_max", rb_quantiles=(0.25, 0.5, 0.75), progress: bool = True):
+        self.estimators = dict(estimators)
+        self.output_dir = Path(output_dir)
+        self.partition = list(partition)
+        self.every_nth, self.batch_size, self.progress = every_nth, batch_size, progress
+        self.metric_options = dict(conditional=conditional, failures=failures, tau_max=tau_max)
+        self.rb_quantiles = tuple(rb_quantiles)
+        self.summaries: dict[str, pd.DataFrame] = {}
+
+    @property
+    def partition_name(self) -> str:
+        return "×".join(self.partition)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        tags = audit_schedule(trainer.max_epochs).get(epoch)
+        if tags and not trainer.sanity_checking:
+            self.run(trainer, pl_module, epoch, tags)
+
+    def run(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int, tags: list[str]) -> None:
+        datamodule: ImageDataModule = trainer.datamodule
+        model = pl_module.model
+        was_training = model.training
+        model.eval()
+        try:
+            records = self.measure(model, datamodule, pl_module.device, label="+".join(tags))
+        finally:
+            model.train(was_training)
+        records.insert(records.columns.get_loc("estimator") + 1, "epoch", epoch)
+        partitions = self.partitions(datamodule, records)
+        summary = group_summary(records, partitions, **self.metric_options, rb_quantiles=self.rb_quantiles)
+        summary.insert(1, "epoch", epoch)
+        for tag in tags:
+            self.write(trainer, records.assign(epoch_tag=tag), summary.assign(epoch_tag=tag), tag)
+
+    def partitions(self, datamodule: ImageDataModule, records: pd.DataFrame) -> list[str]:
+        """Every single-attribute partition, plus the configured one when it combines attributes."""
+        partitions = list(datamodule.partitions)
+        if len(self.partition) > 1:
+            records[self.partition_name] = pd.Categorical(records[self.partition].astype(str).agg("×".join, axis=1))
+            partitions.append(self.partition_name)
+        return partitions
+
+    @torch.no_grad()
+    def _predict(self, model, loader: DataLoader, device) -> np.ndarray:
+        return torch.cat([model(x.to(device)).argmax(1).cpu() for x, _, _ in loader]).numpy()
+
+    def measure(self, model: torch.nn.Module, datamodule: ImageDataModule, device, label: str) -> pd.DataFrame:
+        """Records of every estimator on every ``every_nth`` test sample; only correct points are attacked."""
+        positions = np.arange(0, len(datamodule.test_indices), self.every_nth)
+        indices = datamodule.test_indices[positions]
+        loader = DataLoader(Subset(datamodule.table, indices.tolist()), batch_size=self.batch_size, shuffle=False)
+        meta = datamodule.table.metadata(indices)
+        prediction = self._predict(model, loader, device)
+        correct = prediction == meta["label"].to_numpy()
+        frames = []
+        for name, estimator in self.estimators.items():
+            parts, start = [], 0
+            bar = tqdm(total=int(correct.sum()), desc=f"audit {label} · {name}", unit="img", disable=not self.progress,
+                       leave=False)
+            for x, y, _ in loader:
+                keep = torch.as_tensor(correct[start:start + len(y)])
+                start += len(y)
+                if keep.any():
+                    parts.append(estimator(model, x[keep].to(device), y[keep].to(device)))
+                    bar.update(int(keep.sum()))
+            bar.close()
+            result = DistanceResult.cat(parts) if parts else None
+            distance = np.full(len(indices), np.nan)
+            success = np.zeros(len(indices), dtype=bool)
+            queries = np.zeros(len(indices), dtype=np.int64)
+            if result is not None:
+                distance[correct] = result.distance.double().numpy()
+                success[correct] = result.success.numpy()
+                queries[correct] = result.queries.numpy()
+            frames.append(meta.assign(prediction=prediction, correct=correct, estimator=name,
+                                      distance=distance, success=success, queries=queries))
+        records = pd.concat(frames, ignore_index=True)
+        records["estimator"] = pd.Categorical(records["estimator"], categories=list(self.estimators))
+        return records
+
+    def write(self, trainer: L.Trainer, records: pd.DataFrame, summary: pd.DataFrame, tag: str) -> None:
+        folder = self.output_dir / "audits" / tag
+        write_table(records, folder / "records.parquet")
+        write_table(summary, folder / "summary.parquet")
+        write_table(summary, folder / "summary.csv")
+        self.summaries[tag] = summary
+        figures = self.output_dir / "figures"
+        survival = survival_figure(records, self.partition_name, figures / f"{tag}_survival_{self.partition_name}.png",
+                                   title=f"Survival curves by {self.partition_name}, {tag} epoch",
+                                   **self.metric_options)
+        sigma = sigma_figure(summary, figures / f"{tag}_sigma.png", title=f"σ(P) per group, {tag} epoch")
+        self.send_to_loggers(trainer, summary, tag, {"survival": survival, "sigma": sigma})
+
+    def send_to_loggers(self, trainer: L.Trainer, summary: pd.DataFrame, tag: str, figures: dict[str, Path]) -> None:
+        groups = summary[summary["group"] != OVERALL]
+        metrics = {f"audit/{tag}/{r.estimator}/sigma/{r.partition}={r.group}": r.sigma
+                   for r in groups.itertuples() if np.isfinite(r.sigma)}
+        overall = summary[(summary["group"] == OVERALL) & (summary["partition"] == summary["partition"].iloc[0])]
+        metrics.update({f"audit/{tag}/{r.estimator}/median_distance": r.median_distance
+                        for r in overall.itertuples() if np.isfinite(r.median_distance)})
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+            if isinstance(logger, WandbLogger):
+                logger.log_table(key=f"audit/{tag}/summary", dataframe=summary.astype({"group": str}))
+                for name, path in figures.items():
+                    logger.log_image(key=f"audit/{tag}/{name}", images=[str(path)], step=trainer.global_step)

@@ -1,0 +1,144 @@
+"""What every dataset provides: images in [0,1], labels, and sensitive attributes per sample.
+
+A sample is ``(image, label, attributes)``, where ``attributes`` holds one integer code per
+attribute (their readable names live in :attr:`ImageTable.categories`). Labels and attributes
+are known without decoding any image, so audits and partitions never touch pixels needlessly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+
+class DataError(ValueError):
+    """The data cannot be loaded as configured; the message names the setting and the fix."""
+
+
+class ImageTable(Dataset):
+    """Labelled images with categorical attributes; subclasses say how to produce image ``i``."""
+
+    def __init__(self, labels: np.ndarray, class_names: Sequence[str], attributes: dict[str, np.ndarray] | None = None,
+                 categories: dict[str, Sequence[str]] | None = None):
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.class_names = [str(c) for c in class_names]
+        self.attributes = {k: np.asarray(v, dtype=np.int64) for k, v in (attributes or {}).items()}
+        self.categories = {k: [str(c) for c in v] for k, v in (categories or {}).items()}
+        if set(self.attributes) != set(self.categories):
+            raise ValueError("every attribute needs its list of categories")
+        if self.labels.size and not 0 <= self.labels.min() <= self.labels.max() < len(self.class_names):
+            raise DataError(f"labels must lie in 0..{len(self.class_names) - 1}")
+        self._attribute_matrix = torch.as_tensor(
+            np.stack([self.attributes[k] for k in self.attributes], 1) if self.attributes
+            else np.zeros((len(self.labels), 0), dtype=np.int64)
+        )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, index: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int):
+        return self.image(index), int(self.labels[index]), self._attribute_matrix[index]
+
+    def metadata(self, indices: np.ndarray) -> pd.DataFrame:
+        """One row per sample: its index, label, class name and every attribute by readable name."""
+        table = pd.DataFrame({
+            "sample_index": np.asarray(indices, dtype=np.int64),
+            "label": self.labels[indices],
+            "class": pd.Categorical.from_codes(self.labels[indices], categories=self.class_names),
+        })
+        for name, codes in self.attributes.items():
+            table[name] = pd.Categorical.from_codes(codes[indices], categories=self.categories[name])
+        return table
+
+
+class TensorImages(ImageTable):
+    """An image table held in memory as one float tensor (N, C, H, W) in [0,1]."""
+
+    def __init__(self, images: torch.Tensor, labels, class_names, attributes=None, categories=None):
+        super().__init__(labels, class_names, attributes, categories)
+        if images.shape[0] != len(self.labels):
+            raise ValueError(f"{images.shape[0]} images but {len(self.labels)} labels")
+        self.images = images.float().contiguous()
+
+    def image(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Train / validation / test indices from a seeded permutation (each sorted, for readable records)."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= value < 1:
+            raise DataError(f"dataset.{name}={value}: must lie in [0, 1)")
+    if val_fraction + test_fraction >= 1:
+        raise DataError("dataset.val_fraction + dataset.test_fraction must leave samples for training")
+    order = np.random.default_rng(seed).permutation(n)
+    n_test, n_val = math.ceil(n * test_fraction), math.ceil(n * val_fraction)
+    test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Seeded train/validation/test split of an :class:`ImageTable`, with the dataset's normalization."""
+
+    def __init__(self, normalization: dict, batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0,
+                 val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 42):
+        super().__init__()
+        self.normalization = {"mean": list(normalization["mean"]), "std": list(normalization["std"])}
+        if batch_size < 1 or eval_batch_size < 1:
+            raise DataError("dataset.batch_size and dataset.eval_batch_size must be positive")
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.table: ImageTable | None = None
+
+    def load(self) -> ImageTable:
+        """Read the whole dataset (labels and attributes eagerly; images may stay lazy)."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.table is not None:
+            return
+        self.table = self.load()
+        self.train_indices, self.val_indices, self.test_indices = split_indices(
+            len(self.table), self.val_fraction, self.test_fraction, self.split_seed)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        self.setup()
+        return tuple(self.table[0][0].shape)
+
+    @property
+    def num_classes(self) -> int:
+        self.setup()
+        return len(self.table.class_names)
+
+    @property
+    def partitions(self) -> list[str]:
+        """Columns that can split the test set into groups: the class, then every attribute."""
+        self.setup()
+        return ["class", *self.table.attributes]
+
+    def test_metadata(self) -> pd.DataFrame:
+        self.setup()
+        return self.table.metadata(self.test_indices)
+
+    def _loader(self, indices: np.ndarray, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(Subset(self.table, indices.tolist()), batch_size=batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_indices, True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_indices, False, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_indices, False, self.eval_batch_size)

@@ -1,0 +1,97 @@
+"""One Hydra job: check the settings, train, audit at the first/middle/final epoch, test, log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from .audit import RobustnessAudit
+from .bias import FAILURE_POLICIES
+from .data import ImageDataModule
+from .estimators import Estimator
+from .module import Classifier
+from .records import write_atomic
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A setting is impossible; the message names it and says how to fix it."""
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Settings that are wrong whatever the data: fail before anything is loaded or trained."""
+    epochs = cfg.trainer.get("max_epochs")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ConfigError(f"trainer.max_epochs={epochs}: the number of training epochs must be a positive "
+                          "integer. Fix: pass trainer.max_epochs=5 (any whole number ≥ 1)")
+    if not cfg.get("estimator"):
+        raise ConfigError("no estimator is configured. Fix: pass estimator=[exact] (or another list of estimators)")
+    audit = cfg.audit
+    for key in ("every_nth", "batch_size"):
+        if not isinstance(audit[key], int) or audit[key] < 1:
+            raise ConfigError(f"audit.{key}={audit[key]}: must be a positive integer. Fix: pass audit.{key}=1 or more")
+    if audit.failures not in FAILURE_POLICIES:
+        raise ConfigError(f"audit.failures={audit.failures}: unknown failure policy. Fix: use one of {FAILURE_POLICIES}")
+    if audit.tau_max != "pooled_max" and not (isinstance(audit.tau_max, (int, float)) and audit.tau_max > 0):
+        raise ConfigError(f"audit.tau_max={audit.tau_max}: use pooled_max or a positive number")
+    if not all(0 < q < 1 for q in audit.rb_quantiles):
+        raise ConfigError(f"audit.rb_quantiles={list(audit.rb_quantiles)}: each must lie strictly between 0 and 1")
+
+
+def check_partition(partition: list[str], datamodule: ImageDataModule) -> None:
+    unknown = [p for p in partition if p not in datamodule.partitions]
+    if unknown:
+        raise ConfigError(f"partition.by={list(partition)}: this dataset has no {unknown}. "
+                          f"Fix: choose among {datamodule.partitions} (partition=class works everywhere)")
+
+
+def build_estimators(cfg: DictConfig, model) -> dict[str, Estimator]:
+    estimators = {name: instantiate(spec) for name, spec in cfg.estimator.items()}
+    for estimator in estimators.values():
+        estimator.check_model(model)
+    return estimators
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train ``cfg.model`` on ``cfg.dataset`` and audit it; returns the job's headline numbers."""
+    check_settings(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule: ImageDataModule = instantiate(cfg.dataset)
+    datamodule.setup()
+    partition = list(cfg.partition.by)
+    check_partition(partition, datamodule)
+    model = instantiate(cfg.model)(input_shape=datamodule.input_shape, num_classes=datamodule.num_classes,
+                                   normalization=datamodule.normalization)
+    estimators = build_estimators(cfg, model)
+
+    loggers = [instantiate(spec) for spec in (cfg.get("logger") or {}).values()]
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    audit = RobustnessAudit(estimators, output_dir, partition, **cfg.audit)
+    checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True, save_top_k=0)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[audit, checkpoint], logger=loggers or False)
+    try:
+        trainer.fit(Classifier(model, **cfg.optim), datamodule=datamodule)
+        tested = trainer.test(trainer.lightning_module, datamodule=datamodule, verbose=False)[0]
+        result = {"test_accuracy": tested["test/acc"], "output_dir": str(output_dir),
+                  "audits": {tag: str(output_dir / "audits" / tag) for tag in audit.summaries}}
+        final = audit.summaries["final"]
+        result["sigma"] = {f"{r.estimator}/{r.partition}={r.group}": r.sigma
+                           for r in final.itertuples() if r.partition == audit.partition_name and not math.isnan(r.sigma)}
+        write_atomic(output_dir / "result.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
+        log.info("test accuracy %.4f; records and figures in %s", result["test_accuracy"], output_dir)
+        return result
+    finally:
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.finish()

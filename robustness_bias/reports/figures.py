@@ -1,0 +1,65 @@
+"""Figures of one audit: survival curves Î_P(τ) per group, and σ(P) per group (PNG, seaborn)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .. import bias  # noqa: E402
+from ..records import write_atomic  # noqa: E402
+from ..summary import OVERALL  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    suffix = path.suffix.lstrip(".")
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format=suffix, dpi=120, bbox_inches="tight"))
+    plt.close(fig)
+    return path
+
+
+def survival_figure(records: pd.DataFrame, partition: str, path: str | Path, *, title: str = "",
+                    conditional: bool = True, failures: str = "censor", tau_max="pooled_max") -> Path:
+    """One panel per estimator; one step curve Î_P(τ) per group of ``partition`` on [0, τ_max]."""
+    estimators = list(dict.fromkeys(records["estimator"]))
+    fig, axes = plt.subplots(1, len(estimators), figsize=(4.5 * len(estimators), 3.6), squeeze=False)
+    kw = dict(conditional=conditional, failures=failures)
+    palette = sns.color_palette("colorblind")
+    for ax, estimator in zip(axes[0], estimators):
+        frame = records[records["estimator"] == estimator]
+        distance, correct = frame["distance"].to_numpy(float), frame["correct"].to_numpy(bool)
+        t_max = bias.resolve_tau_max(tau_max, distance, correct, **kw)
+        taus = np.linspace(0, t_max if np.isfinite(t_max) else 1.0, 400)
+        groups = frame[partition].cat.categories if isinstance(frame[partition].dtype, pd.CategoricalDtype) \
+            else sorted(frame[partition].unique())
+        for colour, group in zip(palette * (len(groups) // len(palette) + 1), groups):
+            member = (frame[partition] == group).to_numpy()
+            d = bias.effective_distances(distance[member], correct[member], **kw)
+            if d.size:
+                ax.plot(taus, bias.survival(d, taus), drawstyle="steps-post", color=colour, label=f"{group} (n={d.size})")
+        ax.set(title=estimator, xlabel="τ (pixel-space L2)", ylabel="Î_P(τ)", ylim=(-0.02, 1.02))
+        ax.legend(fontsize="small", title=partition)
+    fig.suptitle(title or f"Survival curves by {partition}")
+    return _save(fig, Path(path))
+
+
+def sigma_figure(summary: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
+    """σ(P) per group, one panel per partition, one bar colour per estimator; σ < 0: less robust."""
+    groups = summary[summary["group"] != OVERALL]
+    partitions = list(dict.fromkeys(groups["partition"]))
+    fig, axes = plt.subplots(1, len(partitions), figsize=(max(4.5, 0.6 * groups["group"].nunique()) * len(partitions), 3.6),
+                             squeeze=False)
+    for ax, partition in zip(axes[0], partitions):
+        sns.barplot(data=groups[groups["partition"] == partition], x="group", y="sigma", hue="estimator",
+                    ax=ax, palette="colorblind")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set(title=f"σ(P) by {partition}", xlabel=partition, ylabel="σ(P)")
+        ax.tick_params(axis="x", rotation=45)
+    fig.suptitle(title or "Robustness bias σ(P)")
+    return _save(fig, Path(path))
