@@ -144,4 +144,4 @@ class RobustnessAudit(L.Callback):
             if isinstance(logger, WandbLogger):
                 logger.log_table(key=f"audit/{tag}/summary", dataframe=summary.astype({"group": str}))
                 for name, path in figures.items():
-                    logger.log_image(key=f"audit/{tag}/{name}", images=[str(path)], step=trainer.global_step)
+                    logger.log_image(key=f"audit/{tag}/figures/{name}", images=[str(path)], step=trainer.global_step)

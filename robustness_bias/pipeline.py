@@ -8,7 +8,8 @@ import math
 from pathlib import Path
 
 import lightning as L
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
@@ -25,6 +26,16 @@ log = logging.getLogger(__name__)
 
 class ConfigError(ValueError):
     """A setting is impossible; the message names it and says how to fix it."""
+
+
+def instantiate(spec, *args, **kwargs):
+    """Hydra's instantiate, but our own errors (bad data, bad settings) surface unwrapped."""
+    try:
+        return hydra_instantiate(spec, *args, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ValueError):
+            raise error.__cause__ from None
+        raise
 
 
 def check_settings(cfg: DictConfig) -> None:

@@ -1,0 +1,27 @@
+# Two commands do all set-up: `make run` (audit on the embedded default) and `make test`.
+# Both create .venv when missing and install the package with its dependencies into it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Extra Hydra overrides for `make run`, e.g. make run ARGS="+experiment=synthetic_group"
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: install run test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --progress-bar off -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m robustness_bias $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,31 @@
+"""Shared helpers: compose the project's Hydra config in tests, as lightning-hydra-template does."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def compose_config(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
+    """The job config for these overrides, writing into ``output_dir`` (no Hydra run folder)."""
+    extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else ["paths.output_dir=unused"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=[*overrides, *extra])
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """compose_config bound to a fresh output folder, with progress bars off for quiet logs."""
+
+    def make(*overrides: str) -> DictConfig:
+        return compose_config([*overrides, "audit.progress=false", "+trainer.enable_progress_bar=false"], tmp_path)
+
+    return make

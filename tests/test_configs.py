@@ -1,0 +1,61 @@
+"""Every config in every group composes, and unknown names fail with Hydra's list of options."""
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
+
+from conftest import CONFIG_DIR, compose_config
+
+GROUPS = ["dataset", "model", "estimator", "partition", "trainer", "logger", "paths"]
+
+
+def _options(group):
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+CASES = [(group, name) for group in GROUPS for name in _options(group)]
+
+
+def test_every_group_has_options():
+    assert all(_options(group) for group in [*GROUPS, "experiment"])
+
+
+@pytest.mark.parametrize(("group", "name"), CASES, ids=[f"{g}={n}" for g, n in CASES])
+def test_every_config_composes(group, name):
+    override = f"{group}=[{name}]" if group == "estimator" else f"{group}={name}"
+    cfg = compose_config([override])
+    assert group in cfg
+    if group == "estimator":
+        assert list(cfg.estimator) == [name]
+    OmegaConf.to_container(cfg[group], resolve=True)
+
+
+@pytest.mark.parametrize("name", _options("experiment"))
+def test_every_experiment_composes(name):
+    cfg = compose_config([f"+experiment={name}"])
+    OmegaConf.to_container(cfg, resolve=True)
+    assert cfg.estimator and cfg.trainer.max_epochs >= 1
+
+
+def test_experiment_is_not_in_the_defaults():
+    assert "experiment" not in compose_config([])
+
+
+def test_estimators_form_a_list():
+    cfg = compose_config(["estimator=[exact]"])
+    assert list(cfg.estimator) == ["exact"]
+
+
+@pytest.mark.parametrize("override", ["model=resnet_typo", "dataset=nope", "partition=nope", "logger=wandbb"])
+def test_unknown_names_list_the_options(override):
+    with pytest.raises((MissingConfigException, ConfigCompositionException)) as error:
+        compose_config([override])
+    assert "Available options" in str(error.value)
+
+
+def test_unknown_estimator_lists_the_options():
+    from robustness_bias.__main__ import unknown_estimators
+
+    message = unknown_estimators(["model=logreg", "estimator=[exact,deepfol]"])
+    assert "deepfol" in message and "Available options in 'estimator': exact" in message
+    assert unknown_estimators(["estimator=[exact]", "+experiment=synthetic_group"]) is None

@@ -1,0 +1,86 @@
+"""The embedded default, run from the command line as a user would: everything it promises is on disk."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from robustness_bias.summary import OVERALL
+from wandb_log import logged_values, records
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("default_run")
+    done = subprocess.run([sys.executable, "-m", "robustness_bias", f"hydra.run.dir={out}"], cwd=out,
+                          capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "WANDB_SILENT": "true"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("tag", ["first", "middle", "final"])
+def test_records_per_audit(default_run, tag):
+    records = pd.read_parquet(default_run / "audits" / tag / "records.parquet")
+    expected = {"sample_index", "label", "class", "prediction", "correct", "estimator", "epoch", "epoch_tag",
+                "distance", "success", "queries"}
+    assert expected <= set(records.columns)
+    assert len(records) == 360  # the 20% test split of 1,797 digits, one estimator
+    assert (records["epoch_tag"] == tag).all()
+    assert records["epoch"].iloc[0] == {"first": 1, "middle": 3, "final": 6}[tag]
+    attacked = records[records["correct"]]
+    assert attacked["success"].all() and (attacked["distance"] > 0).all() and np.isfinite(attacked["distance"]).all()
+    assert records.loc[~records["correct"], "distance"].isna().all()
+    assert (records["correct"] == (records["label"] == records["prediction"])).all()
+
+
+def test_summary_has_every_group_and_the_metrics(default_run):
+    summary = pd.read_parquet(default_run / "audits" / "final" / "summary.parquet")
+    groups = summary[summary["group"] != OVERALL]
+    assert sorted(groups["group"]) == [str(d) for d in range(10)]
+    assert groups["size"].sum() == 360
+    for column in ("accuracy", "success_share", "mean_distance", "median_distance", "sigma", "rb_q25", "rb_q50", "rb_q75"):
+        assert groups[column].notna().all(), column
+    assert pd.read_csv(default_run / "audits" / "final" / "summary.csv").shape == summary.shape
+
+
+def test_figures_are_pngs(default_run):
+    for tag in ("first", "middle", "final"):
+        for name in (f"{tag}_survival_class.png", f"{tag}_sigma.png"):
+            assert (default_run / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_wandb_offline_run_holds_sigma_and_training_curves(default_run):
+    runs = list((default_run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    logged = logged_values(runs[0])
+    summary = pd.read_parquet(default_run / "audits" / "final" / "summary.parquet")
+    for row in summary[summary["group"] != OVERALL].itertuples():
+        assert logged[f"audit/final/exact/sigma/class={row.group}"] == pytest.approx(row.sigma)
+    assert {"train/loss_epoch", "val/acc", "test/acc"} <= set(logged)
+    assert logged["audit/final/summary/_type"] == "table-file"
+
+
+def test_result_and_checkpoint(default_run):
+    result = json.loads((default_run / "result.json").read_text())
+    assert result["test_accuracy"] > 0.9
+    assert (default_run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_sweep_gives_one_closed_wandb_run_per_job(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "robustness_bias", "-m", "seed=0,1", "trainer.max_epochs=1",
+                           "audit.progress=false", f"hydra.sweep.dir={tmp_path}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = sorted(tmp_path.glob("*/wandb/offline-run-*/run-*.wandb"))
+    assert [r.parts[-4] for r in runs] == ["0", "1"]
+    for run_file in runs:
+        logged = logged_values(run_file)
+        assert "audit/final/exact/sigma/class=0" in logged and "test/acc" in logged
+        assert any(record.WhichOneof("record_type") == "exit" for record in records(run_file))

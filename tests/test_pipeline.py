@@ -1,0 +1,130 @@
+"""In-process jobs: the planted-bias known answer, the audit schedule, own data, and bad input."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from robustness_bias.audit import audit_schedule
+from robustness_bias.data import DataError
+from robustness_bias.estimators import EstimatorMismatch
+from robustness_bias.pipeline import ConfigError, run
+
+
+def test_audit_schedule_first_middle_final():
+    assert audit_schedule(6) == {1: ["first"], 3: ["middle"], 6: ["final"]}
+    assert audit_schedule(5) == {1: ["first"], 3: ["middle"], 5: ["final"]}
+    assert audit_schedule(2) == {1: ["first", "middle"], 2: ["final"]}
+    assert audit_schedule(1) == {1: ["first", "middle", "final"]}
+
+
+def test_synthetic_planted_group_is_less_robust(make_config, tmp_path):
+    result = run(make_config("+experiment=synthetic_group", "logger=none"))
+    assert result["test_accuracy"] > 0.95
+    assert result["sigma"]["exact/group=planted"] < -0.3
+    assert result["sigma"]["exact/group=reference"] > 0
+    summary = pd.read_parquet(tmp_path / "audits" / "final" / "summary.parquet")
+    planted = summary[(summary["partition"] == "group") & (summary["group"] == "planted")].iloc[0]
+    reference = summary[(summary["partition"] == "group") & (summary["group"] == "reference")].iloc[0]
+    assert planted["median_distance"] < 0.6 * reference["median_distance"]
+    assert planted["rb_q50"] > 0.3
+
+
+def test_one_epoch_audits_once_under_all_three_tags(make_config, tmp_path):
+    run(make_config("dataset=synthetic", "dataset.n_samples=200", "partition=group", "logger=csv",
+                    "trainer.max_epochs=1"))
+    frames = [pd.read_parquet(tmp_path / "audits" / tag / "records.parquet") for tag in ("first", "middle", "final")]
+    pd.testing.assert_frame_equal(frames[0].drop(columns="epoch_tag"), frames[2].drop(columns="epoch_tag"))
+    assert (tmp_path / "csv" / "version_0" / "metrics.csv").is_file()
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A tiny data set in the image_folder on-disk format: PNGs plus labels.csv with an attribute."""
+    root = tmp_path / "faces"
+    (root / "img").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(60):
+        label = i % 2
+        pixels = np.full((6, 6, 3), 60 + 140 * label, dtype=np.uint8) + rng.integers(0, 40, (6, 6, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "img" / f"{i:03d}.png")
+        rows.append({"path": f"img/{i:03d}.png", "label": ["cat", "dog"][label], "site": ["north", "south"][i % 3 == 0]})
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    return root
+
+
+def test_own_images_with_an_attribute_partition(make_config, tmp_path, image_folder):
+    result = run(make_config("dataset=image_folder", f"dataset.root={image_folder}", "+partition.by=[site]",
+                             "logger=none", "trainer.max_epochs=2"))
+    summary = pd.read_parquet(tmp_path / "audits" / "final" / "summary.parquet")
+    assert set(summary["partition"]) == {"class", "site"}
+    assert set(summary.loc[summary["partition"] == "class", "group"]) == {"(all)", "cat", "dog"}
+    records = pd.read_parquet(tmp_path / "audits" / "final" / "records.parquet")
+    assert set(records["site"]) <= {"north", "south"} and len(records) == 12
+    assert 0 <= result["test_accuracy"] <= 1
+
+
+def _assert_not_trained(tmp_path):
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "audits").exists()
+
+
+@pytest.mark.parametrize("root", ["/no/such/folder", None])
+def test_missing_data_path_fails_before_training(make_config, tmp_path, root):
+    with pytest.raises(DataError, match=r"dataset\.root.*Fix: pass dataset\.root="):
+        run(make_config("dataset=image_folder", f"dataset.root={root if root else 'null'}", "logger=none"))
+    _assert_not_trained(tmp_path)
+
+
+def test_misspelled_csv_fails_before_training(make_config, tmp_path, image_folder):
+    with pytest.raises(DataError, match=r"dataset\.csv=label\.csv.*does not exist"):
+        run(make_config("dataset=image_folder", f"dataset.root={image_folder}", "dataset.csv=label.csv", "logger=none"))
+    _assert_not_trained(tmp_path)
+
+
+def test_missing_image_file_is_named(make_config, tmp_path, image_folder):
+    (image_folder / "img" / "007.png").unlink()
+    with pytest.raises(DataError, match=r"1 image\(s\).*007\.png"):
+        run(make_config("dataset=image_folder", f"dataset.root={image_folder}", "logger=none"))
+    _assert_not_trained(tmp_path)
+
+
+def test_estimator_that_does_not_fit_the_model_fails_before_training(make_config, tmp_path):
+    with pytest.raises(EstimatorMismatch, match=r"'exact' needs an affine model.*Fix: use model=logreg"):
+        run(make_config("model=small_cnn", "estimator=[exact]", "logger=none"))
+    _assert_not_trained(tmp_path)
+
+
+@pytest.mark.parametrize("epochs", [0, -3])
+def test_non_positive_epochs_fail_before_training(make_config, tmp_path, epochs):
+    with pytest.raises(ConfigError, match=r"trainer\.max_epochs=-?\d.*Fix: pass trainer\.max_epochs="):
+        run(make_config(f"trainer.max_epochs={epochs}", "logger=none"))
+    _assert_not_trained(tmp_path)
+
+
+def test_unknown_partition_names_the_choices(make_config, tmp_path):
+    with pytest.raises(ConfigError, match=r"no \['race'\].*choose among \['class'\]"):
+        run(make_config("+partition.by=[race]", "logger=none"))
+    _assert_not_trained(tmp_path)
+
+
+@pytest.mark.parametrize(("override", "setting"), [("audit.every_nth=0", "audit.every_nth"),
+                                                   ("audit.failures=ignore", "audit.failures"),
+                                                   ("audit.tau_max=-1", "audit.tau_max")])
+def test_impossible_audit_settings(make_config, override, setting):
+    with pytest.raises(ConfigError, match=setting.replace(".", r"\.")):
+        run(make_config(override, "logger=none"))
+
+
+@pytest.mark.parametrize(("override", "named"), [("trainer.max_epochs=0", "trainer.max_epochs=0"),
+                                                 ("dataset=image_folder", "dataset.root is not set")])
+def test_command_line_reports_bad_input_without_a_traceback(tmp_path, override, named):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "robustness_bias", override, "logger=none",
+                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert f"robustness_bias: error: {named}" in done.stderr and "Fix:" in done.stderr
+    assert "Traceback" not in done.stderr
+    _assert_not_trained(tmp_path)
