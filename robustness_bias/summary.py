@@ -14,6 +14,13 @@ from . import bias
 OVERALL = "(all)"
 
 
+def group_values(column: pd.Series) -> list:
+    """The groups of a partition column: every category (empty ones too) or the sorted values."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return list(column.cat.categories)
+    return sorted(column.unique())
+
+
 def _distance_stats(distance: np.ndarray, correct: np.ndarray, success: np.ndarray) -> dict:
     attacked = correct
     solved = distance[attacked & success]
@@ -48,7 +55,7 @@ def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: 
         tau_columns = {f"tau_q{round(q * 100)}": t for q, t in zip(rb_quantiles, taus)}
         for partition in partitions:
             column = frame[partition]
-            groups = list(column.cat.categories) if isinstance(column.dtype, pd.CategoricalDtype) else sorted(column.unique())
+            groups = group_values(column)
             overall = {"estimator": estimator, "partition": partition, "group": OVERALL, "size": len(frame),
                        "accuracy": float(correct.mean()) if len(frame) else np.nan,
                        **_distance_stats(distance, correct, success),

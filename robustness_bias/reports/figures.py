@@ -14,7 +14,7 @@ import seaborn as sns  # noqa: E402
 
 from .. import bias  # noqa: E402
 from ..records import write_atomic  # noqa: E402
-from ..summary import OVERALL  # noqa: E402
+from ..summary import OVERALL, group_values  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -36,8 +36,7 @@ def survival_figure(records: pd.DataFrame, partition: str, path: str | Path, *, 
         distance, correct = frame["distance"].to_numpy(float), frame["correct"].to_numpy(bool)
         t_max = bias.resolve_tau_max(tau_max, distance, correct, **kw)
         taus = np.linspace(0, t_max if np.isfinite(t_max) else 1.0, 400)
-        groups = frame[partition].cat.categories if isinstance(frame[partition].dtype, pd.CategoricalDtype) \
-            else sorted(frame[partition].unique())
+        groups = group_values(frame[partition])
         for colour, group in zip(palette * (len(groups) // len(palette) + 1), groups):
             member = (frame[partition] == group).to_numpy()
             d = bias.effective_distances(distance[member], correct[member], **kw)
