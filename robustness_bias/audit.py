@@ -86,38 +86,45 @@ class RobustnessAudit(L.Callback):
         return torch.cat([model(x.to(device)).argmax(1).cpu() for x, _, _ in loader]).numpy()
 
     def measure(self, model: torch.nn.Module, datamodule: ImageDataModule, device, label: str) -> pd.DataFrame:
-        """Records of every estimator on every ``every_nth`` test sample; only correct points are attacked."""
-        positions = np.arange(0, len(datamodule.test_indices), self.every_nth)
-        indices = datamodule.test_indices[positions]
+        """Records of every estimator on every ``every_nth`` test sample; only correct points are attacked.
+
+        An estimator with its own ``every_nth`` audits every n-th of those samples only.
+        """
+        indices = datamodule.test_indices[::self.every_nth]
         loader = DataLoader(Subset(datamodule.table, indices.tolist()), batch_size=self.batch_size, shuffle=False)
         meta = datamodule.table.metadata(indices)
-        prediction = self._predict(model, loader, device)
-        correct = prediction == meta["label"].to_numpy()
-        frames = []
-        for name, estimator in self.estimators.items():
-            parts, start = [], 0
-            bar = tqdm(total=int(correct.sum()), desc=f"audit {label} · {name}", unit="img", disable=not self.progress,
-                       leave=False)
-            for x, y, _ in loader:
-                keep = torch.as_tensor(correct[start:start + len(y)])
-                start += len(y)
-                if keep.any():
-                    parts.append(estimator(model, x[keep].to(device), y[keep].to(device)))
-                    bar.update(int(keep.sum()))
-            bar.close()
-            result = DistanceResult.cat(parts) if parts else None
-            distance = np.full(len(indices), np.nan)
-            success = np.zeros(len(indices), dtype=bool)
-            queries = np.zeros(len(indices), dtype=np.int64)
-            if result is not None:
-                distance[correct] = result.distance.double().numpy()
-                success[correct] = result.success.numpy()
-                queries[correct] = result.queries.numpy()
-            frames.append(meta.assign(prediction=prediction, correct=correct, estimator=name,
-                                      distance=distance, success=success, queries=queries))
+        meta["prediction"] = self._predict(model, loader, device)
+        meta["correct"] = meta["prediction"] == meta["label"]
+        frames = [self._estimate(name, estimator, model, datamodule, meta.iloc[::estimator.every_nth or 1], device, label)
+                  for name, estimator in self.estimators.items()]
         records = pd.concat(frames, ignore_index=True)
         records["estimator"] = pd.Categorical(records["estimator"], categories=list(self.estimators))
         return records
+
+    def _estimate(self, name: str, estimator: Estimator, model, datamodule: ImageDataModule, meta: pd.DataFrame,
+                  device, label: str) -> pd.DataFrame:
+        """One estimator's records on the samples in ``meta``, with a progress bar over the attacked ones."""
+        attacked = meta.loc[meta["correct"], "sample_index"].to_numpy()
+        loader = DataLoader(Subset(datamodule.table, attacked.tolist()), batch_size=estimator.batch_size, shuffle=False)
+        parts, start = [], 0
+        with tqdm(total=len(attacked), desc=f"audit {label} · {name}", unit="img", disable=not self.progress,
+                  leave=False) as bar:
+            for x, y, _ in loader:
+                index = torch.as_tensor(attacked[start:start + len(y)])
+                start += len(y)
+                parts.append(estimator(model, x.to(device), y.to(device), index=index))
+                bar.update(len(y))
+        distance = np.full(len(meta), np.nan)
+        success = np.zeros(len(meta), dtype=bool)
+        queries = np.zeros(len(meta), dtype=np.int64)
+        if parts:
+            result = DistanceResult.cat(parts)
+            correct = meta["correct"].to_numpy()
+            distance[correct] = result.distance.double().numpy()
+            success[correct] = result.success.numpy()
+            queries[correct] = result.queries.numpy()
+        return meta.assign(estimator=name, precision=estimator.precision, distance=distance, success=success,
+                           queries=queries)
 
     def write(self, trainer: L.Trainer, records: pd.DataFrame, summary: pd.DataFrame, tag: str) -> None:
         folder = self.output_dir / "audits" / tag

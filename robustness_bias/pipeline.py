@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from .audit import RobustnessAudit
 from .bias import FAILURE_POLICIES
 from .data import ImageDataModule
-from .estimators import Estimator
+from .estimators import Estimator, EstimatorMismatch
 from .module import Classifier
 from .records import write_atomic
 
@@ -67,8 +67,16 @@ def check_partition(partition: list[str], datamodule: ImageDataModule) -> None:
 
 def build_estimators(cfg: DictConfig, model) -> dict[str, Estimator]:
     estimators = {name: instantiate(spec) for name, spec in cfg.estimator.items()}
-    for estimator in estimators.values():
-        estimator.check_model(model)
+    unfit = {}
+    for name, estimator in estimators.items():
+        try:
+            estimator.check_model(model)
+        except EstimatorMismatch as error:
+            unfit[name] = error
+    if unfit:
+        fitting = [name for name in estimators if name not in unfit]
+        hint = f" For this model: estimator=[{','.join(fitting)}]" if fitting else ""
+        raise EstimatorMismatch(" ".join(str(e) for e in unfit.values()) + hint)
     return estimators
 
 

@@ -57,5 +57,5 @@ def test_unknown_estimator_lists_the_options():
     from robustness_bias.__main__ import unknown_estimators
 
     message = unknown_estimators(["model=logreg", "estimator=[exact,deepfol]"])
-    assert "deepfol" in message and "Available options in 'estimator': exact" in message
+    assert "deepfol" in message and "Available options in 'estimator': cw, deepfool, exact, rs" in message
     assert unknown_estimators(["estimator=[exact]", "+experiment=synthetic_group"]) is None

@@ -29,24 +29,40 @@ def default_run(tmp_path_factory):
 def test_records_per_audit(default_run, tag):
     records = pd.read_parquet(default_run / "audits" / tag / "records.parquet")
     expected = {"sample_index", "label", "class", "prediction", "correct", "estimator", "epoch", "epoch_tag",
-                "distance", "success", "queries"}
+                "precision", "distance", "success", "queries"}
     assert expected <= set(records.columns)
-    assert len(records) == 360  # the 20% test split of 1,797 digits, one estimator
+    # the 20% test split of 1,797 digits; smoothing certifies every 5th test image, as in the paper
+    assert records.groupby("estimator", observed=True).size().to_dict() == {"exact": 360, "deepfool": 360, "cw": 360, "rs": 72}
     assert (records["epoch_tag"] == tag).all()
-    assert records["epoch"].iloc[0] == {"first": 1, "middle": 3, "final": 6}[tag]
+    assert (records["epoch"] == {"first": 1, "middle": 3, "final": 6}[tag]).all()
     attacked = records[records["correct"]]
-    assert attacked["success"].all() and (attacked["distance"] > 0).all() and np.isfinite(attacked["distance"]).all()
+    for estimator in ("exact", "deepfool"):
+        solved = attacked[attacked["estimator"] == estimator]
+        assert solved["success"].all() and (solved["distance"] > 0).all() and np.isfinite(solved["distance"]).all()
+    # failures are +inf, never a silent number; smoothing's abstentions are radius 0
+    failed = attacked[~attacked["success"]]
+    assert np.isinf(failed.loc[failed["estimator"] != "rs", "distance"]).all()
+    assert (failed.loc[failed["estimator"] == "rs", "distance"] == 0).all()
+    assert (attacked["queries"] > 0).all() and (records.loc[~records["correct"], "queries"] == 0).all()
     assert records.loc[~records["correct"], "distance"].isna().all()
     assert (records["correct"] == (records["label"] == records["prediction"])).all()
+    # one prediction per sample, shared by all estimators
+    by_sample = records.groupby("sample_index")["prediction"].nunique()
+    assert (by_sample == 1).all()
 
 
 def test_summary_has_every_group_and_the_metrics(default_run):
     summary = pd.read_parquet(default_run / "audits" / "final" / "summary.parquet")
     groups = summary[summary["group"] != OVERALL]
-    assert sorted(groups["group"]) == [str(d) for d in range(10)]
-    assert groups["size"].sum() == 360
+    for estimator, size in {"exact": 360, "deepfool": 360, "cw": 360, "rs": 72}.items():
+        mine = groups[groups["estimator"] == estimator]
+        assert sorted(mine["group"]) == [str(d) for d in range(10)]
+        assert mine["size"].sum() == size
     for column in ("accuracy", "success_share", "mean_distance", "median_distance", "sigma", "rb_q25", "rb_q50", "rb_q75"):
         assert groups[column].notna().all(), column
+    # DeepFool is an upper bound of the exact distance on this linear model
+    overall = summary[summary["group"] == OVERALL].set_index("estimator")
+    assert overall.loc["deepfool", "median_distance"] >= overall.loc["exact", "median_distance"]
     assert pd.read_csv(default_run / "audits" / "final" / "summary.csv").shape == summary.shape
 
 
@@ -62,7 +78,7 @@ def test_wandb_offline_run_holds_sigma_and_training_curves(default_run):
     logged = logged_values(runs[0])
     summary = pd.read_parquet(default_run / "audits" / "final" / "summary.parquet")
     for row in summary[summary["group"] != OVERALL].itertuples():
-        assert logged[f"audit/final/exact/sigma/class={row.group}"] == pytest.approx(row.sigma)
+        assert logged[f"audit/final/{row.estimator}/sigma/class={row.group}"] == pytest.approx(row.sigma)
     assert {"train/loss_epoch", "val/acc", "test/acc"} <= set(logged)
     assert logged["audit/final/summary/_type"] == "table-file"
 

@@ -32,7 +32,7 @@ def test_synthetic_planted_group_is_less_robust(make_config, tmp_path):
 
 def test_one_epoch_audits_once_under_all_three_tags(make_config, tmp_path):
     run(make_config("dataset=synthetic", "dataset.n_samples=200", "partition=group", "logger=csv",
-                    "trainer.max_epochs=1"))
+                    "trainer.max_epochs=1", "estimator=[exact,deepfool]"))
     frames = [pd.read_parquet(tmp_path / "audits" / tag / "records.parquet") for tag in ("first", "middle", "final")]
     pd.testing.assert_frame_equal(frames[0].drop(columns="epoch_tag"), frames[2].drop(columns="epoch_tag"))
     assert (tmp_path / "csv" / "version_0" / "metrics.csv").is_file()
@@ -56,7 +56,7 @@ def image_folder(tmp_path):
 
 def test_own_images_with_an_attribute_partition(make_config, tmp_path, image_folder):
     result = run(make_config("dataset=image_folder", f"dataset.root={image_folder}", "+partition.by=[site]",
-                             "logger=none", "trainer.max_epochs=2"))
+                             "logger=none", "trainer.max_epochs=2", "estimator=[exact]"))
     summary = pd.read_parquet(tmp_path / "audits" / "final" / "summary.parquet")
     assert set(summary["partition"]) == {"class", "site"}
     assert set(summary.loc[summary["partition"] == "class", "group"]) == {"(all)", "cat", "dog"}
@@ -92,6 +92,12 @@ def test_missing_image_file_is_named(make_config, tmp_path, image_folder):
 def test_estimator_that_does_not_fit_the_model_fails_before_training(make_config, tmp_path):
     with pytest.raises(EstimatorMismatch, match=r"'exact' needs an affine model.*Fix: use model=logreg"):
         run(make_config("model=small_cnn", "estimator=[exact]", "logger=none"))
+    _assert_not_trained(tmp_path)
+
+
+def test_mismatch_in_the_default_list_names_the_list_that_fits(make_config, tmp_path):
+    with pytest.raises(EstimatorMismatch, match=r"For this model: estimator=\[deepfool,cw,rs\]$"):
+        run(make_config("model=small_cnn", "logger=none"))
     _assert_not_trained(tmp_path)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -39,15 +40,46 @@ class EstimatorMismatch(ValueError):
 
 
 class Estimator:
-    """A callable ``(model, x, y) -> DistanceResult`` for correctly classified points ``x`` of class ``y``.
+    """A callable ``(model, x, y, index) -> DistanceResult`` for correctly classified points ``x`` of class ``y``.
 
-    ``check_model`` runs before any training, so a mismatch fails fast with a clear message.
+    ``index`` holds the samples' dataset indices, for estimators whose randomness is seeded per
+    sample. ``check_model`` runs before any training, so a mismatch fails fast with a clear
+    message. ``batch_size`` is how many images one call should get; ``every_nth`` (when set)
+    thins the audited test points for this estimator alone; ``precision`` is named in the records.
     """
 
     name = "estimator"
+    batch_size = 256
+    every_nth: int | None = None
+    precision = "fp32"
 
     def check_model(self, model: nn.Module) -> None:
         """Raise :class:`EstimatorMismatch` when this estimator cannot measure ``model``."""
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> DistanceResult:
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 index: torch.Tensor | None = None) -> DistanceResult:
         raise NotImplementedError
+
+
+def failed(n: int, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fresh per-sample (distance, success, queries): +inf and false until an estimator succeeds."""
+    return (torch.full((n,), float("inf"), device=device), torch.zeros(n, dtype=torch.bool, device=device),
+            torch.zeros(n, dtype=torch.long, device=device))
+
+
+def l2_norm(x: torch.Tensor) -> torch.Tensor:
+    """Per-sample L2 norm of a batch."""
+    return x.flatten(1).norm(dim=1)
+
+
+@contextmanager
+def frozen(model: nn.Module):
+    """Parameters stop requiring gradients for the duration, so attacks' backward passes skip them."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)

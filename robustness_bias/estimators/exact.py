@@ -56,7 +56,7 @@ class ExactLinear(Estimator):
             )
 
     @torch.no_grad()
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> DistanceResult:
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index=None) -> DistanceResult:
         self.check_model(model)
         weights, bias = affine_parameters(model, tuple(x.shape[1:]))
         logits = x.flatten(1).double() @ weights.T + bias

@@ -1,0 +1,170 @@
+"""Our estimators against foolbox, torchattacks and the reference certify loop, in one process.
+
+Same model, same correctly classified inputs for everyone. Prints one table: images/s, our speed
+over each peer's, success rate, median distance (failures count as +inf), and the median of our
+distance over the peer's on the samples both solved.
+
+    python bench/estimators.py                                  # small CNN on CPU (make bench)
+    python bench/estimators.py --model resnet50 --image-size 32 --device cuda --images 512
+    python bench/estimators.py --model resnet50 --image-size 224 --device cuda --rs-n 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torchvision
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers  # noqa: E402
+
+from robustness_bias.data import DigitsDataModule  # noqa: E402
+from robustness_bias.estimators import CarliniWagner, DeepFool, RandomizedSmoothing  # noqa: E402
+from robustness_bias.models import Normalize, small_cnn  # noqa: E402
+
+
+def digits_images(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's real 8×8 digits, upsampled to RGB ``image_size``² images in [0,1]."""
+    digits = DigitsDataModule(normalization={"mean": [0.5], "std": [0.5]}).load()
+    images = torch.nn.functional.interpolate(digits.images, size=image_size, mode="bilinear", align_corners=False)
+    return images.clamp(0, 1).repeat(1, 3, 1, 1), torch.as_tensor(digits.labels)
+
+
+def trained_model(name: str, image_size: int, device: str, epochs: int = 4, seed: int = 0):
+    """A model trained briefly on 1,400 real digits, and the remaining ~400 as a pool of test images."""
+    torch.manual_seed(seed)
+    shape = (3, image_size, image_size)
+    norm = {"mean": [0.3] * 3, "std": [0.4] * 3}
+    if name == "small_cnn":
+        model = small_cnn(shape, 10, norm)
+    else:
+        model = torch.nn.Sequential(Normalize(**norm), torchvision.models.resnet50(num_classes=10))
+    model = model.to(device)
+    images, labels = digits_images(image_size)
+    order = torch.randperm(len(images))
+    images, labels = images[order].to(device), labels[order].to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for _ in range(epochs):
+        for start in range(0, 1400, 50):
+            loss = torch.nn.functional.cross_entropy(model(images[start:start + 50]), labels[start:start + 50])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval(), images[1400:], labels[1400:]
+
+
+def correct_inputs(model, images, labels, count):
+    with torch.no_grad():
+        keep = torch.cat([model(images[i:i + 256]).argmax(1) for i in range(0, len(images), 256)]) == labels
+    return images[keep][:count], labels[keep][:count]
+
+
+def timed(device: str, fn, *args):
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn(*args)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - start
+
+
+def ours(estimator):
+    return lambda model, x, y: estimator(model, x, y, index=torch.arange(len(x))).distance.cpu()
+
+
+def forward_rate(model, x, device, precision: str, seconds: float = 2.0) -> float:
+    """Raw forward-pass throughput (images/s) on batches of 1000 copies of the inputs."""
+    batch = x[:1].repeat(1000, 1, 1, 1) if len(x) else x
+    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        timed(device, model, batch)  # warm-up
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            timed(device, model, batch)
+            done += len(batch)
+        return done / (time.perf_counter() - start)
+
+
+def row(method, peer_of, distances, seconds, count):
+    d = distances.numpy()
+    return {"method": method, "peer_of": peer_of, "images": count, "seconds": seconds, "images/s": count / seconds,
+            "success": float(np.isfinite(d).mean()), "median L2": float(np.median(d)), "_d": d}
+
+
+def compare(rows: list[dict]) -> pd.DataFrame:
+    """Add our speed over each peer's and the median distance ratio on the samples both solved."""
+    by_method = {r["method"]: r for r in rows}
+    for r in rows:
+        if r["peer_of"]:
+            mine = by_method[r["peer_of"]]
+            n = r["images"]
+            r["ours ÷ peer speed"] = mine["images/s"] / r["images/s"]
+            both = np.isfinite(mine["_d"][:n]) & np.isfinite(r["_d"])
+            r["median ours/peer L2"] = float(np.median(mine["_d"][:n][both] / r["_d"][both])) if both.any() else np.nan
+    return pd.DataFrame(rows).drop(columns="_d")
+
+
+def main(argv=None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="small_cnn", choices=["small_cnn", "resnet50"])
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--images", type=int, default=256, help="inputs for DeepFool and CW")
+    parser.add_argument("--torchattacks-images", type=int, default=32, help="torchattacks DeepFool is one image at a time")
+    parser.add_argument("--deepfool-steps", type=int, default=50)
+    parser.add_argument("--rs-images", type=int, default=4)
+    parser.add_argument("--rs-n", type=int, default=10_000)
+    parser.add_argument("--rs-precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--skip", nargs="*", default=[], help="peers to leave out: torchattacks, foolbox, cohen")
+    args = parser.parse_args(argv)
+
+    torch.backends.cudnn.benchmark = True
+    model, pool_x, pool_y = trained_model(args.model, args.image_size, args.device)
+    x, y = correct_inputs(model, pool_x, pool_y, args.images)
+    print(f"{args.model} {args.image_size}px on {args.device}: {len(x)} correctly classified inputs", flush=True)
+    rows = []
+
+    def run(method, peer_of, fn, xs, ys):
+        distances, seconds = timed(args.device, fn, model, xs, ys)
+        rows.append(row(method, peer_of, distances, seconds, len(xs)))
+        print(f"  {method}: {len(xs) / seconds:.1f} images/s", flush=True)
+
+    run("deepfool (ours)", None, ours(DeepFool(steps=args.deepfool_steps)), x, y)
+    if "foolbox" not in args.skip:
+        run("foolbox L2DeepFoolAttack", "deepfool (ours)", lambda m, a, b: peers.foolbox_deepfool(m, a, b, steps=args.deepfool_steps), x, y)
+    if "torchattacks" not in args.skip:
+        k = args.torchattacks_images
+        run("torchattacks DeepFool", "deepfool (ours)", lambda m, a, b: peers.torchattacks_deepfool(m, a, b, steps=args.deepfool_steps), x[:k], y[:k])
+    run("cw (ours)", None, ours(CarliniWagner()), x, y)
+    if "foolbox" not in args.skip:
+        run("foolbox L2CarliniWagnerAttack", "cw (ours)", peers.foolbox_cw, x, y)
+    if "torchattacks" not in args.skip:
+        run("torchattacks CW (c=1)", "cw (ours)", peers.torchattacks_cw, x, y)
+    k = args.rs_images
+    smoothing = RandomizedSmoothing(n=args.rs_n, precision=args.rs_precision)
+    run(f"rs (ours, N={args.rs_n}, {args.rs_precision})", None, ours(smoothing), x[:k], y[:k])
+    if "cohen" not in args.skip:
+        run("Cohen-style certify loop", f"rs (ours, N={args.rs_n}, {args.rs_precision})",
+            lambda m, a, b: peers.cohen_certify(m, a, b, n=args.rs_n), x[:k], y[:k])
+    table = compare(rows)
+    rate = forward_rate(model, x, args.device, args.rs_precision)
+    floor = rate / (args.rs_n + smoothing.n0)
+    ours_rs = table.loc[table["method"].str.startswith("rs (ours"), "images/s"].iloc[0]
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_columns", 20)
+    print()
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"\nforward pass ({args.rs_precision}): {rate:,.0f} images/s → smoothing floor at N+N0={args.rs_n + smoothing.n0}: "
+          f"{floor:.3f} images/s; ours reaches {ours_rs / floor:.0%} of it")
+    return table
+
+
+if __name__ == "__main__":
+    main()

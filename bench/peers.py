@@ -1,0 +1,75 @@
+"""The peers our estimators are measured against, wrapped to one shape: (model, x, y) -> distances.
+
+Every wrapper re-checks success itself (prediction on the returned point ≠ label) and reports
++inf for failures, since foolbox returns zeros or the clean input and torchattacks the clean
+input when they fail. foolbox and torchattacks are development-only dependencies.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.stats import norm
+
+from robustness_bias.estimators.smoothing import lower_confidence_bound
+
+
+def checked_distances(model, x: torch.Tensor, y: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """‖adv − x‖₂ where adv is really misclassified and inside the box, else +inf."""
+    with torch.no_grad():
+        fooled = model(adv).argmax(1) != y
+    inside = (adv >= 0).flatten(1).all(1) & (adv <= 1).flatten(1).all(1)
+    distance = (adv - x).flatten(1).norm(dim=1)
+    return torch.where(fooled & inside, distance, torch.full_like(distance, float("inf"))).cpu()
+
+
+def foolbox_deepfool(model, x, y, steps=50, candidates=10, overshoot=0.02):
+    import foolbox as fb
+
+    attack = fb.attacks.L2DeepFoolAttack(steps=steps, candidates=candidates, overshoot=overshoot, loss="logits")
+    _, adv, _ = attack(fb.PyTorchModel(model, bounds=(0, 1)), x, y, epsilons=None)
+    return checked_distances(model, x, y, adv)
+
+
+def foolbox_cw(model, x, y, binary_search_steps=5, steps=100, initial_const=0.01, learning_rate=5e-3):
+    import foolbox as fb
+
+    attack = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=binary_search_steps, steps=steps,
+                                              stepsize=learning_rate, initial_const=initial_const,
+                                              confidence=0, abort_early=True)
+    _, adv, _ = attack(fb.PyTorchModel(model, bounds=(0, 1)), x, y, epsilons=None)
+    return checked_distances(model, x, y, adv)
+
+
+def torchattacks_deepfool(model, x, y, steps=50, overshoot=0.02):
+    import torchattacks
+
+    return checked_distances(model, x, y, torchattacks.DeepFool(model, steps=steps, overshoot=overshoot)(x, y))
+
+
+def torchattacks_cw(model, x, y, c=1.0, steps=100, learning_rate=5e-3):
+    import torchattacks
+
+    return checked_distances(model, x, y, torchattacks.CW(model, c=c, kappa=0, steps=steps, lr=learning_rate)(x, y))
+
+
+@torch.no_grad()
+def cohen_certify(model, x, y, sigma=0.125, n0=100, n=100_000, alpha=0.001, batch=1000):
+    """The reference procedure: one image at a time, its noise in batches, as in Cohen et al.'s code."""
+    radii = []
+    for image, label in zip(x, y):
+        counts = []
+        for num in (n0, n):
+            tally = torch.zeros(model(image[None]).shape[1], dtype=torch.long, device=x.device)
+            remaining = num
+            while remaining > 0:
+                size = min(batch, remaining)
+                remaining -= size
+                noisy = image[None].repeat(size, 1, 1, 1)
+                predictions = model(noisy + torch.randn_like(noisy) * sigma).argmax(1)
+                tally += torch.bincount(predictions, minlength=len(tally))
+            counts.append(tally)
+        guess = int(counts[0].argmax())
+        p_lower = float(lower_confidence_bound(np.array([int(counts[1][guess])]), n, alpha)[0])
+        radii.append(sigma * norm.ppf(p_lower) if p_lower >= 0.5 and guess == int(label) else 0.0)
+    return torch.tensor(radii)

@@ -1,0 +1,170 @@
+"""Known answers for DeepFool, Carlini–Wagner and randomized smoothing (SPEC §2)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from robustness_bias.estimators import CarliniWagner, DeepFool, ExactLinear, RandomizedSmoothing
+from robustness_bias.estimators.deepfool import STABILITY
+from robustness_bias.models import logreg
+
+SHAPE = (1, 6, 6)
+NORM = {"mean": [0.5], "std": [0.25]}
+
+
+def interior_points(model, count, seed=0, max_distance=None, min_distance=0.05):
+    """Points in [0.3, 0.7] whose nearest boundary point (and the 2% overshoot) stays inside the box.
+
+    Distances below ``min_distance`` are left out: CW's Adam steps (lr 5e-3 per coordinate) cannot
+    resolve a boundary much nearer than that.
+    """
+    torch.manual_seed(seed)
+    x = 0.3 + 0.4 * torch.rand(count * 40, *SHAPE)
+    y = model(x).argmax(1)
+    exact = ExactLinear()(model, x, y).distance
+    # The boundary lies at most 1.05·d away along a direction of unit norm: a per-pixel shift ≤ 1.05·d.
+    keep = (exact * 1.05 < 0.3) & (exact >= min_distance)
+    if max_distance is not None:
+        keep &= exact <= max_distance
+    return x[keep][:count], y[keep][:count], exact[keep][:count]
+
+
+def small_weights(model):
+    """Shrink a random logistic regression so that its boundaries lie 0.05–0.3 away from typical points."""
+    with torch.no_grad():
+        model[2].weight.mul_(0.1)
+    return model.eval()
+
+
+@pytest.fixture
+def affine():
+    torch.manual_seed(0)
+    return small_weights(logreg(SHAPE, 10, NORM))
+
+
+def test_deepfool_is_exact_times_overshoot_after_one_step_on_an_affine_model(affine):
+    x, y, exact = interior_points(affine, 32)
+    assert len(x) == 32
+    result = DeepFool(overshoot=0.02)(affine, x, y)
+    assert result.success.all()
+    torch.testing.assert_close(result.distance, 1.02 * (exact + STABILITY), rtol=1e-4, atol=1e-6)
+    # one forward + 9 candidate gradients, then the forward that confirms the flip
+    assert (result.queries == 1 + 9 + 1).all()
+
+
+@pytest.mark.parametrize("gradients", ["batched", "loop"])
+def test_deepfool_gradient_modes_agree(affine, gradients):
+    x, y, _ = interior_points(affine, 8)
+    reference = DeepFool(gradients="loop")(affine, x, y)
+    torch.testing.assert_close(DeepFool(gradients=gradients)(affine, x, y).distance, reference.distance)
+
+
+@pytest.fixture
+def binary_linear():
+    torch.manual_seed(0)
+    return small_weights(logreg(SHAPE, 2, NORM))
+
+
+def test_cw_lands_within_5_percent_above_the_exact_distance(binary_linear):
+    x, y, exact = interior_points(binary_linear, 64, seed=1)
+    assert len(x) == 64
+    result = CarliniWagner()(binary_linear, x, y)
+    assert result.success.all()
+    ratio = result.distance / exact
+    assert (ratio >= 1 - 1e-5).all() and (ratio <= 1.05).all(), ratio
+    assert (result.queries <= 2 * 5 * 100 + 10).all()
+
+
+def test_cw_median_is_within_1_percent_of_exact_with_ten_classes(affine):
+    # With several classes CW's hinge chases the runner-up logit, which is not always the nearest
+    # boundary: single points can land farther, the bulk does not.
+    x, y, exact = interior_points(affine, 64, seed=1)
+    result = CarliniWagner()(affine, x, y)
+    ratio = result.distance / exact
+    assert result.success.all() and (ratio >= 1 - 1e-5).all() and ratio.median() <= 1.01
+
+
+def test_smoothing_radius_is_below_the_exact_distance_and_close_at_large_n(binary_linear):
+    sigma = 0.125
+    # Below σ/2 the binomial bound costs more than 10% of the radius: 0.06 ≤ d ≤ 3σ.
+    x, y, exact = interior_points(binary_linear, 12, seed=2, max_distance=3 * sigma, min_distance=0.5 * sigma)
+    assert len(x) == 12
+    result = RandomizedSmoothing(sigma=sigma, n0=100, n=100_000, alpha=0.001)(binary_linear, x, y)
+    assert result.success.all() and (result.queries == 100_100).all()
+    ratio = result.distance / exact
+    assert (ratio <= 1).all() and (ratio >= 0.9).all(), ratio
+
+
+def test_smoothing_radii_do_not_depend_on_batching(binary_linear):
+    x, y, _ = interior_points(binary_linear, 3, seed=3)
+    index = torch.tensor([7, 42, 1000])
+    settings = dict(n0=50, n=2000, noise_chunk=300)
+    one = [RandomizedSmoothing(forward_batch=1, **settings)(binary_linear, x[i:i + 1], y[i:i + 1], index=index[i:i + 1])
+           for i in range(3)]
+    together = RandomizedSmoothing(forward_batch=1000, **settings)(binary_linear, x.flip(0), y.flip(0), index=index.flip(0))
+    torch.testing.assert_close(torch.cat([r.distance for r in one]), together.distance.flip(0), rtol=0, atol=0)
+    other_seed = RandomizedSmoothing(forward_batch=1000, seed=1, **settings)(binary_linear, x, y, index=index)
+    assert not torch.equal(other_seed.distance, torch.cat([r.distance for r in one]))
+
+
+def test_smoothing_abstains_at_the_boundary_with_radius_zero(binary_linear):
+    # Move each point onto its decision boundary: the smoothed vote is a coin toss.
+    x, y, exact = interior_points(binary_linear, 4, seed=4)
+    weights = binary_linear[2].weight / NORM["std"][0]
+    direction = (weights[1 - y] - weights[y]).view(-1, *SHAPE)
+    direction = direction / direction.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    on_boundary = x + exact.view(-1, 1, 1, 1) * direction
+    result = RandomizedSmoothing(n=2000)(binary_linear, on_boundary, y)
+    assert not result.success.any() and (result.distance == 0).all()
+
+
+class OutsideSphere(nn.Module):
+    """Class 0 outside a sphere of radius r around c, class 1 inside: linearisation undershoots from outside."""
+
+    def __init__(self, centre, radius):
+        super().__init__()
+        self.register_buffer("centre", centre)
+        self.radius = radius
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        s = self.scale * ((x - self.centre).flatten(1).pow(2).sum(1) - self.radius ** 2)
+        return torch.stack([s, -s], 1)
+
+
+def test_attacks_given_one_step_on_a_hard_point_report_failure():
+    centre = torch.full(SHAPE, 0.5)
+    model = OutsideSphere(centre, radius=0.2).eval()
+    x = centre.clone()[None]
+    x[0, 0, 0, 0] += 0.6          # three radii from the centre: one linear step covers 1.33 r of the 2 r needed
+    y = torch.zeros(1, dtype=torch.long)
+    for attack in (DeepFool(steps=1), CarliniWagner(binary_search_steps=1, steps=1)):
+        result = attack(model, x, y)
+        assert not result.success.any() and math.isinf(result.distance.item()), type(attack).__name__
+    solved = DeepFool(steps=100)(model, x, y)
+    assert solved.success.all() and 0.4 <= solved.distance.item() <= 0.4 * 1.05
+
+
+def test_failures_are_infinite_never_zero(affine):
+    x, y, _ = interior_points(affine, 16)
+    result = CarliniWagner(binary_search_steps=1, steps=2, initial_const=1e-4)(affine, x, y)
+    assert (~result.success).any()
+    assert torch.isinf(result.distance[~result.success]).all() and (result.distance[result.success] > 0).all()
+
+
+def test_attacks_leave_the_model_trainable(affine):
+    x, y, _ = interior_points(affine, 4)
+    for attack in (DeepFool(), CarliniWagner(steps=3, binary_search_steps=1)):
+        attack(affine, x, y)
+        assert all(p.requires_grad for p in affine.parameters())
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), [(DeepFool, {"steps": 0}), (CarliniWagner, {"learning_rate": 0}),
+                                             (RandomizedSmoothing, {"alpha": 1.5}),
+                                             (RandomizedSmoothing, {"precision": "fp8"}),
+                                             (DeepFool, {"gradients": "fast"})])
+def test_impossible_settings_are_refused(cls, kwargs):
+    with pytest.raises(ValueError, match=cls.name):
+        cls(**kwargs)

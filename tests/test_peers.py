@@ -1,0 +1,43 @@
+"""Quality against the peers on a small trained CNN: same inputs, same budget, distances no larger."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import estimators as bench  # noqa: E402
+import peers  # noqa: E402
+
+from robustness_bias.estimators import CarliniWagner, DeepFool  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cnn_and_inputs():
+    model, pool_x, pool_y = bench.trained_model("small_cnn", 16, "cpu", epochs=3)
+    x, y = bench.correct_inputs(model, pool_x, pool_y, 96)
+    assert len(x) == 96
+    return model, x, y
+
+
+def _median(distances: torch.Tensor) -> float:
+    return float(np.median(distances.numpy()))   # failures count as +inf
+
+
+def test_deepfool_median_at_most_1_percent_above_foolbox(cnn_and_inputs):
+    model, x, y = cnn_and_inputs
+    ours = DeepFool(steps=50)(model, x, y)
+    theirs = peers.foolbox_deepfool(model, x, y, steps=50)
+    assert ours.success.float().mean() >= torch.isfinite(theirs).float().mean()
+    assert _median(ours.distance) <= 1.01 * _median(theirs)
+
+
+def test_cw_median_at_most_1_percent_above_foolbox_at_the_same_budget(cnn_and_inputs):
+    model, x, y = cnn_and_inputs
+    ours = CarliniWagner(binary_search_steps=5, steps=100)(model, x, y)
+    theirs = peers.foolbox_cw(model, x, y, binary_search_steps=5, steps=100)
+    assert _median(ours.distance) <= 1.01 * _median(theirs)
+    both = ours.success & torch.isfinite(theirs)
+    assert (ours.distance[both] / theirs[both]).median() <= 1.0
