@@ -8,13 +8,13 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test clean
+.PHONY: install run test bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --progress-bar off -e '.[dev]'
+	$(PY) -m pip install --quiet --progress-bar off -e '.[dev]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -22,6 +22,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Our estimators against foolbox, torchattacks and the reference certify loop (small CNN on the CPU;
+# pass BENCH_ARGS="--model resnet50 --image-size 224 --device cuda" on a GPU).
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(PY) bench/estimators.py $(BENCH_ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -93,9 +93,10 @@ def forward_rate(model, x, device, precision: str, seconds: float = 2.0) -> floa
 
 
 def row(method, peer_of, distances, seconds, count):
+    """A failure is +inf (attacks) or a zero radius (smoothing): neither counts as solved."""
     d = distances.numpy()
     return {"method": method, "peer_of": peer_of, "images": count, "seconds": seconds, "images/s": count / seconds,
-            "success": float(np.isfinite(d).mean()), "median L2": float(np.median(d)), "_d": d}
+            "success": float((np.isfinite(d) & (d > 0)).mean()), "median L2": float(np.median(d)), "_d": d}
 
 
 def compare(rows: list[dict]) -> pd.DataFrame:
@@ -106,7 +107,7 @@ def compare(rows: list[dict]) -> pd.DataFrame:
             mine = by_method[r["peer_of"]]
             n = r["images"]
             r["ours ÷ peer speed"] = mine["images/s"] / r["images/s"]
-            both = np.isfinite(mine["_d"][:n]) & np.isfinite(r["_d"])
+            both = np.isfinite(mine["_d"][:n]) & np.isfinite(r["_d"]) & (mine["_d"][:n] > 0) & (r["_d"] > 0)
             r["median ours/peer L2"] = float(np.median(mine["_d"][:n][both] / r["_d"][both])) if both.any() else np.nan
     return pd.DataFrame(rows).drop(columns="_d")
 
