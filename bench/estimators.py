@@ -123,12 +123,16 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--rs-images", type=int, default=4)
     parser.add_argument("--rs-n", type=int, default=10_000)
     parser.add_argument("--rs-precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--channels-last", action="store_true", help="model and inputs in channels-last memory format")
     parser.add_argument("--skip", nargs="*", default=[], help="peers to leave out: torchattacks, foolbox, cohen")
     args = parser.parse_args(argv)
 
     torch.backends.cudnn.benchmark = True
     model, pool_x, pool_y = trained_model(args.model, args.image_size, args.device)
     x, y = correct_inputs(model, pool_x, pool_y, args.images)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     print(f"{args.model} {args.image_size}px on {args.device}: {len(x)} correctly classified inputs", flush=True)
     rows = []
 

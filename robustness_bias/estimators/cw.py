@@ -22,6 +22,7 @@ from torch import nn
 from .base import DistanceResult, Estimator, failed, frozen, l2_norm
 
 TANH_SCALE = 0.999999  # keeps arctanh finite at the box's edges, as in foolbox
+ABORT_FACTOR = 0.9999  # a run stops when ten steps shrank its loss by less than this factor
 
 
 class CarliniWagner(Estimator):
@@ -49,21 +50,85 @@ class CarliniWagner(Estimator):
         distance, success, queries = failed(n, x.device)
         x0 = x.detach()
         w0 = torch.atanh((x0 * 2 - 1) * TANH_SCALE)
-        start = (torch.tanh(w0) + 1) / 2        # x0 as the tanh map reproduces it
         const = torch.full((n,), self.initial_const, device=x.device)
         lower = torch.zeros(n, device=x.device)
         upper = torch.full((n,), math.inf, device=x.device)
         best_delta = torch.zeros_like(w0)
         for _ in range(self.binary_search_steps):
             initial = best_delta.clone() if self.warm_start else torch.zeros_like(w0)
-            found = self._adam_run(model, x0, w0, start, y, const, initial, distance, success, queries, best_delta)
+            found = self._adam_run(model, x0, w0, y, const, initial, distance, best_delta, queries)
             upper = torch.where(found, const, upper)
             lower = torch.where(found, lower, const)
             const = torch.where(torch.isinf(upper), const * 10, (lower + upper) / 2)
+        success = torch.isfinite(distance)
         if self.refine_steps:
             adversarial = (torch.tanh(w0 + best_delta) + 1) / 2
             self._shrink(model, x0, adversarial, y, distance, success, queries)
         return DistanceResult(distance=distance, success=success, queries=queries)
+
+    def _adam_run(self, model, x0, w0, y, const, delta, distance, best_delta, queries) -> torch.Tensor:
+        """Adam from ``delta`` at fixed constants; returns which samples turned adversarial.
+
+        The best distance and perturbation per sample are updated in place. Samples that stall
+        leave the working set (its tensors are gathered anew only then, every tenth of the run).
+        """
+        n = len(x0)
+        found = torch.zeros(n, dtype=torch.bool, device=x0.device)
+        rows = torch.arange(n, device=x0.device)
+        work = {"x0": x0, "w0": w0, "y": y, "const": const, "delta": delta, "m": torch.zeros_like(w0),
+                "v": torch.zeros_like(w0), "distance": distance.clone(), "best": best_delta.clone(),
+                "found": found.clone(), "previous": torch.full((n,), math.inf, device=x0.device)}
+        start = (torch.tanh(w0) + 1) / 2        # x0 as the tanh map reproduces it
+        work["start"] = start
+        check_every = math.ceil(self.steps / 10)
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        steps_run = torch.zeros(n, dtype=torch.long, device=x0.device)
+
+        def retire(keep: torch.Tensor | None) -> None:
+            """Write the rows leaving the working set back to the per-sample results."""
+            leaving = rows if keep is None else rows[~keep]
+            mask = slice(None) if keep is None else ~keep
+            distance[leaving] = work["distance"][mask]
+            best_delta[leaving] = work["best"][mask]
+            found[leaving] = work["found"][mask]
+
+        for step in range(self.steps):
+            w = work
+            d = w["delta"].requires_grad_(True)
+            with torch.enable_grad():
+                adv = (torch.tanh(w["w0"] + d) + 1) / 2
+                logits = model(adv)
+                own = logits.gather(1, w["y"][:, None])[:, 0]
+                other = logits.scatter(1, w["y"][:, None], -math.inf).amax(1)
+                loss = (own - other + self.confidence).clamp_min(0) * w["const"] + (adv - w["start"]).flatten(1).pow(2).sum(1)
+                grad, = torch.autograd.grad(loss.sum(), d)
+            steps_run[rows] += 1
+            d, adv, loss = d.detach(), adv.detach(), loss.detach()
+            is_adv = logits.detach().argmax(1) != w["y"]
+            w["found"] |= is_adv
+            norms = l2_norm(adv - w["x0"])
+            better = is_adv & (norms < w["distance"])
+            w["distance"] = torch.where(better, norms, w["distance"])
+            w["best"] = torch.where(better.view(-1, *[1] * (d.dim() - 1)), d, w["best"])
+
+            t = step + 1
+            w["m"] = beta1 * w["m"] + (1 - beta1) * grad
+            w["v"] = beta2 * w["v"] + (1 - beta2) * grad * grad
+            w["delta"] = d - self.learning_rate * (w["m"] / (1 - beta1 ** t)) / ((w["v"] / (1 - beta2 ** t)).sqrt() + eps)
+
+            if self.abort_early and step % check_every == 0:
+                keep = loss <= ABORT_FACTOR * w["previous"]
+                w["previous"] = loss
+                if not keep.all():
+                    retire(keep)
+                    work = {key: value[keep] for key, value in w.items()}
+                    rows = rows[keep]
+                    if len(rows) == 0:
+                        break
+        if len(rows):
+            retire(None)
+        queries += 2 * steps_run   # one forward and one backward pass per Adam step
+        return found
 
     @torch.no_grad()
     def _shrink(self, model, x0, adversarial, y, distance, success, queries) -> None:
@@ -85,49 +150,3 @@ class CarliniWagner(Estimator):
             high, low = torch.where(fooled, mid, high), torch.where(fooled, low, mid)
         queries[found] += self.refine_steps
         distance[found] = torch.minimum(distance[found], l2_norm(high.view(shape) * perturbation))
-
-    def _adam_run(self, model, x0, w0, start, y, const, delta, distance, success, queries, best_delta) -> torch.Tensor:
-        """One Adam optimisation from ``delta`` at fixed constants; updates the best results in place."""
-        n = len(x0)
-        found = torch.zeros(n, dtype=torch.bool, device=x0.device)
-        active = torch.arange(n, device=x0.device)
-        m, v = torch.zeros_like(w0), torch.zeros_like(w0)
-        previous = torch.full((n,), math.inf, device=x0.device)
-        check_every = math.ceil(self.steps / 10)
-        beta1, beta2, eps = 0.9, 0.999, 1e-8
-        for step in range(self.steps):
-            d = delta[active].requires_grad_(True)
-            with torch.enable_grad():
-                adv = (torch.tanh(w0[active] + d) + 1) / 2
-                logits = model(adv)
-                label = y[active]
-                own = logits.gather(1, label[:, None])[:, 0]
-                other = logits.scatter(1, label[:, None], -math.inf).amax(1)
-                hinge = (own - other + self.confidence).clamp_min(0) * const[active]
-                squared = (adv - start[active]).flatten(1).pow(2).sum(1)
-                loss = hinge + squared
-                grad, = torch.autograd.grad(loss.sum(), d)
-            queries[active] += 2
-            adv, loss = adv.detach(), loss.detach()
-            is_adv = logits.detach().argmax(1) != label
-            found[active] |= is_adv
-            norms = l2_norm(adv - x0[active])
-            better = is_adv & (norms < distance[active])   # index updates below avoid a device sync
-            distance[active] = torch.where(better, norms, distance[active])
-            success[active] |= better
-            best_delta[active] = torch.where(better.view(-1, *[1] * (d.dim() - 1)), d.detach(), best_delta[active])
-
-            t = step + 1
-            m[active] = beta1 * m[active] + (1 - beta1) * grad
-            v[active] = beta2 * v[active] + (1 - beta2) * grad * grad
-            m_hat = m[active] / (1 - beta1 ** t)
-            v_hat = v[active] / (1 - beta2 ** t)
-            delta[active] = d.detach() - self.learning_rate * m_hat / (v_hat.sqrt() + eps)
-
-            if self.abort_early and step % check_every == 0:
-                stalled = ~(loss <= 0.9999 * previous[active])
-                previous[active] = loss
-                active = active[~stalled]
-                if len(active) == 0:
-                    break
-        return found

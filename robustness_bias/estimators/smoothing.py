@@ -70,6 +70,8 @@ class RandomizedSmoothing(Estimator):
         """How often each class wins among ``num`` noisy copies of each image: (B, C) counts."""
         device = x.device
         buffer = torch.empty(self.forward_batch, *x.shape[1:], device=device, dtype=x.dtype)
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            buffer = buffer.contiguous(memory_format=torch.channels_last)   # match a channels-last model
         owners = torch.empty(self.forward_batch, dtype=torch.long, device=device)
         generator = torch.Generator(device=device)
         counts: torch.Tensor | None = None
