@@ -87,6 +87,7 @@ def run(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     datamodule: ImageDataModule = instantiate(cfg.dataset)
     datamodule.setup()
+    write_atomic(output_dir / "dataset.json", lambda tmp: tmp.write_text(json.dumps(datamodule.facts, indent=2)))
     partition = list(cfg.partition.by)
     check_partition(partition, datamodule)
     model = instantiate(cfg.model)(input_shape=datamodule.input_shape, num_classes=datamodule.num_classes,

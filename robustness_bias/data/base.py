@@ -73,17 +73,31 @@ class TensorImages(ImageTable):
         return self.images[index]
 
 
+def _check_fraction(name: str, value: float) -> None:
+    if not 0 <= value < 1:
+        raise DataError(f"dataset.{name}={value}: must lie in [0, 1)")
+
+
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
     """Train / validation / test indices from a seeded permutation (each sorted, for readable records)."""
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0 <= value < 1:
-            raise DataError(f"dataset.{name}={value}: must lie in [0, 1)")
+    _check_fraction("val_fraction", val_fraction)
+    _check_fraction("test_fraction", test_fraction)
     if val_fraction + test_fraction >= 1:
         raise DataError("dataset.val_fraction + dataset.test_fraction must leave samples for training")
     order = np.random.default_rng(seed).permutation(n)
     n_test, n_val = math.ceil(n * test_fraction), math.ceil(n * val_fraction)
     test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
     return np.sort(train), np.sort(val), np.sort(test)
+
+
+def split_official(is_test: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Keep a dataset's own test set; hold out a seeded ``val_fraction`` of the rest for validation."""
+    _check_fraction("val_fraction", val_fraction)
+    is_test = np.asarray(is_test, dtype=bool)
+    rest = np.flatnonzero(~is_test)
+    order = np.random.default_rng(seed).permutation(len(rest))
+    n_val = math.ceil(len(rest) * val_fraction)
+    return np.sort(rest[order[n_val:]]), np.sort(rest[order[:n_val]]), np.flatnonzero(is_test)
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -98,17 +112,25 @@ class ImageDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.table: ImageTable | None = None
+        self.facts: dict = {}   # counts worth keeping with the run (written to dataset.json)
 
     def load(self) -> ImageTable:
         """Read the whole dataset (labels and attributes eagerly; images may stay lazy)."""
         raise NotImplementedError
 
+    def split(self, table: ImageTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Train / validation / test indices; by default a seeded random split of the whole table."""
+        return split_indices(len(table), self.val_fraction, self.test_fraction, self.split_seed)
+
     def setup(self, stage: str | None = None) -> None:
         if self.table is not None:
             return
-        self.table = self.load()
-        self.train_indices, self.val_indices, self.test_indices = split_indices(
-            len(self.table), self.val_fraction, self.test_fraction, self.split_seed)
+        table = self.load()
+        self.train_indices, self.val_indices, self.test_indices = self.split(table)
+        self.table = table
+        self.facts.update(samples=len(table), classes=table.class_names,
+                          split={"train": len(self.train_indices), "val": len(self.val_indices),
+                                 "test": len(self.test_indices)})
 
     @property
     def input_shape(self) -> tuple[int, ...]:
