@@ -1,0 +1,99 @@
+"""Adience (Eidinger, Enbar, Hassner 2014): faces in the wild with age group and gender.
+
+The labels live in five tab-separated fold files ``fold_{0..4}_data.txt`` (columns user_id,
+original_image, face_id, age, gender, …); images in ``aligned/<user_id>/
+landmark_aligned_face.<face_id>.<original_image>``. Folds 0–3 are the training set, fold 4 the
+test set (SPEC §4). The age column mixes the eight official groups with stray strings such as
+"(38, 42)", "(8, 23)" or "35"; each is mapped to the group nearest to its midpoint (ties go to
+the older group); "None" and empty ages are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .base import DataError, ImageDataModule, split_official
+from .files import FileImages, missing_files
+
+log = logging.getLogger(__name__)
+
+AGE_GROUPS = [(0, 2), (4, 6), (8, 13), (15, 20), (25, 32), (38, 43), (48, 53), (60, 100)]
+AGE_NAMES = ["0-2", "4-6", "8-13", "15-20", "25-32", "38-43", "48-53", "60+"]
+GENDERS = {"m": "male", "f": "female", "u": "unknown", "": "unknown"}
+FOLDS = 5
+TEST_FOLD = 4
+
+
+def age_group(text: str) -> int | None:
+    """The age group of an Adience age string: "(25, 32)", "(38, 42)", "35", or None when absent."""
+    numbers = [int(n) for n in re.findall(r"\d+", str(text))]
+    if not numbers:
+        return None
+    middle = sum(numbers) / len(numbers)
+    distances = [0.0 if low <= middle <= high else min(abs(middle - low), abs(middle - high))
+                 for low, high in AGE_GROUPS]
+    best = min(distances)
+    return max(i for i, d in enumerate(distances) if d == best)
+
+
+class AdienceDataModule(ImageDataModule):
+    """Adience with 8 age groups as classes and gender as attribute; folds 0–3 train, fold 4 test."""
+
+    def __init__(self, root: str | None = None, image_size: int | None = 224, cache: bool = False,
+                 drop_unknown_gender: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.root = Path(str(root)).expanduser() if root else None
+        hint = ("Adience's fold files fold_0_data.txt … fold_4_data.txt and the folder aligned/ "
+                "(from AdienceBenchmarkGenderAndAgeClassification) must be there. Fix: pass dataset.root=/path/to/adience")
+        if self.root is None or not self.root.is_dir():
+            raise DataError(f"dataset.root={root}: no such folder. {hint}")
+        missing = [f"fold_{k}_data.txt" for k in range(FOLDS) if not (self.root / f"fold_{k}_data.txt").is_file()]
+        if missing or not (self.root / "aligned").is_dir():
+            raise DataError(f"dataset.root={root}: missing {missing + ([] if (self.root / 'aligned').is_dir() else ['aligned/'])}. {hint}")
+        self.image_size, self.cache, self.drop_unknown_gender = image_size, cache, drop_unknown_gender
+
+    def read_folds(self) -> pd.DataFrame:
+        frames = []
+        for fold in range(FOLDS):
+            path = self.root / f"fold_{fold}_data.txt"
+            frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+            absent = {"user_id", "original_image", "face_id", "age", "gender"} - set(frame.columns)
+            if absent:
+                raise DataError(f"{path} lacks the column(s) {sorted(absent)}: is it an Adience fold file?")
+            frames.append(frame.assign(fold=fold))
+        return pd.concat(frames, ignore_index=True)
+
+    def load(self) -> FileImages:
+        rows = self.read_folds()
+        rows["group"] = rows["age"].map(age_group)
+        no_age = rows["group"].isna()
+        rows["gender_name"] = rows["gender"].str.strip().str.lower().map(GENDERS).fillna("unknown")
+        unknown = rows["gender_name"] == "unknown"
+        dropped = no_age | (unknown if self.drop_unknown_gender else False)
+        self.facts.update(rows=len(rows), without_age=int(no_age.sum()), unknown_gender=int(unknown.sum()),
+                          dropped=int(dropped.sum()),
+                          stray_ages=sorted(set(rows.loc[~no_age & ~rows["age"].isin(_official_strings()), "age"])))
+        if no_age.any():
+            log.warning("Adience: dropped %d face(s) without an age", int(no_age.sum()))
+        rows = rows[~dropped].reset_index(drop=True)
+        paths = [self.root / "aligned" / r.user_id / f"landmark_aligned_face.{r.face_id}.{r.original_image}"
+                 for r in rows.itertuples()]
+        missing_files(paths, "the fold files")
+        genders = sorted(set(rows["gender_name"]), key=["male", "female", "unknown"].index)
+        self._is_test = (rows["fold"] == TEST_FOLD).to_numpy()
+        return FileImages(paths, rows["group"].astype(int).to_numpy(), AGE_NAMES,
+                          attributes={"gender": rows["gender_name"].map(genders.index).to_numpy()},
+                          categories={"gender": genders}, channels=3, image_size=self.image_size, cache=self.cache)
+
+    def split(self, table: FileImages):
+        """Fold 4 is the test set; validation is a seeded share of folds 0–3."""
+        return split_official(self._is_test, self.val_fraction, self.split_seed)
+
+
+def _official_strings() -> set[str]:
+    return {f"({low}, {high})" for low, high in AGE_GROUPS[:-1]} | {"(60, 100)"}
