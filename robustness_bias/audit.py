@@ -104,7 +104,7 @@ class RobustnessAudit(L.Callback):
     def _estimate(self, name: str, estimator: Estimator, model, datamodule: ImageDataModule, meta: pd.DataFrame,
                   device, label: str) -> pd.DataFrame:
         """One estimator's records on the samples in ``meta``, with a progress bar over the attacked ones."""
-        attacked = meta.loc[meta["correct"], "sample_index"].to_numpy()
+        attacked = meta.loc[meta["correct"], "sample_index"].to_numpy(copy=True)
         loader = DataLoader(Subset(datamodule.table, attacked.tolist()), batch_size=estimator.batch_size, shuffle=False)
         parts, start = [], 0
         with tqdm(total=len(attacked), desc=f"audit {label} · {name}", unit="img", disable=not self.progress,

@@ -54,6 +54,8 @@ def test_utkface_names_and_bins():
     assert parse_name("100_0_0_20170112213500903.jpg.chip.jpg") == (100, 0, 0)
     assert parse_name("39_1_20170116174525125.jpg.chip.jpg") is None
     assert parse_name("25_2_0_20170116174525125.jpg.chip.jpg") is None      # gender is 0 or 1
+    assert parse_name("24_0_1_20170116220224657 .jpg.chip.jpg") == (24, 0, 1)     # as distributed
+    assert parse_name("55_0_0_20170116232725357jpg.chip.jpg") == (55, 0, 0)
     assert [age_bin(a) for a in (0, 14, 15, 24, 25, 39, 40, 59, 60, 116)] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
 
 

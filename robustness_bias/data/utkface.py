@@ -25,7 +25,9 @@ from .files import FileImages
 
 log = logging.getLogger(__name__)
 
-NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)\.jpg(\.chip\.jpg)?$")
+# The label fields are what matters: two distributed names have a stray space or a missing dot
+# after the date, and are kept; three lack the race field, and are skipped.
+NAME = re.compile(r"^(\d+)_([01])_([0-4])_\d+")
 AGE_BINS = [(0, 14), (15, 24), (25, 39), (40, 59), (60, 200)]
 AGE_NAMES = ["0-14", "15-24", "25-39", "40-59", "60+"]
 GENDERS = ["male", "female"]
