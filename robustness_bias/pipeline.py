@@ -66,6 +66,9 @@ def check_partition(partition: list[str], datamodule: ImageDataModule) -> None:
 
 
 def build_estimators(cfg: DictConfig, model) -> dict[str, Estimator]:
+    """The configured estimators; one that cannot measure this model is an error, or is skipped
+    with a warning under ``audit.skip_unfit_estimators`` (sweeps over models that mix linear and
+    non-linear ones, where only some can use the exact estimator)."""
     estimators = {name: instantiate(spec) for name, spec in cfg.estimator.items()}
     unfit = {}
     for name, estimator in estimators.items():
@@ -73,8 +76,11 @@ def build_estimators(cfg: DictConfig, model) -> dict[str, Estimator]:
             estimator.check_model(model)
         except EstimatorMismatch as error:
             unfit[name] = error
+    fitting = {name: e for name, e in estimators.items() if name not in unfit}
+    if unfit and cfg.audit.skip_unfit_estimators and fitting:
+        log.warning("skipping estimator(s) %s: they do not fit this model", sorted(unfit))
+        return fitting
     if unfit:
-        fitting = [name for name in estimators if name not in unfit]
         hint = f" For this model: estimator=[{','.join(fitting)}]" if fitting else ""
         raise EstimatorMismatch(" ".join(str(e) for e in unfit.values()) + hint)
     return estimators
@@ -97,7 +103,8 @@ def run(cfg: DictConfig) -> dict:
     loggers = [instantiate(spec) for spec in (cfg.get("logger") or {}).values()]
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    audit = RobustnessAudit(estimators, output_dir, partition, **cfg.audit)
+    audit_options = {k: v for k, v in cfg.audit.items() if k != "skip_unfit_estimators"}
+    audit = RobustnessAudit(estimators, output_dir, partition, **audit_options)
     checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True, save_top_k=0)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[audit, checkpoint], logger=loggers or False)
     try:

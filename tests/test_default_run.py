@@ -95,7 +95,7 @@ def test_a_sweep_gives_one_closed_wandb_run_per_job(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = sorted(tmp_path.glob("*/wandb/offline-run-*/run-*.wandb"))
-    assert [r.parts[-4] for r in runs] == ["0", "1"]
+    assert [r.parts[-4] for r in runs] == ["0-logreg", "1-logreg"]
     for run_file in runs:
         logged = logged_values(run_file)
         assert "audit/final/exact/sigma/class=0" in logged and "test/acc" in logged

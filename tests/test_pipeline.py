@@ -95,6 +95,14 @@ def test_estimator_that_does_not_fit_the_model_fails_before_training(make_config
     _assert_not_trained(tmp_path)
 
 
+def test_sweeps_may_skip_estimators_that_do_not_fit(make_config, tmp_path):
+    run(make_config("model=small_cnn", "dataset=synthetic", "dataset.n_samples=100", "partition=group",
+                    "estimator=[exact,deepfool]", "audit.skip_unfit_estimators=true", "logger=none",
+                    "trainer.max_epochs=1"))
+    records = pd.read_parquet(tmp_path / "audits" / "final" / "records.parquet")
+    assert set(records["estimator"]) == {"deepfool"}
+
+
 def test_mismatch_in_the_default_list_names_the_list_that_fits(make_config, tmp_path):
     with pytest.raises(EstimatorMismatch, match=r"For this model: estimator=\[deepfool,cw,rs\]$"):
         run(make_config("model=small_cnn", "logger=none"))

@@ -5,58 +5,38 @@ A builder is called as ``builder(input_shape=(C, H, W), num_classes=K, normaliza
 so every estimator measures distances in the same pixel space for every dataset.
 """
 
-from __future__ import annotations
+from .common import Normalize, _normalize, flattened_size
+from .custom import adience_classifier, deep_cnn, deep_cnn_cifar100, utk_classifier
+from .pyramidnet import pyramidnet
+from .small import logreg, small_cnn
+from .torchvision_models import (
+    MissingWeights,
+    alexnet,
+    densenet121,
+    imagenet_weights_file,
+    resnet18,
+    resnet50,
+    squeezenet1_0,
+    vgg19_bn,
+)
 
-from collections.abc import Sequence
-
-import torch
-from torch import nn
-
-
-class Normalize(nn.Module):
-    """(x − mean) / std per channel, as a layer so that attacks see raw pixels."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        super().__init__()
-        mean_t = torch.as_tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
-        std_t = torch.as_tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
-        if (std_t <= 0).any():
-            raise ValueError(f"normalization std must be positive, got {list(std)}")
-        self.register_buffer("mean", mean_t)
-        self.register_buffer("std", std_t)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
-def _normalize(input_shape: Sequence[int], normalization) -> Normalize:
-    channels = input_shape[0]
-    mean, std = list(normalization["mean"]), list(normalization["std"])
-    if len(mean) not in (1, channels) or len(std) not in (1, channels):
-        raise ValueError(f"normalization has {len(mean)} means and {len(std)} stds for {channels}-channel images")
-    return Normalize(mean, std)
-
-
-def logreg(input_shape: Sequence[int], num_classes: int, normalization) -> nn.Sequential:
-    """Multinomial logistic regression on the flattened image: affine, so the exact estimator applies."""
-    features = int(torch.tensor(input_shape).prod())
-    return nn.Sequential(_normalize(input_shape, normalization), nn.Flatten(), nn.Linear(features, num_classes))
-
-
-def small_cnn(
-    input_shape: Sequence[int],
-    num_classes: int,
-    normalization,
-    channels: Sequence[int] = (16, 32),
-    hidden: int = 64,
-) -> nn.Sequential:
-    """A few conv3×3+ReLU+maxpool blocks and an MLP head: a quick non-linear model for CPU demos."""
-    layers: list[nn.Module] = [_normalize(input_shape, normalization)]
-    in_channels = input_shape[0]
-    for out_channels in channels:
-        layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)]
-        in_channels = out_channels
-    body = nn.Sequential(*layers)
-    with torch.no_grad():
-        features = body(torch.zeros(1, *input_shape)).numel()
-    return nn.Sequential(body, nn.Flatten(), nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+__all__ = [
+    "MissingWeights",
+    "Normalize",
+    "_normalize",
+    "adience_classifier",
+    "alexnet",
+    "deep_cnn",
+    "deep_cnn_cifar100",
+    "densenet121",
+    "flattened_size",
+    "imagenet_weights_file",
+    "logreg",
+    "pyramidnet",
+    "resnet18",
+    "resnet50",
+    "small_cnn",
+    "squeezenet1_0",
+    "utk_classifier",
+    "vgg19_bn",
+]

@@ -1,0 +1,47 @@
+"""The paper's experiments as sweeps: one job per model, each audited with every estimator that fits."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from test_face_datasets import jpeg_bytes
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def tiny_utkface(tmp_path):
+    root = tmp_path / "UTKFace"
+    root.mkdir()
+    ages = [5, 20, 30, 50, 70]
+    for i in range(40):
+        (root / f"{ages[i % 5]}_{i % 2}_{i % 5}_2017010{i:010d}.jpg.chip.jpg").write_bytes(jpeg_bytes(i, size=16))
+    return root
+
+
+def test_utk_race_runs_the_whole_grid_into_one_folder_per_job(tmp_path, tiny_utkface):
+    sweep = tmp_path / "sweep"
+    tiny = ["pretrained=false", "dataset.image_size=64", "dataset.batch_size=8", "trainer.max_epochs=1",
+            "estimator.deepfool.steps=3", "estimator.cw.binary_search_steps=1", "estimator.cw.steps=3",
+            "estimator.rs.n0=5", "estimator.rs.n=20", "estimator.rs.every_nth=2", "logger=none",
+            "audit.progress=false", "+trainer.enable_progress_bar=false"]
+    done = subprocess.run([sys.executable, "-m", "robustness_bias", "+experiment=utk_race", f"dataset.root={tiny_utkface}",
+                           *tiny, f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    models = ["logreg", "utk_classifier", "resnet50", "alexnet", "vgg19_bn", "densenet121", "squeezenet1_0"]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == sorted(f"{i}-{m}" for i, m in enumerate(models))
+    for i, model in enumerate(models):
+        job = sweep / f"{i}-{model}"
+        records = pd.read_parquet(job / "audits" / "final" / "records.parquet")
+        expected = {"exact", "deepfool", "cw", "rs"} if model == "logreg" else {"deepfool", "cw", "rs"}
+        assert set(records["estimator"]) == expected, model
+        assert set(records["race"]) <= {"white", "black", "asian", "indian", "other"}
+        summary = pd.read_parquet(job / "audits" / "final" / "summary.parquet")
+        assert {"class", "gender", "race"} == set(summary["partition"])
+        facts = json.loads((job / "dataset.json").read_text())
+        assert facts["after_cleaning"] == 40 and facts["split"]["test"] == 8
+        assert (job / "figures" / "final_survival_race.png").is_file()
