@@ -29,11 +29,12 @@ def unknown_estimators(argv: list[str]) -> str | None:
 def main(cfg: DictConfig) -> float | None:
     from .data import DataError
     from .estimators import EstimatorMismatch
+    from .models import MissingWeights
     from .pipeline import ConfigError, run
 
     try:
         result = run(cfg)
-    except (ConfigError, DataError, EstimatorMismatch) as error:
+    except (ConfigError, DataError, EstimatorMismatch, MissingWeights) as error:
         print(f"robustness_bias: error: {error}", file=sys.stderr)
         sys.exit(2)
     return result["test_accuracy"]

@@ -33,7 +33,7 @@ def instantiate(spec, *args, **kwargs):
     try:
         return hydra_instantiate(spec, *args, **kwargs)
     except InstantiationException as error:
-        if isinstance(error.__cause__, ValueError):
+        if isinstance(error.__cause__, (ValueError, FileNotFoundError)):
             raise error.__cause__ from None
         raise
 
@@ -63,6 +63,16 @@ def check_partition(partition: list[str], datamodule: ImageDataModule) -> None:
     if unknown:
         raise ConfigError(f"partition.by={list(partition)}: this dataset has no {unknown}. "
                           f"Fix: choose among {datamodule.partitions} (partition=class works everywhere)")
+
+
+def build_model(cfg: DictConfig, datamodule: ImageDataModule):
+    """The configured model at the dataset's input size; a size or channel mismatch names the model."""
+    builder = instantiate(cfg.model)
+    try:
+        return builder(input_shape=datamodule.input_shape, num_classes=datamodule.num_classes,
+                       normalization=datamodule.normalization)
+    except ValueError as error:
+        raise ConfigError(f"{error}") from error
 
 
 def build_estimators(cfg: DictConfig, model) -> dict[str, Estimator]:
@@ -96,8 +106,7 @@ def run(cfg: DictConfig) -> dict:
     write_atomic(output_dir / "dataset.json", lambda tmp: tmp.write_text(json.dumps(datamodule.facts, indent=2)))
     partition = list(cfg.partition.by)
     check_partition(partition, datamodule)
-    model = instantiate(cfg.model)(input_shape=datamodule.input_shape, num_classes=datamodule.num_classes,
-                                   normalization=datamodule.normalization)
+    model = build_model(cfg, datamodule)
     estimators = build_estimators(cfg, model)
 
     loggers = [instantiate(spec) for spec in (cfg.get("logger") or {}).values()]

@@ -130,15 +130,24 @@ def test_impossible_audit_settings(make_config, override, setting):
         run(make_config(override, "logger=none"))
 
 
-@pytest.mark.parametrize(("override", "named"), [("trainer.max_epochs=0", "trainer.max_epochs=0"),
-                                                 ("dataset=image_folder", "dataset.root is not set")])
-def test_command_line_reports_bad_input_without_a_traceback(tmp_path, override, named):
+@pytest.mark.parametrize(("overrides", "named"), [
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0"),
+    (["dataset=image_folder"], "dataset.root is not set"),
+    (["dataset=cifar10", "dataset.root=/nowhere"], "CIFAR-10 not found under dataset.root=/nowhere"),
+    (["dataset=synthetic", "dataset.channels=3", "dataset.image_size=32", "model=resnet50", "pretrained=true",
+      "estimator=[deepfool]"], "model resnet50 with model.pretrained=true needs its ImageNet weights"),
+])
+def test_command_line_reports_bad_input_without_a_traceback(tmp_path, overrides, named):
+    import os
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "robustness_bias", override, "logger=none",
-                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2
-    assert f"robustness_bias: error: {named}" in done.stderr and "Fix:" in done.stderr
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch_home")}      # no cached ImageNet weights
+    done = subprocess.run([sys.executable, "-m", "robustness_bias", *overrides, "logger=none",
+                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"robustness_bias: error: {named}" in done.stderr
+    assert "Fix" in done.stderr or "model.weights_path=/path/to/resnet50-0676ba61.pth" in done.stderr
+    assert "Traceback" not in done.stderr
     assert "Traceback" not in done.stderr
     _assert_not_trained(tmp_path)
