@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench clean sweeps table1 table2 agreement figures paper
 
 install: $(STAMP)
 
@@ -28,6 +28,42 @@ test: $(STAMP)
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(PY) bench/estimators.py $(BENCH_ARGS)
+
+# The paper's tables and figures: each target runs the sweeps it needs (finished jobs are skipped)
+# and then the report. SMOKE=1: the same chain on the bundled digits and the synthetic data with tiny
+# settings, on a CPU, in minutes. DATA_DIR=/path points the real experiments at the datasets.
+SMOKE ?=
+DATA_DIR ?= data
+SWEEP_ROOT ?= multirun
+SWEEP_ARGS ?=
+ifeq ($(SMOKE),1)
+EXPERIMENTS ?= smoke_digits smoke_synthetic
+REPORT_DIR ?= reports/smoke
+else
+EXPERIMENTS ?= utk_race adience_gender cifar10 cifar100 cifar100super
+REPORT_DIR ?= reports/paper
+endif
+REPORT := $(PY) -m robustness_bias.report $(addprefix $(SWEEP_ROOT)/,$(EXPERIMENTS)) --out $(REPORT_DIR)
+
+sweeps: $(STAMP)
+	for e in $(EXPERIMENTS); do \
+	  ROBUSTNESS_BIAS_DATA=$(DATA_DIR) $(PY) -m robustness_bias +experiment=$$e hydra.sweep.dir=$(SWEEP_ROOT)/$$e $(SWEEP_ARGS) || exit 1; \
+	done
+
+table1: sweeps
+	$(REPORT) --only table1
+
+table2: sweeps
+	$(REPORT) --only table2
+
+agreement: sweeps
+	$(REPORT) --only agreement
+
+figures: sweeps
+	$(REPORT) --only figures
+
+paper: sweeps
+	$(REPORT)
 
 clean:
 	rm -rf outputs .pytest_cache

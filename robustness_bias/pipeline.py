@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -72,7 +73,7 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule):
         return builder(input_shape=datamodule.input_shape, num_classes=datamodule.num_classes,
                        normalization=datamodule.normalization)
     except ValueError as error:
-        raise ConfigError(f"{error}") from error
+        raise ConfigError(str(error)) from error
 
 
 def build_estimators(cfg: DictConfig, model) -> dict[str, Estimator]:
@@ -96,10 +97,45 @@ def build_estimators(cfg: DictConfig, model) -> dict[str, Estimator]:
     return estimators
 
 
+def settings_hash(cfg: DictConfig) -> str:
+    """A fingerprint of everything that shapes a job's results (not where it writes, nor how it logs)."""
+    settings = {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+                for key, value in cfg.items() if key not in ("paths", "logger")}
+    for section, key in (("trainer", "default_root_dir"), ("trainer", "enable_progress_bar"), ("audit", "progress")):
+        settings.get(section, {}).pop(key, None)
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finished_result(output_dir: Path, fingerprint: str) -> dict | None:
+    """The stored result of this very job when it already finished here, so a rerun can skip it."""
+    path = output_dir / "result.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    return result if result.get("settings_hash") == fingerprint else None
+
+
+def choice_names(cfg: DictConfig) -> dict[str, str]:
+    """The dataset and model names the job was composed with (Hydra's choices; class names otherwise)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = HydraConfig.get().runtime.choices
+        return {"dataset": choices["dataset"], "model": choices["model"]}
+    except (ValueError, KeyError):
+        target = {key: str(cfg[key]._target_).rsplit(".", 1)[-1] for key in ("dataset", "model")}
+        return {"dataset": target["dataset"].removesuffix("DataModule").lower(), "model": target["model"]}
+
+
 def run(cfg: DictConfig) -> dict:
     """Train ``cfg.model`` on ``cfg.dataset`` and audit it; returns the job's headline numbers."""
     check_settings(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    fingerprint = settings_hash(cfg)
+    done = finished_result(output_dir, fingerprint)
+    if done is not None:
+        log.info("already finished with the same settings in %s: skipped", output_dir)
+        return {**done, "skipped": True}
     L.seed_everything(cfg.seed, workers=True)
     datamodule: ImageDataModule = instantiate(cfg.dataset)
     datamodule.setup()
@@ -119,7 +155,8 @@ def run(cfg: DictConfig) -> dict:
     try:
         trainer.fit(Classifier(model, **cfg.optim), datamodule=datamodule)
         tested = trainer.test(trainer.lightning_module, datamodule=datamodule, verbose=False)[0]
-        result = {"test_accuracy": tested["test/acc"], "output_dir": str(output_dir),
+        result = {**choice_names(cfg), "settings_hash": fingerprint, "test_accuracy": tested["test/acc"],
+                  "output_dir": str(output_dir),
                   "audits": {tag: str(output_dir / "audits" / tag) for tag in audit.summaries}}
         final = audit.summaries["final"]
         result["sigma"] = {f"{r.estimator}/{r.partition}={r.group}": r.sigma

@@ -62,3 +62,43 @@ def sigma_figure(summary: pd.DataFrame, path: str | Path, *, title: str = "") ->
         ax.tick_params(axis="x", rotation=45)
     fig.suptitle(title or "Robustness bias σ(P)")
     return _save(fig, Path(path))
+
+
+def sigma_heatmaps(sigma: pd.DataFrame, dataset: str, estimator: str, path: str | Path) -> Path:
+    """σ(P) as models × groups, "after epoch 1" beside "final", on a diverging colormap centred on 0."""
+    frame = sigma[(sigma["dataset"] == dataset) & (sigma["estimator"] == estimator)]
+    frame = frame.assign(column=frame["partition"] + "=" + frame["group"].astype(str))
+    panels = [("first", "after epoch 1"), ("final", "final")]
+    grids = [frame[frame["epoch_tag"] == tag].pivot_table(index="model", columns="column", values="sigma")
+             for tag, _ in panels]
+    limit = max([float(np.nanmax(np.abs(g.to_numpy()))) for g in grids if g.size] + [1e-9])
+    width = max(6.0, 0.55 * max((g.shape[1] for g in grids), default=1))
+    fig, axes = plt.subplots(1, 2, figsize=(2 * width, 0.5 * max((g.shape[0] for g in grids), default=1) + 2.5),
+                             squeeze=False)
+    for ax, grid, (_, title) in zip(axes[0], grids, panels):
+        if grid.empty:
+            ax.set_axis_off()
+            ax.set_title(f"{title}: no audit")
+            continue
+        sns.heatmap(grid, ax=ax, cmap="RdBu", center=0, vmin=-limit, vmax=limit, annot=grid.shape[1] <= 12,
+                    fmt=".2f", cbar_kws={"label": "σ(P)"})
+        ax.set(title=title, xlabel="group", ylabel="model")
+    fig.suptitle(f"{dataset}: σ(P) by {estimator} (red: less robust than the rest)")
+    return _save(fig, Path(path))
+
+
+def distance_distributions(records: pd.DataFrame, partition: str, path: str | Path, *, title: str = "") -> Path:
+    """Distances of the correctly classified points per group, one box per model, one panel per estimator."""
+    solved = records[records["correct"] & records["success"] & np.isfinite(records["distance"])]
+    estimators = list(dict.fromkeys(solved["estimator"].astype(str)))
+    fig, axes = plt.subplots(1, max(1, len(estimators)), figsize=(5 * max(1, len(estimators)), 3.8), squeeze=False)
+    for ax, estimator in zip(axes[0], estimators):
+        mine = solved[solved["estimator"].astype(str) == estimator]
+        mine = pd.DataFrame({"group": mine[partition].astype(str).to_numpy(), "model": mine["model"].astype(str).to_numpy(),
+                             "distance": mine["distance"].to_numpy()})
+        sns.boxplot(data=mine, x="group", y="distance", hue="model", ax=ax, palette="colorblind", fliersize=1,
+                    order=sorted(mine["group"].unique()), hue_order=sorted(mine["model"].unique()))
+        ax.set(title=estimator, xlabel=partition, ylabel="L2 distance to the boundary")
+        ax.tick_params(axis="x", rotation=45)
+    fig.suptitle(title or f"Distances by {partition}")
+    return _save(fig, Path(path))

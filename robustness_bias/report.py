@@ -1,0 +1,120 @@
+"""``python -m robustness_bias.report DIR... --out FOLDER``: the paper's tables and figures from sweeps.
+
+Reads every finished job below the given sweep folders (``multirun/...``) and writes Markdown and
+CSV tables and PNG + PDF figures into ``--out``; with ``--wandb`` it logs them to a W&B run too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from .records import write_atomic, write_table
+from .reports import figures
+from .reports.tables import agreement_statistics, collect, find_jobs, table1, table2
+
+PARTS = ("table1", "table2", "agreement", "figures")
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A pipe table, numbers to 4 significant digits, missing values as '–'."""
+    def cell(value):
+        if isinstance(value, float):
+            return "–" if math.isnan(value) else f"{value:.4g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
+    written = []
+    for name, frame in tables.items():
+        written.append(write_table(frame, out / f"{name}.csv"))
+        written.append(write_atomic(out / f"{name}.md", lambda tmp, f=frame: tmp.write_text(markdown(f))))
+    return written
+
+
+def both_formats(draw, path: Path) -> list[Path]:
+    """Draw a figure as PNG and as PDF."""
+    return [draw(path.with_suffix(".png")), draw(path.with_suffix(".pdf"))]
+
+
+def write_figures(sigma: pd.DataFrame, jobs: list[Path], out: Path) -> list[Path]:
+    written = []
+    for (dataset, estimator), _ in sigma.groupby(["dataset", "estimator"]):
+        written += both_formats(lambda p, d=dataset, e=estimator: figures.sigma_heatmaps(sigma, d, e, p),
+                                out / "figures" / f"heatmap_{dataset}_{estimator}")
+    finals = []
+    for job in jobs:
+        path = job / "audits" / "final" / "records.parquet"
+        if path.is_file():
+            result = pd.read_json(job / "result.json", typ="series")
+            finals.append(pd.read_parquet(path).assign(dataset=result["dataset"], model=result["model"]))
+    for dataset, records in (pd.concat(finals).groupby("dataset") if finals else []):
+        records = records.dropna(axis=1, how="all")     # attributes of other datasets
+        partitions = [c for c in records.columns if c == "class" or c in _attribute_columns(records)]
+        for partition in partitions:
+            written += both_formats(lambda p, r=records, c=partition, d=dataset: figures.distance_distributions(
+                r, c, p, title=f"{d}: distances by {c} (final)"), out / "figures" / f"distances_{dataset}_{partition}")
+            for model, mine in records.groupby("model"):
+                written += both_formats(lambda p, r=mine, c=partition, d=dataset, m=model: figures.survival_figure(
+                    r.drop(columns=["dataset", "model"]), c, p, title=f"{d}, {m}: survival by {c} (final)"),
+                    out / "figures" / f"survival_{dataset}_{model}_{partition}")
+    return written
+
+
+def _attribute_columns(records: pd.DataFrame) -> list[str]:
+    fixed = {"sample_index", "label", "class", "prediction", "correct", "estimator", "epoch", "epoch_tag",
+             "precision", "distance", "success", "queries", "dataset", "model"}
+    return [c for c in records.columns if c not in fixed and "×" not in c]
+
+
+def log_to_wandb(tables: dict[str, pd.DataFrame], images: list[Path], out: Path, project: str, offline: bool) -> None:
+    import wandb
+
+    run = wandb.init(project=project, job_type="report", dir=str(out), mode="offline" if offline else "online",
+                     name=f"report-{out.name}")
+    try:
+        run.log({f"report/{name}": wandb.Table(dataframe=frame) for name, frame in tables.items()})
+        run.log({f"report/figures/{p.stem}": wandb.Image(str(p)) for p in images if p.suffix == ".png"})
+    finally:
+        run.finish()
+
+
+def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    parser = argparse.ArgumentParser(prog="python -m robustness_bias.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweeps", nargs="+", help="sweep folders, e.g. multirun/utk_race")
+    parser.add_argument("--out", default="reports/latest", help="where the tables and figures go")
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="parts to build")
+    parser.add_argument("--wandb", action="store_true", help="also log the report to Weights & Biases")
+    parser.add_argument("--online", action="store_true", help="with --wandb: upload instead of logging offline")
+    parser.add_argument("--project", default="robustness_bias")
+    args = parser.parse_args(argv)
+
+    out = Path(args.out)
+    try:
+        jobs = find_jobs(args.sweeps)
+    except FileNotFoundError as error:
+        parser.exit(2, f"robustness_bias.report: error: {error}\n")
+    sigma, accuracy = collect(jobs)
+    builders = {"table1": lambda: table1(sigma), "table2": lambda: table2(accuracy),
+                "agreement": lambda: agreement_statistics(sigma)}
+    tables = {name: build() for name, build in builders.items() if name in args.only}
+    written = write_tables(tables, out)
+    images = write_figures(sigma, jobs, out) if "figures" in args.only else []
+    for name, frame in tables.items():
+        print(f"\n## {name}\n\n{markdown(frame)}")
+    print(f"{len(jobs)} job(s) read; {len(written) + len(images)} file(s) written to {out}")
+    if args.wandb:
+        log_to_wandb(tables, images, out, args.project, offline=not args.online)
+    return tables
+
+
+if __name__ == "__main__":
+    main()

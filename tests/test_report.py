@@ -1,0 +1,171 @@
+"""The paper's tables from sweep outputs: hand-built records, real sweeps, and `make paper SMOKE=1`."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from robustness_bias import report
+
+ROOT = Path(__file__).resolve().parent.parent
+NAN = math.nan
+
+# σ per (model, estimator) at the final audit for groups a, b, c of the partition "race".
+FINAL = {
+    ("logreg", "exact"): [-0.2, 0.1, 0.3],
+    ("logreg", "deepfool"): [-0.1, 0.2, -0.1],
+    ("logreg", "cw"): [-0.3, -0.1, 0.2],
+    ("logreg", "rs"): [0.1, 0.1, 0.1],
+    ("cnn", "deepfool"): [0.5, -0.5, NAN],
+    ("cnn", "cw"): [0.4, 0.2, 0.1],
+    ("cnn", "rs"): [0.3, -0.2, 0.1],
+}
+
+
+def write_job(folder: Path, dataset: str, model: str, accuracy: float, sigmas: dict[str, list[float]]) -> None:
+    """A finished job as the pipeline leaves it: result.json and one summary per audit."""
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps({"dataset": dataset, "model": model, "test_accuracy": accuracy}))
+    for tag in ("first", "middle", "final"):
+        rows = [{"estimator": "rs", "partition": "race", "group": "(all)", "sigma": NAN, "epoch_tag": tag}]
+        for estimator, values in sigmas.items():
+            # epoch 1 flips the sign of group a for DeepFool; the middle audit equals the final one
+            shown = [-values[0], *values[1:]] if tag == "first" and estimator == "deepfool" else values
+            rows += [{"estimator": estimator, "partition": "race", "group": g, "sigma": s, "epoch_tag": tag}
+                     for g, s in zip("abc", shown)]
+        target = folder / "audits" / tag
+        target.mkdir(parents=True)
+        pd.DataFrame(rows).to_parquet(target / "summary.parquet")
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    for model, accuracy in (("logreg", 0.5), ("cnn", 0.75)):
+        write_job(tmp_path / "sweep" / f"job-{model}", "utkface", model, accuracy,
+                  {e: v for (m, e), v in FINAL.items() if m == model})
+    return tmp_path / "sweep"
+
+
+def test_tables_on_hand_built_records(sweep, tmp_path):
+    tables = report.main([str(sweep), "--out", str(tmp_path / "out"), "--only", "table1", "table2", "agreement"])
+    t1 = tables["table1"].set_index("dataset").loc["utkface"]
+    # RS vs DeepFool: logreg agrees on b only; cnn on a and b (c undefined) → 3 of 5
+    assert t1["cells (deepfool)"] == 5 and t1["rs~deepfool %"] == pytest.approx(60.0)
+    # RS vs CW: logreg agrees on c; cnn on a and c → 3 of 6
+    assert t1["cells (cw)"] == 6 and t1["rs~cw %"] == pytest.approx(50.0)
+    assert t1["paper rs~deepfool %"] == 74.24 and t1["paper rs~cw %"] == 72.73
+
+    t2 = tables["table2"].set_index("model")
+    assert t2.loc["logreg", "accuracy %"] == 50.0 and t2.loc["cnn", "accuracy %"] == 75.0
+
+    stats = tables["agreement"].set_index("comparison")
+    exact_df = stats.loc["7.1 exact vs deepfool"]
+    assert (exact_df["agree"], exact_df["cells"]) == (2, 3)
+    # differences −0.1, −0.1, 0.4: mean 0.2/3, population variance 0.05/0.9
+    assert exact_df["mean_difference"] == pytest.approx(0.2 / 3)
+    assert exact_df["variance_difference"] == pytest.approx(0.05 / 0.9)
+    assert tuple(stats.loc["7.1 exact vs cw", ["agree", "cells"]]) == (2, 3)
+    assert tuple(stats.loc["8.1 exact vs rs", ["agree", "cells"]]) == (2, 3)
+    # DeepFool vs CW over both models: logreg a; cnn a (c undefined) → 2 of 5
+    assert tuple(stats.loc["7.2 deepfool vs cw", ["agree", "cells"]]) == (2, 5)
+    # first vs final: DeepFool differs on group a of each model; CW never
+    assert tuple(stats.loc["7.2 deepfool first vs final", ["agree", "cells"]]) == (3, 5)
+    assert tuple(stats.loc["7.2 cw first vs final", ["agree", "cells"]]) == (6, 6)
+    assert tuple(stats.loc["7.2 deepfool middle vs final", ["agree", "cells"]]) == (5, 5)
+
+    out = tmp_path / "out"
+    for name in ("table1", "table2", "agreement"):
+        assert (out / f"{name}.md").read_text().startswith("| ")
+        pd.testing.assert_frame_equal(pd.read_csv(out / f"{name}.csv"), tables[name], check_dtype=False)
+
+
+def test_heatmaps_from_hand_built_records(sweep, tmp_path):
+    report.main([str(sweep), "--out", str(tmp_path / "out"), "--only", "figures"])
+    for estimator in ("exact", "deepfool", "cw", "rs"):
+        for suffix in ("png", "pdf"):
+            assert (tmp_path / "out" / "figures" / f"heatmap_utkface_{estimator}.{suffix}").stat().st_size > 0
+
+
+def test_no_finished_jobs_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        report.main([str(tmp_path), "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2 and "no finished jobs" in capsys.readouterr().err
+
+
+def _sweep(folder: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "robustness_bias", "-m", "seed=0,1", "trainer.max_epochs=1",
+                           "estimator=[exact,deepfool]", "logger=none", "audit.progress=false", *overrides,
+                           f"hydra.sweep.dir={folder}"], capture_output=True, text=True, timeout=600, cwd=folder.parent)
+
+
+def _jobs_that_ran(folder: Path) -> int:
+    logs = "".join(p.read_text() for p in folder.glob("*/__main__.log"))
+    return logs.count("test accuracy") - logs.count("skipped")
+
+
+@pytest.mark.slow
+def test_submitit_sweep_feeds_the_report_and_a_rerun_recomputes_nothing(tmp_path):
+    folder = tmp_path / "sweep"
+    done = _sweep(folder, "hydra/launcher=local")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in folder.glob("*-logreg")) == ["0-logreg", "1-logreg"]
+    logs = "".join(p.read_text() for p in folder.glob("*/__main__.log"))
+    assert logs.count("test accuracy") == 2 and "skipped" not in logs
+    stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*/audits/final/records.parquet")}
+
+    again = _sweep(folder, "hydra/launcher=local")
+    assert again.returncode == 0, again.stderr[-3000:]
+    logs = "".join(p.read_text() for p in folder.glob("*/__main__.log"))
+    assert logs.count("skipped") == 2                        # both jobs were skipped …
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps   # … and nothing was rewritten
+
+    tables = report.main([str(folder), "--out", str(tmp_path / "report"), "--only", "table2", "agreement"])
+    assert list(tables["table2"]["model"]) == ["logreg", "logreg"]
+    assert tables["agreement"].set_index("comparison").loc["7.1 exact vs deepfool", "cells"] == 20  # 10 classes × 2 jobs (seeds)
+
+
+@pytest.mark.slow
+def test_changed_settings_rerun_the_job(tmp_path):
+    folder = tmp_path / "sweep"
+    assert _sweep(folder).returncode == 0
+    assert _sweep(folder, "estimator.deepfool.overshoot=0.05").returncode == 0
+    logs = "".join(p.read_text() for p in folder.glob("*/__main__.log"))
+    assert "skipped" not in logs and logs.count("test accuracy") == 4
+
+
+@pytest.mark.slow
+def test_make_paper_smoke_writes_every_table_and_figure(tmp_path):
+    sweeps, out = tmp_path / "sweeps", tmp_path / "report"
+    done = subprocess.run(["make", "paper", "SMOKE=1", f"SWEEP_ROOT={sweeps}", f"REPORT_DIR={out}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1500, env={**os.environ, "WANDB_SILENT": "true"})
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+    expected = [f"{t}.{s}" for t in ("table1", "table2", "agreement") for s in ("md", "csv")]
+    for dataset, partitions in (("digits", ["class"]), ("synthetic", ["class", "group"])):
+        for kind in ("png", "pdf"):
+            expected += [f"figures/heatmap_{dataset}_{e}.{kind}" for e in ("exact", "deepfool", "cw", "rs")]
+            for partition in partitions:
+                expected.append(f"figures/distances_{dataset}_{partition}.{kind}")
+                expected += [f"figures/survival_{dataset}_{m}_{partition}.{kind}" for m in ("logreg", "small_cnn")]
+    missing = [name for name in expected if not (out / name).is_file()]
+    assert not missing
+    assert sorted(p.name for p in (sweeps / "smoke_digits").glob("*-*")) == ["0-logreg", "1-small_cnn"]
+    table2 = pd.read_csv(out / "table2.csv")
+    assert len(table2) == 4 and table2["accuracy %"].between(50, 100).all()
+
+
+def test_report_is_logged_to_an_offline_wandb_run(sweep, tmp_path):
+    from wandb_log import logged_values
+
+    out = tmp_path / "out"
+    report.main([str(sweep), "--out", str(out), "--wandb"])
+    runs = list(out.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    logged = logged_values(runs[0])
+    for name in ("table1", "table2", "agreement"):
+        assert logged[f"report/{name}/_type"] == "table-file"
+    assert logged["report/figures/heatmap_utkface_deepfool/_type"] == "image-file"
