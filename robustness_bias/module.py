@@ -7,28 +7,55 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .regularizer import RobustnessBiasPenalty
+
 
 class Classifier(L.LightningModule):
-    """Cross-entropy training with SGD + momentum; the wrapped ``model`` maps [0,1] pixels to logits."""
+    """Cross-entropy training with SGD + momentum; the wrapped ``model`` maps [0,1] pixels to logits.
+
+    With a ``penalty`` the training loss adds the robustness-bias regularizer α · RB̃ (SPEC §7);
+    batches that lack one side of the partition train on cross-entropy alone and are counted.
+    """
 
     def __init__(self, model: nn.Module, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 0.0,
-                 nesterov: bool = False, cosine_schedule: bool = True):
+                 nesterov: bool = False, cosine_schedule: bool = True, penalty: RobustnessBiasPenalty | None = None):
         super().__init__()
         self.model = model
-        self.save_hyperparameters(ignore=["model"])
+        self.penalty = penalty
+        self.skipped_batches = 0
+        self.save_hyperparameters(ignore=["model", "penalty"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
     def _step(self, batch, stage: str) -> torch.Tensor:
-        images, labels, _attributes = batch
+        images, labels, attributes = batch
+        if stage == "train" and self.penalty is not None:
+            return self._regularized_step(images, labels, attributes)
         logits = self.model(images)
         loss = F.cross_entropy(logits, labels)
+        self._log_loss(stage, loss, logits, labels)
+        return loss
+
+    def _regularized_step(self, images, labels, attributes) -> torch.Tensor:
+        logits, penalty, mean_distance = self.penalty(self.model, images, labels, attributes)
+        loss = F.cross_entropy(logits, labels)
+        self._log_loss("train", loss, logits, labels)
+        if penalty is None:
+            self.skipped_batches += 1
+        else:
+            self.log("reg/rb", penalty / self.penalty.alpha, on_step=True, on_epoch=True, batch_size=len(labels))
+            loss = loss + penalty
+        self.log("reg/skipped_batches", float(self.skipped_batches), on_step=True, on_epoch=False)
+        for group, value in mean_distance.items():
+            self.log(f"reg/proxy_distance/{group}", value, on_step=False, on_epoch=True, batch_size=len(labels))
+        return loss
+
+    def _log_loss(self, stage: str, loss, logits, labels) -> None:
         accuracy = (logits.argmax(1) == labels).float().mean()
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "test", batch_size=len(labels))
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
-        return loss
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

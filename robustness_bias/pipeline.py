@@ -20,6 +20,7 @@ from .bias import FAILURE_POLICIES
 from .data import ImageDataModule
 from .estimators import Estimator, EstimatorMismatch
 from .module import Classifier
+from .regularizer import RobustnessBiasPenalty
 from .records import write_atomic
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,31 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule):
                        normalization=datamodule.normalization)
     except ValueError as error:
         raise ConfigError(str(error)) from error
+
+
+def build_penalty(cfg: DictConfig, datamodule: ImageDataModule) -> RobustnessBiasPenalty | None:
+    """The robustness-bias regularizer of ``cfg.regularizer``, its partition resolved on this dataset."""
+    settings = cfg.get("regularizer") or {}
+    if not settings:
+        return None
+    table = datamodule.table
+    attribute, group = settings.attribute, settings.group
+    if attribute == "class":
+        column, names = None, table.class_names
+    elif attribute in table.attributes:
+        column, names = list(table.attributes).index(attribute), table.categories[attribute]
+    else:
+        raise ConfigError(f"regularizer.attribute={attribute}: this dataset has no such attribute. "
+                          f"Fix: choose among {datamodule.partitions}")
+    if group is not None and str(group) not in names:
+        raise ConfigError(f"regularizer.group={group}: {attribute} has no such group. Fix: choose among {names}, "
+                          "or null for all groups")
+    for key in ("alpha", "tau", "temperature"):
+        if not settings[key] >= 0 or (key == "temperature" and settings[key] == 0):
+            raise ConfigError(f"regularizer.{key}={settings[key]}: must be positive (alpha may be 0)")
+    return RobustnessBiasPenalty(alpha=settings.alpha, tau=settings.tau, temperature=settings.temperature,
+                                 attribute_column=column, group_code=None if group is None else names.index(str(group)),
+                                 group_names=list(names))
 
 
 def build_estimators(cfg: DictConfig, model) -> dict[str, Estimator]:
@@ -144,6 +170,7 @@ def run(cfg: DictConfig) -> dict:
     check_partition(partition, datamodule)
     model = build_model(cfg, datamodule)
     estimators = build_estimators(cfg, model)
+    penalty = build_penalty(cfg, datamodule)
 
     loggers = [instantiate(spec) for spec in (cfg.get("logger") or {}).values()]
     for logger in loggers:
@@ -153,9 +180,10 @@ def run(cfg: DictConfig) -> dict:
     checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True, save_top_k=0)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[audit, checkpoint], logger=loggers or False)
     try:
-        trainer.fit(Classifier(model, **cfg.optim), datamodule=datamodule)
+        trainer.fit(Classifier(model, **cfg.optim, penalty=penalty), datamodule=datamodule)
         tested = trainer.test(trainer.lightning_module, datamodule=datamodule, verbose=False)[0]
         result = {**choice_names(cfg), "settings_hash": fingerprint, "test_accuracy": tested["test/acc"],
+                  "regularizer": OmegaConf.to_container(cfg.regularizer) if cfg.get("regularizer") else None,
                   "output_dir": str(output_dir),
                   "audits": {tag: str(output_dir / "audits" / tag) for tag in audit.summaries}}
         final = audit.summaries["final"]

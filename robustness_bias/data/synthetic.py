@@ -15,8 +15,14 @@ from .base import DataError, ImageDataModule, TensorImages
 
 
 def planted_bias_images(n_samples: int, n_classes: int, shape: tuple[int, int, int], separation: float,
-                        noise: float, planted_share: float, planted_margin: float, seed: int):
-    """Images (N, C, H, W), labels and planted-group flags of the synthetic dataset."""
+                        noise: float, planted_share: float, planted_margin: float, seed: int,
+                        shared_separation: float = 0.0):
+    """Images (N, C, H, W), labels and planted-group flags of the synthetic dataset.
+
+    ``shared_separation`` adds a second class signal, orthogonal to the first, that is equally
+    strong in both groups: a model may lean on it to treat both groups alike, which is what the
+    robustness-bias regularizer has to find.
+    """
     rng = np.random.default_rng(seed)
     dim = int(np.prod(shape))
     prototypes = rng.normal(size=(n_classes, dim))
@@ -26,6 +32,13 @@ def planted_bias_images(n_samples: int, n_classes: int, shape: tuple[int, int, i
     planted = rng.random(n_samples) < planted_share
     margin = np.where(planted, planted_margin, 1.0)[:, None]
     pixels = 0.5 + margin * prototypes[labels] + rng.normal(scale=noise, size=(n_samples, dim))
+    if shared_separation:
+        shared = rng.normal(size=(n_classes, dim))
+        shared -= shared.mean(0)
+        basis, _ = np.linalg.qr(prototypes.T)                 # remove the planted signal's directions
+        shared -= (shared @ basis) @ basis.T
+        shared *= shared_separation / np.linalg.norm(shared, axis=1, keepdims=True)
+        pixels += shared[labels]
     images = torch.as_tensor(np.clip(pixels, 0.0, 1.0), dtype=torch.float32).view(n_samples, *shape)
     return images, labels, planted
 
@@ -35,7 +48,7 @@ class SyntheticDataModule(ImageDataModule):
 
     def __init__(self, n_samples: int = 2000, n_classes: int = 2, channels: int = 1, image_size: int = 8,
                  separation: float = 2.0, noise: float = 0.1, planted_share: float = 0.3,
-                 planted_margin: float = 0.4, seed: int = 0, **kwargs):
+                 planted_margin: float = 0.4, shared_separation: float = 0.0, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         if n_classes < 2 or n_samples < 10:
             raise DataError("dataset.n_classes must be ≥ 2 and dataset.n_samples ≥ 10")
@@ -45,7 +58,7 @@ class SyntheticDataModule(ImageDataModule):
             raise DataError(f"dataset.planted_margin={planted_margin}: must be positive (1 plants no bias)")
         self.options = dict(n_samples=n_samples, n_classes=n_classes, shape=(channels, image_size, image_size),
                             separation=separation, noise=noise, planted_share=planted_share,
-                            planted_margin=planted_margin, seed=seed)
+                            planted_margin=planted_margin, shared_separation=shared_separation, seed=seed)
 
     def load(self) -> TensorImages:
         images, labels, planted = planted_bias_images(**self.options)

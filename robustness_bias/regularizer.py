@@ -1,0 +1,65 @@
+"""The paper's mitigation (SPEC §7, Appendix B): penalise a differentiable robustness bias RB̃(P, τ).
+
+d(x) is approximated DeepFool-style by the first-order distance to the runner-up class,
+(f_y − f_k) / ‖∇ₓ(f_y − f_k)‖, kept differentiable (double backpropagation); 1{d > τ} becomes a
+sigmoid with a temperature; the shares of correctly classified points beyond τ are compared
+between the target group and the rest (or, for a whole attribute, between its two extreme
+groups). The training loss is cross-entropy + α · RB̃.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+def proxy_distance(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and the differentiable first-order distance of each point to its runner-up class."""
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    own = logits.gather(1, y[:, None])[:, 0]
+    runner_up = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    margin = own - runner_up
+    gradient, = torch.autograd.grad(margin.sum(), x, create_graph=True)
+    return logits, margin / (gradient.flatten(1).norm(dim=1) + 1e-12)
+
+
+@dataclass
+class RobustnessBiasPenalty:
+    """α · RB̃(P, τ) for one attribute: ``group`` vs the rest, or all its groups when ``group`` is None.
+
+    ``attribute_column`` indexes the batch's attribute codes (None: the partition is the class
+    label); ``group_code`` is the group's code.
+    """
+
+    alpha: float
+    tau: float
+    temperature: float
+    attribute_column: int | None
+    group_code: int | None
+    group_names: list[str]
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, attributes: torch.Tensor):
+        """(logits, penalty or None when the batch lacks a side, mean proxy distance per group)."""
+        logits, distance = proxy_distance(model, x, y)
+        correct = logits.detach().argmax(1) == y
+        beyond = torch.sigmoid((distance - self.tau) / self.temperature)
+        codes = y if self.attribute_column is None else attributes[:, self.attribute_column]
+        if self.group_code is None:
+            sides = [codes == code for code in range(len(self.group_names))]
+        else:
+            sides = [codes == self.group_code, codes != self.group_code]
+        sides = [side & correct for side in sides]
+        means = {name: distance[side].mean().detach() for name, side in zip(self._side_names(), sides) if side.any()}
+        shares = [beyond[side].mean() for side in sides if side.any()]
+        if len(shares) < 2 or (self.group_code is not None and len(shares) < len(sides)):
+            return logits, None, means
+        shares = torch.stack(shares)
+        return logits, self.alpha * (shares.max() - shares.min()), means
+
+    def _side_names(self) -> list[str]:
+        if self.group_code is None:
+            return list(self.group_names)
+        return [self.group_names[self.group_code], "rest"]

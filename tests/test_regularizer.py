@@ -1,0 +1,81 @@
+"""The robustness-bias regularizer: it reaches the parameters, vanishes at α = 0, and mitigates a planted bias."""
+
+import pytest
+import torch
+
+from robustness_bias.models import logreg
+from robustness_bias.pipeline import ConfigError, run
+from robustness_bias.regularizer import RobustnessBiasPenalty, proxy_distance
+
+SHAPE = (1, 4, 4)
+NORM = {"mean": [0.5], "std": [0.25]}
+
+
+def _batch(seed=0):
+    torch.manual_seed(seed)
+    x = torch.rand(32, *SHAPE)
+    attributes = (torch.arange(32) % 2)[:, None]           # two groups, alternating
+    return x, attributes
+
+
+def _penalty(alpha, group_code=1):
+    return RobustnessBiasPenalty(alpha=alpha, tau=0.05, temperature=0.05, attribute_column=0, group_code=group_code,
+                                 group_names=["reference", "planted"])
+
+
+def test_proxy_distance_is_exact_on_a_linear_model():
+    from robustness_bias.estimators import ExactLinear
+
+    model = logreg(SHAPE, 2, NORM).eval()
+    x, _ = _batch()
+    y = model(x).argmax(1)
+    _, distance = proxy_distance(model, x, y)
+    torch.testing.assert_close(distance.detach(), ExactLinear()(model, x, y).distance, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("group_code", [1, None])
+def test_penalty_gradient_reaches_the_parameters_and_vanishes_at_alpha_zero(group_code):
+    model = logreg(SHAPE, 2, NORM)
+    x, attributes = _batch()
+    y = model(x).argmax(1)                                  # every point correctly classified
+    for alpha, nonzero in ((1.0, True), (0.0, False)):
+        model.zero_grad()
+        _, penalty, means = _penalty(alpha, group_code)(model, x, y, attributes)
+        penalty.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        assert bool(grads.abs().sum() > 0) is nonzero
+        assert set(means) == ({"planted", "rest"} if group_code == 1 else {"reference", "planted"})
+
+
+def test_a_batch_without_the_group_falls_back_to_cross_entropy():
+    model = logreg(SHAPE, 2, NORM)
+    x, _ = _batch()
+    y = model(x).argmax(1)
+    _, penalty, _ = _penalty(1.0)(model, x, y, torch.zeros(32, 1, dtype=torch.long))
+    assert penalty is None
+
+
+def _sigma_and_accuracy(make_config, *overrides):
+    result = run(make_config("dataset=synthetic", "dataset.shared_separation=1.2", "partition=group",
+                             "estimator=[deepfool]", "logger=none", *overrides))
+    return result["sigma"]["deepfool/group=planted"], result["test_accuracy"]
+
+
+def test_regularizer_shrinks_the_planted_bias_at_little_cost(make_config, tmp_path_factory):
+    original, original_accuracy = _sigma_and_accuracy(make_config)
+    # a fresh output folder, or the finished original job would be found and skipped
+    regularized, regularized_accuracy = _sigma_and_accuracy(
+        make_config, "regularizer=rb", "regularizer.attribute=group", "regularizer.group=planted",
+        "regularizer.tau=1.0", f"paths.output_dir={tmp_path_factory.mktemp('regularized')}")
+    assert original < -0.2
+    assert abs(regularized) <= 0.6 * abs(original)
+    assert regularized_accuracy >= original_accuracy - 0.05
+
+
+@pytest.mark.parametrize(("override", "message"), [("regularizer.attribute=race", "regularizer.attribute=race"),
+                                                   ("regularizer.group=nobody", "regularizer.group=nobody"),
+                                                   ("regularizer.temperature=0", "regularizer.temperature=0")])
+def test_impossible_regularizer_settings(make_config, override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        run(make_config("dataset=synthetic", "partition=group", "estimator=[exact]", "logger=none", "regularizer=rb",
+                        "regularizer.attribute=group", "regularizer.group=planted", override))
