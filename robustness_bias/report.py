@@ -14,9 +14,10 @@ import pandas as pd
 
 from .records import write_atomic, write_table
 from .reports import figures
-from .reports.tables import agreement_statistics, collect, find_jobs, table1, table2
+from .reports.tables import (agreement_statistics, collect, find_jobs, originals, regularization_table, table1,
+                             table2)
 
-PARTS = ("table1", "table2", "agreement", "figures")
+PARTS = ("table1", "table2", "agreement", "regularized", "figures")
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -68,6 +69,14 @@ def write_figures(sigma: pd.DataFrame, jobs: list[Path], out: Path) -> list[Path
     return written
 
 
+def write_regularization_figures(table: pd.DataFrame, out: Path) -> list[Path]:
+    written = []
+    for (dataset, model), rows in table.groupby(["dataset", "model"]):
+        written += both_formats(lambda p, r=rows, d=dataset, m=model: figures.regularization_figure(
+            r, p, title=f"{d}, {m}: regularizer on {r['target'].iloc[0]}"), out / "figures" / f"regularized_{dataset}_{model}")
+    return written
+
+
 def _attribute_columns(records: pd.DataFrame) -> list[str]:
     fixed = {"sample_index", "label", "class", "prediction", "correct", "estimator", "epoch", "epoch_tag",
              "precision", "distance", "success", "queries", "dataset", "model"}
@@ -103,11 +112,16 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     except FileNotFoundError as error:
         parser.exit(2, f"robustness_bias.report: error: {error}\n")
     sigma, accuracy = collect(jobs)
-    builders = {"table1": lambda: table1(sigma), "table2": lambda: table2(accuracy),
-                "agreement": lambda: agreement_statistics(sigma)}
+    builders = {"table1": lambda: table1(originals(sigma)), "table2": lambda: table2(originals(accuracy)),
+                "agreement": lambda: agreement_statistics(originals(sigma)),
+                "regularized": lambda: regularization_table(sigma, accuracy)}
     tables = {name: build() for name, build in builders.items() if name in args.only}
+    if tables.get("regularized") is not None and tables["regularized"].empty:
+        del tables["regularized"]            # no regularized runs among these sweeps
     written = write_tables(tables, out)
     images = write_figures(sigma, jobs, out) if "figures" in args.only else []
+    if "figures" in args.only and "regularized" in tables:
+        images += write_regularization_figures(tables["regularized"], out)
     for name, frame in tables.items():
         print(f"\n## {name}\n\n{markdown(frame)}")
     print(f"{len(jobs)} job(s) read; {len(written) + len(images)} file(s) written to {out}")

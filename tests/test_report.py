@@ -27,10 +27,12 @@ FINAL = {
 }
 
 
-def write_job(folder: Path, dataset: str, model: str, accuracy: float, sigmas: dict[str, list[float]]) -> None:
+def write_job(folder: Path, dataset: str, model: str, accuracy: float, sigmas: dict[str, list[float]],
+              regularizer: dict | None = None) -> None:
     """A finished job as the pipeline leaves it: result.json and one summary per audit."""
     folder.mkdir(parents=True)
-    (folder / "result.json").write_text(json.dumps({"dataset": dataset, "model": model, "test_accuracy": accuracy}))
+    (folder / "result.json").write_text(json.dumps({"dataset": dataset, "model": model, "test_accuracy": accuracy,
+                                                    "regularizer": regularizer}))
     for tag in ("first", "middle", "final"):
         rows = [{"estimator": "rs", "partition": "race", "group": "(all)", "sigma": NAN, "epoch_tag": tag}]
         for estimator, values in sigmas.items():
@@ -169,3 +171,21 @@ def test_report_is_logged_to_an_offline_wandb_run(sweep, tmp_path):
     for name in ("table1", "table2", "agreement"):
         assert logged[f"report/{name}/_type"] == "table-file"
     assert logged["report/figures/heatmap_utkface_deepfool/_type"] == "image-file"
+
+
+def test_regularized_models_are_compared_with_their_originals(sweep, tmp_path):
+    for alpha, sigma_a, accuracy in ((1.0, -0.05, 0.7), (10.0, 0.01, 0.6)):
+        write_job(sweep / f"job-cnn-reg-{alpha}", "utkface", "cnn", accuracy,
+                  {"deepfool": [sigma_a, -0.1, 0.0], "cw": [sigma_a, 0.1, 0.1], "rs": [0.1, 0.1, 0.1]},
+                  regularizer={"attribute": "race", "group": "a", "alpha": alpha, "tau": 2.0, "temperature": 0.1})
+    out = tmp_path / "out"
+    tables = report.main([str(sweep), "--out", str(out)])
+    # the paper's tables still cover the two original models only
+    assert list(tables["table2"]["model"]) == ["cnn", "logreg"]
+    assert tables["table1"].iloc[0]["cells (deepfool)"] == 5
+    rows = tables["regularized"].set_index("alpha")
+    assert rows.loc[1.0, "σ deepfool"] == -0.05 and rows.loc[1.0, "original σ deepfool"] == 0.5
+    assert rows.loc[10.0, "accuracy %"] == 60.0 and rows.loc[10.0, "original accuracy %"] == 75.0
+    assert rows.loc[1.0, "target"] == "race=a" and rows.loc[1.0, "tau"] == 2.0
+    assert (out / "figures" / "regularized_utkface_cnn.png").is_file()
+    assert (out / "regularized.md").is_file()

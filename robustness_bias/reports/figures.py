@@ -102,3 +102,20 @@ def distance_distributions(records: pd.DataFrame, partition: str, path: str | Pa
         ax.tick_params(axis="x", rotation=45)
     fig.suptitle(title or f"Distances by {partition}")
     return _save(fig, Path(path))
+
+
+def regularization_figure(rows: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
+    """σ of the target group against α, one line per τ, the original model as a dashed line."""
+    estimators = [c.removeprefix("σ ") for c in rows.columns if c.startswith("σ ")]
+    fig, axes = plt.subplots(1, len(estimators) + 1, figsize=(4.2 * (len(estimators) + 1), 3.6), squeeze=False)
+    panels = [(f"σ {e}", f"original σ {e}", f"σ(target) by {e}") for e in estimators]
+    panels.append(("accuracy %", "original accuracy %", "test accuracy %"))
+    for ax, (value, original, label) in zip(axes[0], panels):
+        for tau, line in rows.sort_values("alpha").groupby("tau"):
+            ax.plot(line["alpha"], line[value], marker="o", label=f"τ = {tau:g}")
+        if rows[original].notna().any():
+            ax.axhline(rows[original].mean(), color="black", linestyle="--", label="original")
+        ax.set(xscale="log", xlabel="α", ylabel=label, title=label)
+        ax.legend(fontsize="small")
+    fig.suptitle(title or "Regularized vs original")
+    return _save(fig, Path(path))

@@ -58,7 +58,10 @@ def collect(jobs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     sigmas, accuracies = [], []
     for job in jobs:
         result = json.loads((job / "result.json").read_text())
-        labels = {"dataset": result["dataset"], "model": result["model"], "job": str(job)}
+        regularizer = result.get("regularizer") or {}
+        labels = {"dataset": result["dataset"], "model": result["model"], "job": str(job),
+                  "target": f"{regularizer['attribute']}={regularizer['group']}" if regularizer else "",
+                  "alpha": regularizer.get("alpha", np.nan), "tau": regularizer.get("tau", np.nan)}
         accuracies.append({**labels, "test_accuracy": result["test_accuracy"]})
         for summary in sorted((job / "audits").glob("*/summary.parquet")):
             frame = pd.read_parquet(summary)
@@ -67,6 +70,33 @@ def collect(jobs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     sigma = pd.concat(sigmas, ignore_index=True) if sigmas else pd.DataFrame(columns=[*CELL, "estimator", "epoch_tag", "sigma"])
     sigma["estimator"] = sigma["estimator"].astype(str)
     return sigma, pd.DataFrame(accuracies)
+
+
+def originals(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of models trained without the regularizer: the paper's tables are about those."""
+    return frame[frame["target"] == ""]
+
+
+def regularization_table(sigma: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFrame:
+    """Each regularized model beside its original: accuracy and σ of the target group (final audit)."""
+    final = sigma[sigma["epoch_tag"] == "final"]
+    rows = []
+    for job in accuracy[accuracy["target"] != ""].itertuples():
+        attribute, group = job.target.split("=", 1)
+        original_acc = originals(accuracy)
+        original_acc = original_acc[(original_acc["dataset"] == job.dataset) & (original_acc["model"] == job.model)]
+        row = {"dataset": job.dataset, "model": job.model, "target": job.target, "alpha": job.alpha, "tau": job.tau,
+               "accuracy %": 100 * job.test_accuracy,
+               "original accuracy %": 100 * original_acc["test_accuracy"].mean() if len(original_acc) else np.nan}
+        target = final[(final["partition"] == attribute) & (final["group"].astype(str) == group)]
+        for estimator in sorted(target["estimator"].unique()):
+            mine = target[(target["job"] == job.job) & (target["estimator"] == estimator)]["sigma"]
+            base = originals(target)
+            base = base[(base["dataset"] == job.dataset) & (base["model"] == job.model) & (base["estimator"] == estimator)]
+            row[f"σ {estimator}"] = float(mine.mean()) if len(mine) else np.nan
+            row[f"original σ {estimator}"] = float(base["sigma"].mean()) if len(base) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def paired(sigma: pd.DataFrame, left: tuple[str, str], right: tuple[str, str]) -> pd.DataFrame:
