@@ -38,13 +38,15 @@ class RobustnessAudit(L.Callback):
 
     def __init__(self, estimators: dict[str, Estimator], output_dir: str | Path, partition: list[str],
                  every_nth: int = 1, batch_size: int = 256, conditional: bool = True, failures: str = "censor",
-                 tau_max="pooled_max", rb_quantiles=(0.25, 0.5, 0.75), progress: bool = True):
+                 tau_max="pooled_max", rb_quantiles=(0.25, 0.5, 0.75), progress: bool = True,
+                 min_group_size: int = 1, significance: dict | None = None):
         self.estimators = dict(estimators)
         self.output_dir = Path(output_dir)
         self.partition = list(partition)
         self.every_nth, self.batch_size, self.progress = every_nth, batch_size, progress
         self.metric_options = dict(conditional=conditional, failures=failures, tau_max=tau_max)
         self.rb_quantiles = tuple(rb_quantiles)
+        self.group_options = dict(min_group_size=min_group_size, significance=dict(significance or {}))
         self.summaries: dict[str, pd.DataFrame] = {}
 
     @property
@@ -68,7 +70,8 @@ class RobustnessAudit(L.Callback):
             model.train(was_training)
         records.insert(records.columns.get_loc("estimator") + 1, "epoch", epoch)
         partitions = self.partitions(datamodule, records)
-        summary = group_summary(records, partitions, **self.metric_options, rb_quantiles=self.rb_quantiles)
+        summary = group_summary(records, partitions, **self.metric_options, rb_quantiles=self.rb_quantiles,
+                                **self.group_options)
         summary.insert(1, "epoch", epoch)
         for tag in tags:
             self.write(trainer, records.assign(epoch_tag=tag), summary.assign(epoch_tag=tag), tag)
@@ -141,8 +144,8 @@ class RobustnessAudit(L.Callback):
 
     def send_to_loggers(self, trainer: L.Trainer, summary: pd.DataFrame, tag: str, figures: dict[str, Path]) -> None:
         groups = summary[summary["group"] != OVERALL]
-        metrics = {f"audit/{tag}/{r.estimator}/sigma/{r.partition}={r.group}": r.sigma
-                   for r in groups.itertuples() if np.isfinite(r.sigma)}
+        metrics = {f"audit/{tag}/{r.estimator}/{name}/{r.partition}={r.group}": getattr(r, name)
+                   for r in groups.itertuples() for name in ("sigma", "p_adjusted") if np.isfinite(getattr(r, name))}
         overall = summary[(summary["group"] == OVERALL) & (summary["partition"] == summary["partition"].iloc[0])]
         metrics.update({f"audit/{tag}/{r.estimator}/median_distance": r.median_distance
                         for r in overall.itertuples() if np.isfinite(r.median_distance)})

@@ -33,15 +33,24 @@ def _distance_stats(distance: np.ndarray, correct: np.ndarray, success: np.ndarr
     }
 
 
+SIGNIFICANCE = {"resamples": 1000, "permutations": 1000, "level": 0.95, "seed": 0}
+
+
 def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: bool = True,
-                  failures: str = "censor", tau_max="pooled_max", rb_quantiles=(0.25, 0.5, 0.75)) -> pd.DataFrame:
+                  failures: str = "censor", tau_max="pooled_max", rb_quantiles=(0.25, 0.5, 0.75),
+                  min_group_size: int = 1, significance: dict | None = None) -> pd.DataFrame:
     """σ(P), RB(P, τ) and plain statistics for every group of every partition, per estimator.
 
     ``records`` holds one row per (sample, estimator) with ``distance``, ``success`` and
     ``correct`` and one column per partition. RB is evaluated at quantiles of the audit's
     pooled distances, so the τ's mean the same thing on every dataset; their values are in
     the ``tau_q*`` columns.
+
+    Each σ comes with a bootstrap interval (``sigma_low``, ``sigma_high``), a permutation-test
+    p-value for σ ≠ 0 and its Benjamini–Hochberg adjustment across all groups of the estimator's
+    audit. Groups with fewer than ``min_group_size`` attacked points get no σ (``too_small``).
     """
+    significance = {**SIGNIFICANCE, **(significance or {})}
     rows = []
     for estimator, frame in records.groupby("estimator", sort=False, observed=True):
         distance = frame["distance"].to_numpy(float)
@@ -53,17 +62,21 @@ def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: 
         finite = pooled[np.isfinite(pooled)]
         taus = np.quantile(finite, rb_quantiles) if finite.size else np.full(len(rb_quantiles), np.nan)
         tau_columns = {f"tau_q{round(q * 100)}": t for q, t in zip(rb_quantiles, taus)}
+        first_row = len(rows)
         for partition in partitions:
             column = frame[partition]
             groups = group_values(column)
+            codes = pd.Categorical(column.astype(str), categories=[str(g) for g in groups]).codes
+            tests = _significance(distance, correct, codes, len(groups), t_max, kw, significance)
             overall = {"estimator": estimator, "partition": partition, "group": OVERALL, "size": len(frame),
                        "accuracy": float(correct.mean()) if len(frame) else np.nan,
                        **_distance_stats(distance, correct, success),
                        "auc": bias.area_under_survival(bias.effective_distances(distance, correct, **kw), t_max),
                        "sigma": np.nan, "tau_max": t_max, **tau_columns}
             overall.update({f"rb_q{round(q * 100)}": np.nan for q in rb_quantiles})
+            overall.update(sigma_low=np.nan, sigma_high=np.nan, p_value=np.nan, too_small=False)
             rows.append(overall)
-            for group in groups:
+            for code, group in enumerate(groups):
                 member = (column == group).to_numpy()
                 row = {"estimator": estimator, "partition": partition, "group": str(group), "size": int(member.sum()),
                        "accuracy": float(correct[member].mean()) if member.any() else np.nan,
@@ -74,5 +87,31 @@ def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: 
                        "tau_max": t_max, **tau_columns}
                 rb = bias.robustness_bias(distance, correct, member, taus, **kw)
                 row.update({f"rb_q{round(q * 100)}": v for q, v in zip(rb_quantiles, rb)})
+                row.update({name: values[code] for name, values in tests.items()})
+                row["too_small"] = row["attacked"] < min_group_size
+                if row["too_small"]:
+                    row.update(sigma=np.nan, sigma_low=np.nan, sigma_high=np.nan, p_value=np.nan)
                 rows.append(row)
+        mine = pd.DataFrame(rows[first_row:])
+        adjusted = bias.benjamini_hochberg(mine["p_value"].to_numpy(float)) if "p_value" in mine else []
+        for row, value in zip(rows[first_row:], adjusted):
+            row["p_adjusted"] = value
     return pd.DataFrame(rows)
+
+
+def _significance(distance, correct, codes, n_groups, tau_max, kw, options) -> dict[str, np.ndarray]:
+    """Bootstrap interval and permutation p-value of σ for every group of one partition."""
+    if not np.isfinite(tau_max) or n_groups == 0:
+        empty = np.full(n_groups, np.nan)
+        return {"sigma_low": empty, "sigma_high": empty, "p_value": empty}
+    low, high = bias.bootstrap_sigma(distance, correct, codes, tau_max, resamples=options["resamples"],
+                                     level=options["level"], seed=options["seed"], **kw)
+    p_value = bias.permutation_p_values(distance, correct, codes, tau_max, permutations=options["permutations"],
+                                        seed=options["seed"], **kw)
+    return {"sigma_low": _padded(low, n_groups), "sigma_high": _padded(high, n_groups),
+            "p_value": _padded(p_value, n_groups)}
+
+
+def _padded(values: np.ndarray, n_groups: int) -> np.ndarray:
+    """Groups after the last one present get NaN (bias.* size their output by the largest code seen)."""
+    return np.concatenate([np.asarray(values, dtype=float), np.full(n_groups - len(values), np.nan)])

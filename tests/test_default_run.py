@@ -58,8 +58,15 @@ def test_summary_has_every_group_and_the_metrics(default_run):
         mine = groups[groups["estimator"] == estimator]
         assert sorted(mine["group"]) == [str(d) for d in range(10)]
         assert mine["size"].sum() == size
-    for column in ("accuracy", "success_share", "mean_distance", "median_distance", "sigma", "rb_q25", "rb_q50", "rb_q75"):
+    for column in ("accuracy", "success_share", "mean_distance", "median_distance", "rb_q25", "rb_q50", "rb_q75"):
         assert groups[column].notna().all(), column
+    # σ with its uncertainty for every group large enough (smoothing audits every 5th image only)
+    assert (groups["too_small"] == (groups["attacked"] < 5)).all()
+    assert not groups.loc[groups["estimator"] != "rs", "too_small"].any()
+    sized = groups[~groups["too_small"]]
+    for column in ("sigma", "sigma_low", "sigma_high", "p_value", "p_adjusted"):
+        assert sized[column].notna().all() and groups.loc[groups["too_small"], "sigma"].isna().all(), column
+    assert (sized["sigma_low"] <= sized["sigma_high"]).all() and sized["p_adjusted"].between(0, 1).all()
     # DeepFool is an upper bound of the exact distance on this linear model
     overall = summary[summary["group"] == OVERALL].set_index("estimator")
     assert overall.loc["deepfool", "median_distance"] >= overall.loc["exact", "median_distance"]
@@ -77,8 +84,9 @@ def test_wandb_offline_run_holds_sigma_and_training_curves(default_run):
     assert len(runs) == 1
     logged = logged_values(runs[0])
     summary = pd.read_parquet(default_run / "audits" / "final" / "summary.parquet")
-    for row in summary[summary["group"] != OVERALL].itertuples():
+    for row in summary[(summary["group"] != OVERALL) & ~summary["too_small"]].itertuples():
         assert logged[f"audit/final/{row.estimator}/sigma/class={row.group}"] == pytest.approx(row.sigma)
+        assert logged[f"audit/final/{row.estimator}/p_adjusted/class={row.group}"] == pytest.approx(row.p_adjusted)
     assert {"train/loss_epoch", "val/acc", "test/acc"} <= set(logged)
     assert logged["audit/final/summary/_type"] == "table-file"
 

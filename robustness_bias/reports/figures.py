@@ -71,19 +71,22 @@ def sigma_heatmaps(sigma: pd.DataFrame, dataset: str, estimator: str, path: str 
     panels = [("first", "after epoch 1"), ("final", "final")]
     grids = [frame[frame["epoch_tag"] == tag].pivot_table(index="model", columns="column", values="sigma")
              for tag, _ in panels]
+    p_values = [frame[frame["epoch_tag"] == tag].pivot_table(index="model", columns="column", values="p_adjusted",
+                                                             dropna=False).reindex_like(g) for (tag, _), g in zip(panels, grids)]
     limit = max([float(np.nanmax(np.abs(g.to_numpy()))) for g in grids if g.size] + [1e-9])
     width = max(6.0, 0.55 * max((g.shape[1] for g in grids), default=1))
     fig, axes = plt.subplots(1, 2, figsize=(2 * width, 0.5 * max((g.shape[0] for g in grids), default=1) + 2.5),
                              squeeze=False)
-    for ax, grid, (_, title) in zip(axes[0], grids, panels):
+    for ax, grid, p_value, (_, title) in zip(axes[0], grids, p_values, panels):
         if grid.empty:
             ax.set_axis_off()
             ax.set_title(f"{title}: no audit")
             continue
-        sns.heatmap(grid, ax=ax, cmap="RdBu", center=0, vmin=-limit, vmax=limit, annot=grid.shape[1] <= 12,
-                    fmt=".2f", cbar_kws={"label": "σ(P)"})
+        labels = grid.map(lambda v: f"{v:.2f}") + (p_value < 0.05).map(lambda s: "*" if s else "")
+        sns.heatmap(grid, ax=ax, cmap="RdBu", center=0, vmin=-limit, vmax=limit,
+                    annot=labels.to_numpy() if grid.shape[1] <= 12 else False, fmt="", cbar_kws={"label": "σ(P)"})
         ax.set(title=title, xlabel="group", ylabel="model")
-    fig.suptitle(f"{dataset}: σ(P) by {estimator} (red: less robust than the rest)")
+    fig.suptitle(f"{dataset}: σ(P) by {estimator} (red: less robust than the rest; *: BH-adjusted p < 0.05)")
     return _save(fig, Path(path))
 
 

@@ -66,7 +66,9 @@ def collect(jobs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         for summary in sorted((job / "audits").glob("*/summary.parquet")):
             frame = pd.read_parquet(summary)
             frame = frame[frame["group"] != OVERALL]
-            sigmas.append(frame[["estimator", "epoch_tag", "partition", "group", "sigma"]].assign(**labels))
+            if "p_adjusted" not in frame:                   # summaries written before significance existed
+                frame = frame.assign(p_adjusted=np.nan)
+            sigmas.append(frame[["estimator", "epoch_tag", "partition", "group", "sigma", "p_adjusted"]].assign(**labels))
     sigma = pd.concat(sigmas, ignore_index=True) if sigmas else pd.DataFrame(columns=[*CELL, "estimator", "epoch_tag", "sigma"])
     sigma["estimator"] = sigma["estimator"].astype(str)
     return sigma, pd.DataFrame(accuracies)

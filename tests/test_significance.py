@@ -1,0 +1,68 @@
+"""Uncertainty of σ: bootstrap intervals, permutation p-values and their Benjamini–Hochberg adjustment."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from robustness_bias import bias
+from robustness_bias.pipeline import run
+from robustness_bias.summary import group_summary
+
+
+def test_benjamini_hochberg_by_hand():
+    adjusted = bias.benjamini_hochberg([0.01, 0.04, 0.03, 0.5, np.nan])
+    np.testing.assert_allclose(adjusted[:4], [0.04, 0.16 / 3, 0.16 / 3, 0.5])
+    assert np.isnan(adjusted[4])
+
+
+def _audit(seed, n=2000, n_groups=20, effect=1.0):
+    rng = np.random.default_rng(seed)
+    groups = rng.integers(n_groups, size=n)
+    distance = rng.exponential(size=n) * np.where(groups == 0, effect, 1.0)
+    correct = rng.random(n) < 0.9
+    return distance, correct, groups, bias.pooled_tau_max(distance, correct)
+
+
+def test_permutation_p_values_are_calibrated_when_groups_are_random():
+    p_values = np.concatenate([bias.permutation_p_values(*_audit(seed)[:3], _audit(seed)[3], permutations=400, seed=seed)
+                               for seed in range(10)])
+    assert len(p_values) == 200
+    share = np.mean(p_values < 0.05)
+    assert 0.01 <= share <= 0.10, share
+
+
+def test_observed_sigma_and_interval_match_the_metric():
+    distance, correct, groups, tau_max = _audit(1, effect=0.6)
+    low, high = bias.bootstrap_sigma(distance, correct, groups, tau_max, resamples=500, seed=3)
+    observed = [bias.sigma(distance, correct, groups == g, tau_max) for g in range(20)]
+    inside = (low <= observed) & (observed <= high)
+    assert inside.mean() >= 0.9
+    assert high[0] < 0 and low[0] < observed[0] < high[0]            # the planted group lies below 0
+    p = bias.permutation_p_values(distance, correct, groups, tau_max, permutations=500, seed=3)
+    assert p[0] == pytest.approx(1 / 501)
+
+
+def test_intervals_are_reproducible_with_a_seed():
+    distance, correct, groups, tau_max = _audit(2)
+    first = bias.bootstrap_sigma(distance, correct, groups, tau_max, resamples=200, seed=7)
+    again = bias.bootstrap_sigma(distance, correct, groups, tau_max, resamples=200, seed=7)
+    other = bias.bootstrap_sigma(distance, correct, groups, tau_max, resamples=200, seed=8)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_small_groups_get_no_sigma():
+    records = pd.DataFrame({"estimator": "exact", "distance": np.r_[np.linspace(0.1, 1, 40), [0.5, 0.6]],
+                            "success": True, "correct": True,
+                            "site": pd.Categorical(["big"] * 40 + ["tiny"] * 2)})
+    table = group_summary(records, ["site"], min_group_size=5).set_index("group")
+    assert table.loc["tiny", "too_small"] and np.isnan(table.loc["tiny", "sigma"])
+    assert not table.loc["big", "too_small"] and np.isfinite(table.loc["big", "sigma"])
+
+
+def test_planted_group_is_significant_in_the_audit(make_config, tmp_path):
+    run(make_config("+experiment=synthetic_group", "logger=none"))
+    summary = pd.read_parquet(tmp_path / "audits" / "final" / "summary.parquet")
+    planted = summary[(summary["partition"] == "group") & (summary["group"] == "planted")].iloc[0]
+    assert planted["p_adjusted"] < 0.01
+    assert planted["sigma_low"] < planted["sigma"] < planted["sigma_high"] < 0
