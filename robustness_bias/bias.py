@@ -116,6 +116,11 @@ def _point_values(distance, correct, tau_max: float, conditional: bool, failures
     return counts.astype(float), value
 
 
+def _group_count(groups: np.ndarray, n_groups: int | None) -> int:
+    """Groups are coded 0..G−1; G defaults to one more than the largest code present."""
+    return n_groups if n_groups is not None else (int(groups.max()) + 1 if groups.size else 0)
+
+
 def _sigmas_from_sums(num: np.ndarray, den: np.ndarray, total_num: np.ndarray, total_den: np.ndarray) -> np.ndarray:
     """σ per (replicate, group) from the weighted sums of clipped distances and counts of each group."""
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -125,8 +130,9 @@ def _sigmas_from_sums(num: np.ndarray, den: np.ndarray, total_num: np.ndarray, t
     return np.where(np.isfinite(sigma), sigma, np.nan)
 
 
-def bootstrap_sigma(distance, correct, groups, tau_max: float, *, resamples: int = 1000, level: float = 0.95,
-                    seed: int = 0, conditional: bool = True, failures: str = "censor") -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_sigma(distance, correct, groups, tau_max: float, *, n_groups: int | None = None, resamples: int = 1000,
+                    level: float = 0.95, seed: int = 0, conditional: bool = True,
+                    failures: str = "censor") -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap interval of σ(P) for every group, resampling the audit's points.
 
     ``groups`` holds each point's group code (0..G−1). All replicates come from one matrix
@@ -134,7 +140,7 @@ def bootstrap_sigma(distance, correct, groups, tau_max: float, *, resamples: int
     full audit's. Returns (low, high), each of length G.
     """
     groups = np.asarray(groups, dtype=np.int64)
-    n_groups = int(groups.max()) + 1 if groups.size else 0
+    n_groups = _group_count(groups, n_groups)
     counts, value = _point_values(distance, correct, tau_max, conditional, failures)
     rng = np.random.default_rng(seed)
     weights = rng.multinomial(len(groups), np.full(len(groups), 1.0 / len(groups)), size=resamples).astype(float)
@@ -148,14 +154,15 @@ def bootstrap_sigma(distance, correct, groups, tau_max: float, *, resamples: int
     return low, high
 
 
-def permutation_p_values(distance, correct, groups, tau_max: float, *, permutations: int = 1000, seed: int = 0,
-                         conditional: bool = True, failures: str = "censor") -> np.ndarray:
+def permutation_p_values(distance, correct, groups, tau_max: float, *, n_groups: int | None = None,
+                         permutations: int = 1000, seed: int = 0, conditional: bool = True,
+                         failures: str = "censor") -> np.ndarray:
     """Two-sided permutation p-value of σ(P) ≠ 0 for every group, shuffling group membership.
 
     p = (1 + #{|σ_perm| ≥ |σ_obs|}) / (1 + permutations), so it is never 0.
     """
     groups = np.asarray(groups, dtype=np.int64)
-    n, n_groups = len(groups), int(groups.max()) + 1 if len(groups) else 0
+    n, n_groups = len(groups), _group_count(groups, n_groups)
     counts, value = _point_values(distance, correct, tau_max, conditional, failures)
 
     def sums(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -104,14 +104,8 @@ def _significance(distance, correct, codes, n_groups, tau_max, kw, options) -> d
     if not np.isfinite(tau_max) or n_groups == 0:
         empty = np.full(n_groups, np.nan)
         return {"sigma_low": empty, "sigma_high": empty, "p_value": empty}
-    low, high = bias.bootstrap_sigma(distance, correct, codes, tau_max, resamples=options["resamples"],
-                                     level=options["level"], seed=options["seed"], **kw)
-    p_value = bias.permutation_p_values(distance, correct, codes, tau_max, permutations=options["permutations"],
-                                        seed=options["seed"], **kw)
-    return {"sigma_low": _padded(low, n_groups), "sigma_high": _padded(high, n_groups),
-            "p_value": _padded(p_value, n_groups)}
-
-
-def _padded(values: np.ndarray, n_groups: int) -> np.ndarray:
-    """Groups after the last one present get NaN (bias.* size their output by the largest code seen)."""
-    return np.concatenate([np.asarray(values, dtype=float), np.full(n_groups - len(values), np.nan)])
+    low, high = bias.bootstrap_sigma(distance, correct, codes, tau_max, n_groups=n_groups,
+                                     resamples=options["resamples"], level=options["level"], seed=options["seed"], **kw)
+    p_value = bias.permutation_p_values(distance, correct, codes, tau_max, n_groups=n_groups,
+                                        permutations=options["permutations"], seed=options["seed"], **kw)
+    return {"sigma_low": low, "sigma_high": high, "p_value": p_value}
