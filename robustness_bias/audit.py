@@ -57,15 +57,16 @@ class RobustnessAudit(L.Callback):
         epoch = trainer.current_epoch + 1
         tags = audit_schedule(trainer.max_epochs).get(epoch)
         if tags and not trainer.sanity_checking:
-            self.run(trainer, pl_module, epoch, tags)
+            self.run(pl_module.model, trainer.datamodule, pl_module.device, epoch, tags, trainer.loggers,
+                     trainer.global_step)
 
-    def run(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int, tags: list[str]) -> None:
-        datamodule: ImageDataModule = trainer.datamodule
-        model = pl_module.model
+    def run(self, model: torch.nn.Module, datamodule: ImageDataModule, device, epoch: int, tags: list[str],
+            loggers=(), step: int = 0) -> None:
+        """Audit ``model`` now (in eval mode) and write what it finds under each of ``tags``."""
         was_training = model.training
         model.eval()
         try:
-            records = self.measure(model, datamodule, pl_module.device, label="+".join(tags))
+            records = self.measure(model, datamodule, device, label="+".join(tags))
         finally:
             model.train(was_training)
         records.insert(records.columns.get_loc("estimator") + 1, "epoch", epoch)
@@ -74,7 +75,7 @@ class RobustnessAudit(L.Callback):
                                 **self.group_options)
         summary.insert(1, "epoch", epoch)
         for tag in tags:
-            self.write(trainer, records.assign(epoch_tag=tag), summary.assign(epoch_tag=tag), tag)
+            self.write(records.assign(epoch_tag=tag), summary.assign(epoch_tag=tag), tag, loggers, step)
 
     def partitions(self, datamodule: ImageDataModule, records: pd.DataFrame) -> list[str]:
         """Every single-attribute partition, plus the configured one when it combines attributes."""
@@ -129,7 +130,7 @@ class RobustnessAudit(L.Callback):
         return meta.assign(estimator=name, precision=estimator.precision, distance=distance, success=success,
                            queries=queries)
 
-    def write(self, trainer: L.Trainer, records: pd.DataFrame, summary: pd.DataFrame, tag: str) -> None:
+    def write(self, records: pd.DataFrame, summary: pd.DataFrame, tag: str, loggers, step: int) -> None:
         folder = self.output_dir / "audits" / tag
         write_table(records, folder / "records.parquet")
         write_table(summary, folder / "summary.parquet")
@@ -140,18 +141,18 @@ class RobustnessAudit(L.Callback):
                                    title=f"Survival curves by {self.partition_name}, {tag} epoch",
                                    **self.metric_options)
         sigma = sigma_figure(summary, figures / f"{tag}_sigma.png", title=f"σ(P) per group, {tag} epoch")
-        self.send_to_loggers(trainer, summary, tag, {"survival": survival, "sigma": sigma})
+        self.send_to_loggers(loggers, step, summary, tag, {"survival": survival, "sigma": sigma})
 
-    def send_to_loggers(self, trainer: L.Trainer, summary: pd.DataFrame, tag: str, figures: dict[str, Path]) -> None:
+    def send_to_loggers(self, loggers, step: int, summary: pd.DataFrame, tag: str, figures: dict[str, Path]) -> None:
         groups = summary[summary["group"] != OVERALL]
         metrics = {f"audit/{tag}/{r.estimator}/{name}/{r.partition}={r.group}": getattr(r, name)
                    for r in groups.itertuples() for name in ("sigma", "p_adjusted") if np.isfinite(getattr(r, name))}
         overall = summary[(summary["group"] == OVERALL) & (summary["partition"] == summary["partition"].iloc[0])]
         metrics.update({f"audit/{tag}/{r.estimator}/median_distance": r.median_distance
                         for r in overall.itertuples() if np.isfinite(r.median_distance)})
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
+        for logger in loggers:
+            logger.log_metrics(metrics, step=step)
             if isinstance(logger, WandbLogger):
                 logger.log_table(key=f"audit/{tag}/summary", dataframe=summary.astype({"group": str}))
                 for name, path in figures.items():
-                    logger.log_image(key=f"audit/{tag}/figures/{name}", images=[str(path)], step=trainer.global_step)
+                    logger.log_image(key=f"audit/{tag}/figures/{name}", images=[str(path)], step=step)

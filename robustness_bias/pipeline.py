@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -19,6 +20,7 @@ from .audit import RobustnessAudit
 from .bias import FAILURE_POLICIES
 from .data import ImageDataModule
 from .estimators import Estimator, EstimatorMismatch
+from .models import load_weights, split_checkpoint
 from .module import Classifier
 from .regularizer import RobustnessBiasPenalty
 from .records import write_atomic
@@ -42,6 +44,8 @@ def instantiate(spec, *args, **kwargs):
 
 def check_settings(cfg: DictConfig) -> None:
     """Settings that are wrong whatever the data: fail before anything is loaded or trained."""
+    if cfg.get("mode", "train") not in ("train", "audit"):
+        raise ConfigError(f"mode={cfg.mode}: use mode=train (train, then audit) or mode=audit (audit a saved model)")
     epochs = cfg.trainer.get("max_epochs")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ConfigError(f"trainer.max_epochs={epochs}: the number of training epochs must be a positive "
@@ -67,14 +71,36 @@ def check_partition(partition: list[str], datamodule: ImageDataModule) -> None:
                           f"Fix: choose among {datamodule.partitions} (partition=class works everywhere)")
 
 
-def build_model(cfg: DictConfig, datamodule: ImageDataModule):
-    """The configured model at the dataset's input size; a size or channel mismatch names the model."""
-    builder = instantiate(cfg.model)
+def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[torch.nn.Module, int | None]:
+    """The configured model at the dataset's input size, with ``model.checkpoint``'s weights when given.
+
+    Returns the model and the epoch its checkpoint was saved after (None when unknown).
+    """
+    spec, checkpoint = split_checkpoint(OmegaConf.to_container(cfg.model, resolve=True))
+    builder = instantiate(spec)
     try:
-        return builder(input_shape=datamodule.input_shape, num_classes=datamodule.num_classes,
-                       normalization=datamodule.normalization)
+        model = builder(input_shape=datamodule.input_shape, num_classes=datamodule.num_classes,
+                        normalization=datamodule.normalization)
+        epoch = load_weights(model, checkpoint) if checkpoint else None
     except ValueError as error:
         raise ConfigError(str(error)) from error
+    return model, epoch
+
+
+def audit_only(cfg: DictConfig, model, epoch: int | None, datamodule: ImageDataModule, audit: RobustnessAudit,
+               loggers) -> float:
+    """mode=audit: no training; the estimators run once on the given model, recorded as the final audit."""
+    if not cfg.model.get("checkpoint"):
+        raise ConfigError("mode=audit needs a trained model. Fix: pass model.checkpoint=/path/to/checkpoint")
+    device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu")
+    model = model.to(device).eval()
+    audit.run(model, datamodule, device, epoch if epoch is not None else 0, ["final"], loggers, step=0)
+    correct = audit.summaries["final"]
+    overall = correct[(correct["group"] == "(all)") & (correct["partition"] == "class")]
+    accuracy = float(overall["accuracy"].iloc[0])
+    for logger in loggers:
+        logger.log_metrics({"test/acc": accuracy}, step=0)
+    return accuracy
 
 
 def build_penalty(cfg: DictConfig, datamodule: ImageDataModule) -> RobustnessBiasPenalty | None:
@@ -168,7 +194,7 @@ def run(cfg: DictConfig) -> dict:
     write_atomic(output_dir / "dataset.json", lambda tmp: tmp.write_text(json.dumps(datamodule.facts, indent=2)))
     partition = list(cfg.partition.by)
     check_partition(partition, datamodule)
-    model = build_model(cfg, datamodule)
+    model, checkpoint_epoch = build_model(cfg, datamodule)
     estimators = build_estimators(cfg, model)
     penalty = build_penalty(cfg, datamodule)
 
@@ -177,12 +203,15 @@ def run(cfg: DictConfig) -> dict:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     audit_options = {k: v for k, v in cfg.audit.items() if k != "skip_unfit_estimators"}
     audit = RobustnessAudit(estimators, output_dir, partition, **audit_options)
-    checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True, save_top_k=0)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[audit, checkpoint], logger=loggers or False)
     try:
-        trainer.fit(Classifier(model, **cfg.optim, penalty=penalty), datamodule=datamodule)
-        tested = trainer.test(trainer.lightning_module, datamodule=datamodule, verbose=False)[0]
-        result = {**choice_names(cfg), "settings_hash": fingerprint, "test_accuracy": tested["test/acc"],
+        if cfg.mode == "audit":
+            test_accuracy = audit_only(cfg, model, checkpoint_epoch, datamodule, audit, loggers)
+        else:
+            checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True, save_top_k=0)
+            trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[audit, checkpoint], logger=loggers or False)
+            trainer.fit(Classifier(model, **cfg.optim, penalty=penalty), datamodule=datamodule)
+            test_accuracy = trainer.test(trainer.lightning_module, datamodule=datamodule, verbose=False)[0]["test/acc"]
+        result = {**choice_names(cfg), "mode": cfg.mode, "settings_hash": fingerprint, "test_accuracy": test_accuracy,
                   "regularizer": OmegaConf.to_container(cfg.regularizer) if cfg.get("regularizer") else None,
                   "output_dir": str(output_dir),
                   "audits": {tag: str(output_dir / "audits" / tag) for tag in audit.summaries}}

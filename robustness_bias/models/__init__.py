@@ -8,6 +8,7 @@ so every estimator measures distances in the same pixel space for every dataset.
 from .common import Normalize, _normalize, flattened_size
 from .custom import adience_classifier, deep_cnn, deep_cnn_cifar100, utk_classifier
 from .pyramidnet import pyramidnet
+from .saved import load_weights, split_checkpoint, torchscript
 from .small import logreg, small_cnn
 from .torchvision_models import (
     MissingWeights,
@@ -31,12 +32,15 @@ __all__ = [
     "densenet121",
     "flattened_size",
     "imagenet_weights_file",
+    "load_weights",
     "logreg",
     "pyramidnet",
     "resnet18",
     "resnet50",
     "small_cnn",
+    "split_checkpoint",
     "squeezenet1_0",
+    "torchscript",
     "utk_classifier",
     "vgg19_bn",
 ]
