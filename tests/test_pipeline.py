@@ -49,7 +49,8 @@ def image_folder(tmp_path):
         label = i % 2
         pixels = np.full((6, 6, 3), 60 + 140 * label, dtype=np.uint8) + rng.integers(0, 40, (6, 6, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(root / "img" / f"{i:03d}.png")
-        rows.append({"path": f"img/{i:03d}.png", "label": ["cat", "dog"][label], "site": ["north", "south"][i % 3 == 0]})
+        rows.append({"path": f"img/{i:03d}.png", "label": ["cat", "dog"][label], "site": ["north", "south"][i % 3 == 0],
+                     "camera": ["old", "new"][i % 4 == 0]})
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     return root
 
@@ -58,7 +59,7 @@ def test_own_images_with_an_attribute_partition(make_config, tmp_path, image_fol
     result = run(make_config("dataset=image_folder", f"dataset.root={image_folder}", "+partition.by=[site]",
                              "logger=none", "trainer.max_epochs=2", "estimator=[exact]"))
     summary = pd.read_parquet(tmp_path / "audits" / "final" / "summary.parquet")
-    assert set(summary["partition"]) == {"class", "site"}
+    assert set(summary["partition"]) == {"class", "site", "camera"}
     assert set(summary.loc[summary["partition"] == "class", "group"]) == {"(all)", "cat", "dog"}
     records = pd.read_parquet(tmp_path / "audits" / "final" / "records.parquet")
     assert set(records["site"]) <= {"north", "south"} and len(records) == 12
@@ -151,3 +152,17 @@ def test_command_line_reports_bad_input_without_a_traceback(tmp_path, overrides,
     assert "Traceback" not in done.stderr
     assert "Traceback" not in done.stderr
     _assert_not_trained(tmp_path)
+
+
+def test_intersectional_partition_reports_small_groups_as_too_small(make_config, tmp_path, image_folder):
+    run(make_config("dataset=image_folder", f"dataset.root={image_folder}", "+partition.by=[site,camera]",
+                    "logger=none", "trainer.max_epochs=1", "estimator=[exact]", "audit.min_group_size=3"))
+    summary = pd.read_parquet(tmp_path / "audits" / "final" / "summary.parquet")
+    crossed = summary[summary["partition"] == "site×camera"].set_index("group")
+    records = pd.read_parquet(tmp_path / "audits" / "final" / "records.parquet")
+    combos = (records["site"].astype(str) + "×" + records["camera"].astype(str)).value_counts()
+    assert set(crossed.index) - {"(all)"} == set(combos.index)
+    for group, size in combos.items():
+        attacked = crossed.loc[group, "attacked"]
+        assert crossed.loc[group, "size"] == size
+        assert crossed.loc[group, "too_small"] == (attacked < 3) and (attacked >= 3) == np.isfinite(crossed.loc[group, "sigma"])
