@@ -64,11 +64,18 @@ def check_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"audit.rb_quantiles={list(audit.rb_quantiles)}: each must lie strictly between 0 and 1")
 
 
+def chosen_partition(cfg: DictConfig) -> list[str]:
+    """The attributes whose groups the figures show: ``partition.by`` if given, else the selected
+    partition configs (several of them also audit their intersection)."""
+    return list(cfg.partition.get("by") or cfg.partition.get("attributes") or ["class"])
+
+
 def check_partition(partition: list[str], datamodule: ImageDataModule) -> None:
     unknown = [p for p in partition if p not in datamodule.partitions]
     if unknown:
-        raise ConfigError(f"partition.by={list(partition)}: this dataset has no {unknown}. "
-                          f"Fix: choose among {datamodule.partitions} (partition=class works everywhere)")
+        raise ConfigError(f"partition {list(partition)}: this dataset has no {unknown}. "
+                          f"Fix: choose among {datamodule.partitions} (partition=class works everywhere, "
+                          "+partition.by=[<column>] for any attribute)")
 
 
 def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[torch.nn.Module, int | None]:
@@ -192,7 +199,7 @@ def run(cfg: DictConfig) -> dict:
     datamodule: ImageDataModule = instantiate(cfg.dataset)
     datamodule.setup()
     write_atomic(output_dir / "dataset.json", lambda tmp: tmp.write_text(json.dumps(datamodule.facts, indent=2)))
-    partition = list(cfg.partition.by)
+    partition = chosen_partition(cfg)
     check_partition(partition, datamodule)
     model, checkpoint_epoch = build_model(cfg, datamodule)
     estimators = build_estimators(cfg, model)

@@ -166,3 +166,14 @@ def test_intersectional_partition_reports_small_groups_as_too_small(make_config,
         attacked = crossed.loc[group, "attacked"]
         assert crossed.loc[group, "size"] == size
         assert crossed.loc[group, "too_small"] == (attacked < 3) and (attacked >= 3) == np.isfinite(crossed.loc[group, "sigma"])
+
+
+def test_selecting_two_partitions_audits_their_intersection(make_config, tmp_path):
+    from test_face_datasets import write_utkface
+
+    write_utkface(tmp_path / "UTKFace")
+    run(make_config("dataset=utkface", f"dataset.root={tmp_path / 'UTKFace'}", "partition=[race,gender]",
+                    "estimator=[deepfool]", "logger=none", "trainer.max_epochs=1", "dataset.batch_size=8"))
+    summary = pd.read_parquet(tmp_path / "audits" / "final" / "summary.parquet")
+    assert {"class", "gender", "race", "race×gender"} == set(summary["partition"])
+    assert (tmp_path / "figures" / "final_survival_race×gender.png").is_file()
