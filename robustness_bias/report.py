@@ -45,26 +45,24 @@ def both_formats(draw, path: Path) -> list[Path]:
     return [draw(path.with_suffix(".png")), draw(path.with_suffix(".pdf"))]
 
 
-def write_figures(sigma: pd.DataFrame, jobs: list[Path], out: Path) -> list[Path]:
+def write_figures(sigma: pd.DataFrame, accuracy: pd.DataFrame, out: Path) -> list[Path]:
+    """Heatmaps from the σ table; distance distributions and survival curves from each job's final records."""
     written = []
     for (dataset, estimator), _ in sigma.groupby(["dataset", "estimator"]):
         written += both_formats(lambda p, d=dataset, e=estimator: figures.sigma_heatmaps(sigma, d, e, p),
                                 out / "figures" / f"heatmap_{dataset}_{estimator}")
-    finals = []
-    for job in jobs:
-        path = job / "audits" / "final" / "records.parquet"
-        if path.is_file():
-            result = pd.read_json(job / "result.json", typ="series")
-            finals.append(pd.read_parquet(path).assign(dataset=result["dataset"], model=result["model"]))
-    for dataset, records in (pd.concat(finals).groupby("dataset") if finals else []):
-        records = records.dropna(axis=1, how="all")     # attributes of other datasets
-        partitions = [c for c in records.columns if c == "class" or c in _attribute_columns(records)]
-        for partition in partitions:
+    for dataset, jobs in accuracy.groupby("dataset"):
+        finals = [pd.read_parquet(Path(job.job) / "audits" / "final" / "records.parquet").assign(model=job.model)
+                  for job in jobs.itertuples() if (Path(job.job) / "audits" / "final" / "records.parquet").is_file()]
+        if not finals:
+            continue
+        records = pd.concat(finals, ignore_index=True)
+        for partition in dict.fromkeys(sigma.loc[sigma["dataset"] == dataset, "partition"]):
             written += both_formats(lambda p, r=records, c=partition, d=dataset: figures.distance_distributions(
                 r, c, p, title=f"{d}: distances by {c} (final)"), out / "figures" / f"distances_{dataset}_{partition}")
             for model, mine in records.groupby("model"):
                 written += both_formats(lambda p, r=mine, c=partition, d=dataset, m=model: figures.survival_figure(
-                    r.drop(columns=["dataset", "model"]), c, p, title=f"{d}, {m}: survival by {c} (final)"),
+                    r.drop(columns="model"), c, p, title=f"{d}, {m}: survival by {c} (final)"),
                     out / "figures" / f"survival_{dataset}_{model}_{partition}")
     return written
 
@@ -75,12 +73,6 @@ def write_regularization_figures(table: pd.DataFrame, out: Path) -> list[Path]:
         written += both_formats(lambda p, r=rows, d=dataset, m=model: figures.regularization_figure(
             r, p, title=f"{d}, {m}: regularizer on {r['target'].iloc[0]}"), out / "figures" / f"regularized_{dataset}_{model}")
     return written
-
-
-def _attribute_columns(records: pd.DataFrame) -> list[str]:
-    fixed = {"sample_index", "label", "class", "prediction", "correct", "estimator", "epoch", "epoch_tag",
-             "precision", "distance", "success", "queries", "dataset", "model"}
-    return [c for c in records.columns if c not in fixed and "×" not in c]
 
 
 def log_to_wandb(tables: dict[str, pd.DataFrame], images: list[Path], out: Path, project: str, offline: bool) -> None:
@@ -119,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     if tables.get("regularized") is not None and tables["regularized"].empty:
         del tables["regularized"]            # no regularized runs among these sweeps
     written = write_tables(tables, out)
-    images = write_figures(sigma, jobs, out) if "figures" in args.only else []
+    images = write_figures(originals(sigma), originals(accuracy), out) if "figures" in args.only else []
     if "figures" in args.only and "regularized" in tables:
         images += write_regularization_figures(tables["regularized"], out)
     for name, frame in tables.items():

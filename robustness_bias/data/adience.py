@@ -14,7 +14,6 @@ import logging
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .base import DataError, ImageDataModule, split_official
