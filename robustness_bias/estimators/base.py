@@ -9,22 +9,31 @@ import torch
 from torch import nn
 
 
+# Why a sample has no distance; ``FAILURES[code]`` names the code in ``DistanceResult.failure``.
+FAILURES = ("none", "budget_exhausted", "nonfinite_logits", "abstained", "wrong_class")
+NO_FAILURE, BUDGET_EXHAUSTED, NONFINITE_LOGITS, ABSTAINED, WRONG_CLASS = range(len(FAILURES))
+
+
 @dataclass
 class DistanceResult:
     """Per-sample estimate of the L2 distance, in [0,1] pixel space, to the decision boundary.
 
     ``distance`` is ``+inf`` exactly where ``success`` is false: a failure never looks like a number.
-    ``queries`` counts the forward and backward passes spent on each sample.
+    ``queries`` counts the forward and backward passes spent on each sample. ``failure`` says why
+    a sample failed (a code into :data:`FAILURES`); left out, every failure is ``budget_exhausted``.
     """
 
     distance: torch.Tensor
     success: torch.Tensor
     queries: torch.Tensor
+    failure: torch.Tensor | None = None
 
     def __post_init__(self):
         n = self.distance.shape[0]
-        if self.success.shape != (n,) or self.queries.shape != (n,):
-            raise ValueError("distance, success and queries must be 1-d and of equal length")
+        if self.failure is None:
+            self.failure = torch.where(self.success.bool(), NO_FAILURE, BUDGET_EXHAUSTED).long()
+        if self.success.shape != (n,) or self.queries.shape != (n,) or self.failure.shape != (n,):
+            raise ValueError("distance, success, queries and failure must be 1-d and of equal length")
 
     @staticmethod
     def cat(parts: list["DistanceResult"]) -> "DistanceResult":
@@ -32,6 +41,7 @@ class DistanceResult:
             distance=torch.cat([p.distance.detach().cpu() for p in parts]),
             success=torch.cat([p.success.detach().cpu() for p in parts]),
             queries=torch.cat([p.queries.detach().cpu() for p in parts]),
+            failure=torch.cat([p.failure.detach().cpu() for p in parts]),
         )
 
 
