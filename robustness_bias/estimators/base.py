@@ -55,12 +55,15 @@ class Estimator:
     ``index`` holds the samples' dataset indices, for estimators whose randomness is seeded per
     sample. ``check_model`` runs before any training, so a mismatch fails fast with a clear
     message. ``batch_size`` is how many images one call should get; ``every_nth`` (when set)
-    thins the audited test points for this estimator alone; ``precision`` is named in the records.
+    thins the audited test points for this estimator alone; ``chunk_size`` (when set) is how
+    many samples the audit stores at a time, so that a crash loses at most one chunk of work;
+    ``precision`` is named in the records.
     """
 
     name = "estimator"
     batch_size = 256
     every_nth: int | None = None
+    chunk_size: int | None = None
     precision = "fp32"
 
     def check_model(self, model: nn.Module) -> None:
@@ -75,6 +78,18 @@ def failed(n: int, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     """Fresh per-sample (distance, success, queries): +inf and false until an estimator succeeds."""
     return (torch.full((n,), float("inf"), device=device), torch.zeros(n, dtype=torch.bool, device=device),
             torch.zeros(n, dtype=torch.long, device=device))
+
+
+def nonfinite_rows(logits: torch.Tensor) -> torch.Tensor:
+    """Which samples' logits hold a NaN or an infinity: their argmax means nothing."""
+    return ~torch.isfinite(logits).all(1)
+
+
+def failure_codes(success: torch.Tensor, nonfinite: torch.Tensor) -> torch.Tensor:
+    """Per-sample codes for an attack: none where it succeeded, else nonfinite_logits where it met
+    them, else budget_exhausted."""
+    codes = torch.where(success, NO_FAILURE, BUDGET_EXHAUSTED)
+    return codes.masked_fill(nonfinite & ~success, NONFINITE_LOGITS)
 
 
 def l2_norm(x: torch.Tensor) -> torch.Tensor:

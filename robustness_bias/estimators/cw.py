@@ -10,6 +10,11 @@ the loss of the whole batch) and leaves the working batch; each binary-search st
 the best adversarial point found so far (``warm_start``) instead of from the clean image; and
 the kept point is finally moved back along its own direction onto the boundary by bisection
 (``refine_steps`` forward passes). Each change can only shorten the reported perturbation.
+
+A sample whose logits or loss turn NaN or infinite leaves the attack for good: it keeps the best
+adversarial point found before, if any (a valid result), and fails as ``nonfinite_logits``
+otherwise. Its NaN gradient stays in its own rows of the Adam state, so in a model that treats
+samples independently (as eval-mode models do) the others run as if it had never been there.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from .base import DistanceResult, Estimator, failed, frozen, l2_norm
+from .base import DistanceResult, Estimator, failed, failure_codes, frozen, l2_norm, nonfinite_rows
 
 TANH_SCALE = 0.999999  # keeps arctanh finite at the box's edges, as in foolbox
 ABORT_FACTOR = 0.9999  # a run stops when ten steps shrank its loss by less than this factor
@@ -48,6 +53,7 @@ class CarliniWagner(Estimator):
     def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> DistanceResult:
         n = len(x)
         distance, success, queries = failed(n, x.device)
+        nonfinite = torch.zeros_like(success)
         x0 = x.detach()
         w0 = torch.atanh((x0 * 2 - 1) * TANH_SCALE)
         const = torch.full((n,), self.initial_const, device=x.device)
@@ -56,7 +62,7 @@ class CarliniWagner(Estimator):
         best_delta = torch.zeros_like(w0)
         for _ in range(self.binary_search_steps):
             initial = best_delta.clone() if self.warm_start else torch.zeros_like(w0)
-            found = self._adam_run(model, x0, w0, y, const, initial, distance, best_delta, queries)
+            found = self._adam_run(model, x0, w0, y, const, initial, distance, best_delta, queries, nonfinite)
             upper = torch.where(found, const, upper)
             lower = torch.where(found, lower, const)
             const = torch.where(torch.isinf(upper), const * 10, (lower + upper) / 2)
@@ -64,22 +70,27 @@ class CarliniWagner(Estimator):
         if self.refine_steps:
             adversarial = (torch.tanh(w0 + best_delta) + 1) / 2
             self._shrink(model, x0, adversarial, y, distance, success, queries)
-        return DistanceResult(distance=distance, success=success, queries=queries)
+        return DistanceResult(distance=distance, success=success, queries=queries,
+                              failure=failure_codes(success, nonfinite))
 
-    def _adam_run(self, model, x0, w0, y, const, delta, distance, best_delta, queries) -> torch.Tensor:
+    def _adam_run(self, model, x0, w0, y, const, delta, distance, best_delta, queries, nonfinite) -> torch.Tensor:
         """Adam from ``delta`` at fixed constants; returns which samples turned adversarial.
 
         The best distance and perturbation per sample are updated in place. Samples that stall
-        leave the working set (its tensors are gathered anew only then, every tenth of the run).
+        leave the working set (its tensors are gathered anew only then, every tenth of the run), and
+        so do samples that met non-finite logits or loss: these stop counting as adversarial at once,
+        are marked in ``nonfinite`` and take no part in later runs. (Their rows run on until the
+        next check, which keeps the loop free of host synchronisations in between.)
         """
         n = len(x0)
         found = torch.zeros(n, dtype=torch.bool, device=x0.device)
-        rows = torch.arange(n, device=x0.device)
-        work = {"x0": x0, "w0": w0, "y": y, "const": const, "delta": delta, "m": torch.zeros_like(w0),
-                "v": torch.zeros_like(w0), "distance": distance.clone(), "best": best_delta.clone(),
-                "found": found.clone(), "previous": torch.full((n,), math.inf, device=x0.device)}
+        rows = (~nonfinite).nonzero()[:, 0]
         start = (torch.tanh(w0) + 1) / 2        # x0 as the tanh map reproduces it
-        work["start"] = start
+        work = {"x0": x0, "w0": w0, "start": start, "y": y, "const": const, "delta": delta, "distance": distance,
+                "best": best_delta}
+        work = {key: value[rows] for key, value in work.items()}
+        work.update(m=torch.zeros_like(work["w0"]), v=torch.zeros_like(work["w0"]), found=found[rows],
+                    bad=torch.zeros_like(found[rows]), previous=torch.full((len(rows),), math.inf, device=x0.device))
         check_every = math.ceil(self.steps / 10)
         beta1, beta2, eps = 0.9, 0.999, 1e-8
         steps_run = torch.zeros(n, dtype=torch.long, device=x0.device)
@@ -91,8 +102,11 @@ class CarliniWagner(Estimator):
             distance[leaving] = work["distance"][mask]
             best_delta[leaving] = work["best"][mask]
             found[leaving] = work["found"][mask]
+            nonfinite[leaving] = work["bad"][mask]
 
         for step in range(self.steps):
+            if len(rows) == 0:
+                break
             w = work
             d = w["delta"].requires_grad_(True)
             with torch.enable_grad():
@@ -103,8 +117,9 @@ class CarliniWagner(Estimator):
                 loss = (own - other + self.confidence).clamp_min(0) * w["const"] + (adv - w["start"]).flatten(1).pow(2).sum(1)
                 grad, = torch.autograd.grad(loss.sum(), d)
             steps_run[rows] += 1
-            d, adv, loss = d.detach(), adv.detach(), loss.detach()
-            is_adv = logits.detach().argmax(1) != w["y"]
+            d, adv, loss, logits = d.detach(), adv.detach(), loss.detach(), logits.detach()
+            w["bad"] |= nonfinite_rows(logits) | ~torch.isfinite(loss)
+            is_adv = (logits.argmax(1) != w["y"]) & ~w["bad"]
             w["found"] |= is_adv
             norms = l2_norm(adv - w["x0"])
             better = is_adv & (norms < w["distance"])
@@ -116,15 +131,15 @@ class CarliniWagner(Estimator):
             w["v"] = beta2 * w["v"] + (1 - beta2) * grad * grad
             w["delta"] = d - self.learning_rate * (w["m"] / (1 - beta1 ** t)) / ((w["v"] / (1 - beta2 ** t)).sqrt() + eps)
 
-            if self.abort_early and step % check_every == 0:
-                keep = loss <= ABORT_FACTOR * w["previous"]
-                w["previous"] = loss
+            if step % check_every == 0:
+                keep = ~w["bad"]
+                if self.abort_early:
+                    keep &= loss <= ABORT_FACTOR * w["previous"]
+                    w["previous"] = loss
                 if not keep.all():
                     retire(keep)
                     work = {key: value[keep] for key, value in w.items()}
                     rows = rows[keep]
-                    if len(rows) == 0:
-                        break
         if len(rows):
             retire(None)
         queries += 2 * steps_run   # one forward and one backward pass per Adam step
@@ -135,7 +150,8 @@ class CarliniWagner(Estimator):
         """Bisect along each kept perturbation for the smallest multiple that still fools the model.
 
         Adam stops a little beyond the boundary; this moves the kept point back onto it along its
-        own direction, so the distance can only shrink (``refine_steps`` forward passes).
+        own direction, so the distance can only shrink (``refine_steps`` forward passes). Non-finite
+        logits count as not fooled there: the kept, already valid, multiple stays.
         """
         found = success.nonzero()[:, 0]
         if len(found) == 0:
@@ -146,7 +162,8 @@ class CarliniWagner(Estimator):
         shape = [-1] + [1] * (x0.dim() - 1)
         for _ in range(self.refine_steps):
             mid = (low + high) / 2
-            fooled = model(x0 + mid.view(shape) * perturbation).argmax(1) != label
+            logits = model(x0 + mid.view(shape) * perturbation)
+            fooled = (logits.argmax(1) != label) & ~nonfinite_rows(logits)   # NaN: keep the valid ``high``
             high, low = torch.where(fooled, mid, high), torch.where(fooled, low, mid)
         queries[found] += self.refine_steps
         distance[found] = torch.minimum(distance[found], l2_norm(high.view(shape) * perturbation))

@@ -6,7 +6,9 @@ models: one step lands on the boundary, times (1 + overshoot).
 
 Unlike foolbox, the gradients of all candidates come from one forward pass (foolbox runs one
 forward and one backward pass per candidate), and samples leave the working batch as soon as
-they flip (foolbox runs the whole batch until its slowest sample flips).
+they flip (foolbox runs the whole batch until its slowest sample flips). A sample whose logits
+turn NaN or infinite leaves it too, as a ``nonfinite_logits`` failure: the others' steps do not
+depend on it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import DistanceResult, Estimator, failed, frozen, l2_norm
+from .base import DistanceResult, Estimator, failed, failure_codes, frozen, l2_norm, nonfinite_rows
 
 STABILITY = 1e-4  # added to each step's length, as in foolbox, so that steps never stall on the boundary
 
@@ -62,11 +64,26 @@ class DeepFool(Estimator):
 
     def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> DistanceResult:
         distance, success, queries = failed(len(x), x.device)
+        nonfinite = torch.zeros_like(success)
         x0 = x.detach()
         p_total = torch.zeros_like(x0)
         active = torch.arange(len(x), device=x.device)
         current = x0.clone()
         classes = label = None
+
+        def check(logits: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """Record the active samples that flipped or met non-finite logits; returns both masks.
+
+            A row with a NaN or an infinite logit has no meaningful argmax: it never counts as flipped.
+            """
+            bad = nonfinite_rows(logits)
+            flipped = (logits.argmax(1) != label[active]) & ~bad
+            done = active[flipped]
+            success[done] = True
+            distance[done] = l2_norm(current[done] - x0[done])
+            nonfinite[active[bad]] = True
+            return flipped, bad
+
         for _ in range(self.steps):
             inputs = current[active].requires_grad_(True)
             with torch.enable_grad():
@@ -76,23 +93,19 @@ class DeepFool(Estimator):
                     k = min(self.candidates, logits.shape[1])
                     classes = logits.detach().topk(k, dim=1).indices  # column 0: the predicted class
                     label = classes[:, 0]
-                flipped = logits.argmax(1) != label[active]
-                if flipped.any():
-                    done = active[flipped]
-                    success[done] = True
-                    distance[done] = l2_norm(current[done] - x0[done])
-                if flipped.all():
+                flipped, bad = check(logits.detach(), active)
+                remaining = ~(flipped | bad)
+                if not remaining.any():
                     active = active[:0]
                     break
                 # d/dx (f_c − f_label) for every candidate c, one row per candidate
-                remaining = ~flipped
                 cls = classes[active]
                 n, c = logits.shape
                 directions = torch.zeros(k - 1, n, c, device=x.device, dtype=logits.dtype)
                 rows = torch.arange(n, device=x.device)
                 directions[torch.arange(k - 1, device=x.device)[:, None], rows, cls[:, 1:].T] = 1.0
                 directions[:, rows, cls[:, 0]] = -1.0
-                directions[:, flipped] = 0.0
+                directions[:, ~remaining] = 0.0   # leaving rows, NaN ones included: their gradients are dropped below
                 grads = candidate_gradients(logits, inputs, directions, self.gradients).detach()
             queries[active[remaining]] += k - 1
             losses = (logits.detach().gather(1, cls[:, 1:]) - logits.detach().gather(1, cls[:, :1]))
@@ -106,9 +119,7 @@ class DeepFool(Estimator):
             current[active] = (x0[active] + (1 + self.overshoot) * p_total[active]).clamp(0, 1)
         if len(active):  # the last step's iterates have not been checked yet
             with torch.no_grad():
-                flipped = model(current[active]).argmax(1) != label[active]
+                check(model(current[active]), active)
             queries[active] += 1
-            done = active[flipped]
-            success[done] = True
-            distance[done] = l2_norm(current[done] - x0[done])
-        return DistanceResult(distance=distance, success=success, queries=queries)
+        return DistanceResult(distance=distance, success=success, queries=queries,
+                              failure=failure_codes(success, nonfinite))

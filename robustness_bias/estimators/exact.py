@@ -2,7 +2,8 @@
 
 For logits f(x) = W x + b the decision region of the predicted class ŷ is a polytope, and the
 distance to its boundary is min over k ≠ ŷ of (f_ŷ − f_k) / ‖w_ŷ − w_k‖₂. The [0,1] box is
-ignored: with it the true distance can only be larger.
+ignored: with it the true distance can only be larger. Samples whose logits hold a NaN or an
+infinity (a non-finite input, weight or bias) fail as ``nonfinite_logits``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import DistanceResult, Estimator, EstimatorMismatch
+from .base import DistanceResult, Estimator, EstimatorMismatch, failure_codes, nonfinite_rows
 
 # Layers that keep a model affine in eval mode.
 _AFFINE_LAYERS = (nn.Linear, nn.Flatten, nn.Identity, nn.Dropout, nn.Sequential)
@@ -61,6 +62,9 @@ class ExactLinear(Estimator):
         weights, bias = affine_parameters(model, tuple(x.shape[1:]))
         logits = x.flatten(1).double() @ weights.T + bias
         observed = model(x).double()
+        nonfinite = nonfinite_rows(logits) | nonfinite_rows(observed)
+        # Zeroed, those rows stay out of the affinity check below (a NaN would pass it silently).
+        logits, observed = logits.masked_fill(nonfinite[:, None], 0), observed.masked_fill(nonfinite[:, None], 0)
         tolerance = self.rtol * (1.0 + observed.abs().max())
         if (logits - observed).abs().max() > tolerance:
             raise EstimatorMismatch("estimator 'exact': the model's outputs are not affine in its input")
@@ -71,6 +75,7 @@ class ExactLinear(Estimator):
         norms = (diag.gather(0, predicted[:, 0])[:, None] + diag[None, :] - 2 * gram[predicted[:, 0]]).clamp_min(0).sqrt()
         ratio = torch.where(norms > 0, margins / norms, torch.full_like(margins, float("inf")))
         ratio.scatter_(1, predicted, float("inf"))
-        distance = ratio.min(1).values.float()
+        distance = ratio.min(1).values.float().masked_fill(nonfinite, float("inf"))
         success = torch.isfinite(distance)
-        return DistanceResult(distance=distance.cpu(), success=success.cpu(), queries=torch.ones_like(y).cpu())
+        return DistanceResult(distance=distance.cpu(), success=success.cpu(), queries=torch.ones_like(y).cpu(),
+                              failure=failure_codes(success, nonfinite).cpu())

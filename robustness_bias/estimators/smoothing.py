@@ -6,7 +6,8 @@ interval at level α, and certify the L2 radius σ·Φ⁻¹(p̲A) — or abstain
 
 The noise of sample ``index`` comes in fixed chunks, each from a generator seeded by
 (seed, index, stream, chunk), so radii do not depend on batch size, batch order or which other
-images share a forward pass.
+images share a forward pass. A noisy copy whose logits hold a NaN or an infinity casts no vote,
+and its sample fails as ``nonfinite_logits``: the votes of the others do not change.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from scipy.stats import beta, norm
 from torch import nn
 
-from .base import DistanceResult, Estimator
+from .base import ABSTAINED, NO_FAILURE, NONFINITE_LOGITS, WRONG_CLASS, DistanceResult, Estimator, nonfinite_rows
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -36,14 +37,15 @@ def chunk_seed(seed: int, index: int, stream: int, chunk: int) -> int:
 class RandomizedSmoothing(Estimator):
     """Certified L2 radius of the Gaussian-smoothed classifier: a lower bound on its distance to the boundary.
 
-    Abstentions and certificates of a wrong class give radius 0 with ``success`` false.
+    Abstentions, certificates of a wrong class and samples with non-finite logits on some noisy
+    copy give radius 0 with ``success`` false, and say which in ``failure``.
     """
 
     name = "rs"
 
     def __init__(self, sigma: float = 0.125, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
                  forward_batch: int = 1000, noise_chunk: int = 500, seed: int = 0, precision: str = "fp32",
-                 batch_size: int = 16, every_nth: int | None = None):
+                 batch_size: int = 16, every_nth: int | None = None, chunk_size: int | None = None):
         if sigma <= 0 or n0 < 1 or n < 1 or not 0 < alpha < 1:
             raise ValueError("rs needs sigma > 0, n0 ≥ 1, n ≥ 1 and 0 < alpha < 1")
         if forward_batch < 1 or noise_chunk < 1:
@@ -53,21 +55,29 @@ class RandomizedSmoothing(Estimator):
         self.sigma, self.n0, self.n, self.alpha = sigma, n0, n, alpha
         self.forward_batch, self.noise_chunk, self.seed = forward_batch, noise_chunk, seed
         self.precision, self.batch_size, self.every_nth = precision, batch_size, every_nth
+        self.chunk_size = chunk_size
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index=None) -> DistanceResult:
         index = torch.arange(len(x)) if index is None else torch.as_tensor(index)
-        guess = self.class_counts(model, x, index, self.n0, stream=0).argmax(1)
-        counts = self.class_counts(model, x, index, self.n, stream=1)
+        guess_counts, guess_nonfinite = self.class_counts(model, x, index, self.n0, stream=0)
+        guess = guess_counts.argmax(1)
+        counts, nonfinite = self.class_counts(model, x, index, self.n, stream=1)
         wins = counts.gather(1, guess[:, None])[:, 0].cpu().numpy()
         p_lower = lower_confidence_bound(wins, self.n, self.alpha)
-        certified = torch.as_tensor(p_lower >= 0.5) & (guess.cpu() == y.cpu())
+        failure = torch.full((len(x),), NO_FAILURE)   # each later code overrides the ones before
+        failure[guess.cpu() != y.cpu()] = WRONG_CLASS
+        failure[torch.as_tensor(p_lower < 0.5)] = ABSTAINED   # CERTIFY abstains before it names a class
+        failure[(guess_nonfinite + nonfinite).cpu() > 0] = NONFINITE_LOGITS
+        certified = failure == NO_FAILURE
         radius = torch.as_tensor(self.sigma * norm.ppf(np.maximum(p_lower, 0.5)), dtype=torch.float32)
-        return DistanceResult(distance=torch.where(certified, radius, torch.zeros_like(radius)),
-                              success=certified, queries=torch.full((len(x),), self.n0 + self.n, dtype=torch.long))
+        return DistanceResult(distance=torch.where(certified, radius, torch.zeros_like(radius)), success=certified,
+                              queries=torch.full((len(x),), self.n0 + self.n, dtype=torch.long), failure=failure)
 
     @torch.no_grad()
-    def class_counts(self, model: nn.Module, x: torch.Tensor, index: torch.Tensor, num: int, stream: int) -> torch.Tensor:
-        """How often each class wins among ``num`` noisy copies of each image: (B, C) counts."""
+    def class_counts(self, model: nn.Module, x: torch.Tensor, index: torch.Tensor, num: int,
+                     stream: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """How often each class wins among ``num`` noisy copies of each image, (B, C), and how many
+        copies gave non-finite logits instead, (B,)."""
         device = x.device
         buffer = torch.empty(self.forward_batch, *x.shape[1:], device=device, dtype=x.dtype)
         if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
@@ -75,6 +85,7 @@ class RandomizedSmoothing(Estimator):
         owners = torch.empty(self.forward_batch, dtype=torch.long, device=device)
         generator = torch.Generator(device=device)
         counts: torch.Tensor | None = None
+        nonfinite = torch.zeros(len(x), dtype=torch.long, device=device)
         filled = 0
 
         def flush(rows: int) -> None:
@@ -83,9 +94,9 @@ class RandomizedSmoothing(Estimator):
                 logits = model(buffer[:rows])
             if counts is None:
                 counts = torch.zeros(len(x), logits.shape[1], dtype=torch.long, device=device)
-            predicted = logits.argmax(1)
-            counts.view(-1).index_add_(0, owners[:rows] * counts.shape[1] + predicted,
-                                       torch.ones(rows, dtype=torch.long, device=device))
+            bad = nonfinite_rows(logits).long()
+            counts.view(-1).index_add_(0, owners[:rows] * counts.shape[1] + logits.argmax(1), 1 - bad)
+            nonfinite.index_add_(0, owners[:rows], bad)
 
         for i in range(len(x)):
             for chunk, start in enumerate(range(0, num, self.noise_chunk)):
@@ -103,4 +114,4 @@ class RandomizedSmoothing(Estimator):
                         filled = 0
         if filled:
             flush(filled)
-        return counts
+        return counts, nonfinite
