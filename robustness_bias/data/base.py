@@ -7,6 +7,7 @@ are known without decoding any image, so audits and partitions never touch pixel
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
@@ -15,6 +16,10 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
+
+log = logging.getLogger(__name__)
+
+BAD_FILE_POLICIES = ("skip", "raise")
 
 
 class DataError(ValueError):
@@ -32,18 +37,36 @@ class ImageTable(Dataset):
         self.categories = {k: [str(c) for c in v] for k, v in (categories or {}).items()}
         if set(self.attributes) != set(self.categories):
             raise ValueError("every attribute needs its list of categories")
-        if self.labels.size and not 0 <= self.labels.min() <= self.labels.max() < len(self.class_names):
-            raise DataError(f"labels must lie in 0..{len(self.class_names) - 1}")
+        self._check_labels()
         self._attribute_matrix = torch.as_tensor(
             np.stack([self.attributes[k] for k in self.attributes], 1) if self.attributes
             else np.zeros((len(self.labels), 0), dtype=np.int64)
         )
+
+    def _check_labels(self) -> None:
+        """A label without a class would crash training far from its cause; name it here."""
+        k = len(self.class_names)
+        outside = np.flatnonzero((self.labels < 0) | (self.labels >= k))
+        if outside.size:
+            first = outside[0]
+            raise DataError(f"{outside.size} sample(s) have a label outside 0..{k - 1} (the {k} classes "
+                            f"{self.class_names[:5]}{'…' if k > 5 else ''}), e.g. sample {first} with label "
+                            f"{self.labels[first]}. Fix: give every sample a label in 0..{k - 1}, or name every "
+                            "class in class_names")
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def image(self, index: int) -> torch.Tensor:
         raise NotImplementedError
+
+    def source(self, index: int) -> str:
+        """Where sample ``index`` comes from, for messages about it."""
+        return f"sample {index}"
+
+    def unreadable(self) -> dict[int, str]:
+        """Index → reason for every image that cannot be decoded; tables held in memory have none."""
+        return {}
 
     def __getitem__(self, index: int):
         return self.image(index), int(self.labels[index]), self._attribute_matrix[index]
@@ -104,8 +127,14 @@ class ImageDataModule(L.LightningDataModule):
     """Seeded train/validation/test split of an :class:`ImageTable`, with the dataset's normalization."""
 
     def __init__(self, normalization: dict, batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0,
-                 val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 42):
+                 val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 42,
+                 on_bad_file: str = "skip"):
         super().__init__()
+        if on_bad_file not in BAD_FILE_POLICIES:
+            raise DataError(f"data.on_bad_file={on_bad_file}: unknown policy for image files that cannot be decoded. "
+                            "Fix: pass data.on_bad_file=skip (leave them out, listed in dataset.json) or "
+                            "data.on_bad_file=raise (stop before training)")
+        self.on_bad_file = on_bad_file
         self.normalization = {"mean": list(normalization["mean"]), "std": list(normalization["std"])}
         if batch_size < 1 or eval_batch_size < 1:
             raise DataError("dataset.batch_size and dataset.eval_batch_size must be positive")
@@ -126,16 +155,39 @@ class ImageDataModule(L.LightningDataModule):
         if self.table is not None:
             return
         table = self.load()
-        self.train_indices, self.val_indices, self.test_indices = self.split(table)
+        splits = self.split(table)      # of the whole table, so that a bad file never reshuffles the others
+        bad = self.find_bad_files(table)
+        self.train_indices, self.val_indices, self.test_indices = (s[~np.isin(s, bad)] for s in splits)
+        if bad and not (len(self.train_indices) and len(self.test_indices)):
+            raise DataError(f"{len(bad)} of {len(table)} images cannot be decoded, which leaves no training or no "
+                            "test images (see the warning above). Fix: remove or replace the broken files")
         self.table = table
         self.facts.update(samples=len(table), classes=table.class_names,
                           split={"train": len(self.train_indices), "val": len(self.val_indices),
                                  "test": len(self.test_indices)})
 
+    def find_bad_files(self, table: ImageTable) -> list[int]:
+        """Indices of the images that cannot be decoded, listed in the facts and left out (``skip``), or
+        an error naming them (``raise``): a truncated download should not stop a run hours into training."""
+        reasons = table.unreadable()
+        bad = sorted(({"path": table.source(i), "reason": reason} for i, reason in reasons.items()),
+                     key=lambda entry: entry["path"])
+        self.facts.update(bad_file_count=len(bad), bad_files=bad)
+        if not bad:
+            return []
+        examples = "; ".join(f"{entry['path']} ({entry['reason']})" for entry in bad[:3])
+        examples += "; …" if len(bad) > 3 else ""
+        if self.on_bad_file == "raise":
+            raise DataError(f"{len(bad)} image file(s) cannot be decoded: {examples}. "
+                            "Fix: remove or replace the file(s), or pass data.on_bad_file=skip to leave them out")
+        log.warning("left out %d image file(s) that cannot be decoded (all listed in dataset.json): %s",
+                    len(bad), examples)
+        return sorted(reasons)
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         self.setup()
-        return tuple(self.table[0][0].shape)
+        return tuple(self.table[int(self.train_indices[0])][0].shape)     # index 0 may be a bad file
 
     @property
     def num_classes(self) -> int:

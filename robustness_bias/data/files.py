@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.functional import pil_to_tensor, resize
 from tqdm.auto import tqdm
 
 from .base import DataError, ImageTable
 
 MODES = {1: "L", 3: "RGB"}
+READ_ERRORS = (OSError, SyntaxError)    # what PIL raises for empty, truncated or garbled files
 
 
 def check_channels(channels: int) -> None:
@@ -31,8 +33,9 @@ def missing_files(paths: list[Path], listed_in: str) -> None:
 class FileImages(ImageTable):
     """Image files converted to ``channels`` and optionally resized to ``image_size``².
 
-    With ``cache`` every image is decoded once, at first use, into one uint8 tensor, so that
-    epochs after the first never touch the disk or the JPEG decoder.
+    :meth:`unreadable` decodes every image once, so that a broken file is found before training.
+    With ``cache`` that pass keeps the pixels in one uint8 tensor, so that epochs never touch the
+    disk or the JPEG decoder.
     """
 
     def __init__(self, paths: list[Path], labels, class_names, attributes=None, categories=None, channels: int = 3,
@@ -41,36 +44,77 @@ class FileImages(ImageTable):
         check_channels(channels)
         self.paths, self.mode, self.image_size, self.cache = list(paths), MODES[channels], image_size, cache
         self._decoded: torch.Tensor | None = None
+        self._unreadable: dict[int, str] | None = None
+        self._first: int | None = None         # the first readable image, whose shape the cache takes
+
+    def source(self, index: int) -> str:
+        return str(self.paths[index])
+
+    def _open(self, index: int) -> Image.Image:
+        """Image ``index`` decoded in full; raises one of ``READ_ERRORS`` for a broken file."""
+        with Image.open(self.paths[index]) as img:
+            return img.convert(self.mode)       # convert loads every pixel: a truncated file fails here
+
+    def _pixels(self, img: Image.Image) -> torch.Tensor:
+        pixels = pil_to_tensor(img)
+        return resize(pixels, [self.image_size, self.image_size], antialias=True) if self.image_size else pixels
 
     def decode(self, index: int) -> torch.Tensor:
         """uint8 (C, H, W) pixels of image ``index``."""
         try:
-            with Image.open(self.paths[index]) as img:
-                pixels = pil_to_tensor(img.convert(self.mode))
-        except OSError as error:
-            raise DataError(f"cannot decode image {self.paths[index]}: {error}") from error
-        if self.image_size:
-            pixels = resize(pixels, [self.image_size, self.image_size], antialias=True)
-        return pixels
+            img = self._open(index)
+        except READ_ERRORS as error:
+            raise DataError(f"cannot decode image {self.paths[index]}: {error}. "
+                            "Fix: remove or replace the file") from error
+        return self._pixels(img)
 
     def image(self, index: int) -> torch.Tensor:
-        if self.cache:
-            if self._decoded is None:
-                self._decoded = self._decode_all()
-            return self._decoded[index].float() / 255.0
-        return self.decode(index).float() / 255.0
+        if not self.cache:
+            return self.decode(index).float() / 255.0
+        reason = self.unreadable().get(index)
+        if reason is not None:
+            raise DataError(f"cannot decode image {self.paths[index]}: {reason}. Fix: remove or replace the file")
+        return self._decoded[index].float() / 255.0
 
-    def _decode_all(self) -> torch.Tensor:
-        first = self.decode(0)
-        decoded = torch.empty(len(self), *first.shape, dtype=torch.uint8)
-        decoded[0] = first
-        for i in tqdm(range(1, len(self)), desc="decoding images", unit="img", initial=1, total=len(self)):
-            pixels = self.decode(i)
-            if pixels.shape != first.shape:
-                raise DataError(f"{self.paths[i]} is {tuple(pixels.shape)} but {self.paths[0]} is "
-                                f"{tuple(first.shape)}. Fix: set dataset.image_size to resize all images")
-            decoded[i] = pixels
-        return decoded
+    def unreadable(self) -> dict[int, str]:
+        """Index → reason for every image that cannot be decoded, found by decoding each once (in
+        threads: PIL releases the GIL); with ``cache`` the pixels of this pass are kept."""
+        if self._unreadable is None:
+            self._unreadable = self._decode_all()
+        return self._unreadable
+
+    def _attempt(self, index: int) -> torch.Tensor | str | None:
+        """Why image ``index`` cannot be decoded; else its pixels when caching, None otherwise."""
+        try:
+            img = self._open(index)
+        except UnidentifiedImageError:      # its message repeats the path
+            return "UnidentifiedImageError: cannot identify image file (empty, garbled or not an image)"
+        except READ_ERRORS as error:
+            return f"{type(error).__name__}: {error}"
+        return self._pixels(img) if self.cache else None
+
+    def _decode_all(self) -> dict[int, str]:
+        reasons: dict[int, str] = {}
+        pool = ThreadPoolExecutor()
+        try:
+            attempts = pool.map(self._attempt, range(len(self)))
+            for index, result in enumerate(tqdm(attempts, desc="decoding images", unit="img", total=len(self))):
+                if isinstance(result, str):
+                    reasons[index] = result
+                elif result is not None:
+                    self._keep(index, result)
+        finally:
+            pool.shutdown(cancel_futures=True)      # after an error, do not decode the rest
+        return reasons
+
+    def _keep(self, index: int, pixels: torch.Tensor) -> None:
+        """Store decoded pixels; the first readable image fixes the shape every other must have."""
+        if self._decoded is None:
+            self._decoded, self._first = torch.zeros(len(self), *pixels.shape, dtype=torch.uint8), index
+        elif pixels.shape != self._decoded.shape[1:]:
+            raise DataError(f"{self.paths[index]} is {tuple(pixels.shape)} but {self.paths[self._first]} is "
+                            f"{tuple(self._decoded.shape[1:])}. Fix: set dataset.image_size to resize all images")
+        self._decoded[index] = pixels
 
 
 def codes_of(values) -> tuple[np.ndarray, list[str]]:

@@ -7,7 +7,8 @@ and race are the sensitive attributes.
 The distribution has defects that a loader must handle (SPEC §4): names lacking a field (skipped
 and counted), and byte-identical images, often under conflicting labels. Identical files are
 collapsed to one; groups whose labels disagree are dropped or keep their first file (by name),
-as configured. All counts go into the run's ``dataset.json``.
+as configured. Files that cannot be decoded are left out and listed (``data.on_bad_file``). All
+counts go into the run's ``dataset.json``.
 """
 
 from __future__ import annotations
@@ -45,11 +46,21 @@ def parse_name(name: str) -> tuple[int, int, int] | None:
     return (int(match.group(1)), int(match.group(2)), int(match.group(3))) if match else None
 
 
+def content_key(index: int, path: Path) -> str:
+    """The file's SHA-1. An empty or unreadable file is no copy of another: it keeps a key of its
+    own, so that the decoding check names it as a bad file instead of it vanishing as a duplicate."""
+    try:
+        content = path.read_bytes()
+    except OSError:
+        content = b""
+    return hashlib.sha1(content).hexdigest() if content else f"unreadable:{index}"
+
+
 def deduplicate(paths: list[Path], labels: list[tuple], on_conflict: str) -> tuple[list[int], dict]:
     """Indices to keep after collapsing byte-identical files, and the counts of what was removed."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, path in enumerate(paths):
-        groups[hashlib.sha1(path.read_bytes()).hexdigest()].append(i)
+        groups[content_key(i, path)].append(i)
     keep, duplicate_groups, conflicting, surplus, dropped = [], 0, 0, 0, 0
     for members in groups.values():
         if len(members) == 1:
