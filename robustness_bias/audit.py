@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -14,10 +17,14 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .data import ImageDataModule
-from .estimators import DistanceResult, Estimator
+from .estimators import FAILURES, DistanceResult, Estimator
 from .records import write_table
 from .reports.figures import sigma_figure, survival_figure
 from .summary import OVERALL, group_summary
+
+log = logging.getLogger(__name__)
+
+NOT_ATTACKED = "misclassified"   # the failure column of samples the model already gets wrong
 
 
 def audit_schedule(max_epochs: int) -> dict[int, list[str]]:
@@ -28,18 +35,47 @@ def audit_schedule(max_epochs: int) -> dict[int, list[str]]:
     return schedule
 
 
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A hash of the weights, so that stored chunks are only ever reused for the very same model."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def chunk_frame(chunk: np.ndarray, result: DistanceResult) -> pd.DataFrame:
+    """One chunk's results as a table, keyed by sample index."""
+    return pd.DataFrame({"sample_index": chunk, "distance": result.distance.double().numpy(),
+                         "success": result.success.numpy(), "queries": result.queries.numpy(),
+                         "failure": np.asarray(FAILURES, dtype=object)[result.failure.numpy()]})
+
+
+def read_chunk(path: Path, chunk: np.ndarray) -> pd.DataFrame | None:
+    """A stored chunk's results when they cover exactly these samples; None when it must be computed."""
+    if not path.is_file():
+        return None
+    stored = pd.read_parquet(path)
+    if not np.array_equal(stored["sample_index"].to_numpy(), chunk):
+        log.warning("%s covers other samples than expected: recomputing it", path)
+        return None
+    return stored
+
+
 class RobustnessAudit(L.Callback):
     """Runs every estimator on the test split and writes records, summary, figures and logger entries.
 
     Output per tag (first / middle / final) under ``output_dir``: ``audits/<tag>/records.parquet``
     (one row per sample × estimator), ``audits/<tag>/summary.{parquet,csv}`` (one row per group)
-    and ``figures/<tag>_*.png``.
+    and ``figures/<tag>_*.png``. Records carry ``settings_hash``, the fingerprint of the job's
+    settings: an audit already on disk under the same hash and epoch is not run again.
     """
 
     def __init__(self, estimators: dict[str, Estimator], output_dir: str | Path, partition: list[str],
                  every_nth: int = 1, batch_size: int = 256, conditional: bool = True, failures: str = "censor",
                  tau_max="pooled_max", rb_quantiles=(0.25, 0.5, 0.75), progress: bool = True,
-                 min_group_size: int = 1, significance: dict | None = None):
+                 min_group_size: int = 1, significance: dict | None = None, chunk_size: int = 256,
+                 settings_hash: str = "unhashed"):
         self.estimators = dict(estimators)
         self.output_dir = Path(output_dir)
         self.partition = list(partition)
@@ -47,7 +83,11 @@ class RobustnessAudit(L.Callback):
         self.metric_options = dict(conditional=conditional, failures=failures, tau_max=tau_max)
         self.rb_quantiles = tuple(rb_quantiles)
         self.group_options = dict(min_group_size=min_group_size, significance=dict(significance or {}))
+        self.chunk_size, self.settings_hash = chunk_size, settings_hash
         self.summaries: dict[str, pd.DataFrame] = {}
+        self.chunk_counts: dict[str, dict[str, dict[str, int]]] = {}   # label → estimator → reused/computed
+        self._finished_partials: list[Path] = []
+        self._resumed_epoch: int | None = None
 
     @property
     def partition_name(self) -> str:
@@ -60,22 +100,68 @@ class RobustnessAudit(L.Callback):
             self.run(pl_module.model, trainer.datamodule, pl_module.device, epoch, tags, trainer.loggers,
                      trainer.global_step)
 
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._resumed_epoch = checkpoint.get("epochs_completed")   # see resume.EpochCheckpoint
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._catch_up(trainer, pl_module)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._catch_up(trainer, pl_module)   # training had nothing left to do: on_train_start never ran
+
+    def _catch_up(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After resuming from a checkpoint: take up the audits already on disk, and finish the one
+        the interrupted run was doing on the checkpoint's weights (its stored chunks are reused)."""
+        resumed, self._resumed_epoch = self._resumed_epoch, None
+        if resumed is None:
+            return
+        for epoch, tags in audit_schedule(trainer.max_epochs).items():
+            missing = [tag for tag in tags if epoch <= resumed and not self.take_up(tag, epoch)]
+            if missing and epoch == resumed:
+                self.run(pl_module.model, trainer.datamodule, pl_module.device, epoch, missing, trainer.loggers,
+                         trainer.global_step)
+            elif missing:
+                log.warning("the audit after epoch %d (%s) was lost and cannot be redone from this checkpoint",
+                            epoch, "+".join(missing))
+
+    def take_up(self, tag: str, epoch: int) -> bool:
+        """Adopt the summary of an audit finished earlier under the same settings; False when there is none."""
+        folder = self.output_dir / "audits" / tag
+        try:
+            stored = pd.read_parquet(folder / "records.parquet", columns=["settings_hash", "epoch"])
+            summary = pd.read_parquet(folder / "summary.parquet")
+        except FileNotFoundError:
+            return False
+        if stored.empty or (stored["settings_hash"].iloc[0], stored["epoch"].iloc[0]) != (self.settings_hash, epoch):
+            return False
+        self.summaries[tag] = summary
+        return True
+
     def run(self, model: torch.nn.Module, datamodule: ImageDataModule, device, epoch: int, tags: list[str],
             loggers=(), step: int = 0) -> None:
-        """Audit ``model`` now (in eval mode) and write what it finds under each of ``tags``."""
+        """Audit ``model`` now (in eval mode) and write what it finds under each of ``tags``.
+
+        The global random state is left as it was, so that training after an audit does not
+        depend on how much of the audit a resumed run could reuse.
+        """
         was_training = model.training
         model.eval()
         try:
-            records = self.measure(model, datamodule, device, label="+".join(tags))
+            with torch.random.fork_rng(devices=[]):
+                records = self.measure(model, datamodule, device, epoch, label="+".join(tags))
         finally:
             model.train(was_training)
         records.insert(records.columns.get_loc("estimator") + 1, "epoch", epoch)
+        records.insert(0, "settings_hash", self.settings_hash)
         partitions = self.partitions(datamodule, records)
         summary = group_summary(records, partitions, **self.metric_options, rb_quantiles=self.rb_quantiles,
                                 **self.group_options)
         summary.insert(1, "epoch", epoch)
         for tag in tags:
             self.write(records.assign(epoch_tag=tag), summary.assign(epoch_tag=tag), tag, loggers, step)
+        for partial in self._finished_partials:   # the records now hold everything the chunks held
+            shutil.rmtree(partial, ignore_errors=True)
+        self._finished_partials.clear()
 
     def partitions(self, datamodule: ImageDataModule, records: pd.DataFrame) -> list[str]:
         """Every single-attribute partition, plus the configured one when it combines attributes."""
@@ -87,48 +173,95 @@ class RobustnessAudit(L.Callback):
 
     @torch.no_grad()
     def _predict(self, model, loader: DataLoader, device) -> np.ndarray:
-        return torch.cat([model(x.to(device)).argmax(1).cpu() for x, _, _ in loader]).numpy()
+        """Predicted classes; a sample whose logits are not finite gets -1 (never counted correct)."""
+        predictions = []
+        for x, _, _ in loader:
+            logits = model(x.to(device))
+            predictions.append(torch.where(torch.isfinite(logits).all(1), logits.argmax(1), -1).cpu())
+        return torch.cat(predictions).numpy()
 
-    def measure(self, model: torch.nn.Module, datamodule: ImageDataModule, device, label: str) -> pd.DataFrame:
+    def measure(self, model: torch.nn.Module, datamodule: ImageDataModule, device, epoch: int,
+                label: str) -> pd.DataFrame:
         """Records of every estimator on every ``every_nth`` test sample; only correct points are attacked.
 
-        An estimator with its own ``every_nth`` audits every n-th of those samples only.
+        An estimator with its own ``every_nth`` audits every n-th of those samples only. Work is
+        saved in chunks under ``audits/.partial/``, so a rerun after a crash resumes where it stopped.
         """
         indices = datamodule.test_indices[::self.every_nth]
         loader = DataLoader(Subset(datamodule.table, indices.tolist()), batch_size=self.batch_size, shuffle=False)
         meta = datamodule.table.metadata(indices)
         meta["prediction"] = self._predict(model, loader, device)
         meta["correct"] = meta["prediction"] == meta["label"]
-        frames = [self._estimate(name, estimator, model, datamodule, meta.iloc[::estimator.every_nth or 1], device, label)
+        partial = self.output_dir / "audits" / ".partial" / f"{self.settings_hash}-{model_fingerprint(model)}-e{epoch}"
+        frames = [self._estimate(name, estimator, model, datamodule.table, meta.iloc[::estimator.every_nth or 1],
+                                 device, label, partial / name)
                   for name, estimator in self.estimators.items()]
         records = pd.concat(frames, ignore_index=True)
         records["estimator"] = pd.Categorical(records["estimator"], categories=list(self.estimators))
+        records["failure"] = pd.Categorical(records["failure"], categories=[*FAILURES, NOT_ATTACKED])
+        self._finished_partials.append(partial)
         return records
 
-    def _estimate(self, name: str, estimator: Estimator, model, datamodule: ImageDataModule, meta: pd.DataFrame,
-                  device, label: str) -> pd.DataFrame:
-        """One estimator's records on the samples in ``meta``, with a progress bar over the attacked ones."""
+    def _estimate(self, name: str, estimator: Estimator, model, table, meta: pd.DataFrame, device, label: str,
+                  partial: Path) -> pd.DataFrame:
+        """One estimator's records on the samples in ``meta``, chunk by chunk, with a progress bar.
+
+        A chunk already stored under ``partial`` (by an interrupted run of the same settings on the
+        same weights) is read back instead of recomputed; the counts go to :attr:`chunk_counts`.
+        """
         attacked = meta.loc[meta["correct"], "sample_index"].to_numpy(copy=True)
-        loader = DataLoader(Subset(datamodule.table, attacked.tolist()), batch_size=estimator.batch_size, shuffle=False)
-        parts, start = [], 0
+        size = estimator.chunk_size or self.chunk_size
+        chunks = [attacked[start:start + size] for start in range(0, len(attacked), size)]
+        counts = self.chunk_counts.setdefault(label, {}).setdefault(name, {"reused": 0, "computed": 0})
+        parts = []
         with tqdm(total=len(attacked), desc=f"audit {label} · {name}", unit="img", disable=not self.progress,
                   leave=False) as bar:
-            for x, y, _ in loader:
-                index = torch.as_tensor(attacked[start:start + len(y)])
-                start += len(y)
-                parts.append(estimator(model, x.to(device), y.to(device), index=index))
-                bar.update(len(y))
+            for number, chunk in enumerate(chunks):
+                path = partial / f"chunk-{number:05d}.parquet"
+                stored = read_chunk(path, chunk)
+                if stored is None:
+                    stored = chunk_frame(chunk, self._measure_chunk(name, estimator, model, table, chunk, device))
+                    write_table(stored, path)
+                    counts["computed"] += 1
+                else:
+                    counts["reused"] += 1
+                parts.append(stored)
+                bar.update(len(chunk))
         distance = np.full(len(meta), np.nan)
         success = np.zeros(len(meta), dtype=bool)
         queries = np.zeros(len(meta), dtype=np.int64)
+        failure = np.full(len(meta), NOT_ATTACKED, dtype=object)
         if parts:
-            result = DistanceResult.cat(parts)
+            result = pd.concat(parts, ignore_index=True)
             correct = meta["correct"].to_numpy()
-            distance[correct] = result.distance.double().numpy()
-            success[correct] = result.success.numpy()
-            queries[correct] = result.queries.numpy()
+            distance[correct] = result["distance"].to_numpy()
+            success[correct] = result["success"].to_numpy()
+            queries[correct] = result["queries"].to_numpy()
+            failure[correct] = result["failure"].to_numpy()
         return meta.assign(estimator=name, precision=estimator.precision, distance=distance, success=success,
-                           queries=queries)
+                           queries=queries, failure=failure)
+
+    def _measure_chunk(self, name: str, estimator: Estimator, model, table, chunk: np.ndarray,
+                       device) -> DistanceResult:
+        """The estimator on one chunk; on running out of GPU memory the batch size halves and the chunk retries."""
+        while True:
+            loader = DataLoader(Subset(table, chunk.tolist()), batch_size=estimator.batch_size, shuffle=False)
+            try:
+                parts, start = [], 0
+                for x, y, _ in loader:
+                    index = torch.as_tensor(chunk[start:start + len(y)])
+                    start += len(y)
+                    parts.append(estimator(model, x.to(device), y.to(device), index=index))
+                return DistanceResult.cat(parts)
+            except torch.cuda.OutOfMemoryError:
+                if estimator.batch_size == 1:
+                    raise
+                parts = None
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                estimator.batch_size = max(1, estimator.batch_size // 2)
+                log.warning("%s ran out of GPU memory: retrying the chunk with batch_size=%d", name,
+                            estimator.batch_size)
 
     def write(self, records: pd.DataFrame, summary: pd.DataFrame, tag: str, loggers, step: int) -> None:
         folder = self.output_dir / "audits" / tag

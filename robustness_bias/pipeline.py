@@ -12,7 +12,6 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -24,6 +23,7 @@ from .models import load_weights, split_checkpoint
 from .module import Classifier
 from .regularizer import RobustnessBiasPenalty
 from .records import write_atomic
+from .resume import EpochCheckpoint, resumable
 
 log = logging.getLogger(__name__)
 
@@ -156,12 +156,23 @@ def build_estimators(cfg: DictConfig, model) -> dict[str, Estimator]:
     return estimators
 
 
+# Settings that change how fast a job runs or how it reports, never what it finds: left out of the
+# fingerprint, so that e.g. a smaller batch chosen after running out of memory still resumes.
+SPEED_SETTINGS = {"trainer": ("default_root_dir", "enable_progress_bar"), "audit": ("progress", "batch_size", "chunk_size"),
+                  "dataset": ("num_workers",)}
+ESTIMATOR_SPEED_SETTINGS = ("batch_size", "forward_batch", "chunk_size")
+
+
 def settings_hash(cfg: DictConfig) -> str:
-    """A fingerprint of everything that shapes a job's results (not where it writes, nor how it logs)."""
+    """A fingerprint of everything that shapes a job's results (not where it writes, how it logs, nor how fast)."""
     settings = {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
                 for key, value in cfg.items() if key not in ("paths", "logger")}
-    for section, key in (("trainer", "default_root_dir"), ("trainer", "enable_progress_bar"), ("audit", "progress")):
-        settings.get(section, {}).pop(key, None)
+    for section, keys in SPEED_SETTINGS.items():
+        for key in keys:
+            settings.get(section, {}).pop(key, None)
+    for estimator in settings.get("estimator", {}).values():
+        for key in ESTIMATOR_SPEED_SETTINGS:
+            estimator.pop(key, None)
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -209,19 +220,23 @@ def run(cfg: DictConfig) -> dict:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     audit_options = {k: v for k, v in cfg.audit.items() if k != "skip_unfit_estimators"}
-    audit = RobustnessAudit(estimators, output_dir, partition, **audit_options)
+    audit = RobustnessAudit(estimators, output_dir, partition, **audit_options, settings_hash=fingerprint)
     try:
         if cfg.mode == "audit":
             test_accuracy = audit_only(cfg, model, checkpoint_epoch, datamodule, audit, loggers)
         else:
-            checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True, save_top_k=0)
-            trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[audit, checkpoint], logger=loggers or False)
-            trainer.fit(Classifier(model, **cfg.optim, penalty=penalty), datamodule=datamodule)
+            last = output_dir / "checkpoints" / "last.ckpt"
+            checkpoint = EpochCheckpoint(last, fingerprint)   # before the audit: see EpochCheckpoint
+            trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[checkpoint, audit], logger=loggers or False,
+                                             enable_checkpointing=False)   # ours replaces Lightning's
+            trainer.fit(Classifier(model, **cfg.optim, penalty=penalty), datamodule=datamodule,
+                        ckpt_path=resumable(last, fingerprint))
             test_accuracy = trainer.test(trainer.lightning_module, datamodule=datamodule, verbose=False)[0]["test/acc"]
         result = {**choice_names(cfg), "mode": cfg.mode, "settings_hash": fingerprint, "test_accuracy": test_accuracy,
                   "regularizer": OmegaConf.to_container(cfg.regularizer) if cfg.get("regularizer") else None,
-                  "output_dir": str(output_dir),
-                  "audits": {tag: str(output_dir / "audits" / tag) for tag in audit.summaries}}
+                  "output_dir": str(output_dir), "bad_files": datamodule.facts.get("bad_files", []),
+                  "audits": {tag: str(output_dir / "audits" / tag) for tag in audit.summaries},
+                  "audit_chunks": audit.chunk_counts}
         final = audit.summaries["final"]
         result["sigma"] = {f"{r.estimator}/{r.partition}={r.group}": r.sigma
                            for r in final.itertuples() if r.partition == audit.partition_name and not math.isnan(r.sigma)}

@@ -1,0 +1,66 @@
+"""Training that survives being killed: a checkpoint after every epoch, written atomically.
+
+The checkpoint is saved before that epoch's audit starts, so a run killed during an audit
+resumes on the very weights it was auditing (and reuses the audit's stored chunks). It keeps the
+global random states too, so that the epochs after a resume shuffle as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from .records import write_atomic
+
+log = logging.getLogger(__name__)
+
+
+class EpochCheckpoint(L.Callback):
+    """``last.ckpt`` after every training epoch, tagged with the settings that produced it.
+
+    Place it before the audit callback: Lightning calls callbacks in list order.
+    """
+
+    def __init__(self, path: str | Path, settings_hash: str):
+        self.path, self.settings_hash = Path(path), settings_hash
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            write_atomic(self.path, lambda tmp: trainer.save_checkpoint(tmp))
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["settings_hash"] = self.settings_hash
+        checkpoint["epochs_completed"] = trainer.current_epoch + 1   # Lightning's "epoch" is 0-based here
+        name, keys, position, has_gauss, gauss = np.random.get_state()
+        checkpoint["random_states"] = {   # tensors and plain numbers: loadable with weights_only=True
+            "torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss]}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        states = checkpoint.get("random_states")
+        if states:
+            torch.set_rng_state(states["torch"])
+            name, keys, position, has_gauss, gauss = states["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+            random.setstate(states["python"])
+
+
+def resumable(path: Path, settings_hash: str) -> Path | None:
+    """``path`` when it is a checkpoint of a run with these very settings, else None (start afresh)."""
+    if not path.is_file():
+        return None
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("settings_hash")
+    except Exception as error:   # an unreadable checkpoint must not stop the job from starting over
+        log.warning("cannot read %s (%s): training starts from scratch", path, error)
+        return None
+    if stored != settings_hash:
+        log.warning("%s was written under other settings: training starts from scratch", path)
+        return None
+    log.info("resuming training from %s", path)
+    return path

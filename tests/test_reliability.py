@@ -1,0 +1,205 @@
+"""Crashes, memory limits and reruns: results are never lost, never stale, and always the same."""
+
+import copy
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from robustness_bias.audit import RobustnessAudit
+from robustness_bias.data import DigitsDataModule
+from robustness_bias.estimators import DeepFool, RandomizedSmoothing
+from robustness_bias.pipeline import run
+from robustness_bias.resume import resumable
+
+TAGS = ("first", "middle", "final")
+# Two epochs: the kill lands in the first audit, so the rerun must also resume training.
+JOB = ["logger=none", "estimator=[deepfool,rs]", "estimator.rs.n=5000", "estimator.rs.every_nth=1",
+       "audit.chunk_size=16", "trainer.max_epochs=2", "audit.progress=false", "+trainer.enable_progress_bar=false"]
+
+
+def command(out) -> list[str]:
+    return [sys.executable, "-m", "robustness_bias", f"paths.output_dir={out}", f"hydra.run.dir={out}", *JOB]
+
+
+def stored_chunks(out) -> list:
+    return sorted(out.glob("audits/.partial/*/rs/chunk-*.parquet"))
+
+
+def record_bytes(out) -> dict[str, bytes]:
+    return {tag: (out / "audits" / tag / "records.parquet").read_bytes() for tag in TAGS}
+
+
+@pytest.mark.slow
+def test_a_killed_audit_resumes_from_its_last_chunk_and_ends_identical(tmp_path):
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    whole = tmp_path / "uninterrupted"
+    subprocess.run(command(whole), check=True, capture_output=True, env=env, timeout=600)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 300
+    while process.poll() is None and len(stored_chunks(killed)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished_before_kill = len(stored_chunks(killed))
+    assert process.returncode == -signal.SIGKILL and finished_before_kill >= 3
+    assert not (killed / "result.json").exists() and not (killed / "audits" / "first").exists()
+
+    subprocess.run(command(killed), check=True, capture_output=True, env=env, timeout=600)
+    result = json.loads((killed / "result.json").read_text())
+    chunks = result["audit_chunks"]["first+middle"]["rs"]
+    total = json.loads((whole / "result.json").read_text())["audit_chunks"]["first+middle"]["rs"]["computed"]
+    assert chunks["reused"] >= finished_before_kill and chunks["reused"] + chunks["computed"] == total
+    assert record_bytes(killed) == record_bytes(whole)
+    assert not stored_chunks(killed), "chunks are removed once the records hold them"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    datamodule = DigitsDataModule(normalization={"mean": [0.3], "std": [0.4]})
+    datamodule.setup()
+    datamodule.test_indices = datamodule.test_indices[:96]
+    return datamodule
+
+
+@pytest.fixture(scope="module")
+def model(digits):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+    x, y, _ = next(iter(torch.utils.data.DataLoader(torch.utils.data.Subset(digits.table, digits.train_indices.tolist()),
+                                                    batch_size=2000)))
+    for _ in range(200):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        optimizer.step()
+    return net.eval()
+
+
+def audit(tmp_path, estimators, settings_hash="settings-a", chunk_size=16) -> RobustnessAudit:
+    return RobustnessAudit(estimators, tmp_path, ["class"], chunk_size=chunk_size, progress=False,
+                           settings_hash=settings_hash, significance={"resamples": 50, "permutations": 50})
+
+
+class CrashesAfter(DeepFool):
+    """DeepFool that dies (as a killed process would) once it has done ``calls`` batches."""
+
+    def __init__(self, calls: int, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = calls
+
+    def __call__(self, *args, **kwargs):
+        if self.calls == 0:
+            raise KeyboardInterrupt("simulated crash")
+        self.calls -= 1
+        return super().__call__(*args, **kwargs)
+
+
+def test_a_rerun_reuses_only_chunks_of_the_same_settings_and_weights(tmp_path, digits, model):
+    with pytest.raises(KeyboardInterrupt):
+        audit(tmp_path, {"deepfool": CrashesAfter(3, batch_size=16)}).run(model, digits, "cpu", 1, ["final"])
+    other_weights = copy.deepcopy(model)
+    with torch.no_grad():
+        other_weights[-1].bias += 1e-4
+    for settings, weights in (("settings-b", model), ("settings-a", other_weights)):
+        stale = audit(tmp_path, {"deepfool": DeepFool(batch_size=16)}, settings)
+        stale.run(weights, digits, "cpu", 1, ["final"])
+        assert stale.chunk_counts["final"]["deepfool"] == {"reused": 0, "computed": 6}
+
+    resumed = audit(tmp_path, {"deepfool": DeepFool(batch_size=16)})
+    resumed.run(model, digits, "cpu", 1, ["final"])
+    assert resumed.chunk_counts["final"]["deepfool"] == {"reused": 3, "computed": 3}
+    records = pd.read_parquet(tmp_path / "audits" / "final" / "records.parquet")
+    assert (records["settings_hash"] == "settings-a").all()
+    assert not list((tmp_path / "audits" / ".partial").iterdir()), "finished audits leave no chunks behind"
+
+    uninterrupted = audit(tmp_path / "whole", {"deepfool": DeepFool(batch_size=16)})
+    uninterrupted.run(model, digits, "cpu", 1, ["final"])
+    pd.testing.assert_frame_equal(records, pd.read_parquet(tmp_path / "whole" / "audits" / "final" / "records.parquet"))
+
+
+class MemoryLimited:
+    """Wraps an estimator: any call on more than ``limit`` images runs out of (simulated) GPU memory."""
+
+    def __init__(self, estimator, limit: int):
+        self.estimator, self.limit, self.refused = estimator, limit, []
+
+    def __getattr__(self, name):
+        return getattr(self.estimator, name)
+
+    def __setattr__(self, name, value):
+        if name == "batch_size":
+            self.estimator.batch_size = value
+        else:
+            super().__setattr__(name, value)
+
+    def __call__(self, model, x, y, index=None):
+        if len(x) > self.limit:
+            self.refused.append(len(x))
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return self.estimator(model, x, y, index=index)
+
+
+@pytest.mark.parametrize("make", [lambda b: DeepFool(batch_size=b),
+                                  lambda b: RandomizedSmoothing(n=500, forward_batch=250, batch_size=b)],
+                         ids=["deepfool", "rs"])
+def test_out_of_memory_halves_the_batch_and_gives_the_records_of_the_smaller_batch(tmp_path, digits, model, make,
+                                                                                   caplog):
+    limited = MemoryLimited(make(64), limit=16)
+    with caplog.at_level(logging.WARNING, logger="robustness_bias.audit"):
+        audit(tmp_path / "retried", {"e": limited}, chunk_size=64).run(model, digits, "cpu", 1, ["final"])
+    assert limited.refused == [64, 32] and limited.batch_size == 16
+    assert "batch_size=32" in caplog.text and "batch_size=16" in caplog.text
+    audit(tmp_path / "small", {"e": make(16)}, chunk_size=64).run(model, digits, "cpu", 1, ["final"])
+    retried, small = (tmp_path / name / "audits" / "final" / "records.parquet" for name in ("retried", "small"))
+    assert retried.read_bytes() == small.read_bytes()
+
+
+def test_out_of_memory_at_batch_size_one_is_not_hidden(tmp_path, digits, model):
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        audit(tmp_path, {"e": MemoryLimited(DeepFool(batch_size=2), limit=0)}).run(model, digits, "cpu", 1, ["final"])
+
+
+def test_same_seed_gives_byte_identical_records_and_smoothing_ignores_batch_size(tmp_path):
+    from conftest import compose_config
+
+    job = ["estimator=[exact,deepfool,cw,rs]", "estimator.rs.n=2000", "logger=none", "trainer.max_epochs=2",
+           "estimator.cw.steps=20", "estimator.cw.binary_search_steps=2", "audit.progress=false"]
+    outputs = []
+    for folder, rs_batch in (("a", 16), ("b", 16), ("c", 5)):
+        run(compose_config([*job, f"estimator.rs.batch_size={rs_batch}"], tmp_path / folder))
+        outputs.append(record_bytes(tmp_path / folder))
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_training_resumes_only_from_a_checkpoint_of_the_same_settings(tmp_path):
+    path = tmp_path / "last.ckpt"
+    torch.save({"settings_hash": "abc", "state_dict": {}}, path)
+    assert resumable(path, "abc") == path
+    assert resumable(path, "other") is None
+    path.write_bytes(b"truncated by a crash")
+    assert resumable(path, "abc") is None
+    assert resumable(tmp_path / "none.ckpt", "abc") is None
+
+
+def test_records_say_why_samples_have_no_distance(tmp_path, digits, model):
+    rs = RandomizedSmoothing(n=200, forward_batch=200, sigma=1.0)   # a large σ makes it abstain often
+    audit(tmp_path, {"deepfool": DeepFool(steps=1), "rs": rs}).run(model, digits, "cpu", 1, ["final"])
+    records = pd.read_parquet(tmp_path / "audits" / "final" / "records.parquet")
+    assert (records.loc[~records["correct"], "failure"] == "misclassified").all()
+    attacked = records[records["correct"]]
+    assert (attacked.loc[attacked["success"], "failure"] == "none").all()
+    assert set(attacked.loc[~attacked["success"], "failure"]) <= {"budget_exhausted", "abstained", "wrong_class"}
+    assert not attacked.loc[~attacked["success"]].empty
+    assert np.isinf(attacked.loc[~attacked["success"] & (attacked["estimator"] == "deepfool"), "distance"]).all()
