@@ -37,7 +37,7 @@ def main(cfg: DictConfig) -> float | None:
     except (ConfigError, DataError, EstimatorMismatch, MissingWeights) as error:
         print(f"robustness_bias: error: {error}", file=sys.stderr)
         sys.exit(2)
-    return result["test_accuracy"]
+    return result.get("test_accuracy")   # None on DDP ranks other than 0, which write nothing
 
 
 if __name__ == "__main__":

@@ -51,6 +51,45 @@ def chunk_frame(chunk: np.ndarray, result: DistanceResult) -> pd.DataFrame:
                          "failure": np.asarray(FAILURES, dtype=object)[result.failure.numpy()]})
 
 
+def merge_shards(shards: dict[int, pd.DataFrame], num_shards: int) -> pd.DataFrame:
+    """The records of an unsharded audit from those of its ``num_shards`` shards (shard index → records).
+
+    Every shard must be there and every (estimator, sample) must appear once: a gap or a
+    duplicate is an error, never a silently smaller or larger audit.
+    """
+    missing = sorted(set(range(num_shards)) - set(shards))
+    if missing:
+        raise ValueError(f"cannot merge the audit: shard(s) {missing} of {num_shards} are missing. "
+                         f"Fix: run them (audit.shard=i audit.num_shards={num_shards}) before the report")
+    frames = [shards[i] for i in range(num_shards)]
+    for column in ("settings_hash", "weights_hash"):
+        values = set().union(*(frame[column].unique() for frame in frames if column in frame))
+        if len(values) > 1:
+            raise ValueError(f"cannot merge shards with different {column} {sorted(values)}: they audited "
+                             "different settings or weights")
+    records = pd.concat(frames, ignore_index=True)
+    duplicated = records.duplicated(["estimator", "sample_index"])
+    if duplicated.any():
+        raise ValueError(f"{int(duplicated.sum())} sample(s) appear in more than one shard, "
+                         f"e.g. {records.loc[duplicated, 'sample_index'].iloc[0]}")
+    return records.sort_values(["estimator", "sample_index"], kind="stable").reset_index(drop=True)
+
+
+def summarize(records: pd.DataFrame, settings: dict) -> pd.DataFrame:
+    """The per-group table of one audit's records; ``settings`` as in :attr:`RobustnessAudit.summary_settings`."""
+    options = dict(settings)
+    summary = group_summary(records, options.pop("partitions"), **options)
+    summary.insert(1, "epoch", records["epoch"].iloc[0])
+    return summary
+
+
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of the running torch.distributed job; (0, 1) outside one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 def read_chunk(path: Path, chunk: np.ndarray) -> pd.DataFrame | None:
     """A stored chunk's results when they cover exactly these samples; None when it must be computed."""
     if not path.is_file():
@@ -75,7 +114,9 @@ class RobustnessAudit(L.Callback):
                  every_nth: int = 1, batch_size: int = 256, conditional: bool = True, failures: str = "censor",
                  tau_max="pooled_max", rb_quantiles=(0.25, 0.5, 0.75), progress: bool = True,
                  min_group_size: int = 1, significance: dict | None = None, chunk_size: int = 256,
-                 settings_hash: str = "unhashed"):
+                 shard: int = 0, num_shards: int = 1, settings_hash: str = "unhashed"):
+        if not 0 <= shard < num_shards:
+            raise ValueError(f"audit.shard={shard} audit.num_shards={num_shards}: need 0 ≤ shard < num_shards")
         self.estimators = dict(estimators)
         self.output_dir = Path(output_dir)
         self.partition = list(partition)
@@ -84,7 +125,9 @@ class RobustnessAudit(L.Callback):
         self.rb_quantiles = tuple(rb_quantiles)
         self.group_options = dict(min_group_size=min_group_size, significance=dict(significance or {}))
         self.chunk_size, self.settings_hash = chunk_size, settings_hash
+        self.shard, self.num_shards = shard, num_shards
         self.summaries: dict[str, pd.DataFrame] = {}
+        self.summary_settings = {**self.metric_options, "rb_quantiles": list(self.rb_quantiles), **self.group_options}
         self.chunk_counts: dict[str, dict[str, dict[str, int]]] = {}   # label → estimator → reused/computed
         self._finished_partials: list[Path] = []
         self._resumed_epoch: int | None = None
@@ -144,22 +187,31 @@ class RobustnessAudit(L.Callback):
         The global random state is left as it was, so that training after an audit does not
         depend on how much of the audit a resumed run could reuse.
         """
+        rank, world = process_group()
+        part, parts = self.shard + self.num_shards * rank, self.num_shards * world
+        weights = model_fingerprint(model)
         was_training = model.training
         model.eval()
         try:
             with torch.random.fork_rng(devices=[]):
-                records = self.measure(model, datamodule, device, epoch, label="+".join(tags))
+                records = self.measure(model, datamodule, device, epoch, "+".join(tags), weights, part, parts)
         finally:
             model.train(was_training)
         records.insert(records.columns.get_loc("estimator") + 1, "epoch", epoch)
         records.insert(0, "settings_hash", self.settings_hash)
-        partitions = self.partitions(datamodule, records)
-        summary = group_summary(records, partitions, **self.metric_options, rb_quantiles=self.rb_quantiles,
-                                **self.group_options)
-        summary.insert(1, "epoch", epoch)
-        for tag in tags:
-            self.write(records.assign(epoch_tag=tag), summary.assign(epoch_tag=tag), tag, loggers, step)
-        for partial in self._finished_partials:   # the records now hold everything the chunks held
+        records.insert(1, "weights_hash", weights)
+        if world > 1:   # every rank audited its shard: gather them, and let rank 0 alone write
+            gathered: list = [None] * world
+            torch.distributed.all_gather_object(gathered, records)
+            records = merge_shards(dict(enumerate(gathered)), world)
+        if rank == 0:
+            self.summary_settings["partitions"] = self.partitions(datamodule, records)
+            summary = summarize(records, self.summary_settings)
+            for tag in tags:
+                self.write(records.assign(epoch_tag=tag), summary.assign(epoch_tag=tag), tag, loggers, step)
+        if world > 1:
+            torch.distributed.barrier()   # the records are on disk before any rank drops its chunks
+        for partial in self._finished_partials:
             shutil.rmtree(partial, ignore_errors=True)
         self._finished_partials.clear()
 
@@ -180,21 +232,23 @@ class RobustnessAudit(L.Callback):
             predictions.append(torch.where(torch.isfinite(logits).all(1), logits.argmax(1), -1).cpu())
         return torch.cat(predictions).numpy()
 
-    def measure(self, model: torch.nn.Module, datamodule: ImageDataModule, device, epoch: int,
-                label: str) -> pd.DataFrame:
+    def measure(self, model: torch.nn.Module, datamodule: ImageDataModule, device, epoch: int, label: str,
+                weights: str, part: int = 0, parts: int = 1) -> pd.DataFrame:
         """Records of every estimator on every ``every_nth`` test sample; only correct points are attacked.
 
-        An estimator with its own ``every_nth`` audits every n-th of those samples only. Work is
-        saved in chunks under ``audits/.partial/``, so a rerun after a crash resumes where it stopped.
+        An estimator with its own ``every_nth`` audits every n-th of those samples only, and of
+        these, shard ``part`` of ``parts`` takes every ``parts``-th. Work is saved in chunks under
+        ``audits/.partial/``, so a rerun after a crash resumes where it stopped.
         """
         indices = datamodule.test_indices[::self.every_nth]
         loader = DataLoader(Subset(datamodule.table, indices.tolist()), batch_size=self.batch_size, shuffle=False)
         meta = datamodule.table.metadata(indices)
         meta["prediction"] = self._predict(model, loader, device)
         meta["correct"] = meta["prediction"] == meta["label"]
-        partial = self.output_dir / "audits" / ".partial" / f"{self.settings_hash}-{model_fingerprint(model)}-e{epoch}"
-        frames = [self._estimate(name, estimator, model, datamodule.table, meta.iloc[::estimator.every_nth or 1],
-                                 device, label, partial / name)
+        shard = f"-shard{part}of{parts}" if parts > 1 else ""
+        partial = self.output_dir / "audits" / ".partial" / f"{self.settings_hash}-{weights}-e{epoch}{shard}"
+        frames = [self._estimate(name, estimator, model, datamodule.table,
+                                 meta.iloc[::estimator.every_nth or 1].iloc[part::parts], device, label, partial / name)
                   for name, estimator in self.estimators.items()]
         records = pd.concat(frames, ignore_index=True)
         records["estimator"] = pd.Categorical(records["estimator"], categories=list(self.estimators))

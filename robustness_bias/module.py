@@ -53,9 +53,11 @@ class Classifier(L.LightningModule):
 
     def _log_loss(self, stage: str, loss, logits, labels) -> None:
         accuracy = (logits.argmax(1) == labels).float().mean()
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "test", batch_size=len(labels))
-        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        on_step, sync = stage == "train", stage != "train"   # with DDP, evaluation averages over the ranks
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "test", batch_size=len(labels),
+                 sync_dist=sync)
+        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels),
+                 sync_dist=sync)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

@@ -156,10 +156,11 @@ def build_estimators(cfg: DictConfig, model) -> dict[str, Estimator]:
     return estimators
 
 
-# Settings that change how fast a job runs or how it reports, never what it finds: left out of the
-# fingerprint, so that e.g. a smaller batch chosen after running out of memory still resumes.
-SPEED_SETTINGS = {"trainer": ("default_root_dir", "enable_progress_bar"), "audit": ("progress", "batch_size", "chunk_size"),
-                  "dataset": ("num_workers",)}
+# Settings that change how fast a job runs, how it reports or which shard of the audit it takes, never
+# what the audit finds: left out of the fingerprint, so that e.g. a smaller batch chosen after running
+# out of memory still resumes, and the shards of one audit share one fingerprint.
+SPEED_SETTINGS = {"trainer": ("default_root_dir", "enable_progress_bar"),
+                  "audit": ("progress", "batch_size", "chunk_size", "shard", "num_shards"), "dataset": ("num_workers",)}
 ESTIMATOR_SPEED_SETTINGS = ("batch_size", "forward_batch", "chunk_size")
 
 
@@ -232,11 +233,15 @@ def run(cfg: DictConfig) -> dict:
             trainer.fit(Classifier(model, **cfg.optim, penalty=penalty), datamodule=datamodule,
                         ckpt_path=resumable(last, fingerprint))
             test_accuracy = trainer.test(trainer.lightning_module, datamodule=datamodule, verbose=False)[0]["test/acc"]
+            if not trainer.is_global_zero:
+                return {}   # with DDP, rank 0 holds the gathered audits and writes the result
         result = {**choice_names(cfg), "mode": cfg.mode, "settings_hash": fingerprint, "test_accuracy": test_accuracy,
                   "regularizer": OmegaConf.to_container(cfg.regularizer) if cfg.get("regularizer") else None,
                   "output_dir": str(output_dir), "bad_files": datamodule.facts.get("bad_files", []),
                   "audits": {tag: str(output_dir / "audits" / tag) for tag in audit.summaries},
-                  "audit_chunks": audit.chunk_counts}
+                  "audit_chunks": audit.chunk_counts, "partition": audit.partition_name,
+                  "summary_settings": audit.summary_settings,
+                  "shard": {"index": cfg.audit.shard, "count": cfg.audit.num_shards} if cfg.audit.num_shards > 1 else None}
         final = audit.summaries["final"]
         result["sigma"] = {f"{r.estimator}/{r.partition}={r.group}": r.sigma
                            for r in final.itertuples() if r.partition == audit.partition_name and not math.isnan(r.sigma)}

@@ -14,6 +14,7 @@ import pandas as pd
 
 from .records import write_atomic, write_table
 from .reports import figures
+from .reports.shards import merge_sharded_jobs
 from .reports.tables import (agreement_statistics, collect, find_jobs, originals, regularization_table, table1,
                              table2)
 
@@ -100,8 +101,8 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
 
     out = Path(args.out)
     try:
-        jobs = find_jobs(args.sweeps)
-    except FileNotFoundError as error:
+        jobs = merge_sharded_jobs(find_jobs(args.sweeps))
+    except (FileNotFoundError, ValueError) as error:
         parser.exit(2, f"robustness_bias.report: error: {error}\n")
     sigma, accuracy = collect(jobs)
     builders = {"table1": lambda: table1(originals(sigma)), "table2": lambda: table2(originals(accuracy)),

@@ -8,6 +8,7 @@ global random states too, so that the epochs after a resume shuffle as an uninte
 from __future__ import annotations
 
 import logging
+import os
 import random
 from pathlib import Path
 
@@ -15,7 +16,6 @@ import lightning as L
 import numpy as np
 import torch
 
-from .records import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,12 @@ class EpochCheckpoint(L.Callback):
         self.path, self.settings_hash = Path(path), settings_hash
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            write_atomic(self.path, lambda tmp: trainer.save_checkpoint(tmp))
+        if trainer.sanity_checking:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp")   # one name on every rank: rank 0 writes it
+        trainer.save_checkpoint(tmp)                             # (and all ranks wait for it)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint["settings_hash"] = self.settings_hash

@@ -1,0 +1,58 @@
+"""Audits split into shards (``audit.shard=i audit.num_shards=n``), put back together for the report.
+
+Each shard job audits every n-th sample; the shards of one audit share a settings fingerprint.
+Merging concatenates their records (every sample exactly once, in the unsharded order) and
+recomputes the per-group summaries, so a merged job reads like one that ran unsharded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+
+from ..audit import merge_shards, summarize
+from ..records import write_atomic, write_table
+from ..summary import OVERALL
+
+
+def merge_sharded_jobs(jobs: list[Path]) -> list[Path]:
+    """The jobs as the report should read them: each complete set of shards replaced by one merged job
+    (written next to the shards as ``merged-<settings_hash>/``)."""
+    plain, sharded = [], defaultdict(dict)
+    for job in jobs:
+        result = json.loads((job / "result.json").read_text())
+        if result.get("merged_from"):
+            continue                      # rebuilt below from its shards
+        shard = result.get("shard")
+        if shard:
+            sharded[(result["settings_hash"], shard["count"])][shard["index"]] = job
+        else:
+            plain.append(job)
+    return sorted(plain + [merge_jobs(shards, count) for (_, count), shards in sharded.items()])
+
+
+def merge_jobs(shards: dict[int, Path], count: int) -> Path:
+    """Merge the audits of one sharded job; returns the merged job's folder."""
+    first = json.loads((shards[min(shards)] / "result.json").read_text())
+    target = shards[min(shards)].parent / f"merged-{first['settings_hash']}"
+    audits = {}
+    for tag in first["audits"]:
+        records = merge_shards({i: pd.read_parquet(job / "audits" / tag / "records.parquet")
+                                for i, job in shards.items()}, count)
+        summary = summarize(records, first["summary_settings"]).assign(epoch_tag=tag)
+        folder = target / "audits" / tag
+        write_table(records, folder / "records.parquet")
+        write_table(summary, folder / "summary.parquet")
+        write_table(summary, folder / "summary.csv")
+        audits[tag] = summary
+    final = audits["final"]
+    partition = first["partition"]
+    result = {**first, "shard": None, "merged_from": [str(shards[i]) for i in sorted(shards)],
+              "output_dir": str(target), "audits": {tag: str(target / "audits" / tag) for tag in audits},
+              "sigma": {f"{r.estimator}/{r.partition}={r.group}": r.sigma for r in final.itertuples()
+                        if r.partition == partition and r.group != OVERALL and pd.notna(r.sigma)}}
+    write_atomic(target / "result.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
+    return target
