@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench clean sweeps table1 table2 agreement figures paper
+.PHONY: install run test bench bench-pipeline clean sweeps table1 table2 agreement figures paper
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ test: $(STAMP)
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(PY) bench/estimators.py $(BENCH_ARGS)
+
+# Training and audit throughput per model, and the projected hours of the paper's UTKFace grid
+# (on a GPU: BENCH_ARGS="--precision bf16 --channels-last --data-dir /data/UTKFace"; minutes on a CPU).
+bench-pipeline: $(STAMP)
+	$(PY) bench/pipeline.py $(BENCH_ARGS)
 
 # The paper's tables and figures: each target runs the sweeps it needs (finished jobs are skipped)
 # and then the report. SMOKE=1: the same chain on the bundled digits and the synthetic data with tiny

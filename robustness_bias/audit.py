@@ -114,7 +114,7 @@ class RobustnessAudit(L.Callback):
                  every_nth: int = 1, batch_size: int = 256, conditional: bool = True, failures: str = "censor",
                  tau_max="pooled_max", rb_quantiles=(0.25, 0.5, 0.75), progress: bool = True,
                  min_group_size: int = 1, significance: dict | None = None, chunk_size: int = 256,
-                 shard: int = 0, num_shards: int = 1, settings_hash: str = "unhashed"):
+                 shard: int = 0, num_shards: int = 1, settings_hash: str = "unhashed", channels_last: bool = False):
         if not 0 <= shard < num_shards:
             raise ValueError(f"audit.shard={shard} audit.num_shards={num_shards}: need 0 ≤ shard < num_shards")
         self.estimators = dict(estimators)
@@ -125,7 +125,7 @@ class RobustnessAudit(L.Callback):
         self.rb_quantiles = tuple(rb_quantiles)
         self.group_options = dict(min_group_size=min_group_size, significance=dict(significance or {}))
         self.chunk_size, self.settings_hash = chunk_size, settings_hash
-        self.shard, self.num_shards = shard, num_shards
+        self.shard, self.num_shards, self.channels_last = shard, num_shards, channels_last
         self.summaries: dict[str, pd.DataFrame] = {}
         self.summary_settings = {**self.metric_options, "rb_quantiles": list(self.rb_quantiles), **self.group_options}
         self.chunk_counts: dict[str, dict[str, dict[str, int]]] = {}   # label → estimator → reused/computed
@@ -305,7 +305,10 @@ class RobustnessAudit(L.Callback):
                 for x, y, _ in loader:
                     index = torch.as_tensor(chunk[start:start + len(y)])
                     start += len(y)
-                    parts.append(estimator(model, x.to(device), y.to(device), index=index))
+                    x = x.to(device)
+                    if self.channels_last and x.dim() == 4:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    parts.append(estimator(model, x, y.to(device), index=index))
                 return DistanceResult.cat(parts)
             except torch.cuda.OutOfMemoryError:
                 if estimator.batch_size == 1:

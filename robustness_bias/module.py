@@ -15,14 +15,21 @@ class Classifier(L.LightningModule):
 
     With a ``penalty`` the training loss adds the robustness-bias regularizer α · RB̃ (SPEC §7);
     batches that lack one side of the partition train on cross-entropy alone and are counted.
+    ``channels_last`` feeds image batches in NHWC order (the model should be converted too: see
+    :func:`robustness_bias.pipeline.build_model`); ``compile`` runs training and evaluation
+    steps through ``torch.compile`` while audits keep the plain model.
     """
 
     def __init__(self, model: nn.Module, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 0.0,
-                 nesterov: bool = False, cosine_schedule: bool = True, penalty: RobustnessBiasPenalty | None = None):
+                 nesterov: bool = False, cosine_schedule: bool = True, penalty: RobustnessBiasPenalty | None = None,
+                 channels_last: bool = False, compile: bool = False):
         super().__init__()
         self.model = model
         self.penalty = penalty
         self.skipped_batches = 0
+        self.channels_last = channels_last
+        # Kept out of the module tree (plain __dict__ entry), so checkpoints hold the weights once, as model.*
+        self.__dict__["step_model"] = torch.compile(model) if compile else model
         self.save_hyperparameters(ignore=["model", "penalty"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -30,9 +37,11 @@ class Classifier(L.LightningModule):
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         images, labels, attributes = batch
+        if self.channels_last and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
         if stage == "train" and self.penalty is not None:
             return self._regularized_step(images, labels, attributes)
-        logits = self.model(images)
+        logits = self.step_model(images)
         loss = F.cross_entropy(logits, labels)
         self._log_loss(stage, loss, logits, labels)
         return loss

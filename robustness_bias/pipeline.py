@@ -91,6 +91,8 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[torch.nn.
         epoch = load_weights(model, checkpoint) if checkpoint else None
     except ValueError as error:
         raise ConfigError(str(error)) from error
+    if cfg.speed.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     return model, epoch
 
 
@@ -221,7 +223,8 @@ def run(cfg: DictConfig) -> dict:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     audit_options = {k: v for k, v in cfg.audit.items() if k != "skip_unfit_estimators"}
-    audit = RobustnessAudit(estimators, output_dir, partition, **audit_options, settings_hash=fingerprint)
+    audit = RobustnessAudit(estimators, output_dir, partition, **audit_options, settings_hash=fingerprint,
+                            channels_last=cfg.speed.channels_last)
     try:
         if cfg.mode == "audit":
             test_accuracy = audit_only(cfg, model, checkpoint_epoch, datamodule, audit, loggers)
@@ -230,12 +233,15 @@ def run(cfg: DictConfig) -> dict:
             checkpoint = EpochCheckpoint(last, fingerprint)   # before the audit: see EpochCheckpoint
             trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[checkpoint, audit], logger=loggers or False,
                                              enable_checkpointing=False)   # ours replaces Lightning's
-            trainer.fit(Classifier(model, **cfg.optim, penalty=penalty), datamodule=datamodule,
+            module = Classifier(model, **cfg.optim, penalty=penalty, channels_last=cfg.speed.channels_last,
+                                compile=cfg.speed.compile)
+            trainer.fit(module, datamodule=datamodule,
                         ckpt_path=resumable(last, fingerprint))
             test_accuracy = trainer.test(trainer.lightning_module, datamodule=datamodule, verbose=False)[0]["test/acc"]
             if not trainer.is_global_zero:
                 return {}   # with DDP, rank 0 holds the gathered audits and writes the result
         result = {**choice_names(cfg), "mode": cfg.mode, "settings_hash": fingerprint, "test_accuracy": test_accuracy,
+                  "training_precision": str(cfg.trainer.get("precision", "32-true")) if cfg.mode == "train" else None,
                   "regularizer": OmegaConf.to_container(cfg.regularizer) if cfg.get("regularizer") else None,
                   "output_dir": str(output_dir), "bad_files": datamodule.facts.get("bad_files", []),
                   "audits": {tag: str(output_dir / "audits" / tag) for tag in audit.summaries},

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -67,3 +68,48 @@ def test_ddp_on_two_cpu_processes_gathers_the_records_of_a_single_process_audit(
     assert not ours.duplicated(["estimator", "sample_index"]).any()
     assert ours.groupby("estimator", observed=True).size().to_dict() == {"exact": 360, "deepfool": 360, "rs": 72}
     pd.testing.assert_frame_equal(ours.drop(columns="settings_hash"), alone.drop(columns="settings_hash"))
+
+
+def test_projection_arithmetic_by_hand():
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import pipeline as bench
+
+    row = {"train_img_s": 17069 * 15 / 3600, "deepfool_img_s": 4742 * 3 / 3600, "cw_img_s": 4742 * 3 / 7200,
+           "rs_img_s": 1.0, "rs_n": 100_000 - 100 + 100}
+    hours = bench.projected_hours({**row, "rs_n": 100_000})
+    assert hours["train_h"] == pytest.approx(1) and hours["deepfool_h"] == pytest.approx(1)
+    assert hours["cw_h"] == pytest.approx(2)
+    # 2 audits × ⌈4742 / 5⌉ = 949 images, each (100,000 + 100) / (100,000 + 100) s at 1 image/s
+    assert hours["rs_h"] == pytest.approx(2 * 949 / 3600)
+    # timed at N = 900 (+ N0 = 100) copies, scaled to N = 100,000 (+ 100)
+    assert bench.projected_hours({**row, "rs_n": 900})["rs_h"] == pytest.approx(2 * 949 * 100.1 / 3600)
+
+
+def test_bench_pipeline_prints_rates_and_the_projection(capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import pipeline as bench
+
+    table = bench.main(["--models", "utk_classifier", "--image-size", "16", "--device", "cpu", "--train-steps", "2",
+                        "--audit-images", "4", "--rs-n", "50", "--batch-size", "16"])
+    printed = capsys.readouterr().out
+    assert "Projected hours for the UTKFace grid" in printed and "grid total:" in printed
+    assert list(table["model"]) == ["utk_classifier"]
+    assert (table[["train_img_s", "deepfool_img_s", "cw_img_s", "rs_img_s"]] > 0).all(axis=None)
+    assert table["total_h"].iloc[0] == pytest.approx(table[["train_h", "deepfool_h", "cw_h", "rs_h"]].iloc[0].sum())
+
+
+@pytest.mark.slow
+def test_compiled_channels_last_bf16_training_saves_plain_weights_that_reaudit_identically(tmp_path):
+    fast = ["model=small_cnn", "estimator=[deepfool]", "logger=none", "trainer.max_epochs=1", "audit.progress=false",
+            "+trainer.enable_progress_bar=false", "speed.channels_last=true", "speed.compile=true",
+            "trainer.precision=bf16-mixed"]
+    result = run(compose_config(fast, tmp_path / "train"))
+    assert result["training_precision"] == "bf16-mixed" and result["test_accuracy"] > 0.2   # chance is 0.1
+    import torch
+
+    keys = torch.load(tmp_path / "train" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert all(key.startswith("model.") and "_orig_mod" not in key for key in keys)
+    checkpoint = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    run(compose_config([*fast[:-2], "mode=audit", f"model.checkpoint={checkpoint}"], tmp_path / "audit"))
+    ours, again = (pd.read_parquet(tmp_path / job / "audits" / "final" / "records.parquet") for job in ("train", "audit"))
+    pd.testing.assert_frame_equal(ours.drop(columns="settings_hash"), again.drop(columns="settings_hash"))

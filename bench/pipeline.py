@@ -1,0 +1,198 @@
+"""Training and audit throughput of the pipeline on this machine, and the hours the paper's UTKFace grid takes.
+
+For each model of the grid: training images/s (SGD + momentum, batch 64, the pipeline's training
+step), then DeepFool, Carlini–Wagner and randomized-smoothing images/s with the audit's settings on
+correctly classified test images of the briefly trained model. The projection assumes the paper's
+schedule (SPEC §3, conf/paper/faces.yaml): 15 epochs; DeepFool + CW on the whole test set after the
+first, middle and final epoch; smoothing at N = 100,000 on every 5th test image after the first and
+the final epoch. Smoothing is timed at ``--rs-n`` noisy copies and scaled linearly to N + N0.
+
+    python bench/pipeline.py                                        # make bench-pipeline
+    python bench/pipeline.py --models utk_classifier --image-size 32 # a quick look on a CPU
+    python bench/pipeline.py --device cuda --precision bf16 --channels-last --data-dir /data/UTKFace
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from robustness_bias.estimators import CarliniWagner, DeepFool, RandomizedSmoothing  # noqa: E402
+from robustness_bias import models  # noqa: E402
+
+GRID_MODELS = ["utk_classifier", "resnet50", "alexnet", "vgg19_bn", "densenet121", "squeezenet1_0"]
+# SPEC §4: 23,705 usable UTKFace images, 80/20 split, 10% of the rest for validation.
+TEST_IMAGES, TRAIN_IMAGES, EPOCHS = 4742, 17069, 15
+ATTACK_AUDITS, SMOOTHING_AUDITS, SMOOTHING_EVERY, SMOOTHING_N, SMOOTHING_N0 = 3, 2, 5, 100_000, 100
+CLASSES, NORMALIZATION = 5, {"mean": [0.5] * 3, "std": [0.25] * 3}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def utkface_images(root: str, size: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``count`` real UTKFace images of the seeded split (age bins as labels), at ``size``²."""
+    from robustness_bias.data import UTKFaceDataModule
+
+    datamodule = UTKFaceDataModule(root=root, image_size=size, normalization=NORMALIZATION)
+    datamodule.setup()
+    indices = datamodule.train_indices[:count].tolist()
+    images = torch.stack([datamodule.table[i][0] for i in indices])
+    return images, torch.as_tensor(datamodule.table.labels[indices])
+
+
+def synthetic_images(size: int, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise with a class-dependent tint: learnable in a few steps, so attacks face a trained model."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, CLASSES, (count,), generator=generator)
+    tint = torch.rand(CLASSES, 3, 1, 1, generator=generator)
+    noise = torch.rand(count, 3, size, size, generator=generator)
+    return (0.6 * noise + 0.4 * tint[labels]).clamp(0, 1), labels
+
+
+def build(name: str, size: int, device: torch.device, channels_last: bool) -> torch.nn.Module:
+    builder = getattr(models, name)
+    model = builder(input_shape=(3, size, size), num_classes=CLASSES, normalization=NORMALIZATION).to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def train(model, images, labels, steps: int, batch: int, precision: str, channels_last: bool, compile: bool,
+          device: torch.device) -> float:
+    """Train for ``steps`` batches (after 3 warm-up steps) and return images/s."""
+    step_model = torch.compile(model) if compile else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    model.train()
+
+    def step(i: int) -> None:
+        start = (i * batch) % max(1, len(images) - batch)
+        x, y = images[start:start + batch].to(device), labels[start:start + batch].to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = F.cross_entropy(step_model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for i in range(3):
+        step(i)
+    synchronize(device)
+    began = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    synchronize(device)
+    return steps * batch / (time.perf_counter() - began)
+
+
+def correct(model, images, labels, count: int, device: torch.device, channels_last: bool):
+    model.eval()
+    with torch.no_grad():
+        x = images.to(device)
+        predicted = torch.cat([model(x[i:i + 64]).argmax(1) for i in range(0, len(x), 64)])
+    keep = (predicted.cpu() == labels).nonzero()[:, 0][:count]
+    x, y = images[keep].to(device), labels[keep].to(device)
+    return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
+
+
+def images_per_second(estimator, model, x, y, device: torch.device) -> float:
+    estimator(model, x[:2], y[:2], index=torch.arange(2))   # warm-up
+    synchronize(device)
+    began = time.perf_counter()
+    for start in range(0, len(x), estimator.batch_size):
+        end = start + estimator.batch_size
+        estimator(model, x[start:end], y[start:end], index=torch.arange(start, min(end, len(x))))
+    synchronize(device)
+    return len(x) / (time.perf_counter() - began)
+
+
+def projected_hours(row: dict) -> dict:
+    """Hours per stage of one model's column of the grid at the measured rates."""
+    rs_per_image = (SMOOTHING_N + SMOOTHING_N0) / (row["rs_n"] + SMOOTHING_N0) / row["rs_img_s"]
+    return {"train_h": EPOCHS * TRAIN_IMAGES / row["train_img_s"] / 3600,
+            "deepfool_h": ATTACK_AUDITS * TEST_IMAGES / row["deepfool_img_s"] / 3600,
+            "cw_h": ATTACK_AUDITS * TEST_IMAGES / row["cw_img_s"] / 3600,
+            "rs_h": SMOOTHING_AUDITS * math.ceil(TEST_IMAGES / SMOOTHING_EVERY) * rs_per_image / 3600}
+
+
+def measure(name: str, args, images, labels, device: torch.device) -> dict:
+    torch.manual_seed(0)
+    model = build(name, args.image_size, device, args.channels_last)
+    train_rate = train(model, images, labels, args.train_steps, args.batch_size, args.precision, args.channels_last,
+                       args.compile, device)
+    x, y = correct(model, images[-args.pool:], labels[-args.pool:], args.audit_images, device, args.channels_last)
+    if len(x) < 2:
+        raise SystemExit(f"{name}: fewer than 2 correctly classified images after {args.train_steps} training "
+                         "steps. Fix: pass more --train-steps")
+    rs_count = min(len(x), args.rs_images)
+    rs = RandomizedSmoothing(n=args.rs_n, forward_batch=args.rs_forward_batch, precision=args.precision,
+                             batch_size=rs_count)
+    row = {"model": name, "train_img_s": train_rate, "rs_n": args.rs_n, "audited": len(x),
+           "deepfool_img_s": images_per_second(DeepFool(steps=50, batch_size=args.attack_batch), model, x, y, device),
+           "cw_img_s": images_per_second(CarliniWagner(batch_size=args.attack_batch), model, x, y, device),
+           "rs_img_s": images_per_second(rs, model, x[:rs_count], y[:rs_count], device)}
+    return {**row, **projected_hours(row)}
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=GRID_MODELS, choices=GRID_MODELS + ["small_cnn", "logreg"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--image-size", type=int, default=200, help="UTKFace's 200×200")
+    parser.add_argument("--data-dir", help="a UTKFace folder: real faces instead of synthetic images")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="training autocast and smoothing's forward passes")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--train-steps", type=int, default=None, help="default: 200 on a GPU, 2 on a CPU")
+    parser.add_argument("--audit-images", type=int, default=None, help="default: 256 on a GPU, 4 on a CPU")
+    parser.add_argument("--attack-batch", type=int, default=256)
+    parser.add_argument("--rs-images", type=int, default=16, help="images certified (of the audited ones)")
+    parser.add_argument("--rs-n", type=int, default=None, help="default: 10,000 on a GPU, 100 on a CPU")
+    parser.add_argument("--rs-forward-batch", type=int, default=1000)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    args.train_steps = args.train_steps or (200 if gpu else 2)
+    args.audit_images = args.audit_images or (256 if gpu else 4)
+    args.rs_n = args.rs_n or (10_000 if gpu else 100)
+    args.pool = max(4 * args.audit_images, 64)
+    count = args.train_steps * args.batch_size + args.pool + 3 * args.batch_size
+    images, labels = (utkface_images(args.data_dir, args.image_size, count) if args.data_dir
+                      else synthetic_images(args.image_size, count))
+
+    name = torch.cuda.get_device_name(device) if gpu else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"# {name}; {args.image_size}×{args.image_size}; {args.precision}"
+          f"{', channels-last' if args.channels_last else ''}{', compiled' if args.compile else ''}; "
+          f"{'UTKFace' if args.data_dir else 'synthetic'} images")
+    rows = []
+    for model in args.models:
+        rows.append(measure(model, args, images, labels, device))
+        print(f"{model}: measured", flush=True)
+    table = pd.DataFrame(rows)
+    print(table[["model", "train_img_s", "deepfool_img_s", "cw_img_s", "rs_img_s", "rs_n", "audited"]]
+          .round(3).to_string(index=False))
+    stages = ["train_h", "deepfool_h", "cw_h", "rs_h"]
+    table["total_h"] = table[stages].sum(axis=1)
+    print(f"\nProjected hours for the UTKFace grid ({EPOCHS} epochs × {TRAIN_IMAGES:,} images; DeepFool + CW on "
+          f"{TEST_IMAGES:,} test images × {ATTACK_AUDITS} audits; smoothing N = {SMOOTHING_N:,} on every "
+          f"{SMOOTHING_EVERY}th × {SMOOTHING_AUDITS} audits):")
+    print(table[["model", *stages, "total_h"]].round(2).to_string(index=False))
+    total = table["total_h"].sum()
+    print(f"grid total: {total:.1f} h on this machine for {len(table)} model(s) "
+          f"({'within' if total < 24 else 'over'} 24 h)")
+    return table
+
+
+if __name__ == "__main__":
+    main()
