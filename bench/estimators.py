@@ -7,6 +7,7 @@ distance over the peer's on the samples both solved.
     python bench/estimators.py                                  # small CNN on CPU (make bench)
     python bench/estimators.py --model resnet50 --image-size 32 --device cuda --images 512
     python bench/estimators.py --model resnet50 --image-size 224 --device cuda --rs-n 10000
+    python bench/estimators.py --rs-compile                     # smoothing through torch.compile
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--rs-n", type=int, default=10_000)
     parser.add_argument("--rs-precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--channels-last", action="store_true", help="model and inputs in channels-last memory format")
+    parser.add_argument("--rs-compile", action="store_true", help="torch.compile smoothing's forward passes")
     parser.add_argument("--skip", nargs="*", default=[], help="peers to leave out: torchattacks, foolbox, cohen")
     args = parser.parse_args(argv)
 
@@ -153,7 +155,9 @@ def main(argv=None) -> pd.DataFrame:
     if "torchattacks" not in args.skip:
         run("torchattacks CW (c=1)", "cw (ours)", peers.torchattacks_cw, x, y)
     k = args.rs_images
-    smoothing = RandomizedSmoothing(n=args.rs_n, precision=args.rs_precision)
+    smoothing = RandomizedSmoothing(n=args.rs_n, precision=args.rs_precision, compile=args.rs_compile)
+    if args.rs_compile:   # compile outside the timed call
+        smoothing(model, x[:1], y[:1], index=torch.arange(1))
     run(f"rs (ours, N={args.rs_n}, {args.rs_precision})", None, ours(smoothing), x[:k], y[:k])
     if "cohen" not in args.skip:
         run("Cohen-style certify loop", f"rs (ours, N={args.rs_n}, {args.rs_precision})",

@@ -105,7 +105,7 @@ def correct(model, images, labels, count: int, device: torch.device, channels_la
 
 
 def images_per_second(estimator, model, x, y, device: torch.device) -> float:
-    estimator(model, x[:2], y[:2], index=torch.arange(2))   # warm-up
+    estimator(model, x[:2], y[:2], index=torch.arange(2))   # warm-up (and compilation)
     synchronize(device)
     began = time.perf_counter()
     for start in range(0, len(x), estimator.batch_size):
@@ -135,7 +135,7 @@ def measure(name: str, args, images, labels, device: torch.device) -> dict:
                          "steps. Fix: pass more --train-steps")
     rs_count = min(len(x), args.rs_images)
     rs = RandomizedSmoothing(n=args.rs_n, forward_batch=args.rs_forward_batch, precision=args.precision,
-                             batch_size=rs_count)
+                             batch_size=rs_count, compile=args.compile)
     row = {"model": name, "train_img_s": train_rate, "rs_n": args.rs_n, "audited": len(x),
            "deepfool_img_s": images_per_second(DeepFool(steps=50, batch_size=args.attack_batch), model, x, y, device),
            "cw_img_s": images_per_second(CarliniWagner(batch_size=args.attack_batch), model, x, y, device),
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="training autocast and smoothing's forward passes")
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training step and smoothing")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--train-steps", type=int, default=None, help="default: 200 on a GPU, 2 on a CPU")
     parser.add_argument("--audit-images", type=int, default=None, help="default: 256 on a GPU, 4 on a CPU")

@@ -113,3 +113,23 @@ def test_compiled_channels_last_bf16_training_saves_plain_weights_that_reaudit_i
     run(compose_config([*fast[:-2], "mode=audit", f"model.checkpoint={checkpoint}"], tmp_path / "audit"))
     ours, again = (pd.read_parquet(tmp_path / job / "audits" / "final" / "records.parquet") for job in ("train", "audit"))
     pd.testing.assert_frame_equal(ours.drop(columns="settings_hash"), again.drop(columns="settings_hash"))
+
+
+@pytest.mark.slow
+def test_compiled_smoothing_certifies_the_same_radii():
+    import torch
+
+    from robustness_bias.estimators import RandomizedSmoothing
+    from robustness_bias.models import small_cnn
+
+    torch.manual_seed(0)
+    model = small_cnn((1, 8, 8), 3, {"mean": [0.5], "std": [0.25]}).eval()
+    x = torch.rand(6, 1, 8, 8)
+    y = model(x).argmax(1)
+    plain, compiled = (RandomizedSmoothing(n=3000, n0=50, forward_batch=500, compile=flag, sigma=0.05)
+                       for flag in (False, True))
+    expected = plain(model, x, y, index=torch.arange(6))
+    ours = compiled(model, x, y, index=torch.arange(6))
+    assert expected.success.any()
+    torch.testing.assert_close(ours.distance, expected.distance, rtol=0, atol=0)
+    assert compiled.forward_of(model) is compiled.forward_of(model), "compiled once per model"

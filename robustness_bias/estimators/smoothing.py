@@ -45,7 +45,8 @@ class RandomizedSmoothing(Estimator):
 
     def __init__(self, sigma: float = 0.125, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
                  forward_batch: int = 1000, noise_chunk: int = 500, seed: int = 0, precision: str = "fp32",
-                 batch_size: int = 16, every_nth: int | None = None, chunk_size: int | None = None):
+                 batch_size: int = 16, every_nth: int | None = None, chunk_size: int | None = None,
+                 compile: bool = False):
         if sigma <= 0 or n0 < 1 or n < 1 or not 0 < alpha < 1:
             raise ValueError("rs needs sigma > 0, n0 ≥ 1, n ≥ 1 and 0 < alpha < 1")
         if forward_batch < 1 or noise_chunk < 1:
@@ -55,7 +56,8 @@ class RandomizedSmoothing(Estimator):
         self.sigma, self.n0, self.n, self.alpha = sigma, n0, n, alpha
         self.forward_batch, self.noise_chunk, self.seed = forward_batch, noise_chunk, seed
         self.precision, self.batch_size, self.every_nth = precision, batch_size, every_nth
-        self.chunk_size = chunk_size
+        self.chunk_size, self.compile = chunk_size, compile
+        self._compiled: tuple[nn.Module, nn.Module] | None = None   # (model, its compiled forward)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index=None) -> DistanceResult:
         index = torch.arange(len(x)) if index is None else torch.as_tensor(index)
@@ -73,6 +75,15 @@ class RandomizedSmoothing(Estimator):
         return DistanceResult(distance=torch.where(certified, radius, torch.zeros_like(radius)), success=certified,
                               queries=torch.full((len(x),), self.n0 + self.n, dtype=torch.long), failure=failure)
 
+    def forward_of(self, model: nn.Module) -> nn.Module:
+        """The model, or with ``compile`` its torch.compile'd version (compiled once per model, for one
+        fixed batch shape: every forward pass then gets the full buffer)."""
+        if not self.compile:
+            return model
+        if self._compiled is None or self._compiled[0] is not model:
+            self._compiled = (model, torch.compile(model, dynamic=False))
+        return self._compiled[1]
+
     @torch.no_grad()
     def class_counts(self, model: nn.Module, x: torch.Tensor, index: torch.Tensor, num: int,
                      stream: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,12 +97,13 @@ class RandomizedSmoothing(Estimator):
         generator = torch.Generator(device=device)
         counts: torch.Tensor | None = None
         nonfinite = torch.zeros(len(x), dtype=torch.long, device=device)
+        forward = self.forward_of(model)
         filled = 0
 
         def flush(rows: int) -> None:
             nonlocal counts
             with torch.autocast(device.type, dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32"):
-                logits = model(buffer[:rows])
+                logits = forward(buffer)[:rows] if self.compile else forward(buffer[:rows])
             if counts is None:
                 counts = torch.zeros(len(x), logits.shape[1], dtype=torch.long, device=device)
             bad = nonfinite_rows(logits).long()
