@@ -43,6 +43,18 @@ def test_merged_shards_equal_the_unsharded_audit(tmp_path):
     assert merge_sharded_jobs(find_jobs([tmp_path / "sweep"])) == merged, "merging again gives the same job"
 
 
+def test_sharded_audits_of_a_checkpoint_merge_with_the_whole_test_accuracy(tmp_path):
+    run(compose_config(JOB, tmp_path / "trained"))
+    audit = [*JOB, "mode=audit", f"model.checkpoint={tmp_path / 'trained' / 'checkpoints' / 'last.ckpt'}"]
+    whole = run(compose_config(audit, tmp_path / "whole"))
+    for shard in range(2):
+        run(compose_config([*audit, f"audit.shard={shard}", "audit.num_shards=2"], tmp_path / "sweep" / str(shard)))
+    merged, = merge_sharded_jobs(find_jobs([tmp_path / "sweep"]))
+    result = json.loads((merged / "result.json").read_text())
+    assert result["test_accuracy"] == pytest.approx(whole["test_accuracy"]) and result["sigma"] == whole["sigma"]
+    pd.testing.assert_frame_equal(*(tables(job, "final")[0] for job in (merged, tmp_path / "whole")))
+
+
 def test_a_missing_or_duplicated_shard_is_an_error():
     records = pd.DataFrame({"estimator": pd.Categorical(["e"] * 4), "sample_index": [0, 1, 2, 3]})
     with pytest.raises(ValueError, match=r"shard\(s\) \[1\] of 2 are missing.*audit.shard=i audit.num_shards=2"):

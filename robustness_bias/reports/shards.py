@@ -50,6 +50,9 @@ def merge_jobs(shards: dict[int, Path], count: int) -> Path:
         audits[tag] = summary
     final = audits["final"]
     partition = first["partition"]
+    if first["mode"] == "audit":   # each shard's accuracy covered its own samples only
+        overall = final[(final["group"] == OVERALL) & (final["partition"] == "class")]
+        first["test_accuracy"] = float(overall["accuracy"].iloc[0])
     result = {**first, "shard": None, "merged_from": [str(shards[i]) for i in sorted(shards)],
               "output_dir": str(target), "audits": {tag: str(target / "audits" / tag) for tag in audits},
               "sigma": {f"{r.estimator}/{r.partition}={r.group}": r.sigma for r in final.itertuples()
