@@ -138,10 +138,16 @@ def test_compiled_smoothing_certifies_the_same_radii():
     model = small_cnn((1, 8, 8), 3, {"mean": [0.5], "std": [0.25]}).eval()
     x = torch.rand(6, 1, 8, 8)
     y = model(x).argmax(1)
-    plain, compiled = (RandomizedSmoothing(n=3000, n0=50, forward_batch=500, compile=flag, sigma=0.05)
+    plain, compiled = (RandomizedSmoothing(n=3000, n0=50, forward_batch=500, compile=flag, sigma=0.5)
                        for flag in (False, True))
     expected = plain(model, x, y, index=torch.arange(6))
     ours = compiled(model, x, y, index=torch.arange(6))
     assert expected.success.any()
     torch.testing.assert_close(ours.distance, expected.distance, rtol=0, atol=0)
     assert compiled.forward_of(model) is compiled.forward_of(model), "compiled once per model"
+    with torch.no_grad():   # training moves the weights in place between audits: the compiled forward follows
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter), alpha=0.05)
+    moved = plain(model, x, y, index=torch.arange(6))
+    assert not torch.equal(moved.distance, expected.distance), "the new weights give other radii"
+    torch.testing.assert_close(compiled(model, x, y, index=torch.arange(6)).distance, moved.distance, rtol=0, atol=0)
