@@ -133,6 +133,11 @@ class RobustnessAudit(L.Callback):
         self._resumed_epoch: int | None = None
 
     @property
+    def shard_label(self) -> str | None:
+        """``"i/n"`` for shard i of an audit split into n sweep jobs; None for a whole audit."""
+        return f"{self.shard}/{self.num_shards}" if self.num_shards > 1 else None
+
+    @property
     def partition_name(self) -> str:
         return "×".join(self.partition)
 
@@ -171,11 +176,13 @@ class RobustnessAudit(L.Callback):
         """Adopt the summary of an audit finished earlier under the same settings; False when there is none."""
         folder = self.output_dir / "audits" / tag
         try:
-            stored = pd.read_parquet(folder / "records.parquet", columns=["settings_hash", "epoch"])
+            stored = pd.read_parquet(folder / "records.parquet")
             summary = pd.read_parquet(folder / "summary.parquet")
         except FileNotFoundError:
             return False
-        if stored.empty or (stored["settings_hash"].iloc[0], stored["epoch"].iloc[0]) != (self.settings_hash, epoch):
+        first = stored.iloc[0] if len(stored) else {}
+        if (first.get("settings_hash"), first.get("epoch"), first.get("shard")) != (self.settings_hash, epoch,
+                                                                                     self.shard_label):
             return False
         self.summaries[tag] = summary
         return True
@@ -204,6 +211,8 @@ class RobustnessAudit(L.Callback):
             gathered: list = [None] * world
             torch.distributed.all_gather_object(gathered, records)
             records = merge_shards(dict(enumerate(gathered)), world)
+        if self.shard_label:   # this job's part of an audit split across jobs (the report merges them)
+            records.insert(2, "shard", self.shard_label)
         if rank == 0:
             self.summary_settings["partitions"] = self.partitions(datamodule, records)
             summary = summarize(records, self.summary_settings)

@@ -179,13 +179,14 @@ def settings_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def finished_result(output_dir: Path, fingerprint: str) -> dict | None:
-    """The stored result of this very job when it already finished here, so a rerun can skip it."""
+def finished_result(output_dir: Path, fingerprint: str, shard: dict | None) -> dict | None:
+    """The stored result of this very job (same settings, same shard) when it already finished here,
+    so a rerun can skip it."""
     path = output_dir / "result.json"
     if not path.is_file():
         return None
     result = json.loads(path.read_text())
-    return result if result.get("settings_hash") == fingerprint else None
+    return result if (result.get("settings_hash"), result.get("shard")) == (fingerprint, shard) else None
 
 
 def choice_names(cfg: DictConfig) -> dict[str, str]:
@@ -205,7 +206,8 @@ def run(cfg: DictConfig) -> dict:
     check_settings(cfg)
     output_dir = Path(cfg.paths.output_dir)
     fingerprint = settings_hash(cfg)
-    done = finished_result(output_dir, fingerprint)
+    shard = {"index": cfg.audit.shard, "count": cfg.audit.num_shards} if cfg.audit.num_shards > 1 else None
+    done = finished_result(output_dir, fingerprint, shard)
     if done is not None:
         log.info("already finished with the same settings in %s: skipped", output_dir)
         return {**done, "skipped": True}
@@ -230,13 +232,14 @@ def run(cfg: DictConfig) -> dict:
             test_accuracy = audit_only(cfg, model, checkpoint_epoch, datamodule, audit, loggers)
         else:
             last = output_dir / "checkpoints" / "last.ckpt"
-            checkpoint = EpochCheckpoint(last, fingerprint)   # before the audit: see EpochCheckpoint
+            job = fingerprint + (f"-shard{shard['index']}of{shard['count']}" if shard else "")   # what may resume
+            checkpoint = EpochCheckpoint(last, job)   # before the audit: see EpochCheckpoint
             trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[checkpoint, audit], logger=loggers or False,
                                              enable_checkpointing=False)   # ours replaces Lightning's
             module = Classifier(model, **cfg.optim, penalty=penalty, channels_last=cfg.speed.channels_last,
                                 compile=cfg.speed.compile)
             trainer.fit(module, datamodule=datamodule,
-                        ckpt_path=resumable(last, fingerprint))
+                        ckpt_path=resumable(last, job))
             test_accuracy = trainer.test(trainer.lightning_module, datamodule=datamodule, verbose=False)[0]["test/acc"]
             if not trainer.is_global_zero:
                 return {}   # with DDP, rank 0 holds the gathered audits and writes the result
@@ -247,7 +250,7 @@ def run(cfg: DictConfig) -> dict:
                   "audits": {tag: str(output_dir / "audits" / tag) for tag in audit.summaries},
                   "audit_chunks": audit.chunk_counts, "partition": audit.partition_name,
                   "summary_settings": audit.summary_settings,
-                  "shard": {"index": cfg.audit.shard, "count": cfg.audit.num_shards} if cfg.audit.num_shards > 1 else None}
+                  "shard": shard}
         final = audit.summaries["final"]
         result["sigma"] = {f"{r.estimator}/{r.partition}={r.group}": r.sigma
                            for r in final.itertuples() if r.partition == audit.partition_name and not math.isnan(r.sigma)}

@@ -41,6 +41,18 @@ def test_merged_shards_equal_the_unsharded_audit(tmp_path):
     result = json.loads((merged[0] / "result.json").read_text())
     assert result["sigma"] == json.loads((tmp_path / "whole" / "result.json").read_text())["sigma"]
     assert merge_sharded_jobs(find_jobs([tmp_path / "sweep"])) == merged, "merging again gives the same job"
+    shard = pd.read_parquet(tmp_path / "sweep" / "1" / "audits" / "final" / "records.parquet")
+    assert (shard["shard"] == "1/3").all()
+
+
+def test_a_shard_and_the_whole_audit_never_stand_in_for_each_other(tmp_path):
+    first = run(compose_config([*JOB, "audit.shard=0", "audit.num_shards=2"], tmp_path))
+    assert run(compose_config([*JOB, "audit.shard=0", "audit.num_shards=2"], tmp_path))["skipped"]
+    whole = run(compose_config(JOB, tmp_path))
+    assert "skipped" not in whole and whole["settings_hash"] == first["settings_hash"]
+    for tag in TAGS:   # the shard's checkpoint was not resumed: every audit of the whole job is there
+        records = pd.read_parquet(tmp_path / "audits" / tag / "records.parquet")
+        assert "shard" not in records and len(records) == 360 * 2 + 72
 
 
 def test_sharded_audits_of_a_checkpoint_merge_with_the_whole_test_accuracy(tmp_path):

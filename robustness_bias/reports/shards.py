@@ -40,7 +40,7 @@ def merge_jobs(shards: dict[int, Path], count: int) -> Path:
     target = shards[min(shards)].parent / f"merged-{first['settings_hash']}"
     audits = {}
     for tag in first["audits"]:
-        records = merge_shards({i: pd.read_parquet(job / "audits" / tag / "records.parquet")
+        records = merge_shards({i: pd.read_parquet(job / "audits" / tag / "records.parquet").drop(columns="shard")
                                 for i, job in shards.items()}, count)
         summary = summarize(records, first["summary_settings"]).assign(epoch_tag=tag)
         folder = target / "audits" / tag
