@@ -20,14 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
 
 from robustness_bias.data import DigitsDataModule  # noqa: E402
 from robustness_bias.estimators import CarliniWagner, DeepFool, RandomizedSmoothing  # noqa: E402
-from robustness_bias.models import Normalize, small_cnn  # noqa: E402
+from robustness_bias import models  # noqa: E402
 
 
 def digits_images(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,10 +41,7 @@ def trained_model(name: str, image_size: int, device: str, epochs: int = 4, seed
     torch.manual_seed(seed)
     shape = (3, image_size, image_size)
     norm = {"mean": [0.3] * 3, "std": [0.4] * 3}
-    if name == "small_cnn":
-        model = small_cnn(shape, 10, norm)
-    else:
-        model = torch.nn.Sequential(Normalize(**norm), torchvision.models.resnet50(num_classes=10))
+    model = getattr(models, name)(shape, 10, norm)   # the pipeline's own builders
     model = model.to(device)
     images, labels = digits_images(image_size)
     order = torch.randperm(len(images))
@@ -163,14 +159,14 @@ def main(argv=None) -> pd.DataFrame:
         run("Cohen-style certify loop", f"rs (ours, N={args.rs_n}, {args.rs_precision})",
             lambda m, a, b: peers.cohen_certify(m, a, b, n=args.rs_n), x[:k], y[:k])
     table = compare(rows)
-    rate = forward_rate(model, x, args.device, args.rs_precision)
+    rate = forward_rate(smoothing.forward_of(model), x, args.device, args.rs_precision)   # compiled with --rs-compile
     floor = rate / (args.rs_n + smoothing.n0)
     ours_rs = table.loc[table["method"].str.startswith("rs (ours"), "images/s"].iloc[0]
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 20)
     print()
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"\nforward pass ({args.rs_precision}): {rate:,.0f} images/s → smoothing floor at N+N0={args.rs_n + smoothing.n0}: "
+    print(f"\nforward pass ({args.rs_precision}{', compiled' if args.rs_compile else ''}): {rate:,.0f} images/s → smoothing floor at N+N0={args.rs_n + smoothing.n0}: "
           f"{floor:.3f} images/s; ours reaches {ours_rs / floor:.0%} of it")
     return table
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
+from robustness_bias.estimators.base import l2_norm
 from robustness_bias.estimators.smoothing import lower_confidence_bound
 
 
@@ -19,7 +20,7 @@ def checked_distances(model, x: torch.Tensor, y: torch.Tensor, adv: torch.Tensor
     with torch.no_grad():
         fooled = model(adv).argmax(1) != y
     inside = (adv >= 0).flatten(1).all(1) & (adv <= 1).flatten(1).all(1)
-    distance = (adv - x).flatten(1).norm(dim=1)
+    distance = l2_norm(adv - x)
     return torch.where(fooled & inside, distance, torch.full_like(distance, float("inf"))).cpu()
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +24,9 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from estimators import correct_inputs, timed  # noqa: E402
+
 from robustness_bias.estimators import CarliniWagner, DeepFool, RandomizedSmoothing  # noqa: E402
 from robustness_bias import models  # noqa: E402
 
@@ -33,11 +35,6 @@ GRID_MODELS = ["utk_classifier", "resnet50", "alexnet", "vgg19_bn", "densenet121
 TEST_IMAGES, TRAIN_IMAGES, EPOCHS = 4742, 17069, 15
 ATTACK_AUDITS, SMOOTHING_AUDITS, SMOOTHING_EVERY, SMOOTHING_N, SMOOTHING_N0 = 3, 2, 5, 100_000, 100
 CLASSES, NORMALIZATION = 5, {"mean": [0.5] * 3, "std": [0.25] * 3}
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def utkface_images(root: str, size: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,35 +81,27 @@ def train(model, images, labels, steps: int, batch: int, precision: str, channel
         loss.backward()
         optimizer.step()
 
-    for i in range(3):
+    for i in range(3):   # warm-up
         step(i)
-    synchronize(device)
-    began = time.perf_counter()
-    for i in range(steps):
-        step(i)
-    synchronize(device)
-    return steps * batch / (time.perf_counter() - began)
+    _, seconds = timed(device.type, lambda: [step(i) for i in range(steps)])
+    return steps * batch / seconds
 
 
 def correct(model, images, labels, count: int, device: torch.device, channels_last: bool):
-    model.eval()
-    with torch.no_grad():
-        x = images.to(device)
-        predicted = torch.cat([model(x[i:i + 64]).argmax(1) for i in range(0, len(x), 64)])
-    keep = (predicted.cpu() == labels).nonzero()[:, 0][:count]
-    x, y = images[keep].to(device), labels[keep].to(device)
+    x, y = correct_inputs(model.eval(), images.to(device), labels.to(device), count)
     return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
 
 
 def images_per_second(estimator, model, x, y, device: torch.device) -> float:
     estimator(model, x[:2], y[:2], index=torch.arange(2))   # warm-up (and compilation)
-    synchronize(device)
-    began = time.perf_counter()
-    for start in range(0, len(x), estimator.batch_size):
-        end = start + estimator.batch_size
-        estimator(model, x[start:end], y[start:end], index=torch.arange(start, min(end, len(x))))
-    synchronize(device)
-    return len(x) / (time.perf_counter() - began)
+
+    def every_batch():
+        for start in range(0, len(x), estimator.batch_size):
+            end = start + estimator.batch_size
+            estimator(model, x[start:end], y[start:end], index=torch.arange(start, min(end, len(x))))
+
+    _, seconds = timed(device.type, every_batch)
+    return len(x) / seconds
 
 
 def projected_hours(row: dict) -> dict:
@@ -167,7 +156,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args.audit_images = args.audit_images or (256 if gpu else 4)
     args.rs_n = args.rs_n or (10_000 if gpu else 100)
     args.pool = max(4 * args.audit_images, 64)
-    count = args.train_steps * args.batch_size + args.pool + 3 * args.batch_size
+    count = args.train_steps * args.batch_size + args.pool
     images, labels = (utkface_images(args.data_dir, args.image_size, count) if args.data_dir
                       else synthetic_images(args.image_size, count))
 

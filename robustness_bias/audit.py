@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from torch.utils.data import DataLoader, Subset
@@ -18,7 +19,8 @@ from tqdm.auto import tqdm
 
 from .data import ImageDataModule
 from .estimators import FAILURES, DistanceResult, Estimator
-from .records import write_table
+from .estimators.base import nonfinite_rows
+from .records import write_audit, write_table
 from .reports.figures import sigma_figure, survival_figure
 from .summary import OVERALL, group_summary
 
@@ -129,7 +131,6 @@ class RobustnessAudit(L.Callback):
         self.summaries: dict[str, pd.DataFrame] = {}
         self.summary_settings = {**self.metric_options, "rb_quantiles": list(self.rb_quantiles), **self.group_options}
         self.chunk_counts: dict[str, dict[str, dict[str, int]]] = {}   # label → estimator → reused/computed
-        self._finished_partials: list[Path] = []
         self._resumed_epoch: int | None = None
 
     @property
@@ -176,7 +177,8 @@ class RobustnessAudit(L.Callback):
         """Adopt the summary of an audit finished earlier under the same settings; False when there is none."""
         folder = self.output_dir / "audits" / tag
         try:
-            stored = pd.read_parquet(folder / "records.parquet")
+            columns = [c for c in ("settings_hash", "epoch", "shard") if c in pq.read_schema(folder / "records.parquet").names]
+            stored = pd.read_parquet(folder / "records.parquet", columns=columns)
             summary = pd.read_parquet(folder / "summary.parquet")
         except FileNotFoundError:
             return False
@@ -197,11 +199,13 @@ class RobustnessAudit(L.Callback):
         rank, world = process_group()
         part, parts = self.shard + self.num_shards * rank, self.num_shards * world
         weights = model_fingerprint(model)
+        shard = f"-shard{part}of{parts}" if parts > 1 else ""
+        partial = self.output_dir / "audits" / ".partial" / f"{self.settings_hash}-{weights}-e{epoch}{shard}"
         was_training = model.training
         model.eval()
         try:
             with torch.random.fork_rng(devices=[]):
-                records = self.measure(model, datamodule, device, epoch, "+".join(tags), weights, part, parts)
+                records = self.measure(model, datamodule, device, "+".join(tags), partial, part, parts)
         finally:
             model.train(was_training)
         records.insert(records.columns.get_loc("estimator") + 1, "epoch", epoch)
@@ -220,9 +224,7 @@ class RobustnessAudit(L.Callback):
                 self.write(records.assign(epoch_tag=tag), summary.assign(epoch_tag=tag), tag, loggers, step)
         if world > 1:
             torch.distributed.barrier()   # the records are on disk before any rank drops its chunks
-        for partial in self._finished_partials:
-            shutil.rmtree(partial, ignore_errors=True)
-        self._finished_partials.clear()
+        shutil.rmtree(partial, ignore_errors=True)   # the records now hold what the chunks held
 
     def partitions(self, datamodule: ImageDataModule, records: pd.DataFrame) -> list[str]:
         """Every single-attribute partition, plus the configured one when it combines attributes."""
@@ -238,31 +240,28 @@ class RobustnessAudit(L.Callback):
         predictions = []
         for x, _, _ in loader:
             logits = model(x.to(device))
-            predictions.append(torch.where(torch.isfinite(logits).all(1), logits.argmax(1), -1).cpu())
+            predictions.append(torch.where(nonfinite_rows(logits), -1, logits.argmax(1)).cpu())
         return torch.cat(predictions).numpy()
 
-    def measure(self, model: torch.nn.Module, datamodule: ImageDataModule, device, epoch: int, label: str,
-                weights: str, part: int = 0, parts: int = 1) -> pd.DataFrame:
+    def measure(self, model: torch.nn.Module, datamodule: ImageDataModule, device, label: str, partial: Path,
+                part: int = 0, parts: int = 1) -> pd.DataFrame:
         """Records of every estimator on every ``every_nth`` test sample; only correct points are attacked.
 
         An estimator with its own ``every_nth`` audits every n-th of those samples only, and of
         these, shard ``part`` of ``parts`` takes every ``parts``-th. Work is saved in chunks under
-        ``audits/.partial/``, so a rerun after a crash resumes where it stopped.
+        ``partial``, so a rerun after a crash resumes where it stopped.
         """
         indices = datamodule.test_indices[::self.every_nth]
         loader = DataLoader(Subset(datamodule.table, indices.tolist()), batch_size=self.batch_size, shuffle=False)
         meta = datamodule.table.metadata(indices)
         meta["prediction"] = self._predict(model, loader, device)
         meta["correct"] = meta["prediction"] == meta["label"]
-        shard = f"-shard{part}of{parts}" if parts > 1 else ""
-        partial = self.output_dir / "audits" / ".partial" / f"{self.settings_hash}-{weights}-e{epoch}{shard}"
         frames = [self._estimate(name, estimator, model, datamodule.table,
                                  meta.iloc[::estimator.every_nth or 1].iloc[part::parts], device, label, partial / name)
                   for name, estimator in self.estimators.items()]
         records = pd.concat(frames, ignore_index=True)
         records["estimator"] = pd.Categorical(records["estimator"], categories=list(self.estimators))
         records["failure"] = pd.Categorical(records["failure"], categories=[*FAILURES, NOT_ATTACKED])
-        self._finished_partials.append(partial)
         return records
 
     def _estimate(self, name: str, estimator: Estimator, model, table, meta: pd.DataFrame, device, label: str,
@@ -322,18 +321,15 @@ class RobustnessAudit(L.Callback):
             except torch.cuda.OutOfMemoryError:
                 if estimator.batch_size == 1:
                     raise
-                parts = None
+                parts = None   # free this attempt's results before handing memory back
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-                estimator.batch_size = max(1, estimator.batch_size // 2)
+                estimator.batch_size //= 2
                 log.warning("%s ran out of GPU memory: retrying the chunk with batch_size=%d", name,
                             estimator.batch_size)
 
     def write(self, records: pd.DataFrame, summary: pd.DataFrame, tag: str, loggers, step: int) -> None:
-        folder = self.output_dir / "audits" / tag
-        write_table(records, folder / "records.parquet")
-        write_table(summary, folder / "summary.parquet")
-        write_table(summary, folder / "summary.csv")
+        write_audit(self.output_dir / "audits" / tag, records, summary)
         self.summaries[tag] = summary
         figures = self.output_dir / "figures"
         survival = survival_figure(records, self.partition_name, figures / f"{tag}_survival_{self.partition_name}.png",

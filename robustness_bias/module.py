@@ -17,7 +17,8 @@ class Classifier(L.LightningModule):
     batches that lack one side of the partition train on cross-entropy alone and are counted.
     ``channels_last`` feeds image batches in NHWC order (the model should be converted too: see
     :func:`robustness_bias.pipeline.build_model`); ``compile`` runs training and evaluation
-    steps through ``torch.compile`` (audits use the plain model; smoothing compiles its own).
+    steps through ``torch.compile`` (the regularized step, which differentiates through input
+    gradients, and the audits use the plain model; smoothing compiles its own).
     """
 
     def __init__(self, model: nn.Module, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 0.0,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from pathlib import Path
 
 import lightning as L
@@ -24,6 +23,7 @@ from .module import Classifier
 from .regularizer import RobustnessBiasPenalty
 from .records import write_atomic
 from .resume import EpochCheckpoint, resumable
+from .summary import overall_accuracy, sigmas_of
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,7 @@ def audit_only(cfg: DictConfig, model, epoch: int | None, datamodule: ImageDataM
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu")
     model = model.to(device).eval()
     audit.run(model, datamodule, device, epoch if epoch is not None else 0, ["final"], loggers, step=0)
-    correct = audit.summaries["final"]
-    overall = correct[(correct["group"] == "(all)") & (correct["partition"] == "class")]
-    accuracy = float(overall["accuracy"].iloc[0])
+    accuracy = overall_accuracy(audit.summaries["final"])
     for logger in loggers:
         logger.log_metrics({"test/acc": accuracy}, step=0)
     return accuracy
@@ -238,8 +236,7 @@ def run(cfg: DictConfig) -> dict:
                                              enable_checkpointing=False)   # ours replaces Lightning's
             module = Classifier(model, **cfg.optim, penalty=penalty, channels_last=cfg.speed.channels_last,
                                 compile=cfg.speed.compile)
-            trainer.fit(module, datamodule=datamodule,
-                        ckpt_path=resumable(last, job))
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resumable(last, job))
             test_accuracy = trainer.test(trainer.lightning_module, datamodule=datamodule, verbose=False)[0]["test/acc"]
             if not trainer.is_global_zero:
                 return {}   # with DDP, rank 0 holds the gathered audits and writes the result
@@ -249,11 +246,8 @@ def run(cfg: DictConfig) -> dict:
                   "output_dir": str(output_dir), "bad_files": datamodule.facts.get("bad_files", []),
                   "audits": {tag: str(output_dir / "audits" / tag) for tag in audit.summaries},
                   "audit_chunks": audit.chunk_counts, "partition": audit.partition_name,
-                  "summary_settings": audit.summary_settings,
-                  "shard": shard}
-        final = audit.summaries["final"]
-        result["sigma"] = {f"{r.estimator}/{r.partition}={r.group}": r.sigma
-                           for r in final.itertuples() if r.partition == audit.partition_name and not math.isnan(r.sigma)}
+                  "summary_settings": audit.summary_settings, "shard": shard}
+        result["sigma"] = sigmas_of(audit.summaries["final"], audit.partition_name)
         write_atomic(output_dir / "result.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
         log.info("test accuracy %.4f; records and figures in %s", result["test_accuracy"], output_dir)
         return result

@@ -30,3 +30,11 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     if path.suffix == ".csv":
         return write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
     raise ValueError(f"cannot write a table as {path.suffix!r}; use .parquet or .csv")
+
+
+def write_audit(folder: str | Path, records: pd.DataFrame, summary: pd.DataFrame) -> None:
+    """One audit's tables: ``records.parquet``, ``summary.parquet`` and ``summary.csv``."""
+    folder = Path(folder)
+    write_table(records, folder / "records.parquet")
+    write_table(summary, folder / "summary.parquet")
+    write_table(summary, folder / "summary.csv")

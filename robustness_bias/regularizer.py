@@ -52,9 +52,11 @@ class RobustnessBiasPenalty:
         else:
             sides = [codes == self.group_code, codes != self.group_code]
         sides = [side & correct for side in sides]
-        means = {name: distance[side].mean().detach() for name, side in zip(self._side_names(), sides) if side.any()}
-        shares = [beyond[side].mean() for side in sides if side.any()]
-        if len(shares) < 2 or (self.group_code is not None and len(shares) < len(sides)):
+        present = torch.stack([side.any() for side in sides]).tolist()   # one wait for the device, not one per side
+        means = {name: distance[side].mean().detach()
+                 for name, side, there in zip(self._side_names(), sides, present) if there}
+        shares = [beyond[side].mean() for side, there in zip(sides, present) if there]
+        if len(shares) < 2:
             return logits, None, means
         shares = torch.stack(shares)
         return logits, self.alpha * (shares.max() - shares.min()), means

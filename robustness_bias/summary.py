@@ -33,6 +33,18 @@ def _distance_stats(distance: np.ndarray, correct: np.ndarray, success: np.ndarr
     }
 
 
+def overall_accuracy(summary: pd.DataFrame) -> float:
+    """The accuracy on all audited test samples, from a summary's ``(all)`` row."""
+    overall = summary[(summary["group"] == OVERALL) & (summary["partition"] == "class")]
+    return float(overall["accuracy"].iloc[0])
+
+
+def sigmas_of(summary: pd.DataFrame, partition: str) -> dict[str, float]:
+    """σ of every group of ``partition`` that has one, keyed ``<estimator>/<partition>=<group>``."""
+    rows = summary[(summary["partition"] == partition) & (summary["group"] != OVERALL) & summary["sigma"].notna()]
+    return {f"{r.estimator}/{r.partition}={r.group}": r.sigma for r in rows.itertuples()}
+
+
 SIGNIFICANCE = {"resamples": 1000, "permutations": 1000, "level": 0.95, "seed": 0}
 
 
@@ -71,13 +83,13 @@ def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: 
             overall = {"estimator": estimator, "partition": partition, "group": OVERALL, "size": len(frame),
                        "accuracy": float(correct.mean()) if len(frame) else np.nan,
                        **_distance_stats(distance, correct, success),
-                       "auc": bias.area_under_survival(bias.effective_distances(distance, correct, **kw), t_max),
+                       "auc": bias.area_under_survival(pooled, t_max),
                        "sigma": np.nan, "tau_max": t_max, **tau_columns}
             overall.update({f"rb_q{round(q * 100)}": np.nan for q in rb_quantiles})
             overall.update(sigma_low=np.nan, sigma_high=np.nan, p_value=np.nan, too_small=False)
             rows.append(overall)
             for code, group in enumerate(groups):
-                member = (column == group).to_numpy()
+                member = codes == code
                 row = {"estimator": estimator, "partition": partition, "group": str(group), "size": int(member.sum()),
                        "accuracy": float(correct[member].mean()) if member.any() else np.nan,
                        **_distance_stats(distance[member], correct[member], success[member]),
@@ -92,8 +104,7 @@ def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: 
                 if row["too_small"]:
                     row.update(sigma=np.nan, sigma_low=np.nan, sigma_high=np.nan, p_value=np.nan)
                 rows.append(row)
-        mine = pd.DataFrame(rows[first_row:])
-        adjusted = bias.benjamini_hochberg(mine["p_value"].to_numpy(float)) if "p_value" in mine else []
+        adjusted = bias.benjamini_hochberg(np.array([row["p_value"] for row in rows[first_row:]], dtype=float))
         for row, value in zip(rows[first_row:], adjusted):
             row["p_adjusted"] = value
     return pd.DataFrame(rows)

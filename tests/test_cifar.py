@@ -112,6 +112,7 @@ def test_cifar10_counts_labels_names_and_pixels(cifar_root):
 
 def test_official_test_split_and_seeded_validation(cifar_root):
     module = cifar10(cifar_root, val_fraction=0.25)
+    np.testing.assert_array_equal(module.table.is_test, np.isin(np.arange(26), CIFAR10_TEST_IDS))
     np.testing.assert_array_equal(module.test_indices, CIFAR10_TEST_IDS)
     assert len(module.val_indices) == math.ceil(0.25 * 20) == 5
     np.testing.assert_array_equal(np.sort(np.concatenate([module.train_indices, module.val_indices])),
@@ -173,6 +174,12 @@ def test_missing_folder_says_what_to_download_and_where(tmp_path, module, url, f
     message = str(error.value)
     assert url in message and f"{tmp_path / 'nowhere' / folder}/" in message
     assert "dataset.root=" in message and "dataset.download=true" in message and "Fix:" in message
+
+
+@pytest.mark.parametrize("root", [None, ""])
+def test_unset_root_says_what_belongs_there(root):
+    with pytest.raises(DataError, match=r"^dataset\.root is not set\. .*cifar-10-batches-py/.*Fix: pass dataset\.root="):
+        CIFAR10DataModule(root=root, normalization=CIFAR10_NORMALIZATION)
 
 
 def test_missing_file_is_named(cifar_root):

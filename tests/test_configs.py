@@ -14,6 +14,20 @@ def _options(group):
 
 
 CASES = [(group, name) for group in GROUPS for name in _options(group)]
+SET_BY_COMPOSE_CONFIG = {("paths", "output_dir")}   # conftest.compose_config overrides it
+
+
+def _package(group, name):
+    """Where ``<group>/<name>.yaml`` lands in the composed config: its ``# @package`` line, else the group."""
+    first = (CONFIG_DIR / group / f"{name}.yaml").read_text().splitlines()[0]
+    return first.removeprefix("# @package ").strip() if first.startswith("# @package ") else group
+
+
+def _own_settings(group, name):
+    """What the file itself sets, with interpolations left unresolved, and whether it extends another
+    option (a defaults list, as trainer=gpu extends trainer=default)."""
+    own = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / group / f"{name}.yaml"), resolve=False)
+    return own, own.pop("defaults", None) is not None
 
 
 def test_every_group_has_options():
@@ -24,9 +38,16 @@ def test_every_group_has_options():
 def test_every_config_composes(group, name):
     override = f"{group}=[{name}]" if group == "estimator" else f"{group}={name}"
     cfg = compose_config([override])
-    assert group in cfg
     if group == "estimator":
         assert list(cfg.estimator) == [name]
+    # the chosen file, not the default one, is what ended up at its package: every value it sets is there
+    own, extends_another = _own_settings(group, name)
+    composed = OmegaConf.select(cfg, _package(group, name))
+    assert composed is not None
+    composed = OmegaConf.to_container(composed, resolve=False)
+    assert own.keys() <= composed.keys() if extends_another else own.keys() == composed.keys()
+    assert {key: composed[key] for key in own if (group, key) not in SET_BY_COMPOSE_CONFIG} == \
+        {key: value for key, value in own.items() if (group, key) not in SET_BY_COMPOSE_CONFIG}
     OmegaConf.to_container(cfg[group], resolve=True)
 
 

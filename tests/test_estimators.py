@@ -54,11 +54,87 @@ def test_deepfool_is_exact_times_overshoot_after_one_step_on_an_affine_model(aff
     assert (result.queries == 1 + 9 + 1).all()
 
 
-@pytest.mark.parametrize("gradients", ["batched", "loop"])
-def test_deepfool_gradient_modes_agree(affine, gradients):
+def spy_on_gradients(monkeypatch) -> list[tuple[bool, bool]]:
+    """Record (is_grads_batched, raised) for every torch.autograd.grad call from here on."""
+    calls, grad = [], torch.autograd.grad
+
+    def spy(*args, **kwargs):
+        batched = kwargs.get("is_grads_batched", False)
+        try:
+            result = grad(*args, **kwargs)
+        except BaseException:
+            calls.append((batched, True))
+            raise
+        calls.append((batched, False))
+        return result
+
+    monkeypatch.setattr(torch.autograd, "grad", spy)
+    return calls
+
+
+def test_deepfool_gradient_modes_agree(affine, monkeypatch):
     x, y, _ = interior_points(affine, 8)
     reference = DeepFool(gradients="loop")(affine, x, y)
-    torch.testing.assert_close(DeepFool(gradients=gradients)(affine, x, y).distance, reference.distance)
+    calls = spy_on_gradients(monkeypatch)
+    batched = DeepFool(gradients="batched")(affine, x, y)
+    # the vmapped backward pass really ran (on CPU too), once per step, and never fell back to the loop
+    assert calls and all(flag and not raised for flag, raised in calls), calls
+    torch.testing.assert_close(batched.distance, reference.distance)
+    assert torch.equal(batched.success, reference.success) and torch.equal(batched.queries, reference.queries)
+    assert torch.equal(batched.failure, reference.failure)
+
+
+class SquareWithoutVmap(torch.autograd.Function):
+    """x ↦ x², whose backward pass branches on its input's values: vmap cannot batch it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, = ctx.saved_tensors
+        return 2 * x * grad if bool((grad != 0).any()) else torch.zeros_like(x)
+
+
+class Quadratic(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(36, 4)
+
+    def forward(self, x):
+        return self.linear(SquareWithoutVmap.apply(x.flatten(1)))
+
+
+def test_deepfool_falls_back_to_the_loop_once_where_the_model_does_not_support_vmap(monkeypatch):
+    torch.manual_seed(0)
+    model = Quadratic().eval()
+    x = torch.rand(8, *SHAPE)
+    y = model(x).argmax(1)
+    reference = DeepFool(gradients="loop")(model, x, y)
+    assert reference.success.all() and reference.queries.max() > 1 + 3 + 1   # several steps
+    calls = spy_on_gradients(monkeypatch)
+    fallen_back = DeepFool(gradients="batched")(model, x, y)
+    # one failed vmapped pass, remembered for the rest of the call: every later step loops
+    assert [flag for flag, _ in calls].count(True) == 1 and calls[0] == (True, True), calls
+    assert not any(raised for _, raised in calls[1:]), calls
+    for field in ("distance", "success", "queries", "failure"):
+        assert torch.equal(getattr(fallen_back, field), getattr(reference, field)), field
+
+
+def test_deepfool_does_not_mistake_out_of_memory_for_missing_vmap_support(affine, monkeypatch):
+    x, y, _ = interior_points(affine, 4)
+    grad = torch.autograd.grad
+
+    def out_of_memory(*args, **kwargs):
+        if kwargs.get("is_grads_batched", False):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", out_of_memory)
+    with pytest.raises(torch.cuda.OutOfMemoryError):   # the audit halves the batch on it
+        DeepFool(gradients="batched")(affine, x, y)
 
 
 @pytest.fixture

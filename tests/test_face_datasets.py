@@ -11,7 +11,7 @@ from PIL import Image
 
 from robustness_bias.data import AdienceDataModule, DataError, UTKFaceDataModule
 from robustness_bias.data.adience import AGE_NAMES as ADIENCE_AGES
-from robustness_bias.data.adience import age_group
+from robustness_bias.data.adience import OFFICIAL_AGES, age_group
 from robustness_bias.data.utkface import AGE_NAMES, age_bin, parse_name
 
 NORM = {"mean": [0.0] * 3, "std": [1.0] * 3}
@@ -78,6 +78,9 @@ def test_utkface_counts_labels_and_attributes(utkface):
     assert data.table[0][0].shape == (3, 8, 8)
     split = data.facts["split"]
     assert split == {"train": 21, "val": 3, "test": 7}      # ceil(0.2·31) = 7; ceil(0.1·24) = 3
+    # the seeded test set is marked on the table, and the split keeps exactly it
+    assert data.table.is_test is not None and data.table.is_test.sum() == 7
+    np.testing.assert_array_equal(np.flatnonzero(data.table.is_test), data.test_indices)
 
 
 def test_utkface_keep_first_policy_keeps_one_of_a_conflicting_group(utkface):
@@ -116,6 +119,8 @@ def test_utkface_resize_and_cache(utkface):
 def test_utkface_missing_folder_says_what_to_do(tmp_path):
     with pytest.raises(DataError, match=r"UTKFace.tar.gz.*Fix: pass dataset.root="):
         UTKFaceDataModule(root=str(tmp_path / "nowhere"), normalization=NORM)
+    with pytest.raises(DataError, match=r"^dataset\.root is not set\. .*UTKFace.tar.gz.*Fix: pass dataset.root="):
+        UTKFaceDataModule(root=None, normalization=NORM)
 
 
 FOLD_HEADER = "user_id\toriginal_image\tface_id\tage\tgender\tx\ty\tdx\tdy\ttilt_ang\tfiducial_yaw_angle\tfiducial_score"
@@ -149,6 +154,11 @@ def test_adience_stray_ages_map_to_the_nearest_group():
     assert age_group("None") is None and age_group("") is None
 
 
+def test_adience_official_ages_are_the_fold_files_strings_of_the_eight_groups():
+    assert OFFICIAL_AGES == ("(0, 2)", "(4, 6)", "(8, 12)", "(15, 20)", "(25, 32)", "(38, 43)", "(48, 53)", "(60, 100)")
+    assert [age_group(s) for s in OFFICIAL_AGES] == list(range(len(ADIENCE_AGES)))
+
+
 def test_adience_folds_labels_and_attributes(tmp_path):
     root = tmp_path / "adience"
     write_adience(root)
@@ -157,11 +167,12 @@ def test_adience_folds_labels_and_attributes(tmp_path):
     rows = pd.concat(pd.read_csv(root / f"fold_{k}_data.txt", sep="\t", dtype=str, keep_default_na=False)
                      .assign(fold=k) for k in range(5))
     assert data.facts["rows"] == len(rows) and data.facts["without_age"] == (rows["age"] == "None").sum()
-    assert set(data.facts["stray_ages"]) == {"(8, 12)", "(38, 42)", "35", "(8, 23)"}
+    assert set(data.facts["stray_ages"]) == {"(38, 42)", "35", "(8, 23)"}     # "(8, 12)" is official
     usable = rows[rows["age"] != "None"]
     assert len(data.table) == len(usable)
     test_users = {data.table.paths[i].parent.name for i in data.test_indices}
     assert test_users == {"user4"} and len(data.test_indices) == (usable["fold"] == 4).sum()
+    np.testing.assert_array_equal(np.flatnonzero(data.table.is_test), data.test_indices)
     n_train = (usable["fold"] != 4).sum()
     assert len(data.val_indices) == int(np.ceil(0.25 * n_train)) and len(data.train_indices) + len(data.val_indices) == n_train
     assert data.table.class_names == ADIENCE_AGES and data.partitions == ["class", "gender"]
@@ -184,3 +195,10 @@ def test_adience_missing_fold_file_is_named(tmp_path):
     (root / "fold_3_data.txt").unlink()
     with pytest.raises(DataError, match=r"fold_3_data\.txt.*Fix: pass dataset.root="):
         AdienceDataModule(root=str(root), normalization=NORM)
+
+
+def test_adience_missing_folder_says_what_to_do(tmp_path):
+    with pytest.raises(DataError, match=r"no such folder\. .*fold_0_data\.txt.*aligned/.*Fix: pass dataset.root="):
+        AdienceDataModule(root=str(tmp_path / "nowhere"), normalization=NORM)
+    with pytest.raises(DataError, match=r"^dataset\.root is not set\. .*fold_0_data\.txt.*Fix: pass dataset.root="):
+        AdienceDataModule(root=None, normalization=NORM)

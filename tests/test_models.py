@@ -135,13 +135,22 @@ def test_normalize_is_applied_first():
 
 
 @pytest.mark.parametrize("name", TORCHVISION)
-def test_torchvision_model_has_torchvisions_parameters(name):
-    reference = getattr(torchvision.models, name)
-    with torch.device("meta"):  # shapes only: no memory, no initialization
-        expected = parameter_count(reference(num_classes=7))
+def test_torchvision_model_is_normalize_then_torchvisions_network_with_a_head_for_the_classes(name):
     model = build(name, max(MIN_SIDE[name], 32), num_classes=7)
-    assert parameter_count(model) == expected
+    assert len(model) == 2 and isinstance(model[0], Normalize)
     assert not list(model[0].parameters())  # Normalize has buffers only
+    torch.testing.assert_close(model[0].mean.flatten(), torch.tensor(NORMALIZATION["mean"]))
+    with torch.device("meta"):  # shapes only: no memory, no initialization
+        imagenet = getattr(torchvision.models, name)()  # torchvision's own 1000-class network
+    assert type(model[1]) is type(imagenet)
+    shapes = {key: tuple(value.shape) for key, value in model[1].state_dict().items()}
+    expected = {key: tuple(value.shape) for key, value in imagenet.state_dict().items()}
+    assert shapes.keys() == expected.keys()
+    head = {key for key in expected if key.startswith(HEADS[name] + ".")}
+    assert head == {f"{HEADS[name]}.weight", f"{HEADS[name]}.bias"}
+    assert {key: shapes[key] for key in expected.keys() - head} == {key: expected[key] for key in expected.keys() - head}
+    for key in head:  # the head alone differs: 7 outputs where ImageNet has 1000
+        assert expected[key][0] == 1000 and shapes[key] == (7, *expected[key][1:]), key
 
 
 @pytest.mark.parametrize("name", [name for name in TORCHVISION if MIN_SIDE[name] > 1])

@@ -40,7 +40,12 @@ def test_merged_shards_equal_the_unsharded_audit(tmp_path):
             pd.testing.assert_frame_equal(ours, whole)
     result = json.loads((merged[0] / "result.json").read_text())
     assert result["sigma"] == json.loads((tmp_path / "whole" / "result.json").read_text())["sigma"]
-    assert merge_sharded_jobs(find_jobs([tmp_path / "sweep"])) == merged, "merging again gives the same job"
+    written = {path: path.stat().st_mtime_ns for path in merged[0].rglob("*.parquet")}
+    assert merge_sharded_jobs(find_jobs([tmp_path / "sweep"])) == merged
+    assert {path: path.stat().st_mtime_ns for path in merged[0].rglob("*.parquet")} == written, "not merged again"
+    os.utime(tmp_path / "sweep" / "2" / "result.json")   # a shard rerun after the merge: merge anew
+    merge_sharded_jobs(find_jobs([tmp_path / "sweep"]))
+    assert {path: path.stat().st_mtime_ns for path in merged[0].rglob("*.parquet")} != written
     shard = pd.read_parquet(tmp_path / "sweep" / "1" / "audits" / "final" / "records.parquet")
     assert (shard["shard"] == "1/3").all()
 
@@ -99,7 +104,7 @@ def test_projection_arithmetic_by_hand():
     import pipeline as bench
 
     row = {"train_img_s": 17069 * 15 / 3600, "deepfool_img_s": 4742 * 3 / 3600, "cw_img_s": 4742 * 3 / 7200,
-           "rs_img_s": 1.0, "rs_n": 100_000 - 100 + 100}
+           "rs_img_s": 1.0}
     hours = bench.projected_hours({**row, "rs_n": 100_000})
     assert hours["train_h"] == pytest.approx(1) and hours["deepfool_h"] == pytest.approx(1)
     assert hours["cw_h"] == pytest.approx(2)

@@ -3,26 +3,28 @@
 The labels live in five tab-separated fold files ``fold_{0..4}_data.txt`` (columns user_id,
 original_image, face_id, age, gender, …); images in ``aligned/<user_id>/
 landmark_aligned_face.<face_id>.<original_image>``. Folds 0–3 are the training set, fold 4 the
-test set (SPEC §4). The age column mixes the eight official groups with stray strings such as
-"(38, 42)", "(8, 23)" or "35"; each is mapped to the group nearest to its midpoint (ties go to
-the older group); "None" and empty ages are dropped and counted.
+test set (SPEC §4). The age column mixes the eight official groups (``OFFICIAL_AGES``, as the fold
+files spell them: "(8, 12)" is the group SPEC calls 8–13) with stray strings such as "(38, 42)",
+"(8, 23)" or "35"; each is mapped to the group nearest to its midpoint (ties go to the older
+group); "None" and empty ages are dropped and counted.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 
 import pandas as pd
 
-from .base import DataError, ImageDataModule, split_official
+from .base import DataError, ImageDataModule, existing_root
 from .files import FileImages, missing_files
 
 log = logging.getLogger(__name__)
 
 AGE_GROUPS = [(0, 2), (4, 6), (8, 13), (15, 20), (25, 32), (38, 43), (48, 53), (60, 100)]
 AGE_NAMES = ["0-2", "4-6", "8-13", "15-20", "25-32", "38-43", "48-53", "60+"]
+# The eight groups as the fold files write them, in the order of AGE_GROUPS; every other age string is stray.
+OFFICIAL_AGES = ("(0, 2)", "(4, 6)", "(8, 12)", "(15, 20)", "(25, 32)", "(38, 43)", "(48, 53)", "(60, 100)")
 GENDERS = {"m": "male", "f": "female", "u": "unknown", "": "unknown"}
 FOLDS = 5
 TEST_FOLD = 4
@@ -46,14 +48,14 @@ class AdienceDataModule(ImageDataModule):
     def __init__(self, root: str | None = None, image_size: int | None = 224, cache: bool = False,
                  drop_unknown_gender: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.root = Path(str(root)).expanduser() if root else None
-        hint = ("Adience's fold files fold_0_data.txt … fold_4_data.txt and the folder aligned/ "
-                "(from AdienceBenchmarkGenderAndAgeClassification) must be there. Fix: pass dataset.root=/path/to/adience")
-        if self.root is None or not self.root.is_dir():
-            raise DataError(f"dataset.root={root}: no such folder. {hint}")
+        hint = ("It must hold Adience's fold files fold_0_data.txt … fold_4_data.txt and the folder aligned/ "
+                "(from AdienceBenchmarkGenderAndAgeClassification). Fix: pass dataset.root=/path/to/adience")
+        self.root = existing_root(root, "dataset.root", hint)
         missing = [f"fold_{k}_data.txt" for k in range(FOLDS) if not (self.root / f"fold_{k}_data.txt").is_file()]
-        if missing or not (self.root / "aligned").is_dir():
-            raise DataError(f"dataset.root={root}: missing {missing + ([] if (self.root / 'aligned').is_dir() else ['aligned/'])}. {hint}")
+        if not (self.root / "aligned").is_dir():
+            missing.append("aligned/")
+        if missing:
+            raise DataError(f"dataset.root={root}: missing {missing}. {hint}")
         self.image_size, self.cache, self.drop_unknown_gender = image_size, cache, drop_unknown_gender
 
     def read_folds(self) -> pd.DataFrame:
@@ -76,7 +78,7 @@ class AdienceDataModule(ImageDataModule):
         dropped = no_age | (unknown if self.drop_unknown_gender else False)
         self.facts.update(rows=len(rows), without_age=int(no_age.sum()), unknown_gender=int(unknown.sum()),
                           dropped=int(dropped.sum()),
-                          stray_ages=sorted(set(rows.loc[~no_age & ~rows["age"].isin(_official_strings()), "age"])))
+                          stray_ages=sorted(set(rows.loc[~no_age & ~rows["age"].isin(OFFICIAL_AGES), "age"])))
         if no_age.any():
             log.warning("Adience: dropped %d face(s) without an age", int(no_age.sum()))
         rows = rows[~dropped].reset_index(drop=True)
@@ -84,15 +86,7 @@ class AdienceDataModule(ImageDataModule):
                  for r in rows.itertuples()]
         missing_files(paths, "the fold files")
         genders = sorted(set(rows["gender_name"]), key=["male", "female", "unknown"].index)
-        self._is_test = (rows["fold"] == TEST_FOLD).to_numpy()
         return FileImages(paths, rows["group"].astype(int).to_numpy(), AGE_NAMES,
                           attributes={"gender": rows["gender_name"].map(genders.index).to_numpy()},
-                          categories={"gender": genders}, channels=3, image_size=self.image_size, cache=self.cache)
-
-    def split(self, table: FileImages):
-        """Fold 4 is the test set; validation is a seeded share of folds 0–3."""
-        return split_official(self._is_test, self.val_fraction, self.split_seed)
-
-
-def _official_strings() -> set[str]:
-    return {f"({low}, {high})" for low, high in AGE_GROUPS[:-1]} | {"(60, 100)"}
+                          categories={"gender": genders}, channels=3, image_size=self.image_size, cache=self.cache,
+                          is_test=(rows["fold"] == TEST_FOLD).to_numpy())   # validation: a seeded share of folds 0–3

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -26,17 +27,38 @@ class DataError(ValueError):
     """The data cannot be loaded as configured; the message names the setting and the fix."""
 
 
+def existing_root(root, setting: str, hint: str, must_exist: bool = True) -> Path:
+    """The dataset folder ``root`` as a path, or an error that names ``setting`` and says what is wrong.
+
+    ``hint`` says what is expected there and the fix ("It must hold …. Fix: pass …"); it ends both
+    the message for an unset ``root`` and, with ``must_exist``, the one for a folder that does not exist.
+    """
+    if not root:
+        raise DataError(f"{setting} is not set. {hint}")
+    path = Path(str(root)).expanduser()
+    if must_exist and not path.is_dir():
+        raise DataError(f"{setting}={root}: no such folder. {hint}")
+    return path
+
+
 class ImageTable(Dataset):
-    """Labelled images with categorical attributes; subclasses say how to produce image ``i``."""
+    """Labelled images with categorical attributes; subclasses say how to produce image ``i``.
+
+    ``is_test`` marks the samples of a dataset's own test set (one flag per sample); None when the
+    dataset has none, and :meth:`ImageDataModule.split` draws a seeded test set instead.
+    """
 
     def __init__(self, labels: np.ndarray, class_names: Sequence[str], attributes: dict[str, np.ndarray] | None = None,
-                 categories: dict[str, Sequence[str]] | None = None):
+                 categories: dict[str, Sequence[str]] | None = None, is_test: np.ndarray | None = None):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.class_names = [str(c) for c in class_names]
         self.attributes = {k: np.asarray(v, dtype=np.int64) for k, v in (attributes or {}).items()}
         self.categories = {k: [str(c) for c in v] for k, v in (categories or {}).items()}
         if set(self.attributes) != set(self.categories):
             raise ValueError("every attribute needs its list of categories")
+        self.is_test = None if is_test is None else np.asarray(is_test, dtype=bool)
+        if self.is_test is not None and self.is_test.shape != self.labels.shape:
+            raise ValueError(f"is_test has shape {self.is_test.shape} for {len(self.labels)} samples")
         self._check_labels()
         self._attribute_matrix = torch.as_tensor(
             np.stack([self.attributes[k] for k in self.attributes], 1) if self.attributes
@@ -86,8 +108,8 @@ class ImageTable(Dataset):
 class TensorImages(ImageTable):
     """An image table held in memory as one float tensor (N, C, H, W) in [0,1]."""
 
-    def __init__(self, images: torch.Tensor, labels, class_names, attributes=None, categories=None):
-        super().__init__(labels, class_names, attributes, categories)
+    def __init__(self, images: torch.Tensor, labels, class_names, attributes=None, categories=None, is_test=None):
+        super().__init__(labels, class_names, attributes, categories, is_test)
         if images.shape[0] != len(self.labels):
             raise ValueError(f"{images.shape[0]} images but {len(self.labels)} labels")
         self.images = images.float().contiguous()
@@ -148,7 +170,10 @@ class ImageDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def split(self, table: ImageTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Train / validation / test indices; by default a seeded random split of the whole table."""
+        """Train / validation / test indices: the table's own test set (``is_test``) with a seeded
+        ``val_fraction`` of the rest for validation, or else a seeded random split of the whole table."""
+        if table.is_test is not None:
+            return split_official(table.is_test, self.val_fraction, self.split_seed)
         return split_indices(len(table), self.val_fraction, self.test_fraction, self.split_seed)
 
     def setup(self, stage: str | None = None) -> None:

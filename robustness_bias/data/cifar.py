@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torchvision.transforms.functional import InterpolationMode, resize
 
-from .base import DataError, ImageDataModule, ImageTable, split_official
+from .base import DataError, ImageDataModule, ImageTable, existing_root
 
 _PIXELS_PER_IMAGE = 3 * 32 * 32
 
@@ -52,8 +51,8 @@ class CIFARImages(ImageTable):
 
     def __init__(self, pixels: torch.Tensor, is_test: np.ndarray, image_size: int | None, labels, class_names,
                  attributes=None, categories=None):
-        super().__init__(labels, class_names, attributes, categories)
-        self.pixels, self.is_test, self.image_size = pixels, np.asarray(is_test, dtype=bool), image_size
+        super().__init__(labels, class_names, attributes, categories, is_test)
+        self.pixels, self.image_size = pixels, image_size
 
     def image(self, index: int) -> torch.Tensor:
         image = self.pixels[index].float() / 255.0
@@ -68,19 +67,18 @@ def _as_text(value: Any) -> Any:
 
 
 class CIFARDataModule(ImageDataModule):
-    """What the CIFAR variants share: finding, downloading and reading the pickles, and the official split."""
+    """What the CIFAR variants share: finding, downloading and reading the pickles; the test batches are the test set."""
 
     archive: Archive
     label_keys: tuple[str, ...]   # the per-image label lists to read from every data file
 
     def __init__(self, root: str | None = None, download: bool = False, image_size: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        if not root:
-            raise DataError(f"dataset.root is not set. Fix: pass dataset.root=/path (the folder that holds "
-                            f"{self.archive.folder}/)")
+        # root need not exist yet (dataset.download=true makes it); _missing_message explains a wrong one
+        self.root = existing_root(root, "dataset.root", f"It must be the folder that holds {self.archive.folder}/. "
+                                  "Fix: pass dataset.root=/path/to/that/folder", must_exist=False).resolve()
         if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
             raise DataError(f"dataset.image_size={image_size}: use a positive number of pixels, or null for 32")
-        self.root = Path(root).expanduser().resolve()
         self.folder = self.root / self.archive.folder
         self.image_size = image_size
         if self._missing_files() and download:
@@ -167,9 +165,6 @@ class CIFARDataModule(ImageDataModule):
               meta: dict[str, Any]) -> CIFARImages:
         """Which label is the class and which become attributes."""
         raise NotImplementedError
-
-    def split(self, table: CIFARImages) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return split_official(table.is_test, self.val_fraction, self.split_seed)
 
 
 class CIFAR10DataModule(CIFARDataModule):

@@ -39,8 +39,8 @@ class FileImages(ImageTable):
     """
 
     def __init__(self, paths: list[Path], labels, class_names, attributes=None, categories=None, channels: int = 3,
-                 image_size: int | None = None, cache: bool = False):
-        super().__init__(labels, class_names, attributes, categories)
+                 image_size: int | None = None, cache: bool = False, is_test=None):
+        super().__init__(labels, class_names, attributes, categories, is_test)
         check_channels(channels)
         self.paths, self.mode, self.image_size, self.cache = list(paths), MODES[channels], image_size, cache
         self._decoded: torch.Tensor | None = None

@@ -6,11 +6,9 @@ column is a categorical attribute and becomes a partition (``partition=<column>`
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
-from .base import DataError, ImageDataModule
+from .base import DataError, ImageDataModule, existing_root
 from .files import FileImages, check_channels, codes_of, missing_files
 
 
@@ -20,14 +18,9 @@ class ImageFolderDataModule(ImageDataModule):
     def __init__(self, root: str | None = None, csv: str = "labels.csv", channels: int = 3,
                  image_size: int | None = None, cache: bool = False, **kwargs):
         super().__init__(**kwargs)
-        if not root:
-            raise DataError("dataset.root is not set. Fix: pass dataset.root=/path/to/folder "
-                            "(the folder holding your images and labels.csv)")
-        self.root = Path(root).expanduser()
+        self.root = existing_root(root, "dataset.root", f"It must be the folder that holds your images and {csv}. "
+                                  "Fix: pass dataset.root=/path/to/folder")
         self.csv_path = self.root / csv
-        if not self.root.is_dir():
-            raise DataError(f"dataset.root={root}: no such folder. Fix: pass dataset.root=/path/to/folder "
-                            "that holds your images and labels.csv")
         if not self.csv_path.is_file():
             raise DataError(f"dataset.csv={csv}: {self.csv_path} does not exist. Fix: put a CSV with columns "
                             "path,label[,attributes...] there, or name it with dataset.csv=FILE")

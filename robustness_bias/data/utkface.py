@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, ImageDataModule, split_official
+from .base import DataError, ImageDataModule, existing_root
 from .files import FileImages
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,10 @@ def content_key(index: int, path: Path) -> str:
 
 
 def deduplicate(paths: list[Path], labels: list[tuple], on_conflict: str) -> tuple[list[int], dict]:
-    """Indices to keep after collapsing byte-identical files, and the counts of what was removed."""
+    """Indices to keep after collapsing byte-identical files, and the counts of what was removed.
+
+    ``paths`` must be in name order: a group keeps its first member, which is then its first file by name.
+    """
     groups: dict[str, list[int]] = defaultdict(list)
     for i, path in enumerate(paths):
         groups[content_key(i, path)].append(i)
@@ -73,7 +76,7 @@ def deduplicate(paths: list[Path], labels: list[tuple], on_conflict: str) -> tup
             if on_conflict == "drop":
                 dropped += len(members)
                 continue
-        keep.append(min(members, key=lambda i: paths[i].name))
+        keep.append(members[0])     # members are in index order, hence in name order
     counts = {"duplicate_groups": duplicate_groups, "surplus_files": surplus,
               "conflicting_groups": conflicting, "dropped_for_conflicts": dropped}
     return sorted(keep), counts
@@ -87,16 +90,15 @@ class UTKFaceDataModule(ImageDataModule):
         super().__init__(**kwargs)
         if on_conflict not in CONFLICT_POLICIES:
             raise DataError(f"dataset.on_conflict={on_conflict}: use one of {CONFLICT_POLICIES}")
-        self.root = Path(str(root)).expanduser() if root else None
-        if self.root is None or not self.root.is_dir():
-            raise DataError(f"dataset.root={root}: no such folder. UTKFace's 'Aligned & Cropped Faces' "
-                            "(UTKFace.tar.gz, 23,708 JPEGs in a folder UTKFace/) must be unpacked there. "
-                            "Fix: pass dataset.root=/path/to/UTKFace")
+        self.root = existing_root(root, "dataset.root", "It must be the folder UTKFace/ unpacked from UTKFace.tar.gz "
+                                  "(UTKFace's 'Aligned & Cropped Faces', 23,707 JPEGs). "
+                                  "Fix: pass dataset.root=/path/to/UTKFace")
         self.image_size, self.cache = image_size, cache
         self.deduplicate, self.on_conflict = deduplicate, on_conflict
 
     def load(self) -> FileImages:
-        files = sorted(p for p in self.root.iterdir() if p.suffix.lower() == ".jpg" and not p.name.startswith("."))
+        files = sorted((p for p in self.root.iterdir() if p.suffix.lower() == ".jpg" and not p.name.startswith(".")),
+                       key=lambda p: p.name)      # so that neither listing order nor platform changes anything
         parsed = [(p, parse_name(p.name)) for p in files]
         malformed = [p.name for p, fields in parsed if fields is None]
         if malformed:
@@ -113,14 +115,11 @@ class UTKFaceDataModule(ImageDataModule):
             paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
         ages, genders, races = (np.array(column) for column in zip(*labels))
         self.facts["after_cleaning"] = len(paths)
+        # the test set: a seeded test_fraction of the files in name order (so listing order never matters)
+        order = np.random.default_rng(self.split_seed).permutation(len(paths))
+        is_test = np.zeros(len(paths), dtype=bool)
+        is_test[order[:int(np.ceil(len(paths) * self.test_fraction))]] = True
         return FileImages(paths, [age_bin(a) for a in ages], AGE_NAMES,
                           attributes={"gender": genders, "race": races},
                           categories={"gender": GENDERS, "race": RACES},
-                          channels=3, image_size=self.image_size, cache=self.cache)
-
-    def split(self, table: FileImages):
-        """A seeded ``test_fraction`` of the files, sorted by name first, so listing order never matters."""
-        order = np.random.default_rng(self.split_seed).permutation(len(table))
-        is_test = np.zeros(len(table), dtype=bool)
-        is_test[order[:int(np.ceil(len(table) * self.test_fraction))]] = True
-        return split_official(is_test, self.val_fraction, self.split_seed)
+                          channels=3, image_size=self.image_size, cache=self.cache, is_test=is_test)

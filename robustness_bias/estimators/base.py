@@ -18,20 +18,20 @@ NO_FAILURE, BUDGET_EXHAUSTED, NONFINITE_LOGITS, ABSTAINED, WRONG_CLASS = range(l
 class DistanceResult:
     """Per-sample estimate of the L2 distance, in [0,1] pixel space, to the decision boundary.
 
-    ``distance`` is ``+inf`` exactly where ``success`` is false: a failure never looks like a number.
-    ``queries`` counts the forward and backward passes spent on each sample. ``failure`` says why
-    a sample failed (a code into :data:`FAILURES`); left out, every failure is ``budget_exhausted``.
+    ``distance`` is ``+inf`` where an attack (or the exact estimator) fails: its failure never looks
+    like a number. Randomized smoothing instead reports radius 0 for its failures (``abstained``,
+    ``wrong_class``, ``nonfinite_logits``): it certifies nothing there. ``queries`` counts the forward
+    and backward passes spent on each sample. ``failure`` says why a sample failed (a code into
+    :data:`FAILURES`; ``none`` where ``success`` holds).
     """
 
     distance: torch.Tensor
     success: torch.Tensor
     queries: torch.Tensor
-    failure: torch.Tensor | None = None
+    failure: torch.Tensor
 
     def __post_init__(self):
         n = self.distance.shape[0]
-        if self.failure is None:
-            self.failure = torch.where(self.success.bool(), NO_FAILURE, BUDGET_EXHAUSTED).long()
         if self.success.shape != (n,) or self.queries.shape != (n,) or self.failure.shape != (n,):
             raise ValueError("distance, success, queries and failure must be 1-d and of equal length")
 

@@ -52,17 +52,18 @@ class CarliniWagner(Estimator):
 
     def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> DistanceResult:
         n = len(x)
-        distance, success, queries = failed(n, x.device)
-        nonfinite = torch.zeros_like(success)
+        distance, _, queries = failed(n, x.device)
+        nonfinite = torch.zeros(n, dtype=torch.bool, device=x.device)
         x0 = x.detach()
         w0 = torch.atanh((x0 * 2 - 1) * TANH_SCALE)
+        start = (torch.tanh(w0) + 1) / 2        # x0 as the tanh map reproduces it
         const = torch.full((n,), self.initial_const, device=x.device)
         lower = torch.zeros(n, device=x.device)
         upper = torch.full((n,), math.inf, device=x.device)
         best_delta = torch.zeros_like(w0)
         for _ in range(self.binary_search_steps):
-            initial = best_delta.clone() if self.warm_start else torch.zeros_like(w0)
-            found = self._adam_run(model, x0, w0, y, const, initial, distance, best_delta, queries, nonfinite)
+            initial = best_delta if self.warm_start else torch.zeros_like(w0)   # _adam_run works on a copy
+            found = self._adam_run(model, x0, w0, start, y, const, initial, distance, best_delta, queries, nonfinite)
             upper = torch.where(found, const, upper)
             lower = torch.where(found, lower, const)
             const = torch.where(torch.isinf(upper), const * 10, (lower + upper) / 2)
@@ -73,10 +74,11 @@ class CarliniWagner(Estimator):
         return DistanceResult(distance=distance, success=success, queries=queries,
                               failure=failure_codes(success, nonfinite))
 
-    def _adam_run(self, model, x0, w0, y, const, delta, distance, best_delta, queries, nonfinite) -> torch.Tensor:
-        """Adam from ``delta`` at fixed constants; returns which samples turned adversarial.
+    def _adam_run(self, model, x0, w0, start, y, const, delta, distance, best_delta, queries,
+                  nonfinite) -> torch.Tensor:
+        """Adam from ``delta`` (read, never written) at fixed constants; returns which samples turned adversarial.
 
-        The best distance and perturbation per sample are updated in place. Samples that stall
+        The best distance and perturbation and the queries per sample are updated in place. Samples that stall
         leave the working set (its tensors are gathered anew only then, every tenth of the run), and
         so do samples that met non-finite logits or loss: these stop counting as adversarial at once,
         are marked in ``nonfinite`` and take no part in later runs. (Their rows run on until the
@@ -85,24 +87,23 @@ class CarliniWagner(Estimator):
         n = len(x0)
         found = torch.zeros(n, dtype=torch.bool, device=x0.device)
         rows = (~nonfinite).nonzero()[:, 0]
-        start = (torch.tanh(w0) + 1) / 2        # x0 as the tanh map reproduces it
         work = {"x0": x0, "w0": w0, "start": start, "y": y, "const": const, "delta": delta, "distance": distance,
                 "best": best_delta}
-        work = {key: value[rows] for key, value in work.items()}
+        work = {key: value[rows] for key, value in work.items()}   # copies: the arguments stay as they are
         work.update(m=torch.zeros_like(work["w0"]), v=torch.zeros_like(work["w0"]), found=found[rows],
                     bad=torch.zeros_like(found[rows]), previous=torch.full((len(rows),), math.inf, device=x0.device))
         check_every = math.ceil(self.steps / 10)
         beta1, beta2, eps = 0.9, 0.999, 1e-8
-        steps_run = torch.zeros(n, dtype=torch.long, device=x0.device)
 
-        def retire(keep: torch.Tensor | None) -> None:
-            """Write the rows leaving the working set back to the per-sample results."""
+        def retire(keep: torch.Tensor | None, steps: int) -> None:
+            """Write the rows leaving the working set, after ``steps`` Adam steps, back to the per-sample results."""
             leaving = rows if keep is None else rows[~keep]
             mask = slice(None) if keep is None else ~keep
             distance[leaving] = work["distance"][mask]
             best_delta[leaving] = work["best"][mask]
             found[leaving] = work["found"][mask]
             nonfinite[leaving] = work["bad"][mask]
+            queries[leaving] += 2 * steps   # one forward and one backward pass per Adam step
 
         for step in range(self.steps):
             if len(rows) == 0:
@@ -116,7 +117,6 @@ class CarliniWagner(Estimator):
                 other = logits.scatter(1, w["y"][:, None], -math.inf).amax(1)
                 loss = (own - other + self.confidence).clamp_min(0) * w["const"] + (adv - w["start"]).flatten(1).pow(2).sum(1)
                 grad, = torch.autograd.grad(loss.sum(), d)
-            steps_run[rows] += 1
             d, adv, loss, logits = d.detach(), adv.detach(), loss.detach(), logits.detach()
             w["bad"] |= nonfinite_rows(logits) | ~torch.isfinite(loss)
             is_adv = (logits.argmax(1) != w["y"]) & ~w["bad"]
@@ -137,12 +137,11 @@ class CarliniWagner(Estimator):
                     keep &= loss <= ABORT_FACTOR * w["previous"]
                     w["previous"] = loss
                 if not keep.all():
-                    retire(keep)
+                    retire(keep, step + 1)
                     work = {key: value[keep] for key, value in w.items()}
                     rows = rows[keep]
-        if len(rows):
-            retire(None)
-        queries += 2 * steps_run   # one forward and one backward pass per Adam step
+        if len(rows):   # the loop ran to its end: only an empty working set breaks it
+            retire(None, self.steps)
         return found
 
     @torch.no_grad()

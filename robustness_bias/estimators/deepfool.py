@@ -24,24 +24,27 @@ STABILITY = 1e-4  # added to each step's length, as in foolbox, so that steps ne
 GRADIENT_MODES = ("auto", "batched", "loop")
 
 
-def candidate_gradients(logits: torch.Tensor, inputs: torch.Tensor, directions: torch.Tensor, mode: str) -> torch.Tensor:
-    """Gradients ∇ₓ(directions[j] · logits) for every j, (J, B, *input), after a single forward pass.
+def candidate_gradients(logits: torch.Tensor, inputs: torch.Tensor, directions: torch.Tensor, mode: str,
+                        model: nn.Module) -> tuple[torch.Tensor, str]:
+    """Gradients ∇ₓ(directions[j] · logits) for every j, (J, B, *input), after a single forward pass,
+    and the mode that gave them.
 
     ``batched`` runs one vmapped backward pass (fewer kernel launches: the GPU default);
     ``loop`` runs one backward pass per direction over the same graph (faster on CPU, where the
-    vmapped convolution backward is slower). ``batched`` falls back to ``loop`` where the model
-    does not support vmap.
+    vmapped convolution backward is slower). Where the model does not support vmap, ``batched``
+    falls back to ``loop`` on a fresh graph from ``model(inputs)`` (the failed pass may have freed
+    the first) and returns ``loop``, for the caller to keep. Out of memory is no such failure: it is raised.
     """
-    if mode == "auto":
-        mode = "batched" if inputs.is_cuda else "loop"
     if mode == "batched":
         try:
-            return torch.autograd.grad(logits, inputs, directions, is_grads_batched=True)[0]
+            return torch.autograd.grad(logits, inputs, directions, is_grads_batched=True)[0], mode
+        except torch.OutOfMemoryError:
+            raise   # the audit halves the batch on it
         except (RuntimeError, NotImplementedError):
-            pass
+            mode, logits = "loop", model(inputs)
     rows = [torch.autograd.grad(logits, inputs, d, retain_graph=j < len(directions) - 1)[0]
             for j, d in enumerate(directions)]
-    return torch.stack(rows)
+    return torch.stack(rows), mode
 
 
 class DeepFool(Estimator):
@@ -70,6 +73,7 @@ class DeepFool(Estimator):
         active = torch.arange(len(x), device=x.device)
         current = x0.clone()
         classes = label = None
+        mode = self.gradients if self.gradients != "auto" else "batched" if x.is_cuda else "loop"
 
         def check(logits: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             """Record the active samples that flipped or met non-finite logits; returns both masks.
@@ -94,8 +98,8 @@ class DeepFool(Estimator):
                     classes = logits.detach().topk(k, dim=1).indices  # column 0: the predicted class
                     label = classes[:, 0]
                 flipped, bad = check(logits.detach(), active)
-                remaining = ~(flipped | bad)
-                if not remaining.any():
+                keep = (~(flipped | bad)).nonzero()[:, 0]   # the rows that stay, as indices: one sync, not one per mask
+                if len(keep) == 0:
                     active = active[:0]
                     break
                 # d/dx (f_c − f_label) for every candidate c, one row per candidate
@@ -105,11 +109,11 @@ class DeepFool(Estimator):
                 rows = torch.arange(n, device=x.device)
                 directions[torch.arange(k - 1, device=x.device)[:, None], rows, cls[:, 1:].T] = 1.0
                 directions[:, rows, cls[:, 0]] = -1.0
-                directions[:, ~remaining] = 0.0   # leaving rows, NaN ones included: their gradients are dropped below
-                grads = candidate_gradients(logits, inputs, directions, self.gradients).detach()
-            queries[active[remaining]] += k - 1
+                grads, mode = candidate_gradients(logits, inputs, directions, mode, model)
+                grads = grads.detach()
             losses = (logits.detach().gather(1, cls[:, 1:]) - logits.detach().gather(1, cls[:, :1]))
-            grads, losses, active = grads[:, remaining], losses[remaining], active[remaining]
+            grads, losses, active = grads[:, keep], losses[keep], active[keep]   # leaving rows' gradients are dropped
+            queries[active] += k - 1
             norms = grads.flatten(2).norm(dim=2).T + 1e-8                    # (n, k − 1)
             best = (losses.abs() / norms).argmin(1)
             chosen = torch.arange(len(active), device=x.device)

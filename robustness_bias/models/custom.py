@@ -13,17 +13,36 @@ from torch import nn
 
 from .common import _normalize, flattened_size
 
-# Deep CNN: (out_channels, dropout after the conv) per conv3×3+BN+ReLU, "M" a 2×2 max-pool.
+# VGG-style stacks: (out_channels, padding, dropout after it) per conv3×3+BN+ReLU, "M" a 2×2 max-pool.
 _DEEP_CNN_LAYERS = [
-    (64, 0.3), (64, 0.0), "M",
-    (128, 0.4), (128, 0.0), "M",
-    (256, 0.4), (256, 0.4), (256, 0.0), "M",
-    (512, 0.4), (512, 0.4), (512, 0.0), "M",
-    (512, 0.4), (512, 0.4), (512, 0.0), "M",
+    (64, 1, 0.3), (64, 1, 0.0), "M",
+    (128, 1, 0.4), (128, 1, 0.0), "M",
+    (256, 1, 0.4), (256, 1, 0.4), (256, 1, 0.0), "M",
+    (512, 1, 0.4), (512, 1, 0.4), (512, 1, 0.0), "M",
+    (512, 1, 0.4), (512, 1, 0.4), (512, 1, 0.0), "M",
+]  # fmt: skip
+_DEEP_CNN_CIFAR100_LAYERS = [
+    (128, 1, 0.0), (128, 1, 0.0), "M",
+    (256, 1, 0.0), (256, 1, 0.0), "M",
+    (512, 1, 0.0), (512, 1, 0.0), "M",
+    (1024, 0, 0.0), "M",
 ]  # fmt: skip
 
-# Deep CNN CIFAR100: (out_channels, padding) per conv3×3+BN(affine=False)+ReLU, "M" a 2×2 max-pool.
-_DEEP_CNN_CIFAR100_LAYERS = [(128, 1), (128, 1), "M", (256, 1), (256, 1), "M", (512, 1), (512, 1), "M", (1024, 0), "M"]
+
+def _vgg_features(in_channels: int, layers: Sequence, affine: bool = True) -> list[nn.Module]:
+    """The layers of a ``_…_LAYERS`` list; ``affine=False`` gives BatchNorm no learned scale and shift."""
+    features: list[nn.Module] = []
+    for layer in layers:
+        if layer == "M":
+            features.append(nn.MaxPool2d(2))
+            continue
+        out_channels, padding, dropout = layer
+        features += [nn.Conv2d(in_channels, out_channels, 3, padding=padding),
+                     nn.BatchNorm2d(out_channels, affine=affine), nn.ReLU()]
+        if dropout:
+            features.append(nn.Dropout(dropout))
+        in_channels = out_channels
+    return features
 
 
 def deep_cnn(input_shape: Sequence[int], num_classes: int, normalization) -> nn.Sequential:
@@ -32,17 +51,7 @@ def deep_cnn(input_shape: Sequence[int], num_classes: int, normalization) -> nn.
     Of SPEC's "dropout 0.3–0.4", dropout 0.3 follows the very first conv and 0.4 every other conv
     but the last of its block, as in Zagoruyko's cifar.torch. At 32×32 the features are 512.
     """
-    features: list[nn.Module] = []
-    in_channels = input_shape[0]
-    for layer in _DEEP_CNN_LAYERS:
-        if layer == "M":
-            features.append(nn.MaxPool2d(2))
-            continue
-        out_channels, dropout = layer
-        features += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), nn.ReLU()]
-        if dropout:
-            features.append(nn.Dropout(dropout))
-        in_channels = out_channels
+    features = _vgg_features(input_shape[0], _DEEP_CNN_LAYERS)
     size = flattened_size(nn.Sequential(*features), input_shape, "deep_cnn")
     head = [nn.Dropout(0.5), nn.Linear(size, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Dropout(0.5),
             nn.Linear(512, num_classes)]
@@ -50,20 +59,11 @@ def deep_cnn(input_shape: Sequence[int], num_classes: int, normalization) -> nn.
 
 
 def deep_cnn_cifar100(input_shape: Sequence[int], num_classes: int, normalization) -> nn.Sequential:
-    """The paper's CIFAR-100 Deep CNN: conv3×3 + BatchNorm without affine parameters + ReLU.
+    """The paper's CIFAR-100 Deep CNN: conv3×3 + BatchNorm without affine parameters + ReLU, no dropout.
 
     At 32×32 the last conv (no padding) and max-pool leave 1024 features for the one Linear.
     """
-    features: list[nn.Module] = []
-    in_channels = input_shape[0]
-    for layer in _DEEP_CNN_CIFAR100_LAYERS:
-        if layer == "M":
-            features.append(nn.MaxPool2d(2))
-            continue
-        out_channels, padding = layer
-        features += [nn.Conv2d(in_channels, out_channels, 3, padding=padding),
-                     nn.BatchNorm2d(out_channels, affine=False), nn.ReLU()]
-        in_channels = out_channels
+    features = _vgg_features(input_shape[0], _DEEP_CNN_CIFAR100_LAYERS, affine=False)
     size = flattened_size(nn.Sequential(*features), input_shape, "deep_cnn_cifar100")
     return nn.Sequential(_normalize(input_shape, normalization), *features, nn.Flatten(), nn.Linear(size, num_classes))
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-import torch
 from torch import nn
 
 from .common import _normalize, flattened_size
@@ -12,7 +12,7 @@ from .common import _normalize, flattened_size
 
 def logreg(input_shape: Sequence[int], num_classes: int, normalization) -> nn.Sequential:
     """Multinomial logistic regression on the flattened image: affine, so the exact estimator applies."""
-    features = int(torch.tensor(input_shape).prod())
+    features = math.prod(input_shape)
     return nn.Sequential(_normalize(input_shape, normalization), nn.Flatten(), nn.Linear(features, num_classes))
 
 

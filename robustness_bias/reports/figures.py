@@ -17,15 +17,18 @@ from ..records import write_atomic  # noqa: E402
 from ..summary import OVERALL, group_values  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
-    suffix = path.suffix.lstrip(".")
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format=suffix, dpi=120, bbox_inches="tight"))
+def _save(fig, path: Path, also_pdf: bool) -> Path:
+    """Write the figure to ``path`` (and beside it as PDF: drawn once, saved twice); returns ``path``."""
+    for target in (path, path.with_suffix(".pdf")) if also_pdf else (path,):
+        suffix = target.suffix.lstrip(".")
+        write_atomic(target, lambda tmp, s=suffix: fig.savefig(tmp, format=s, dpi=120, bbox_inches="tight"))
     plt.close(fig)
     return path
 
 
 def survival_figure(records: pd.DataFrame, partition: str, path: str | Path, *, title: str = "",
-                    conditional: bool = True, failures: str = "censor", tau_max="pooled_max") -> Path:
+                    conditional: bool = True, failures: str = "censor", tau_max="pooled_max",
+                    also_pdf: bool = False) -> Path:
     """One panel per estimator; one step curve Î_P(τ) per group of ``partition`` on [0, τ_max]."""
     estimators = list(dict.fromkeys(records["estimator"]))
     fig, axes = plt.subplots(1, len(estimators), figsize=(4.5 * len(estimators), 3.6), squeeze=False)
@@ -45,10 +48,10 @@ def survival_figure(records: pd.DataFrame, partition: str, path: str | Path, *, 
         ax.set(title=estimator, xlabel="τ (pixel-space L2)", ylabel="Î_P(τ)", ylim=(-0.02, 1.02))
         ax.legend(fontsize="small", title=partition)
     fig.suptitle(title or f"Survival curves by {partition}")
-    return _save(fig, Path(path))
+    return _save(fig, Path(path), also_pdf)
 
 
-def sigma_figure(summary: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
+def sigma_figure(summary: pd.DataFrame, path: str | Path, *, title: str = "", also_pdf: bool = False) -> Path:
     """σ(P) per group, one panel per partition, one bar colour per estimator; σ < 0: less robust."""
     groups = summary[summary["group"] != OVERALL]
     partitions = list(dict.fromkeys(groups["partition"]))
@@ -61,10 +64,11 @@ def sigma_figure(summary: pd.DataFrame, path: str | Path, *, title: str = "") ->
         ax.set(title=f"σ(P) by {partition}", xlabel=partition, ylabel="σ(P)")
         ax.tick_params(axis="x", rotation=45)
     fig.suptitle(title or "Robustness bias σ(P)")
-    return _save(fig, Path(path))
+    return _save(fig, Path(path), also_pdf)
 
 
-def sigma_heatmaps(sigma: pd.DataFrame, dataset: str, estimator: str, path: str | Path) -> Path:
+def sigma_heatmaps(sigma: pd.DataFrame, dataset: str, estimator: str, path: str | Path, *,
+                   also_pdf: bool = False) -> Path:
     """σ(P) as models × groups, "after epoch 1" beside "final", on a diverging colormap centred on 0."""
     frame = sigma[(sigma["dataset"] == dataset) & (sigma["estimator"] == estimator)]
     frame = frame.assign(column=frame["partition"] + "=" + frame["group"].astype(str))
@@ -87,10 +91,11 @@ def sigma_heatmaps(sigma: pd.DataFrame, dataset: str, estimator: str, path: str 
                     annot=labels.to_numpy() if grid.shape[1] <= 12 else False, fmt="", cbar_kws={"label": "σ(P)"})
         ax.set(title=title, xlabel="group", ylabel="model")
     fig.suptitle(f"{dataset}: σ(P) by {estimator} (red: less robust than the rest; *: BH-adjusted p < 0.05)")
-    return _save(fig, Path(path))
+    return _save(fig, Path(path), also_pdf)
 
 
-def distance_distributions(records: pd.DataFrame, partition: str, path: str | Path, *, title: str = "") -> Path:
+def distance_distributions(records: pd.DataFrame, partition: str, path: str | Path, *, title: str = "",
+                           also_pdf: bool = False) -> Path:
     """Distances of the correctly classified points per group, one box per model, one panel per estimator."""
     solved = records[records["correct"] & records["success"] & np.isfinite(records["distance"])]
     estimators = list(dict.fromkeys(solved["estimator"].astype(str)))
@@ -104,10 +109,10 @@ def distance_distributions(records: pd.DataFrame, partition: str, path: str | Pa
         ax.set(title=estimator, xlabel=partition, ylabel="L2 distance to the boundary")
         ax.tick_params(axis="x", rotation=45)
     fig.suptitle(title or f"Distances by {partition}")
-    return _save(fig, Path(path))
+    return _save(fig, Path(path), also_pdf)
 
 
-def regularization_figure(rows: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
+def regularization_figure(rows: pd.DataFrame, path: str | Path, *, title: str = "", also_pdf: bool = False) -> Path:
     """σ of the target group against α, one line per τ, the original model as a dashed line."""
     estimators = [c.removeprefix("σ ") for c in rows.columns if c.startswith("σ ")]
     fig, axes = plt.subplots(1, len(estimators) + 1, figsize=(4.2 * (len(estimators) + 1), 3.6), squeeze=False)
@@ -121,4 +126,4 @@ def regularization_figure(rows: pd.DataFrame, path: str | Path, *, title: str = 
         ax.set(xscale="log", xlabel="α", ylabel=label, title=label)
         ax.legend(fontsize="small")
     fig.suptitle(title or "Regularized vs original")
-    return _save(fig, Path(path))
+    return _save(fig, Path(path), also_pdf)

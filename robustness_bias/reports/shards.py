@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..audit import merge_shards, summarize
-from ..records import write_atomic, write_table
-from ..summary import OVERALL
+from ..records import write_atomic, write_audit
+from ..summary import overall_accuracy, sigmas_of
 
 
 def merge_sharded_jobs(jobs: list[Path]) -> list[Path]:
@@ -34,28 +34,34 @@ def merge_sharded_jobs(jobs: list[Path]) -> list[Path]:
     return sorted(plain + [merge_jobs(shards, count) for (_, count), shards in sharded.items()])
 
 
+def up_to_date(target: Path, shards: dict[int, Path]) -> bool:
+    """Whether ``target`` already holds the merge of exactly these shards, written after all of them."""
+    done = target / "result.json"
+    if not done.is_file():
+        return False
+    newest_shard = max((job / "result.json").stat().st_mtime for job in shards.values())
+    merged_from = json.loads(done.read_text()).get("merged_from")
+    return merged_from == [str(shards[i]) for i in sorted(shards)] and done.stat().st_mtime >= newest_shard
+
+
 def merge_jobs(shards: dict[int, Path], count: int) -> Path:
-    """Merge the audits of one sharded job; returns the merged job's folder."""
+    """Merge the audits of one sharded job (unless done already); returns the merged job's folder."""
     first = json.loads((shards[min(shards)] / "result.json").read_text())
     target = shards[min(shards)].parent / f"merged-{first['settings_hash']}"
+    if up_to_date(target, shards):
+        return target
     audits = {}
     for tag in first["audits"]:
         records = merge_shards({i: pd.read_parquet(job / "audits" / tag / "records.parquet").drop(columns="shard")
                                 for i, job in shards.items()}, count)
         summary = summarize(records, first["summary_settings"]).assign(epoch_tag=tag)
-        folder = target / "audits" / tag
-        write_table(records, folder / "records.parquet")
-        write_table(summary, folder / "summary.parquet")
-        write_table(summary, folder / "summary.csv")
+        write_audit(target / "audits" / tag, records, summary)
         audits[tag] = summary
     final = audits["final"]
-    partition = first["partition"]
     if first["mode"] == "audit":   # each shard's accuracy covered its own samples only
-        overall = final[(final["group"] == OVERALL) & (final["partition"] == "class")]
-        first["test_accuracy"] = float(overall["accuracy"].iloc[0])
+        first["test_accuracy"] = overall_accuracy(final)
     result = {**first, "shard": None, "merged_from": [str(shards[i]) for i in sorted(shards)],
               "output_dir": str(target), "audits": {tag: str(target / "audits" / tag) for tag in audits},
-              "sigma": {f"{r.estimator}/{r.partition}={r.group}": r.sigma for r in final.itertuples()
-                        if r.partition == partition and r.group != OVERALL and pd.notna(r.sigma)}}
+              "sigma": sigmas_of(final, first["partition"])}
     write_atomic(target / "result.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
     return target

@@ -53,6 +53,9 @@ def find_jobs(directories: list[str | Path]) -> list[Path]:
     return jobs
 
 
+SIGMA_COLUMNS = ["estimator", "epoch_tag", "partition", "group", "sigma", "p_adjusted"]
+
+
 def collect(jobs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The σ table of every audit of every job, and the accuracy table."""
     sigmas, accuracies = [], []
@@ -68,8 +71,9 @@ def collect(jobs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
             frame = frame[frame["group"] != OVERALL]
             if "p_adjusted" not in frame:                   # summaries written before significance existed
                 frame = frame.assign(p_adjusted=np.nan)
-            sigmas.append(frame[["estimator", "epoch_tag", "partition", "group", "sigma", "p_adjusted"]].assign(**labels))
-    sigma = pd.concat(sigmas, ignore_index=True) if sigmas else pd.DataFrame(columns=[*CELL, "estimator", "epoch_tag", "sigma"])
+            sigmas.append(frame[SIGMA_COLUMNS].assign(**labels))
+    empty = pd.DataFrame(columns=[*SIGMA_COLUMNS, "dataset", "model", "job", "target", "alpha", "tau"])
+    sigma = pd.concat(sigmas, ignore_index=True) if sigmas else empty
     sigma["estimator"] = sigma["estimator"].astype(str)
     return sigma, pd.DataFrame(accuracies)
 
@@ -82,19 +86,22 @@ def originals(frame: pd.DataFrame) -> pd.DataFrame:
 def regularization_table(sigma: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFrame:
     """Each regularized model beside its original: accuracy and σ of the target group (final audit)."""
     final = sigma[sigma["epoch_tag"] == "final"]
+    original_accuracy, original_final = originals(accuracy), originals(final)
     rows = []
     for job in accuracy[accuracy["target"] != ""].itertuples():
         attribute, group = job.target.split("=", 1)
-        original_acc = originals(accuracy)
-        original_acc = original_acc[(original_acc["dataset"] == job.dataset) & (original_acc["model"] == job.model)]
+        original_acc = original_accuracy[(original_accuracy["dataset"] == job.dataset)
+                                         & (original_accuracy["model"] == job.model)]
         row = {"dataset": job.dataset, "model": job.model, "target": job.target, "alpha": job.alpha, "tau": job.tau,
                "accuracy %": 100 * job.test_accuracy,
                "original accuracy %": 100 * original_acc["test_accuracy"].mean() if len(original_acc) else np.nan}
         target = final[(final["partition"] == attribute) & (final["group"].astype(str) == group)]
+        base_target = original_final[(original_final["partition"] == attribute)
+                                     & (original_final["group"].astype(str) == group)]
         for estimator in sorted(target["estimator"].unique()):
             mine = target[(target["job"] == job.job) & (target["estimator"] == estimator)]["sigma"]
-            base = originals(target)
-            base = base[(base["dataset"] == job.dataset) & (base["model"] == job.model) & (base["estimator"] == estimator)]
+            base = base_target[(base_target["dataset"] == job.dataset) & (base_target["model"] == job.model)
+                               & (base_target["estimator"] == estimator)]
             row[f"σ {estimator}"] = float(mine.mean()) if len(mine) else np.nan
             row[f"original σ {estimator}"] = float(base["sigma"].mean()) if len(base) else np.nan
         rows.append(row)
