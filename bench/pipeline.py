@@ -9,7 +9,7 @@ the final epoch. Smoothing is timed at ``--rs-n`` noisy copies and scaled linear
 
     python bench/pipeline.py                                        # make bench-pipeline
     python bench/pipeline.py --models utk_classifier --image-size 32 # a quick look on a CPU
-    python bench/pipeline.py --device cuda --precision bf16 --channels-last --data-dir /data/UTKFace
+    python bench/pipeline.py --device cuda --precision bf16 --channels-last --compile smoothing --data-dir /data/UTKFace
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from estimators import correct_inputs, timed  # noqa: E402
+from estimators import correct_inputs, forward_rate, timed  # noqa: E402
 
 from robustness_bias.estimators import CarliniWagner, DeepFool, RandomizedSmoothing  # noqa: E402
 from robustness_bias import models  # noqa: E402
@@ -92,16 +92,16 @@ def correct(model, images, labels, count: int, device: torch.device, channels_la
     return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
 
 
-def images_per_second(estimator, model, x, y, device: torch.device) -> float:
-    estimator(model, x[:2], y[:2], index=torch.arange(2))   # warm-up (and compilation)
-
+def images_per_second(estimator, model, x, y, device: torch.device) -> tuple[float, float]:
+    """The estimator's images/s on ``x`` and its mean queries (forward + backward passes) per image.
+    No warm-up here: training has initialised CUDA, and smoothing's floor is measured (and compiled) first."""
     def every_batch():
-        for start in range(0, len(x), estimator.batch_size):
-            end = start + estimator.batch_size
-            estimator(model, x[start:end], y[start:end], index=torch.arange(start, min(end, len(x))))
+        return [estimator(model, x[start:start + estimator.batch_size], y[start:start + estimator.batch_size],
+                          index=torch.arange(start, min(start + estimator.batch_size, len(x)))).queries
+                for start in range(0, len(x), estimator.batch_size)]
 
-    _, seconds = timed(device.type, every_batch)
-    return len(x) / seconds
+    queries, seconds = timed(device.type, every_batch)
+    return len(x) / seconds, float(torch.cat(queries).float().mean())
 
 
 def projected_hours(row: dict) -> dict:
@@ -110,25 +110,33 @@ def projected_hours(row: dict) -> dict:
     return {"train_h": EPOCHS * TRAIN_IMAGES / row["train_img_s"] / 3600,
             "deepfool_h": ATTACK_AUDITS * TEST_IMAGES / row["deepfool_img_s"] / 3600,
             "cw_h": ATTACK_AUDITS * TEST_IMAGES / row["cw_img_s"] / 3600,
-            "rs_h": SMOOTHING_AUDITS * math.ceil(TEST_IMAGES / SMOOTHING_EVERY) * rs_per_image / 3600}
+            "rs_h": SMOOTHING_AUDITS * math.ceil(TEST_IMAGES / SMOOTHING_EVERY) * rs_per_image / 3600,
+            "cw_h_at_budget": ATTACK_AUDITS * TEST_IMAGES / row["cw_img_s"] * row["cw_budget_queries"]
+            / row["cw_queries"] / 3600}
 
 
 def measure(name: str, args, images, labels, device: torch.device) -> dict:
     torch.manual_seed(0)
     model = build(name, args.image_size, device, args.channels_last)
     train_rate = train(model, images, labels, args.train_steps, args.batch_size, args.precision, args.channels_last,
-                       args.compile, device)
+                       args.compile == "all", device)
     x, y = correct(model, images[-args.pool:], labels[-args.pool:], args.audit_images, device, args.channels_last)
     if len(x) < 2:
         raise SystemExit(f"{name}: fewer than 2 correctly classified images after {args.train_steps} training "
                          "steps. Fix: pass more --train-steps")
     rs_count = min(len(x), args.rs_images)
     rs = RandomizedSmoothing(n=args.rs_n, forward_batch=args.rs_forward_batch, precision=args.precision,
-                             batch_size=rs_count, compile=args.compile)
-    row = {"model": name, "train_img_s": train_rate, "rs_n": args.rs_n, "audited": len(x),
-           "deepfool_img_s": images_per_second(DeepFool(steps=50, batch_size=args.attack_batch), model, x, y, device),
-           "cw_img_s": images_per_second(CarliniWagner(batch_size=args.attack_batch), model, x, y, device),
-           "rs_img_s": images_per_second(rs, model, x[:rs_count], y[:rs_count], device)}
+                             batch_size=rs_count, compile=args.compile != "none")
+    cw = CarliniWagner(batch_size=args.attack_batch)
+    row = {"model": name, "train_img_s": train_rate, "rs_n": args.rs_n, "audited": len(x)}
+    row["deepfool_img_s"], _ = images_per_second(DeepFool(steps=50, batch_size=args.attack_batch), model, x, y, device)
+    row["cw_img_s"], row["cw_queries"] = images_per_second(cw, model, x, y, device)
+    # a briefly trained model may stop CW early more often than a final one: bound it by its whole budget
+    row["cw_budget_queries"] = 2 * cw.binary_search_steps * cw.steps + cw.refine_steps
+    # smoothing's floor, the forward passes alone (batch 1000, same precision; compiled here with --compile)
+    floor = forward_rate(rs.forward_of(model), x, device.type, args.precision, 1.0, args.rs_forward_batch)
+    row["rs_img_s"], _ = images_per_second(rs, model, x[:rs_count], y[:rs_count], device)
+    row["rs_of_floor"] = row["rs_img_s"] * (args.rs_n + SMOOTHING_N0) / floor
     return {**row, **projected_hours(row)}
 
 
@@ -141,7 +149,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="training autocast and smoothing's forward passes")
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the training step and smoothing")
+    parser.add_argument("--compile", choices=["none", "smoothing", "all"], default="none",
+                        help="torch.compile smoothing's forward passes, or those and the training step (compiling a "
+                             "training step costs minutes per model and saves little of the grid's hours)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--train-steps", type=int, default=None, help="default: 200 on a GPU, 2 on a CPU")
     parser.add_argument("--audit-images", type=int, default=None, help="default: 256 on a GPU, 4 on a CPU")
@@ -162,24 +172,29 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
     name = torch.cuda.get_device_name(device) if gpu else f"CPU ({torch.get_num_threads()} threads)"
     print(f"# {name}; {args.image_size}×{args.image_size}; {args.precision}"
-          f"{', channels-last' if args.channels_last else ''}{', compiled' if args.compile else ''}; "
+          f"{', channels-last' if args.channels_last else ''}"
+          f"{'' if args.compile == 'none' else ', compiled: ' + args.compile}; "
           f"{'UTKFace' if args.data_dir else 'synthetic'} images")
     rows = []
     for model in args.models:
         rows.append(measure(model, args, images, labels, device))
-        print(f"{model}: measured", flush=True)
+        print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()),
+              flush=True)   # each model's figures as soon as they exist, should a later one run out of time
     table = pd.DataFrame(rows)
-    print(table[["model", "train_img_s", "deepfool_img_s", "cw_img_s", "rs_img_s", "rs_n", "audited"]]
-          .round(3).to_string(index=False))
+    rates = ["train_img_s", "deepfool_img_s", "cw_img_s", "rs_img_s", "rs_of_floor", "rs_n", "audited", "cw_queries"]
+    print(table[["model", *rates]].round(3).to_string(index=False))
     stages = ["train_h", "deepfool_h", "cw_h", "rs_h"]
     table["total_h"] = table[stages].sum(axis=1)
     print(f"\nProjected hours for the UTKFace grid ({EPOCHS} epochs × {TRAIN_IMAGES:,} images; DeepFool + CW on "
           f"{TEST_IMAGES:,} test images × {ATTACK_AUDITS} audits; smoothing N = {SMOOTHING_N:,} on every "
           f"{SMOOTHING_EVERY}th × {SMOOTHING_AUDITS} audits):")
-    print(table[["model", *stages, "total_h"]].round(2).to_string(index=False))
+    print(table[["model", *stages, "total_h", "cw_h_at_budget"]].round(2).to_string(index=False))
     total = table["total_h"].sum()
     print(f"grid total: {total:.1f} h on this machine for {len(table)} model(s) "
           f"({'within' if total < 24 else 'over'} 24 h)")
+    worst = total + (table["cw_h_at_budget"] - table["cw_h"]).sum()
+    print(f"with every CW run spending its whole budget ({table['cw_budget_queries'].iloc[0]} passes per image): "
+          f"{worst:.1f} h ({'within' if worst < 24 else 'over'} 24 h)")
     return table
 
 

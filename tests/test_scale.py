@@ -104,10 +104,11 @@ def test_projection_arithmetic_by_hand():
     import pipeline as bench
 
     row = {"train_img_s": 17069 * 15 / 3600, "deepfool_img_s": 4742 * 3 / 3600, "cw_img_s": 4742 * 3 / 7200,
-           "rs_img_s": 1.0}
+           "rs_img_s": 1.0, "cw_queries": 250.0, "cw_budget_queries": 1000}
     hours = bench.projected_hours({**row, "rs_n": 100_000})
     assert hours["train_h"] == pytest.approx(1) and hours["deepfool_h"] == pytest.approx(1)
     assert hours["cw_h"] == pytest.approx(2)
+    assert hours["cw_h_at_budget"] == pytest.approx(8)   # a quarter of the budget spent in 2 h
     # 2 audits × ⌈4742 / 5⌉ = 949 images, each (100,000 + 100) / (100,000 + 100) s at 1 image/s
     assert hours["rs_h"] == pytest.approx(2 * 949 / 3600)
     # timed at N = 900 (+ N0 = 100) copies, scaled to N = 100,000 (+ 100)
@@ -124,6 +125,8 @@ def test_bench_pipeline_prints_rates_and_the_projection(capsys):
     assert "Projected hours for the UTKFace grid" in printed and "grid total:" in printed
     assert list(table["model"]) == ["utk_classifier"]
     assert (table[["train_img_s", "deepfool_img_s", "cw_img_s", "rs_img_s"]] > 0).all(axis=None)
+    assert "with every CW run spending its whole budget" in printed
+    assert 0 < table["cw_queries"].iloc[0] <= table["cw_budget_queries"].iloc[0]
     assert table["total_h"].iloc[0] == pytest.approx(table[["train_h", "deepfool_h", "cw_h", "rs_h"]].iloc[0].sum())
 
 
