@@ -237,6 +237,19 @@ def test_attacks_leave_the_model_trainable(affine):
         assert all(p.requires_grad for p in affine.parameters())
 
 
+def test_attacks_run_without_cudnn_autotuning_and_restore_it(affine, monkeypatch):
+    """Samples leave the batch as they flip, so each step's shape is new: tuning each one cost minutes."""
+    x, y, _ = interior_points(affine, 4)
+    seen = []
+    hook = affine.register_forward_pre_hook(lambda *_: seen.append(torch.backends.cudnn.benchmark))
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    for attack in (DeepFool(), CarliniWagner(steps=3, binary_search_steps=1)):
+        attack(affine, x, y)
+        assert torch.backends.cudnn.benchmark is True
+    hook.remove()
+    assert seen and not any(seen)
+
+
 @pytest.mark.parametrize(("cls", "kwargs"), [(DeepFool, {"steps": 0}), (CarliniWagner, {"learning_rate": 0}),
                                              (RandomizedSmoothing, {"alpha": 1.5}),
                                              (RandomizedSmoothing, {"precision": "fp8"}),
