@@ -146,8 +146,7 @@ def main(argv=None) -> pd.DataFrame:
         print(f"  {method}: {len(xs) / seconds:.1f} images/s", flush=True)
 
     run("deepfool (ours)", None, ours(DeepFool(steps=args.deepfool_steps)), x, y)
-    other = "loop" if args.device == "cuda" else "batched"   # the gradient mode "auto" did not pick
-    run(f"deepfool (ours, {other})", None, ours(DeepFool(steps=args.deepfool_steps, gradients=other)), x, y)
+    run("deepfool (ours, batched)", None, ours(DeepFool(steps=args.deepfool_steps, gradients="batched")), x, y)
     if "foolbox" not in args.skip:
         run("foolbox L2DeepFoolAttack", "deepfool (ours)", lambda m, a, b: peers.foolbox_deepfool(m, a, b, steps=args.deepfool_steps), x, y)
     if "torchattacks" not in args.skip:

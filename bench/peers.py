@@ -2,7 +2,7 @@
 
 Every wrapper re-checks success itself (prediction on the returned point ≠ label) and reports
 +inf for failures, since foolbox returns zeros or the clean input and torchattacks the clean
-input when they fail. foolbox and torchattacks are development-only dependencies.
+input when they fail; foolbox CW's zeros are failures even where the model misclassifies them. foolbox and torchattacks are development-only dependencies.
 """
 
 from __future__ import annotations
@@ -39,7 +39,11 @@ def foolbox_cw(model, x, y, binary_search_steps=5, steps=100, initial_const=0.01
                                               stepsize=learning_rate, initial_const=initial_const,
                                               confidence=0, abort_early=True)
     _, adv, _ = attack(fb.PyTorchModel(model, bounds=(0, 1)), x, y, epsilons=None)
-    return checked_distances(model, x, y, adv)
+    # Where no run found an adversarial point, foolbox's CW returns its initial all-black image,
+    # which the model may well misclassify: that is a failure, not a perturbation of norm ‖x‖.
+    # (Its own iterates, (tanh(w) + 1) / 2, are never exactly 0 anywhere.)
+    never_found = (adv == 0).flatten(1).all(1)
+    return torch.where(never_found.cpu(), torch.tensor(float("inf")), checked_distances(model, x, y, adv))
 
 
 def torchattacks_deepfool(model, x, y, steps=50, overshoot=0.02):

@@ -41,3 +41,19 @@ def test_cw_median_at_most_1_percent_above_foolbox_at_the_same_budget(cnn_and_in
     assert _median(ours.distance) <= 1.01 * _median(theirs)
     both = ours.success & torch.isfinite(theirs)
     assert (ours.distance[both] / theirs[both]).median() <= 1.0
+
+
+def test_foolbox_cw_giving_up_is_a_failure_even_where_black_is_misclassified():
+    """foolbox CW returns an all-black image where it found nothing; a model may misclassify black,
+    which re-prediction alone would count as a success at distance ‖x‖."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2)).eval()
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].weight[0] = 1.0          # class 0 for bright images, class 1 for black ones
+        model[1].bias.copy_(torch.tensor([-10.0, 0.0]))
+    x = torch.full((4, 3, 4, 4), 0.9)     # logit 0: 43.2 − 10, far from the boundary at a 1-step budget
+    y = torch.zeros(4, dtype=torch.long)
+    assert (model(torch.zeros_like(x)).argmax(1) != y).all()
+    distances = peers.foolbox_cw(model, x, y, binary_search_steps=1, steps=1)
+    assert torch.isinf(distances).all()

@@ -21,7 +21,7 @@ from .base import DistanceResult, Estimator, failed, failure_codes, frozen, l2_n
 STABILITY = 1e-4  # added to each step's length, as in foolbox, so that steps never stall on the boundary
 
 
-GRADIENT_MODES = ("auto", "batched", "loop")
+GRADIENT_MODES = ("loop", "batched")
 
 
 def candidate_gradients(logits: torch.Tensor, inputs: torch.Tensor, directions: torch.Tensor, mode: str,
@@ -29,9 +29,9 @@ def candidate_gradients(logits: torch.Tensor, inputs: torch.Tensor, directions: 
     """Gradients ∇ₓ(directions[j] · logits) for every j, (J, B, *input), after a single forward pass,
     and the mode that gave them.
 
-    ``batched`` runs one vmapped backward pass (fewer kernel launches: the GPU default);
-    ``loop`` runs one backward pass per direction over the same graph (faster on CPU, where the
-    vmapped convolution backward is slower). Where the model does not support vmap, ``batched``
+    ``loop`` runs one backward pass per direction over the same graph; ``batched`` one vmapped
+    backward pass. The loop is the faster on CPU and, measured on an H200 with ResNet-50, on GPU too
+    (197 against 166 images/s at 32 px, 16.3 against 14.6 at 224 px). Where the model does not support vmap, ``batched``
     falls back to ``loop`` on a fresh graph from ``model(inputs)`` (the failed pass may have freed
     the first) and returns ``loop``, for the caller to keep. Out of memory is no such failure: it is raised.
     """
@@ -52,7 +52,7 @@ class DeepFool(Estimator):
 
     name = "deepfool"
 
-    def __init__(self, steps: int = 100, candidates: int = 10, overshoot: float = 0.02, gradients: str = "auto",
+    def __init__(self, steps: int = 100, candidates: int = 10, overshoot: float = 0.02, gradients: str = "loop",
                  batch_size: int = 256, every_nth: int | None = None):
         if steps < 1 or candidates < 2 or overshoot < 0:
             raise ValueError("deepfool needs steps ≥ 1, candidates ≥ 2 and overshoot ≥ 0")
@@ -73,7 +73,7 @@ class DeepFool(Estimator):
         active = torch.arange(len(x), device=x.device)
         current = x0.clone()
         classes = label = None
-        mode = self.gradients if self.gradients != "auto" else "batched" if x.is_cuda else "loop"
+        mode = self.gradients
 
         def check(logits: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             """Record the active samples that flipped or met non-finite logits; returns both masks.
