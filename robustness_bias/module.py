@@ -6,6 +6,7 @@ import lightning as L
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchmetrics import MeanMetric
 
 from .regularizer import RobustnessBiasPenalty
 
@@ -29,6 +30,9 @@ class Classifier(L.LightningModule):
         self.penalty = penalty
         self.skipped_batches = 0
         self.channels_last = channels_last
+        # evaluation means as sums over samples, gathered across DDP ranks (whose shares may differ by one)
+        self.evaluation_means = nn.ModuleDict({f"{stage}_{name}": MeanMetric() for stage in ("val", "test")
+                                               for name in ("loss", "acc")})
         # Kept out of the module tree (plain __dict__ entry), so checkpoints hold the weights once, as model.*
         self.__dict__["step_model"] = torch.compile(model) if compile else model
         self.save_hyperparameters(ignore=["model", "penalty"])
@@ -62,12 +66,16 @@ class Classifier(L.LightningModule):
         return loss
 
     def _log_loss(self, stage: str, loss, logits, labels) -> None:
-        accuracy = (logits.argmax(1) == labels).float().mean()
-        on_step, sync = stage == "train", stage != "train"   # with DDP, evaluation averages over the ranks
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "test", batch_size=len(labels),
-                 sync_dist=sync)
-        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels),
-                 sync_dist=sync)
+        correct = (logits.argmax(1) == labels).float()
+        if stage == "train":
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
+            self.log("train/acc", correct.mean(), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+            return
+        loss_mean, acc_mean = self.evaluation_means[f"{stage}_loss"], self.evaluation_means[f"{stage}_acc"]
+        loss_mean.update(loss.detach(), weight=len(labels))
+        acc_mean.update(correct)
+        self.log(f"{stage}/loss", loss_mean, on_step=False, on_epoch=True, prog_bar=stage != "test")
+        self.log(f"{stage}/acc", acc_mean, on_step=False, on_epoch=True, prog_bar=True)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

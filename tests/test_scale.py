@@ -84,19 +84,23 @@ def test_a_missing_or_duplicated_shard_is_an_error():
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_gathers_the_records_of_a_single_process_audit(tmp_path):
     env = {**os.environ, "WANDB_SILENT": "true"}
+    odd = [*JOB, "dataset.test_fraction=0.2005"]   # 361 test images: the two ranks' shares differ by one
     ddp = tmp_path / "ddp"
     done = subprocess.run([sys.executable, "-m", "robustness_bias", f"paths.output_dir={ddp}", f"hydra.run.dir={ddp}",
-                           "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *JOB],
+                           "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *odd],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (ddp / "train_ddp_process_1.log").is_file(), "a second process ran"
 
     single = tmp_path / "single"
-    run(compose_config([*JOB, "mode=audit", f"model.checkpoint={ddp / 'checkpoints' / 'last.ckpt'}"], single))
+    run(compose_config([*odd, "mode=audit", f"model.checkpoint={ddp / 'checkpoints' / 'last.ckpt'}"], single))
     ours, alone = (pd.read_parquet(job / "audits" / "final" / "records.parquet") for job in (ddp, single))
     assert not ours.duplicated(["estimator", "sample_index"]).any()
-    assert ours.groupby("estimator", observed=True).size().to_dict() == {"exact": 360, "deepfool": 360, "rs": 72}
+    assert ours.groupby("estimator", observed=True).size().to_dict() == {"exact": 361, "deepfool": 361, "rs": 73}
     pd.testing.assert_frame_equal(ours.drop(columns="settings_hash"), alone.drop(columns="settings_hash"))
+    # trainer.test under DDP counts each test image once, as the single process's audit does
+    accuracy = [json.loads((job / "result.json").read_text())["test_accuracy"] for job in (ddp, single)]
+    assert accuracy[0] == pytest.approx(accuracy[1], abs=1e-6)
 
 
 def test_projection_arithmetic_by_hand():

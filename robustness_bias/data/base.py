@@ -16,6 +16,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
 log = logging.getLogger(__name__)
@@ -233,11 +234,22 @@ class ImageDataModule(L.LightningDataModule):
         return DataLoader(Subset(self.table, indices.tolist()), batch_size=batch_size, shuffle=shuffle,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
+    def _evaluation_loader(self, indices: np.ndarray) -> DataLoader:
+        """Under DDP every rank evaluates its own share and each sample is seen once: Lightning's
+        DistributedSampler would pad the shares with repeats, so accuracy would count some twice."""
+        if self.trainer is None or self.trainer.world_size == 1:
+            return self._loader(indices, False, self.eval_batch_size)
+        subset = Subset(self.table, indices.tolist())
+        share = UnrepeatedDistributedSampler(subset, num_replicas=self.trainer.world_size,
+                                             rank=self.trainer.global_rank, shuffle=False)
+        return DataLoader(subset, batch_size=self.eval_batch_size, sampler=share, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_indices, True, self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_indices, False, self.eval_batch_size)
+        return self._evaluation_loader(self.val_indices)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_indices, False, self.eval_batch_size)
+        return self._evaluation_loader(self.test_indices)
