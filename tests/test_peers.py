@@ -57,3 +57,11 @@ def test_foolbox_cw_giving_up_is_a_failure_even_where_black_is_misclassified():
     assert (model(torch.zeros_like(x)).argmax(1) != y).all()
     distances = peers.foolbox_cw(model, x, y, binary_search_steps=1, steps=1)
     assert torch.isinf(distances).all()
+
+
+def test_bench_profile_shows_where_our_attacks_spend_their_time(capsys):
+    bench.main(["--images", "8", "--device", "cpu", "--profile", "--image-size", "16"])
+    printed = capsys.readouterr().out
+    for attack in ("deepfool", "cw"):
+        assert f"{attack} (ours) under the profiler" in printed
+    assert printed.count("Self CPU time total") == 2 and "aten::convolution_backward" in printed
