@@ -169,7 +169,8 @@ def main(argv=None) -> pd.DataFrame:
         print(f"  {method}: {len(xs) / seconds:.1f} images/s", flush=True)
 
     run("deepfool (ours)", None, ours(DeepFool(steps=args.deepfool_steps)), x, y)
-    run("deepfool (ours, batched)", None, ours(DeepFool(steps=args.deepfool_steps, gradients="batched")), x, y)
+    for mode in ("batched", "replicated"):   # the other ways to the candidates' gradients
+        run(f"deepfool (ours, {mode})", None, ours(DeepFool(steps=args.deepfool_steps, gradients=mode)), x, y)
     if "foolbox" not in args.skip:
         run("foolbox L2DeepFoolAttack", "deepfool (ours)", lambda m, a, b: peers.foolbox_deepfool(m, a, b, steps=args.deepfool_steps), x, y)
     if "torchattacks" not in args.skip:

@@ -84,6 +84,20 @@ def test_deepfool_gradient_modes_agree(affine, monkeypatch):
     assert torch.equal(batched.failure, reference.failure)
 
 
+def test_deepfool_replicated_gradients_agree_with_the_loop(affine):
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(SHAPE[0], 8, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(4)).eval()
+    cnn(torch.rand(1, *SHAPE))
+    for model, (x, y) in ((affine, interior_points(affine, 8)[:2]), (cnn, (torch.rand(16, *SHAPE), None))):
+        y = model(x).argmax(1) if y is None else y
+        reference = DeepFool(gradients="loop")(model, x, y)
+        replicated = DeepFool(gradients="replicated")(model, x, y)
+        torch.testing.assert_close(replicated.distance, reference.distance)
+        for field in ("success", "queries", "failure"):
+            assert torch.equal(getattr(replicated, field), getattr(reference, field)), field
+    assert reference.queries.max() > 1 + 3 + 1   # the CNN took several steps
+
+
 class SquareWithoutVmap(torch.autograd.Function):
     """x ↦ x², whose backward pass branches on its input's values: vmap cannot batch it."""
 

@@ -21,20 +21,26 @@ from .base import DistanceResult, Estimator, failed, failure_codes, frozen, l2_n
 STABILITY = 1e-4  # added to each step's length, as in foolbox, so that steps never stall on the boundary
 
 
-GRADIENT_MODES = ("loop", "batched")
+GRADIENT_MODES = ("loop", "batched", "replicated")
 
 
 def candidate_gradients(logits: torch.Tensor, inputs: torch.Tensor, directions: torch.Tensor, mode: str,
                         model: nn.Module) -> tuple[torch.Tensor, str]:
-    """Gradients ∇ₓ(directions[j] · logits) for every j, (J, B, *input), after a single forward pass,
-    and the mode that gave them.
+    """Gradients ∇ₓ(directions[j] · logits) for every j, (J, B, *input), and the mode that gave them.
 
-    ``loop`` runs one backward pass per direction over the same graph; ``batched`` one vmapped
-    backward pass. The loop is the faster on CPU and, measured on an H200 with ResNet-50, on GPU too
-    (197 against 166 images/s at 32 px, 16.3 against 14.6 at 224 px). Where the model does not support vmap, ``batched``
+    ``loop`` runs one backward pass per direction over the graph of ``logits``; ``batched`` one
+    vmapped backward pass over it. The loop is the faster on CPU and, measured on an H200 with
+    ResNet-50, on GPU too (197 against 166 images/s at 32 px, 16.3 against 14.6 at 224 px).
+    ``replicated`` needs no graph: one forward and one backward pass over J copies of the inputs,
+    J times the arithmetic of a forward pass for a tenth of the kernel launches, meant for steps
+    whose few remaining samples leave a GPU waiting on launches (not yet measured on one). Where the model does not support vmap, ``batched``
     falls back to ``loop`` on a fresh graph from ``model(inputs)`` (the failed pass may have freed
     the first) and returns ``loop``, for the caller to keep. Out of memory is no such failure: it is raised.
     """
+    if mode == "replicated":
+        copies = inputs.detach().repeat(len(directions), *[1] * (inputs.dim() - 1)).requires_grad_(True)
+        grads, = torch.autograd.grad(model(copies), copies, directions.flatten(0, 1))
+        return grads.view(len(directions), *inputs.shape), mode
     if mode == "batched":
         try:
             return torch.autograd.grad(logits, inputs, directions, is_grads_batched=True)[0], mode
@@ -89,7 +95,7 @@ class DeepFool(Estimator):
             return flipped, bad
 
         for _ in range(self.steps):
-            inputs = current[active].requires_grad_(True)
+            inputs = current[active].requires_grad_(mode != "replicated")   # replicated builds its own graph
             with torch.enable_grad():
                 logits = model(inputs)
                 queries[active] += 1
