@@ -95,20 +95,27 @@ def forward_rate(model, x, device, precision: str, seconds: float = 2.0, batch_s
         return done / (time.perf_counter() - start)
 
 
-def profile_attacks(model, x, y, device: str, deepfool_steps: int) -> None:
+def profile_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str]) -> None:
     """Where our DeepFool's and CW's time goes: the operators that cost most, and the device's and the
     host's totals, which against the wall time tell a launch-bound attack from a compute-bound one."""
     from torch.profiler import ProfilerActivity, profile
 
     on_gpu = device == "cuda"
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_gpu else [])]
-    for name, attack in (("deepfool", DeepFool(steps=deepfool_steps)), ("cw", CarliniWagner())):
+    attacks = {"deepfool": DeepFool(steps=deepfool_steps), "cw": CarliniWagner()}
+    for name, attack in ((name, attacks[name]) for name in names):
         ours(attack)(model, x[:4], y[:4])   # warm-up
         with profile(activities=activities) as prof:
             result, seconds = timed(device, lambda: attack(model, x, y, index=torch.arange(len(x))))
         queries = result.queries.float()
         print(f"\n{name} (ours) under the profiler: {len(x) / seconds:.1f} images/s, {seconds:.2f} s wall; queries per "
               f"image: mean {queries.mean():.0f}, max {queries.max():.0f} (the table's totals against the wall time)")
+        if name == "deepfool":   # a sample that flipped after s steps made 1 + s·k queries
+            k = min(attack.candidates, int(model(x[:1]).shape[1]))
+            steps = ((result.queries - 1) // k)[result.success].cpu()
+            print(f"DeepFool steps per flipped sample: median {steps.median():.0f}, 90th percentile "
+                  f"{steps.float().quantile(0.9):.0f}, max {steps.max():.0f}; still active after 1, 2, 5, 10, "
+                  "20 steps: " + ", ".join(str(int((steps > s).sum())) for s in (1, 2, 5, 10, 20)))
         print(prof.key_averages().table(sort_by="self_device_time_total" if on_gpu else "self_cpu_time_total",
                                         row_limit=12))
 
@@ -147,8 +154,8 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--channels-last", action="store_true", help="model and inputs in channels-last memory format")
     parser.add_argument("--rs-compile", action="store_true", help="torch.compile smoothing's forward passes")
     parser.add_argument("--skip", nargs="*", default=[], help="peers to leave out: torchattacks, foolbox, cohen")
-    parser.add_argument("--profile", action="store_true",
-                        help="instead of the table: profile our DeepFool and CW on the same inputs")
+    parser.add_argument("--profile", nargs="*", choices=["deepfool", "cw"], default=None,
+                        help="instead of the table: profile our DeepFool and CW (or those named) on the same inputs")
     args = parser.parse_args(argv)
 
     torch.backends.cudnn.benchmark = True
@@ -158,8 +165,8 @@ def main(argv=None) -> pd.DataFrame:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     print(f"{args.model} {args.image_size}px on {args.device}: {len(x)} correctly classified inputs", flush=True)
-    if args.profile:
-        profile_attacks(model, x, y, args.device, args.deepfool_steps)
+    if args.profile is not None:
+        profile_attacks(model, x, y, args.device, args.deepfool_steps, args.profile or ["deepfool", "cw"])
         return pd.DataFrame()
     rows = []
 

@@ -65,3 +65,4 @@ def test_bench_profile_shows_where_our_attacks_spend_their_time(capsys):
     for attack in ("deepfool", "cw"):
         assert f"{attack} (ours) under the profiler" in printed
     assert printed.count("Self CPU time total") == 2 and "aten::convolution_backward" in printed
+    assert "DeepFool steps per flipped sample: median" in printed
