@@ -106,7 +106,7 @@ def profile_attacks(model, x, y, device: str, deepfool_steps: int, names: list[s
     for name, attack in ((name, attacks[name]) for name in names):
         ours(attack)(model, x[:4], y[:4])   # warm-up
         with profile(activities=activities) as prof:
-            result, seconds = timed(device, lambda: attack(model, x, y, index=torch.arange(len(x))))
+            result, seconds = timed(device, attack, model, x, y)
         queries = result.queries.float()
         print(f"\n{name} (ours) under the profiler: {len(x) / seconds:.1f} images/s, {seconds:.2f} s wall; queries per "
               f"image: mean {queries.mean():.0f}, max {queries.max():.0f} (the table's totals against the wall time)")
