@@ -2,7 +2,8 @@
 
 Every wrapper re-checks success itself (prediction on the returned point ≠ label) and reports
 +inf for failures, since foolbox returns zeros or the clean input and torchattacks the clean
-input when they fail; foolbox CW's zeros are failures even where the model misclassifies them. foolbox and torchattacks are development-only dependencies.
+input when they fail; foolbox CW's zeros are failures even where the model misclassifies them.
+foolbox and torchattacks are development-only dependencies.
 """
 
 from __future__ import annotations

@@ -52,10 +52,15 @@ def check_settings(cfg: DictConfig) -> None:
                           "integer. Fix: pass trainer.max_epochs=5 (any whole number ≥ 1)")
     if not cfg.get("estimator"):
         raise ConfigError("no estimator is configured. Fix: pass estimator=[exact] (or another list of estimators)")
+    if cfg.get("mode") == "audit" and not cfg.model.get("checkpoint"):
+        raise ConfigError("mode=audit needs a trained model. Fix: pass model.checkpoint=/path/to/checkpoint")
     audit = cfg.audit
-    for key in ("every_nth", "batch_size"):
+    for key in ("every_nth", "batch_size", "chunk_size", "num_shards"):
         if not isinstance(audit[key], int) or audit[key] < 1:
             raise ConfigError(f"audit.{key}={audit[key]}: must be a positive integer. Fix: pass audit.{key}=1 or more")
+    if not isinstance(audit.shard, int) or not 0 <= audit.shard < audit.num_shards:
+        raise ConfigError(f"audit.shard={audit.shard} audit.num_shards={audit.num_shards}: the shard must be a whole "
+                          f"number from 0 to num_shards − 1. Fix: pass audit.shard=0 … {audit.num_shards - 1}")
     if audit.failures not in FAILURE_POLICIES:
         raise ConfigError(f"audit.failures={audit.failures}: unknown failure policy. Fix: use one of {FAILURE_POLICIES}")
     if audit.tau_max != "pooled_max" and not (isinstance(audit.tau_max, (int, float)) and audit.tau_max > 0):
@@ -99,8 +104,6 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[torch.nn.
 def audit_only(cfg: DictConfig, model, epoch: int | None, datamodule: ImageDataModule, audit: RobustnessAudit,
                loggers) -> float:
     """mode=audit: no training; the estimators run once on the given model, recorded as the final audit."""
-    if not cfg.model.get("checkpoint"):
-        raise ConfigError("mode=audit needs a trained model. Fix: pass model.checkpoint=/path/to/checkpoint")
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu")
     model = model.to(device).eval()
     audit.run(model, datamodule, device, epoch if epoch is not None else 0, ["final"], loggers, step=0)

@@ -34,9 +34,10 @@ def _distance_stats(distance: np.ndarray, correct: np.ndarray, success: np.ndarr
 
 
 def overall_accuracy(summary: pd.DataFrame) -> float:
-    """The accuracy on all audited test samples, from a summary's ``(all)`` row."""
+    """The accuracy on all audited test samples, from the ``(all)`` row of the estimator that saw the
+    most of them (one with its own ``every_nth`` saw only a subsample)."""
     overall = summary[(summary["group"] == OVERALL) & (summary["partition"] == "class")]
-    return float(overall["accuracy"].iloc[0])
+    return float(overall.loc[overall["size"].idxmax(), "accuracy"])
 
 
 def sigmas_of(summary: pd.DataFrame, partition: str) -> dict[str, float]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from robustness_bias.models import small_cnn
+from robustness_bias.models import logreg
 from robustness_bias.pipeline import ConfigError, run
 
 TINY = ["dataset=synthetic", "dataset.n_samples=300", "partition=group", "estimator=[exact,deepfool,rs]",
@@ -57,7 +57,8 @@ def test_a_torchscript_model_without_a_config_is_audited_on_an_image_folder(make
         rows.append({"path": f"{i}.png", "label": ["cat", "dog"][i % 2], "camera": ["a", "b"][i % 3 == 0]})
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     torch.manual_seed(0)
-    scripted = torch.jit.script(small_cnn((3, 8, 8), 2, {"mean": [0.5] * 3, "std": [0.25] * 3}).eval())
+    # linear, so its predictions vary over noise images and change with any other scaling of the pixels
+    scripted = torch.jit.script(logreg((3, 8, 8), 2, {"mean": [0.5] * 3, "std": [0.25] * 3}).eval())
     scripted.save(str(tmp_path / "model.pt"))
     result = run(make_config("mode=audit", "model=torchscript", f"model.checkpoint={tmp_path / 'model.pt'}",
                              "dataset=image_folder", f"dataset.root={root}", "+partition.by=[camera]",
@@ -65,7 +66,14 @@ def test_a_torchscript_model_without_a_config_is_audited_on_an_image_folder(make
     records = pd.read_parquet(tmp_path / "audits" / "final" / "records.parquet")
     assert len(records) == 8 and set(records["camera"]) <= {"a", "b"}
     assert records.loc[records["correct"], "success"].all()
-    assert 0 <= result["test_accuracy"] <= 1
+    # the audit fed the scripted model the files' own pixels in [0,1] (its normalization is its own)
+    paths = sorted(row["path"] for row in rows)   # the table's order
+    pixels = torch.stack([torch.from_numpy(np.asarray(Image.open(root / paths[i]))).permute(2, 0, 1) / 255
+                          for i in records["sample_index"]])
+    with torch.no_grad():
+        assert records["prediction"].tolist() == scripted(pixels).argmax(1).tolist()
+    assert records["prediction"].nunique() == 2
+    assert result["test_accuracy"] == pytest.approx(records["correct"].mean())
 
 
 def test_audit_mode_needs_a_checkpoint(make_config):

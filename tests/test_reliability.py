@@ -171,15 +171,23 @@ def test_out_of_memory_at_batch_size_one_is_not_hidden(tmp_path, digits, model):
         audit(tmp_path, {"e": MemoryLimited(DeepFool(batch_size=2), limit=0)}).run(model, digits, "cpu", 1, ["final"])
 
 
-def test_same_seed_gives_byte_identical_records_and_smoothing_ignores_batch_size(tmp_path):
+def test_same_seed_gives_byte_identical_records_and_smoothing_ignores_batch_size(tmp_path, monkeypatch):
     from conftest import compose_config
 
     job = ["estimator=[exact,deepfool,cw,rs]", "estimator.rs.n=2000", "logger=none", "trainer.max_epochs=2",
            "estimator.cw.steps=20", "estimator.cw.binary_search_steps=2", "audit.progress=false"]
-    outputs = []
+    certify, batch_sizes = RandomizedSmoothing.__call__, []
+    monkeypatch.setattr(RandomizedSmoothing, "__call__",
+                        lambda self, model, x, *a, **k: batch_sizes.append(len(x)) or certify(self, model, x, *a, **k))
+    outputs, largest = [], []
     for folder, rs_batch in (("a", 16), ("b", 16), ("c", 5)):
+        batch_sizes.clear()
         run(compose_config([*job, f"estimator.rs.batch_size={rs_batch}"], tmp_path / folder))
         outputs.append(record_bytes(tmp_path / folder))
+        largest.append(max(batch_sizes))
+    assert largest == [16, 16, 5]   # the setting reached smoothing
+    final = pd.read_parquet(tmp_path / "c" / "audits" / "final" / "records.parquet")
+    assert (final["success"] & (final["estimator"] == "rs")).any()   # certified radii to compare, not only zeros
     assert outputs[0] == outputs[1] == outputs[2]
 
 

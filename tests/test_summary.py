@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustness_bias.summary import OVERALL, group_summary
+from robustness_bias.summary import OVERALL, group_summary, overall_accuracy
 
 
 def _records():
@@ -42,3 +42,10 @@ def test_overall_row_per_partition():
     table = group_summary(_records(), ["site"])
     overall = table[table["group"] == OVERALL].iloc[0]
     assert overall["size"] == 6 and overall["accuracy"] == pytest.approx(5 / 6) and np.isnan(overall["sigma"])
+
+
+def test_overall_accuracy_comes_from_the_estimator_that_saw_every_sample():
+    whole = _records().assign(**{"class": pd.Categorical([0, 1, 0, 1, 0, 1])})
+    every_other = whole.iloc[::2].assign(estimator="deepfool")   # all correct: accuracy 1 on its subsample
+    table = group_summary(pd.concat([every_other, whole]), ["class"])
+    assert overall_accuracy(table) == pytest.approx(5 / 6)

@@ -230,20 +230,21 @@ class ImageDataModule(L.LightningDataModule):
         self.setup()
         return self.table.metadata(self.test_indices)
 
-    def _loader(self, indices: np.ndarray, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(Subset(self.table, indices.tolist()), batch_size=batch_size, shuffle=shuffle,
+    def _loader(self, indices: np.ndarray, shuffle: bool, batch_size: int, unrepeated_share: bool = False,
+                ) -> DataLoader:
+        subset = Subset(self.table, indices.tolist())
+        sampler = None
+        if unrepeated_share:
+            sampler = UnrepeatedDistributedSampler(subset, num_replicas=self.trainer.world_size,
+                                                   rank=self.trainer.global_rank, shuffle=False)
+        return DataLoader(subset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def _evaluation_loader(self, indices: np.ndarray) -> DataLoader:
         """Under DDP every rank evaluates its own share and each sample is seen once: Lightning's
         DistributedSampler would pad the shares with repeats, so accuracy would count some twice."""
-        if self.trainer is None or self.trainer.world_size == 1:
-            return self._loader(indices, False, self.eval_batch_size)
-        subset = Subset(self.table, indices.tolist())
-        share = UnrepeatedDistributedSampler(subset, num_replicas=self.trainer.world_size,
-                                             rank=self.trainer.global_rank, shuffle=False)
-        return DataLoader(subset, batch_size=self.eval_batch_size, sampler=share, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        distributed = self.trainer is not None and self.trainer.world_size > 1
+        return self._loader(indices, False, self.eval_batch_size, unrepeated_share=distributed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_indices, True, self.batch_size)

@@ -97,6 +97,11 @@ def l2_norm(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).norm(dim=1)
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """An image batch laid out channels-last (NHWC), as a channels-last model wants its inputs."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 @contextmanager
 def frozen(model: nn.Module):
     """Parameters stop requiring gradients for the duration, so attacks' backward passes skip them.

@@ -17,7 +17,8 @@ import torch
 from scipy.stats import beta, norm
 from torch import nn
 
-from .base import ABSTAINED, NO_FAILURE, NONFINITE_LOGITS, WRONG_CLASS, DistanceResult, Estimator, nonfinite_rows
+from .base import (ABSTAINED, NO_FAILURE, NONFINITE_LOGITS, WRONG_CLASS, DistanceResult, Estimator, is_channels_last,
+                   nonfinite_rows)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -91,7 +92,7 @@ class RandomizedSmoothing(Estimator):
         copies gave non-finite logits instead, (B,)."""
         device = x.device
         buffer = torch.empty(self.forward_batch, *x.shape[1:], device=device, dtype=x.dtype)
-        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        if is_channels_last(x):
             buffer = buffer.contiguous(memory_format=torch.channels_last)   # match a channels-last model
         owners = torch.empty(self.forward_batch, dtype=torch.long, device=device)
         generator = torch.Generator(device=device)

@@ -41,8 +41,6 @@ def load_weights(model: nn.Module, path: str) -> int | None:
         model.load_state_dict(state)
     except RuntimeError as error:
         raise ValueError(f"model.checkpoint={path} does not fit the configured model: {error}") from error
-    if not isinstance(saved, dict):
-        return None
     return saved.get("epochs_completed", saved.get("epoch"))   # ours, else Lightning's (saved at the end of fit)
 
 
