@@ -51,14 +51,19 @@ class RobustnessBiasPenalty:
             sides = [codes == code for code in range(len(self.group_names))]
         else:
             sides = [codes == self.group_code, codes != self.group_code]
-        sides = [side & correct for side in sides]
-        present = torch.stack([side.any() for side in sides]).tolist()   # one wait for the device, not one per side
-        means = {name: distance[side].mean().detach()
-                 for name, side, there in zip(self._side_names(), sides, present) if there}
-        shares = [beyond[side].mean() for side, there in zip(sides, present) if there]
-        if len(shares) < 2:
+        sides = torch.stack(sides) & correct                                   # (sides, batch)
+        counts = sides.sum(1)
+        present = (counts > 0).nonzero()[:, 0].tolist()   # the one wait for the device: masked means need no other
+
+        def side_means(values: torch.Tensor) -> torch.Tensor:
+            return torch.where(sides, values, 0).sum(1) / counts.clamp_min(1)   # where, not ×: 0 · inf is NaN
+
+        mean_distance = side_means(distance.detach())
+        names = self._side_names()
+        means = {names[i]: mean_distance[i] for i in present}
+        if len(present) < 2:
             return logits, None, means
-        shares = torch.stack(shares)
+        shares = side_means(beyond)[present]
         return logits, self.alpha * (shares.max() - shares.min()), means
 
     def _side_names(self) -> list[str]:
