@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+TAGS = ("first", "middle", "final")   # the audits of a training run
 
 os.environ.setdefault("WANDB_SILENT", "true")
+sys.path.insert(0, str(CONFIG_DIR.parent / "bench"))   # the benchmark scripts, importable as modules
 
 
 def compose_config(overrides: list[str], output_dir: Path | None = None) -> DictConfig:

@@ -1,15 +1,12 @@
 """Quality against the peers on a small trained CNN: same inputs, same budget, distances no larger."""
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import estimators as bench  # noqa: E402
-import peers  # noqa: E402
+import estimators as bench  # bench/, on the path through conftest
+import peers
 
 from robustness_bias.estimators import CarliniWagner, DeepFool  # noqa: E402
 

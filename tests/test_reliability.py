@@ -3,7 +3,6 @@
 import copy
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -15,13 +14,13 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import TAGS
 from robustness_bias.audit import RobustnessAudit
 from robustness_bias.data import DigitsDataModule
 from robustness_bias.estimators import DeepFool, RandomizedSmoothing
 from robustness_bias.pipeline import run
 from robustness_bias.resume import resumable
 
-TAGS = ("first", "middle", "final")
 # Two epochs: the kill lands in the first audit, so the rerun must also resume training.
 JOB = ["logger=none", "estimator=[deepfool,rs]", "estimator.rs.n=5000", "estimator.rs.every_nth=1",
        "audit.chunk_size=16", "trainer.max_epochs=2", "audit.progress=false", "+trainer.enable_progress_bar=false"]
@@ -41,12 +40,11 @@ def record_bytes(out) -> dict[str, bytes]:
 
 @pytest.mark.slow
 def test_a_killed_audit_resumes_from_its_last_chunk_and_ends_identical(tmp_path):
-    env = {**os.environ, "WANDB_SILENT": "true"}
     whole = tmp_path / "uninterrupted"
-    subprocess.run(command(whole), check=True, capture_output=True, env=env, timeout=600)
+    subprocess.run(command(whole), check=True, capture_output=True, timeout=600)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while process.poll() is None and len(stored_chunks(killed)) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -56,7 +54,7 @@ def test_a_killed_audit_resumes_from_its_last_chunk_and_ends_identical(tmp_path)
     assert process.returncode == -signal.SIGKILL and finished_before_kill >= 3
     assert not (killed / "result.json").exists() and not (killed / "audits" / "first").exists()
 
-    subprocess.run(command(killed), check=True, capture_output=True, env=env, timeout=600)
+    subprocess.run(command(killed), check=True, capture_output=True, timeout=600)
     result = json.loads((killed / "result.json").read_text())
     chunks = result["audit_chunks"]["first+middle"]["rs"]
     total = json.loads((whole / "result.json").read_text())["audit_chunks"]["first+middle"]["rs"]["computed"]

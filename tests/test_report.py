@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -144,7 +143,7 @@ def test_changed_settings_rerun_the_job(tmp_path):
 def test_make_paper_smoke_writes_every_table_and_figure(tmp_path):
     sweeps, out = tmp_path / "sweeps", tmp_path / "report"
     done = subprocess.run(["make", "paper", "SMOKE=1", f"SWEEP_ROOT={sweeps}", f"REPORT_DIR={out}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=1500, env={**os.environ, "WANDB_SILENT": "true"})
+                          capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
     expected = [f"{t}.{s}" for t in ("table1", "table2", "agreement") for s in ("md", "csv")]
     for dataset, partitions in (("digits", ["class"]), ("synthetic", ["class", "group"])):
