@@ -146,8 +146,7 @@ class RobustnessAudit(L.Callback):
         epoch = trainer.current_epoch + 1
         tags = audit_schedule(trainer.max_epochs).get(epoch)
         if tags and not trainer.sanity_checking:
-            self.run(pl_module.model, trainer.datamodule, pl_module.device, epoch, tags, trainer.loggers,
-                     trainer.global_step)
+            self._run_in_fit(trainer, pl_module, epoch, tags)
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         self._resumed_epoch = checkpoint.get("epochs_completed")   # see resume.EpochCheckpoint
@@ -165,13 +164,18 @@ class RobustnessAudit(L.Callback):
         if resumed is None:
             return
         for epoch, tags in audit_schedule(trainer.max_epochs).items():
-            missing = [tag for tag in tags if epoch <= resumed and not self.take_up(tag, epoch)]
+            if epoch > resumed:   # still to come: training reaches it
+                continue
+            missing = [tag for tag in tags if not self.take_up(tag, epoch)]
             if missing and epoch == resumed:
-                self.run(pl_module.model, trainer.datamodule, pl_module.device, epoch, missing, trainer.loggers,
-                         trainer.global_step)
+                self._run_in_fit(trainer, pl_module, epoch, missing)
             elif missing:
                 log.warning("the audit after epoch %d (%s) was lost and cannot be redone from this checkpoint",
                             epoch, "+".join(missing))
+
+    def _run_in_fit(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int, tags: list[str]) -> None:
+        self.run(pl_module.model, trainer.datamodule, pl_module.device, epoch, tags, trainer.loggers,
+                 trainer.global_step)
 
     def take_up(self, tag: str, epoch: int) -> bool:
         """Adopt the summary of an audit finished earlier under the same settings; False when there is none."""
