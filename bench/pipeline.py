@@ -29,6 +29,7 @@ from estimators import correct_inputs, forward_rate, timed  # noqa: E402
 
 from robustness_bias.estimators import CarliniWagner, DeepFool, RandomizedSmoothing  # noqa: E402
 from robustness_bias import models  # noqa: E402
+from robustness_bias.allocator import steady_cpu_allocator  # noqa: E402
 
 GRID_MODELS = ["utk_classifier", "resnet50", "alexnet", "vgg19_bn", "densenet121", "squeezenet1_0"]
 # SPEC §4: 23,705 usable UTKFace images, 80/20 split, 10% of the rest for validation.
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--rs-n", type=int, default=None, help="default: 10,000 on a GPU, 100 on a CPU")
     parser.add_argument("--rs-forward-batch", type=int, default=1000)
     args = parser.parse_args(argv)
+    steady_cpu_allocator()   # CPU attacks' timings independent of what ran before them
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     args.train_steps = args.train_steps or (200 if gpu else 2)

@@ -45,4 +45,6 @@ if __name__ == "__main__":
     if problem:
         print(f"robustness_bias: error: {problem}", file=sys.stderr)
         sys.exit(2)
+    from .allocator import steady_cpu_allocator
+    steady_cpu_allocator()
     main()

@@ -1,6 +1,10 @@
 """Quality against the peers on a small trained CNN: same inputs, same budget, distances no larger."""
 
 
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -63,3 +67,33 @@ def test_bench_profile_shows_where_our_attacks_spend_their_time(capsys):
         assert f"{attack} (ours) under the profiler" in printed
     assert printed.count("Self CPU time total") == 2 and "aten::convolution_backward" in printed
     assert "DeepFool steps per flipped sample: median" in printed
+    if platform.libc_ver()[0] == "glibc":
+        assert "malloc's mmap threshold fixed at 32 MiB" in printed
+
+
+STEADY_ALLOCATOR_PROBE = """
+import ctypes, sys, torch
+from robustness_bias.allocator import steady_cpu_allocator
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "steady":
+    assert steady_cpu_allocator()
+before = libc.mallinfo2().hblkhd
+buffer = torch.ones(4_000_000)   # 16 MB, an activation of a CPU attack's batch
+print(libc.mallinfo2().hblkhd - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="mallopt is glibc's")
+@pytest.mark.parametrize("allocator, mmapped", [("default", True), ("steady", False)])
+def test_steady_allocator_serves_activation_sized_buffers_from_the_heap(allocator, mmapped):
+    """glibc maps a fresh 16 MB block from the kernel (and page-faults it) on every allocation until
+    its threshold has risen; fixed at 32 MiB, it serves the block from the heap from the start.
+    A fresh process each, since the setting is process-wide."""
+    probe = subprocess.run([sys.executable, "-c", STEADY_ALLOCATOR_PROBE, allocator],
+                           capture_output=True, text=True, check=True)
+    assert (int(probe.stdout) >= 16_000_000) is mmapped
