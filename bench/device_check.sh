@@ -2,8 +2,10 @@
 # The GPU rows issues #3 and #9 ask for, on one H100 or H200; the output goes to $OUT (default
 # ./device_check). Stages run in the order of STAGES, each under its own time limit, and print as
 # they go, so a slow stage leaves the others' figures intact. Seconds each took on an H200 (2026-11-27):
-# pipeline ≈ 225, estimators_32 ≈ 145, estimators_224 > 105 (cut there), profile_32 not yet run.
-# Within one 600 s call: STAGES="pipeline estimators_32 profile_32", then estimators_224 in a second.
+# pipeline ≈ 225, estimators_32 ≈ 145, estimators_224 > 105 (cut there), profile_32 not yet run; graphs
+# (CUDA-graphed attacks against eager ones, GPU tests) and the graphed rows added since are not yet timed.
+# Within one 600 s call: STAGES="graphs estimators_32 pipeline", then profile_32 estimators_224 in a second.
+# GRAPHS=0 leaves the CUDA-graphed attacks out of the bench stages (should the graphs stage fail).
 # The device machines' python3 has torch, torchvision, lightning, pandas and scipy, not foolbox,
 # torchattacks or eagerpy: put those wheels (and GitPython, gitdb, smmap, which foolbox imports) in
 # .whl/ and carry it for the peer rows, or run with SKIP="foolbox torchattacks" to leave those peers
@@ -14,7 +16,8 @@ OUT=${OUT:-device_check}
 mkdir -p "$OUT"
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
-STAGES=${STAGES:-pipeline estimators_32 profile_32 estimators_224}
+STAGES=${STAGES:-graphs estimators_32 pipeline profile_32 estimators_224}
+GRAPHS_ARG=(--cuda-graphs); [ "${GRAPHS:-1}" = 1 ] || GRAPHS_ARG=(--no-cuda-graphs)
 if compgen -G ".whl/*.whl" > /dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site
@@ -31,19 +34,24 @@ if [ -n "${UTK:-}" ] && [ -f "$UTK" ]; then
 fi
 for stage in $STAGES; do
   case $stage in
+    graphs)   # CUDA-graphed DeepFool and CW give the eager results (tests/test_graphs.py, GPU tests included)
+      timeout "${GRAPHS_S:-120}" $PY -m pytest -q -p no:cacheprovider --noconftest tests/test_graphs.py \
+        -k "not bench" ;;
     pipeline)   # #9: training and audit rates of the UTKFace grid's six models at 200 px, and the projected hours
       timeout "${PIPELINE_S:-260}" $PY bench/pipeline.py --device "$DEVICE" --precision bf16 --channels-last \
-        --compile smoothing "${DATA[@]}" --train-steps 30 --audit-images 32 --attack-batch 32 --rs-images 4 ;;
+        --compile smoothing "${GRAPHS_ARG[@]}" "${DATA[@]}" --train-steps 30 --audit-images 32 --attack-batch 32 \
+        --rs-images 4 ;;
     estimators_32)   # #3: ResNet-50 at 32 px against the peers, smoothing at N = 100,000
       timeout "${ESTIMATORS_32_S:-170}" $PY bench/estimators.py --model resnet50 --image-size 32 --device "$DEVICE" \
-        --images 512 --rs-n 100000 --rs-precision bf16 --channels-last --rs-compile "${SKIP_ARGS[@]}" ;;
+        --images 512 --rs-n 100000 --rs-precision bf16 --channels-last --rs-compile "${GRAPHS_ARG[@]}" \
+        "${SKIP_ARGS[@]}" ;;
     profile_32)   # where our DeepFool's and CW's time goes on the same inputs
       timeout "${PROFILE_S:-90}" $PY bench/estimators.py --model resnet50 --image-size 32 --device "$DEVICE" \
         --images 512 --channels-last --profile ;;
     estimators_224)   # #3: ResNet-50 at 224 px, smoothing at N = 10,000
       timeout "${ESTIMATORS_224_S:-200}" $PY bench/estimators.py --model resnet50 --image-size 224 --device "$DEVICE" \
         --images 64 --torchattacks-images 8 --rs-n 10000 --rs-precision bf16 --channels-last --rs-compile \
-        "${SKIP_ARGS[@]}" ;;
-    *) echo "unknown stage $stage: use pipeline, estimators_32, profile_32 or estimators_224" >&2; exit 2 ;;
+        "${GRAPHS_ARG[@]}" "${SKIP_ARGS[@]}" ;;
+    *) echo "unknown stage $stage: use graphs, pipeline, estimators_32, profile_32 or estimators_224" >&2; exit 2 ;;
   esac 2>&1 | tee "$OUT/$stage.txt"
 done

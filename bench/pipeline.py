@@ -128,9 +128,13 @@ def measure(name: str, args, images, labels, device: torch.device) -> dict:
     rs_count = min(len(x), args.rs_images)
     rs = RandomizedSmoothing(n=args.rs_n, forward_batch=args.rs_forward_batch, precision=args.precision,
                              batch_size=rs_count, compile=args.compile != "none")
-    cw = CarliniWagner(batch_size=args.attack_batch)
+    deepfool = DeepFool(steps=50, batch_size=args.attack_batch, cuda_graphs=args.cuda_graphs)
+    cw = CarliniWagner(batch_size=args.attack_batch, cuda_graphs=args.cuda_graphs)
+    if args.cuda_graphs:   # an audit captures in its first chunk and replays in all later ones (and later epochs)
+        for attack in (deepfool, cw):
+            images_per_second(attack, model, x, y, device)
     row = {"model": name, "train_img_s": train_rate, "rs_n": args.rs_n, "audited": len(x)}
-    row["deepfool_img_s"], _ = images_per_second(DeepFool(steps=50, batch_size=args.attack_batch), model, x, y, device)
+    row["deepfool_img_s"], _ = images_per_second(deepfool, model, x, y, device)
     row["cw_img_s"], row["cw_queries"] = images_per_second(cw, model, x, y, device)
     # a briefly trained model may stop CW early more often than a final one: bound it by its whole budget
     row["cw_budget_queries"] = 2 * cw.binary_search_steps * cw.steps + cw.refine_steps
@@ -153,6 +157,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--compile", choices=["none", "smoothing", "all"], default="none",
                         help="torch.compile smoothing's forward passes, or those and the training step (compiling a "
                              "training step costs minutes per model and saves little of the grid's hours)")
+    parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=False,
+                        help="DeepFool and CW replay their steps from CUDA graphs, timed after a call that captures them")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--train-steps", type=int, default=None, help="default: 200 on a GPU, 2 on a CPU")
     parser.add_argument("--audit-images", type=int, default=None, help="default: 256 on a GPU, 4 on a CPU")
@@ -175,7 +181,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     name = torch.cuda.get_device_name(device) if gpu else f"CPU ({torch.get_num_threads()} threads)"
     print(f"# {name}; {args.image_size}×{args.image_size}; {args.precision}"
           f"{', channels-last' if args.channels_last else ''}"
-          f"{'' if args.compile == 'none' else ', compiled: ' + args.compile}; "
+          f"{'' if args.compile == 'none' else ', compiled: ' + args.compile}"
+          f"{', attacks from CUDA graphs' if args.cuda_graphs else ''}; "
           f"{'UTKFace' if args.data_dir else 'synthetic'} images")
     rows = []
     for model in args.models:

@@ -326,6 +326,7 @@ class RobustnessAudit(L.Callback):
                 if estimator.batch_size == 1:
                     raise
                 parts = None   # free this attempt's results before handing memory back
+                estimator.release_memory()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 estimator.batch_size //= 2

@@ -164,7 +164,7 @@ def build_estimators(cfg: DictConfig, model) -> dict[str, Estimator]:
 # out of memory still resumes, and the shards of one audit share one fingerprint.
 SPEED_SETTINGS = {"trainer": ("default_root_dir", "enable_progress_bar"),
                   "audit": ("progress", "batch_size", "chunk_size", "shard", "num_shards"), "dataset": ("num_workers",)}
-ESTIMATOR_SPEED_SETTINGS = ("batch_size", "forward_batch", "chunk_size")
+ESTIMATOR_SPEED_SETTINGS = ("batch_size", "forward_batch", "chunk_size", "cuda_graphs")
 
 
 def settings_hash(cfg: DictConfig) -> str:

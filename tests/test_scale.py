@@ -119,9 +119,10 @@ def test_bench_pipeline_prints_rates_and_the_projection(capsys):
     import pipeline as bench
 
     table = bench.main(["--models", "utk_classifier", "--image-size", "16", "--device", "cpu", "--train-steps", "2",
-                        "--audit-images", "4", "--rs-n", "50", "--batch-size", "16"])
-    printed = capsys.readouterr().out
+                        "--audit-images", "4", "--rs-n", "50", "--batch-size", "16", "--cuda-graphs"])
+    printed = capsys.readouterr().out   # on a CPU the graphed attacks run eagerly: the flag's path, not its speed
     assert "Projected hours for the UTKFace grid" in printed and "grid total:" in printed
+    assert "attacks from CUDA graphs" in printed
     assert list(table["model"]) == ["utk_classifier"]
     assert (table[["train_img_s", "deepfool_img_s", "cw_img_s", "rs_img_s"]] > 0).all(axis=None)
     assert "with every CW run spending its whole budget" in printed

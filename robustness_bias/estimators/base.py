@@ -66,8 +66,15 @@ class Estimator:
     chunk_size: int | None = None
     precision = "fp32"
 
+    _graphed = None   # an attack's CUDA graphs, kept between calls (graphs.py)
+
     def check_model(self, model: nn.Module) -> None:
         """Raise :class:`EstimatorMismatch` when this estimator cannot measure ``model``."""
+
+    def release_memory(self) -> None:
+        """Forget what is kept between calls for speed (CUDA graphs and their memory pools), as the audit
+        does before it retries a chunk in smaller batches after running out of GPU memory."""
+        self._graphed = None
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  index: torch.Tensor | None = None) -> DistanceResult:

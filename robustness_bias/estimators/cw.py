@@ -10,6 +10,7 @@ the loss of the whole batch) and leaves the working batch; each binary-search st
 the best adversarial point found so far (``warm_start``) instead of from the clean image; and
 the kept point is finally moved back along its own direction onto the boundary by bisection
 (``refine_steps`` forward passes). Each change can only shorten the reported perturbation.
+With ``cuda_graphs`` on a GPU, each Adam step replays from a CUDA graph (graphs.py).
 
 A sample whose logits or loss turn NaN or infinite leaves the attack for good: it keeps the best
 adversarial point found before, if any (a valid result), and fails as ``nonfinite_logits``
@@ -24,10 +25,14 @@ import math
 import torch
 from torch import nn
 
+from .graphs import GraphedStep
 from .base import DistanceResult, Estimator, failed, failure_codes, frozen, l2_norm, nonfinite_rows
 
 TANH_SCALE = 0.999999  # keeps arctanh finite at the box's edges, as in foolbox
 ABORT_FACTOR = 0.9999  # a run stops when ten steps shrank its loss by less than this factor
+BETA1, BETA2, EPS = 0.9, 0.999, 1e-8   # Adam's
+STEP_INPUTS = ("delta", "m", "v", "w0", "y", "const", "start", "x0", "best", "distance", "found", "bad")
+STEP_OUTPUTS = ("delta", "m", "v", "best", "distance", "found", "bad")
 
 
 class CarliniWagner(Estimator):
@@ -37,13 +42,13 @@ class CarliniWagner(Estimator):
 
     def __init__(self, binary_search_steps: int = 5, steps: int = 100, initial_const: float = 0.01,
                  confidence: float = 0.0, learning_rate: float = 5e-3, abort_early: bool = True,
-                 warm_start: bool = True, refine_steps: int = 10, batch_size: int = 256,
-                 every_nth: int | None = None):
+                 warm_start: bool = True, refine_steps: int = 10, cuda_graphs: bool = False,
+                 batch_size: int = 256, every_nth: int | None = None):
         if binary_search_steps < 1 or steps < 1 or initial_const <= 0 or learning_rate <= 0:
             raise ValueError("cw needs binary_search_steps ≥ 1, steps ≥ 1, initial_const > 0 and learning_rate > 0")
         self.binary_search_steps, self.steps, self.initial_const = binary_search_steps, steps, initial_const
         self.confidence, self.learning_rate, self.abort_early = confidence, learning_rate, abort_early
-        self.warm_start, self.refine_steps = warm_start, refine_steps
+        self.warm_start, self.refine_steps, self.cuda_graphs = warm_start, refine_steps, cuda_graphs
         self.batch_size, self.every_nth = batch_size, every_nth
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index=None) -> DistanceResult:
@@ -93,7 +98,9 @@ class CarliniWagner(Estimator):
         work.update(m=torch.zeros_like(work["w0"]), v=torch.zeros_like(work["w0"]), found=found[rows],
                     bad=torch.zeros_like(found[rows]), previous=torch.full((len(rows),), math.inf, device=x0.device))
         check_every = math.ceil(self.steps / 10)
-        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        t = torch.arange(1, self.steps + 1, dtype=torch.float64)
+        bias = torch.stack([1 - BETA1 ** t, 1 - BETA2 ** t], 1).to(x0.device, torch.float32)   # Adam's corrections
+        graphed = self._graphed_step(model)
 
         def retire(keep: torch.Tensor | None, steps: int) -> None:
             """Write the rows leaving the working set, after ``steps`` Adam steps, back to the per-sample results."""
@@ -109,28 +116,8 @@ class CarliniWagner(Estimator):
             if len(rows) == 0:
                 break
             w = work
-            d = w["delta"].requires_grad_(True)
-            with torch.enable_grad():
-                adv = (torch.tanh(w["w0"] + d) + 1) / 2
-                logits = model(adv)
-                own = logits.gather(1, w["y"][:, None])[:, 0]
-                other = logits.scatter(1, w["y"][:, None], -math.inf).amax(1)
-                loss = (own - other + self.confidence).clamp_min(0) * w["const"] + (adv - w["start"]).flatten(1).pow(2).sum(1)
-                grad, = torch.autograd.grad(loss.sum(), d)
-            d, adv, loss, logits = d.detach(), adv.detach(), loss.detach(), logits.detach()
-            w["bad"] |= nonfinite_rows(logits) | ~torch.isfinite(loss)
-            is_adv = (logits.argmax(1) != w["y"]) & ~w["bad"]
-            w["found"] |= is_adv
-            norms = l2_norm(adv - w["x0"])
-            better = is_adv & (norms < w["distance"])
-            w["distance"] = torch.where(better, norms, w["distance"])
-            w["best"] = torch.where(better.view(-1, *[1] * (d.dim() - 1)), d, w["best"])
-
-            t = step + 1
-            w["m"] = beta1 * w["m"] + (1 - beta1) * grad
-            w["v"] = beta2 * w["v"] + (1 - beta2) * grad * grad
-            w["delta"] = d - self.learning_rate * (w["m"] / (1 - beta1 ** t)) / ((w["v"] / (1 - beta2 ** t)).sqrt() + eps)
-
+            *updated, loss = graphed(tuple(w[key] for key in STEP_INPUTS), (bias[step],))
+            w.update(zip(STEP_OUTPUTS, updated))
             if step % check_every == 0:
                 keep = ~w["bad"]
                 if self.abort_early:
@@ -143,6 +130,37 @@ class CarliniWagner(Estimator):
         if len(rows):   # the loop ran to its end: only an empty working set breaks it
             retire(None, self.steps)
         return found
+
+    def _adam_step(self, model: nn.Module, delta, m, v, w0, y, const, start, x0, best, distance, found, bad,
+                   bias) -> tuple[torch.Tensor, ...]:
+        """One Adam step of every working row, as new tensors (``STEP_OUTPUTS`` and the loss): pure and free
+        of host synchronisation, so that a CUDA graph can replay it. ``bias`` holds Adam's two bias
+        corrections for this step."""
+        d = delta.detach().requires_grad_(True)
+        with torch.enable_grad():
+            adv = (torch.tanh(w0 + d) + 1) / 2
+            logits = model(adv)
+            own = logits.gather(1, y[:, None])[:, 0]
+            other = logits.scatter(1, y[:, None], -math.inf).amax(1)
+            loss = (own - other + self.confidence).clamp_min(0) * const + (adv - start).flatten(1).pow(2).sum(1)
+            grad, = torch.autograd.grad(loss.sum(), d)
+        d, adv, loss, logits = d.detach(), adv.detach(), loss.detach(), logits.detach()
+        bad = bad | nonfinite_rows(logits) | ~torch.isfinite(loss)
+        is_adv = (logits.argmax(1) != y) & ~bad
+        norms = l2_norm(adv - x0)
+        better = is_adv & (norms < distance)
+        m = BETA1 * m + (1 - BETA1) * grad
+        v = BETA2 * v + (1 - BETA2) * grad * grad
+        return (d - self.learning_rate * (m / bias[0]) / ((v / bias[1]).sqrt() + EPS), m, v,
+                torch.where(better.view(-1, *[1] * (d.dim() - 1)), d, best), torch.where(better, norms, distance),
+                found | is_adv, bad, loss)
+
+    def _graphed_step(self, model: nn.Module) -> GraphedStep:
+        """Adam steps from CUDA graphs with ``cuda_graphs`` on a GPU; kept for later calls with the same
+        model, so that an audit captures each batch size once."""
+        if self._graphed is None or self._graphed[0] is not model:
+            self._graphed = (model, GraphedStep(lambda *tensors: self._adam_step(model, *tensors), self.cuda_graphs))
+        return self._graphed[1]
 
     @torch.no_grad()
     def _shrink(self, model, x0, adversarial, y, distance, success, queries) -> None:

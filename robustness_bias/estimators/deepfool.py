@@ -8,7 +8,8 @@ Unlike foolbox, the gradients of all candidates come from one forward pass (fool
 forward and one backward pass per candidate), and samples leave the working batch as soon as
 they flip (foolbox runs the whole batch until its slowest sample flips). A sample whose logits
 turn NaN or infinite leaves it too, as a ``nonfinite_logits`` failure: the others' steps do not
-depend on it.
+depend on it. With ``cuda_graphs`` on a GPU, every step after the first replays from a CUDA graph
+(graphs.py).
 """
 
 from __future__ import annotations
@@ -16,12 +17,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .graphs import GraphedStep
 from .base import DistanceResult, Estimator, failed, failure_codes, frozen, l2_norm, nonfinite_rows
 
 STABILITY = 1e-4  # added to each step's length, as in foolbox, so that steps never stall on the boundary
 
 
 GRADIENT_MODES = ("loop", "batched", "replicated")
+
+
+def candidate_directions(classes: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """e_c − e_label for each candidate c of each row, (k − 1, B, C): the logits' directions whose
+    gradients DeepFool needs. Scatters, not one_hot, which would check its indices on the host."""
+    n, k = classes.shape
+    directions = torch.zeros(n, k - 1, logits.shape[1], device=logits.device, dtype=logits.dtype)
+    directions.scatter_(2, classes[:, 1:, None], 1.0)
+    directions.scatter_(2, classes[:, :1, None].expand(n, k - 1, 1), -1.0)
+    return directions.transpose(0, 1)
 
 
 def candidate_gradients(logits: torch.Tensor, inputs: torch.Tensor, directions: torch.Tensor, mode: str,
@@ -60,26 +72,45 @@ class DeepFool(Estimator):
     name = "deepfool"
 
     def __init__(self, steps: int = 100, candidates: int = 10, overshoot: float = 0.02, gradients: str = "loop",
-                 batch_size: int = 256, every_nth: int | None = None):
+                 cuda_graphs: bool = False, batch_size: int = 256, every_nth: int | None = None):
         if steps < 1 or candidates < 2 or overshoot < 0:
             raise ValueError("deepfool needs steps ≥ 1, candidates ≥ 2 and overshoot ≥ 0")
         if gradients not in GRADIENT_MODES:
             raise ValueError(f"deepfool gradients={gradients!r}: use one of {GRADIENT_MODES}")
         self.steps, self.candidates, self.overshoot, self.gradients = steps, candidates, overshoot, gradients
-        self.batch_size, self.every_nth = batch_size, every_nth
+        self.cuda_graphs, self.batch_size, self.every_nth = cuda_graphs, batch_size, every_nth
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index=None) -> DistanceResult:
         with frozen(model):
             return self._attack(model, x, y)
+
+    def _step(self, model: nn.Module, mode: str, points: torch.Tensor,
+              classes: torch.Tensor | None = None) -> tuple[tuple[torch.Tensor, ...], str]:
+        """The logits at ``points``, the gradients of f_c − f_label for each candidate c (rows first) and
+        the candidates, which the first step (``classes`` None, clean inputs) fixes from the logits; and
+        the gradient mode that served (``batched`` may fall back to ``loop``)."""
+        points = points.detach().requires_grad_(mode != "replicated")   # replicated builds its own graph
+        with torch.enable_grad():
+            logits = model(points)
+            if classes is None:   # column 0: the predicted class
+                classes = logits.detach().topk(min(self.candidates, logits.shape[1]), dim=1).indices
+            grads, mode = candidate_gradients(logits, points, candidate_directions(classes, logits), mode, model)
+        return (logits.detach(), grads.detach().transpose(0, 1), classes), mode
+
+    def _graphed_step(self, model: nn.Module, mode: str) -> GraphedStep:
+        """The steps after the first, from CUDA graphs with ``cuda_graphs`` on a GPU; kept for later calls
+        with the same model and mode, so that an audit captures each batch size once."""
+        if self._graphed is None or self._graphed[:2] != (model, mode):
+            step = GraphedStep(lambda points, classes: self._step(model, mode, points, classes)[0], self.cuda_graphs)
+            self._graphed = (model, mode, step)
+        return self._graphed[2]
 
     def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> DistanceResult:
         distance, success, queries = failed(len(x), x.device)
         nonfinite = torch.zeros_like(success)
         x0 = x.detach()
         p_total = torch.zeros_like(x0)
-        active = torch.arange(len(x), device=x.device)
         current = x0.clone()
-        classes = label = None
         mode = self.gradients
 
         def check(logits: torch.Tensor, points: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -95,40 +126,28 @@ class DeepFool(Estimator):
             nonfinite[active] |= bad
             return flipped, bad
 
-        for _ in range(self.steps):
-            inputs = current[active].requires_grad_(mode != "replicated")   # replicated builds its own graph
-            with torch.enable_grad():
-                logits = model(inputs)
-                queries[active] += 1
-                if classes is None:  # the first step sees the clean inputs: fix the candidates
-                    k = min(self.candidates, logits.shape[1])
-                    classes = logits.detach().topk(k, dim=1).indices  # column 0: the predicted class
-                    label = classes[:, 0]
-                flipped, bad = check(logits.detach(), inputs.detach(), active)
-                keep = (~(flipped | bad)).nonzero()[:, 0]   # the rows that stay, as indices: one sync, not one per mask
-                if len(keep) == 0:
-                    active = active[:0]
-                    break
-                # d/dx (f_c − f_label) for every candidate c, one row per candidate
-                cls = classes[active]
-                n, c = logits.shape
-                directions = torch.zeros(k - 1, n, c, device=x.device, dtype=logits.dtype)
-                rows = torch.arange(n, device=x.device)
-                directions[torch.arange(k - 1, device=x.device)[:, None], rows, cls[:, 1:].T] = 1.0
-                directions[:, rows, cls[:, 0]] = -1.0
-                if mode == "replicated":   # it builds its own graph: the leaving rows need no copies
-                    grads, _ = candidate_gradients(logits, inputs[keep], directions[:, keep], mode, model)
-                else:   # the gradients of the leaving rows come with the graph and are dropped
-                    grads, mode = candidate_gradients(logits, inputs, directions, mode, model)
-                    grads = grads[:, keep]
-                grads = grads.detach()
-            losses = (logits.detach().gather(1, cls[:, 1:]) - logits.detach().gather(1, cls[:, :1]))
-            losses, active = losses[keep], active[keep]
+        (logits, grads, classes), mode = self._step(model, mode, x0)   # eagerly: it settles the gradient mode
+        label, k = classes[:, 0], classes.shape[1]
+        graphed = self._graphed_step(model, mode)
+        active = torch.arange(len(x), device=x.device)
+        for iteration in range(self.steps):
+            points = current[active]
+            if iteration:
+                logits, grads, _ = graphed((points, classes[active]))
+            queries[active] += 1
+            flipped, bad = check(logits, points, active)
+            keep = (~(flipped | bad)).nonzero()[:, 0]   # the rows that stay, as indices: one sync, not one per mask
+            if len(keep) == 0:
+                active = active[:0]
+                break
+            cls = classes[active]
+            losses = logits.gather(1, cls[:, 1:]) - logits.gather(1, cls[:, :1])   # f_c − f_label, (n, k − 1)
+            losses, grads, active = losses[keep], grads[keep], active[keep]   # the leaving rows' gradients are dropped
             queries[active] += (k - 1) * (2 if mode == "replicated" else 1)   # replicated: a forward pass per copy too
-            norms = grads.flatten(2).norm(dim=2).T + 1e-8                    # (n, k − 1)
+            norms = grads.flatten(2).norm(dim=2) + 1e-8                        # (n, k − 1)
             best = (losses.abs() / norms).argmin(1)
             chosen = torch.arange(len(active), device=x.device)
-            grad = grads[best, chosen]
+            grad = grads[chosen, best]
             scale = (losses[chosen, best].abs() / norms[chosen, best] + STABILITY) / norms[chosen, best]
             p_total[active] += scale.view(-1, *[1] * (x.dim() - 1)) * grad
             current[active] = (x0[active] + (1 + self.overshoot) * p_total[active]).clamp(0, 1)

@@ -1,0 +1,81 @@
+"""An attack's step replayed from a CUDA graph: one launch instead of hundreds of operators.
+
+Eager PyTorch spends several microseconds of host time on each operator, and an attack's step is a
+forward and one or more backward passes of hundreds of operators each. On an H200 our CW on
+ResNet-50 at 32 px ran at 50.6 images/s for 512 images, about 20 ms per Adam step of the whole
+batch, for arithmetic (about 90 GFLOP by our estimate) that the GPU does in well under one: the GPU
+mostly waited for the host. A graph captured once replays the whole step with one launch.
+
+The working batch of an attack shrinks as samples finish, and a graph has fixed shapes, so the
+batch is padded to the next power of two and one graph is kept per size: a shrinking batch of 256
+needs at most nine. Padding rows hold whatever earlier rows left there and their results are
+dropped; an eval-mode model treats rows independently, so they change nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+Tensors = tuple[torch.Tensor, ...]
+
+
+class GraphedStep:
+    """``step(*batch, *shared)`` eagerly, or on CUDA tensors with ``enabled`` from a CUDA graph per batch size.
+
+    ``step`` must be pure (it reads its arguments and returns new tensors, batch first), must not
+    synchronise with the host, and may run autograd inside. ``batch`` tensors share their first
+    dimension, the rows; ``shared`` tensors (a step counter's constants, say) are copied whole.
+    Graphs capture the model's parameters by address: they follow in-place updates (an audit between
+    training epochs), and another model needs another ``GraphedStep``. Graphs are kept per batch size
+    and layout, so an audit's later calls replay those its first call captured.
+    """
+
+    def __init__(self, step: Callable[..., Tensors], enabled: bool):
+        self.step, self.enabled = step, enabled
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Tensors, Tensors]] = {}
+        # One memory pool for all sizes: a graph's outputs are copied out right after its replay, so one
+        # graph may reuse another's scratch memory, and the sizes share memory instead of each holding its own.
+        self.pool = None
+
+    def __call__(self, batch: Tensors, shared: Tensors = ()) -> Tensors:
+        if not (self.enabled and capturable(batch[0])):
+            return self.step(*batch, *shared)
+        rows = len(batch[0])
+        size = 1 << max(rows - 1, 0).bit_length()   # the next power of two
+        key = (size, *((t.dtype, t.shape[1:], t.stride()[1:]) for t in batch), *((t.dtype, t.shape) for t in shared))
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(tuple(pad(t, size) for t in batch) + tuple(t.clone() for t in shared))
+        graph, inputs, outputs = self.graphs[key]
+        for buffer, tensor in zip(inputs, batch):
+            buffer[:rows].copy_(tensor)
+        for buffer, tensor in zip(inputs[len(batch):], shared):
+            buffer.copy_(tensor)
+        graph.replay()
+        return tuple(out[:rows].clone() for out in outputs)   # the next replay overwrites the graph's outputs
+
+    def _capture(self, inputs: Tensors) -> tuple[torch.cuda.CUDAGraph, Tensors, Tensors]:
+        """Warm up on a side stream (cuDNN and cuBLAS set up their workspaces there), then capture."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self.step(*inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            outputs = self.step(*inputs)
+        return graph, inputs, outputs
+
+
+def capturable(tensor: torch.Tensor) -> bool:
+    """Whether a step over ``tensor`` can be captured: CUDA graphs need CUDA tensors."""
+    return tensor.is_cuda
+
+
+def pad(tensor: torch.Tensor, size: int) -> torch.Tensor:
+    """A copy of ``tensor`` with ``size`` ≥ 1 rows: its own, then repeats of its last (a row the step
+    accepts). Indexing keeps the memory format, channels-last included."""
+    return tensor[torch.arange(size, device=tensor.device).clamp_max(len(tensor) - 1)]

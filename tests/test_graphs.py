@@ -1,0 +1,131 @@
+"""CUDA-graphed attack steps: the same results as eager steps, one capture per batch size.
+
+On a CPU a stand-in graph replays the step on the captured buffers, which checks everything but
+the CUDA calls: padding to powers of two, copying in and out, shared arguments, reuse across calls.
+The last tests capture real graphs and run only where a GPU is present.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from robustness_bias.estimators import CarliniWagner, DeepFool
+from robustness_bias.estimators import graphs
+from robustness_bias.estimators.graphs import GraphedStep, pad
+
+ATTACKS = [lambda **kw: DeepFool(steps=30, **kw), lambda **kw: CarliniWagner(binary_search_steps=3, steps=30, **kw)]
+
+
+def cnn_and_inputs(count=40, device="cpu"):
+    """A small random CNN and inputs whose attacks take different numbers of steps, so that the
+    working batch shrinks through several sizes."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 3 * 3, 5))
+    model = model.to(device).eval()
+    x = torch.rand(count, 3, 8, 8, device=device)
+    return model, x, model(x).argmax(1)
+
+
+@pytest.fixture
+def stand_in_graphs(monkeypatch):
+    """Capture on the CPU: run the step once to get its output buffers; replay runs it again on the
+    captured input buffers and writes into those outputs, as a replayed graph does. Returns the
+    padded batch sizes captured."""
+    captured = []
+
+    class StandInGraph:
+        def __init__(self, step, inputs, outputs):
+            self.step, self.inputs, self.outputs = step, inputs, outputs
+
+        def replay(self):
+            for buffer, value in zip(self.outputs, self.step(*self.inputs)):
+                buffer.copy_(value)
+
+    def capture(self, inputs):
+        captured.append(len(inputs[0]))
+        outputs = self.step(*inputs)
+        return StandInGraph(self.step, inputs, outputs), inputs, outputs
+
+    monkeypatch.setattr(graphs, "capturable", lambda tensor: True)
+    monkeypatch.setattr(GraphedStep, "_capture", capture)
+    return captured
+
+
+@pytest.mark.parametrize("make", ATTACKS, ids=["deepfool", "cw"])
+def test_graphed_steps_give_the_eager_results_and_capture_once_per_power_of_two(make, stand_in_graphs):
+    model, x, y = cnn_and_inputs()
+    eager = make()(model, x, y)
+    attack = make(cuda_graphs=True)
+    graphed = attack(model, x, y)
+    for field in ("distance", "success", "queries", "failure"):
+        torch.testing.assert_close(getattr(graphed, field), getattr(eager, field), msg=field)
+    assert eager.success.float().mean() > 0.5
+    sizes = list(stand_in_graphs)
+    assert len(sizes) >= 3 and len(set(sizes)) == len(sizes), sizes    # a shrinking batch, each size captured once
+    assert all(size & (size - 1) == 0 for size in sizes), sizes          # powers of two
+    again = attack(model, x, y)   # a later call of the same audit replays what the first captured
+    assert stand_in_graphs == sizes
+    torch.testing.assert_close(again.distance, graphed.distance)
+    attack(model, x[:5], y[:5])   # a smaller chunk captures only the sizes the first call never reached
+    new = stand_in_graphs[len(sizes):]
+    assert set(new).isdisjoint(sizes) and all(size <= 8 for size in new), (sizes, new)
+
+
+def test_another_model_gets_its_own_graphs(stand_in_graphs):
+    model, x, y = cnn_and_inputs(count=8)
+    attack = DeepFool(cuda_graphs=True)
+    attack(model, x, y)
+    first = len(stand_in_graphs)
+    other, _, _ = cnn_and_inputs(count=8)
+    with torch.no_grad():
+        other[0].weight.mul_(-1)
+    result = attack(other, x, y)
+    assert len(stand_in_graphs) > first
+    torch.testing.assert_close(result.distance, DeepFool()(other, x, y).distance)
+
+
+def test_graphs_stay_off_unless_asked_for_and_off_the_gpu(stand_in_graphs, monkeypatch):
+    model, x, y = cnn_and_inputs(count=8)
+    DeepFool()(model, x, y)
+    CarliniWagner(binary_search_steps=1, steps=5)(model, x, y)
+    assert stand_in_graphs == []
+    monkeypatch.setattr(graphs, "capturable", lambda tensor: tensor.is_cuda)
+    DeepFool(cuda_graphs=True)(model, x, y)
+    assert stand_in_graphs == []
+
+
+def test_padding_repeats_the_last_row_and_keeps_channels_last():
+    x = torch.rand(3, 2, 4, 4).contiguous(memory_format=torch.channels_last)
+    padded = pad(x, 8)
+    assert padded.shape == (8, 2, 4, 4) and padded.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(padded[:3], x) and torch.equal(padded[3:], x[2:].expand(5, 2, 4, 4))
+
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+
+
+@gpu
+@pytest.mark.parametrize("make", ATTACKS, ids=["deepfool", "cw"])
+def test_real_cuda_graphs_give_the_eager_results(make):
+    model, x, y = cnn_and_inputs(count=100, device="cuda")
+    eager = make()(model, x, y)
+    attack = make(cuda_graphs=True)
+    for _ in range(2):   # capturing, then replaying only
+        graphed = attack(model, x, y)
+        torch.testing.assert_close(graphed.distance, eager.distance, rtol=1e-4, atol=1e-5)
+        for field in ("success", "queries", "failure"):
+            assert torch.equal(getattr(graphed, field), getattr(eager, field)), field
+    assert len(attack._graphed[-1].graphs) >= 3
+
+
+def test_bench_times_the_graphed_attacks_against_foolbox(stand_in_graphs, capsys):
+    import estimators as bench   # bench/, on the path through conftest
+
+    table = bench.main(["--images", "8", "--image-size", "16", "--rs-n", "100", "--rs-images", "1",
+                        "--skip", "torchattacks", "cohen", "--cuda-graphs"])
+    printed = capsys.readouterr().out
+    graphed = table.set_index("method").loc[["deepfool (ours, cuda graphs)", "cw (ours, cuda graphs)"]]
+    assert (graphed["images/s"] > 0).all() and (graphed["success"] > 0).all()
+    assert "the capturing call:" in printed and stand_in_graphs
+    for attack, peer in (("deepfool", "L2DeepFoolAttack"), ("cw", "L2CarliniWagnerAttack")):
+        assert f"{attack} with cuda graphs: " in printed and f"× foolbox {peer}'s images/s" in printed
