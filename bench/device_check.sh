@@ -9,8 +9,11 @@
 # The device machines' python3 has torch, torchvision, lightning, pandas and scipy, not foolbox,
 # torchattacks or eagerpy: put those wheels (and GitPython, gitdb, smmap, which foolbox imports) in
 # .whl/ and carry it for the peer rows, or run with SKIP="foolbox torchattacks" to leave those peers
-# out. Real faces: put UTKFace.tar.gz into an ignored folder of the checkout that is carried, and pass
-# UTK=that/UTKFace.tar.gz (synthetic images otherwise).
+# out. Real faces: the pipeline stage needs about 2,200 training images (30 steps × 64 + 128), and a
+# call carries at most 64 MiB, so carry .bench-data with a 3,000-file subset (13 MB compressed), made by
+#   mkdir -p .bench-data && (cd /path/to && ls UTKFace | sort | head -3000 | sed 's|^|UTKFace/|' |
+#     tar czf "$OLDPWD/.bench-data/UTKFace-3000.tar.gz" -T -)
+# It is used when present (or pass UTK=another.tar.gz); synthetic images otherwise.
 set -uo pipefail
 OUT=${OUT:-device_check}
 mkdir -p "$OUT"
@@ -29,7 +32,8 @@ export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" | tee -a "$OUT/gpu.txt"
 DATA=()
-if [ -n "${UTK:-}" ] && [ -f "$UTK" ]; then
+UTK=${UTK:-.bench-data/UTKFace-3000.tar.gz}
+if [ -f "$UTK" ]; then
   mkdir -p /tmp/utk && tar xzf "$UTK" -C /tmp/utk && DATA=(--data-dir /tmp/utk/UTKFace)
 fi
 for stage in $STAGES; do

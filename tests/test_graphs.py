@@ -118,6 +118,27 @@ def test_real_cuda_graphs_give_the_eager_results(make):
     assert len(attack._graphed[-1].graphs) >= 3
 
 
+class WaitsForTheHost(nn.Module):
+    """A model that reads a value back to the host in its forward pass, which no CUDA graph can hold."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3 * 8 * 8, 5)
+
+    def forward(self, x):
+        scale = float(x.abs().max())   # a host synchronisation
+        return self.linear(x.flatten(1)) * scale
+
+
+@gpu
+def test_a_model_that_cannot_be_captured_names_the_setting_to_turn_off():
+    torch.manual_seed(0)
+    model = WaitsForTheHost().cuda().eval()
+    x = torch.rand(16, 3, 8, 8, device="cuda")
+    with pytest.raises(RuntimeError, match=r"estimator\.deepfool\.cuda_graphs=false"):
+        DeepFool(cuda_graphs=True)(model, x, model(x).argmax(1))
+
+
 def test_bench_times_the_graphed_attacks_against_foolbox(stand_in_graphs, capsys):
     import estimators as bench   # bench/, on the path through conftest
 

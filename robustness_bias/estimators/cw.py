@@ -159,7 +159,8 @@ class CarliniWagner(Estimator):
         """Adam steps from CUDA graphs with ``cuda_graphs`` on a GPU; kept for later calls with the same
         model, so that an audit captures each batch size once."""
         if self._graphed is None or self._graphed[0] is not model:
-            self._graphed = (model, GraphedStep(lambda *tensors: self._adam_step(model, *tensors), self.cuda_graphs))
+            self._graphed = (model, GraphedStep(lambda *tensors: self._adam_step(model, *tensors), self.cuda_graphs,
+                                                self.name))
         return self._graphed[1]
 
     @torch.no_grad()

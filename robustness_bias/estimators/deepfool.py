@@ -101,7 +101,8 @@ class DeepFool(Estimator):
         """The steps after the first, from CUDA graphs with ``cuda_graphs`` on a GPU; kept for later calls
         with the same model and mode, so that an audit captures each batch size once."""
         if self._graphed is None or self._graphed[:2] != (model, mode):
-            step = GraphedStep(lambda points, classes: self._step(model, mode, points, classes)[0], self.cuda_graphs)
+            step = GraphedStep(lambda points, classes: self._step(model, mode, points, classes)[0], self.cuda_graphs,
+                               self.name)
             self._graphed = (model, mode, step)
         return self._graphed[2]
 

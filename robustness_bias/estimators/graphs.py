@@ -32,8 +32,8 @@ class GraphedStep:
     and layout, so an audit's later calls replay those its first call captured.
     """
 
-    def __init__(self, step: Callable[..., Tensors], enabled: bool):
-        self.step, self.enabled = step, enabled
+    def __init__(self, step: Callable[..., Tensors], enabled: bool, name: str = "the attack"):
+        self.step, self.enabled, self.name = step, enabled, name
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Tensors, Tensors]] = {}
         # One memory pool for all sizes: a graph's outputs are copied out right after its replay, so one
         # graph may reuse another's scratch memory, and the sizes share memory instead of each holding its own.
@@ -65,8 +65,15 @@ class GraphedStep:
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            outputs = self.step(*inputs)
+        try:
+            with torch.cuda.graph(graph, pool=self.pool):
+                outputs = self.step(*inputs)
+        except torch.OutOfMemoryError:
+            raise   # the audit halves the batch on it
+        except RuntimeError as error:
+            raise RuntimeError(f"capturing a CUDA graph of {self.name}'s step failed ({error}); a model that "
+                               "waits for the host inside its forward pass (a .item(), a data-dependent branch) "
+                               f"cannot be captured. Fix: set estimator.{self.name}.cuda_graphs=false") from error
         return graph, inputs, outputs
 
 
