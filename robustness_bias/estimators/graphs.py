@@ -37,7 +37,7 @@ class GraphedStep:
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Tensors, Tensors]] = {}
         # One memory pool for all sizes: a graph's outputs are copied out right after its replay, so one
         # graph may reuse another's scratch memory, and the sizes share memory instead of each holding its own.
-        self.pool = None
+        self.pool = self.stream = None   # created with the first capture
 
     def __call__(self, batch: Tensors, shared: Tensors = ()) -> Tensors:
         if not (self.enabled and capturable(batch[0])):
@@ -56,17 +56,17 @@ class GraphedStep:
         return tuple(out[:rows].clone() for out in outputs)   # the next replay overwrites the graph's outputs
 
     def _capture(self, inputs: Tensors) -> tuple[torch.cuda.CUDAGraph, Tensors, Tensors]:
-        """Warm up on a side stream (cuDNN and cuBLAS set up their workspaces there), then capture."""
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            self.step(*inputs)
-        torch.cuda.current_stream().wait_stream(side)
+        """Warm up on a side stream, then capture on that same stream: cuBLAS and cuDNN set up their
+        per-stream workspaces in the warm-up, where allocating is allowed, and not mid-capture."""
         if self.pool is None:
-            self.pool = torch.cuda.graph_pool_handle()
+            self.pool, self.stream = torch.cuda.graph_pool_handle(), torch.cuda.Stream()
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            self.step(*inputs)
+        torch.cuda.current_stream().wait_stream(self.stream)
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph, pool=self.pool):
+            with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
                 outputs = self.step(*inputs)
         except torch.OutOfMemoryError:
             raise   # the audit halves the batch on it
