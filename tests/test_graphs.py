@@ -5,6 +5,8 @@ the CUDA calls: padding to powers of two, copying in and out, shared arguments, 
 The last tests capture real graphs and run only where a GPU is present.
 """
 
+import logging
+
 import pytest
 import torch
 from torch import nn
@@ -13,7 +15,10 @@ from robustness_bias.estimators import CarliniWagner, DeepFool
 from robustness_bias.estimators import graphs
 from robustness_bias.estimators.graphs import GraphedStep, pad
 
-ATTACKS = [lambda **kw: DeepFool(steps=30, **kw), lambda **kw: CarliniWagner(binary_search_steps=3, steps=30, **kw)]
+ATTACKS = [lambda **kw: DeepFool(steps=30, **kw), lambda **kw: CarliniWagner(binary_search_steps=3, steps=30, **kw),
+           lambda **kw: DeepFool(steps=30, gradients="batched", **kw),
+           lambda **kw: DeepFool(steps=30, gradients="replicated", **kw)]
+NAMES = ["deepfool", "cw", "deepfool_batched", "deepfool_replicated"]
 
 
 def cnn_and_inputs(count=40, device="cpu"):
@@ -51,7 +56,7 @@ def stand_in_graphs(monkeypatch):
     return captured
 
 
-@pytest.mark.parametrize("make", ATTACKS, ids=["deepfool", "cw"])
+@pytest.mark.parametrize("make", ATTACKS, ids=NAMES)
 def test_graphed_steps_give_the_eager_results_and_capture_once_per_power_of_two(make, stand_in_graphs):
     model, x, y = cnn_and_inputs()
     eager = make()(model, x, y)
@@ -84,14 +89,17 @@ def test_another_model_gets_its_own_graphs(stand_in_graphs):
     torch.testing.assert_close(result.distance, DeepFool()(other, x, y).distance)
 
 
-def test_graphs_stay_off_unless_asked_for_and_off_the_gpu(stand_in_graphs, monkeypatch):
+def test_graphs_stay_off_unless_asked_for_and_off_the_gpu(stand_in_graphs, monkeypatch, caplog):
     model, x, y = cnn_and_inputs(count=8)
     DeepFool()(model, x, y)
     CarliniWagner(binary_search_steps=1, steps=5)(model, x, y)
-    assert stand_in_graphs == []
+    assert stand_in_graphs == [] and not caplog.records
     monkeypatch.setattr(graphs, "capturable", lambda tensor: tensor.is_cuda)
-    DeepFool(cuda_graphs=True)(model, x, y)
+    with caplog.at_level(logging.WARNING, logger="robustness_bias.estimators.graphs"):
+        DeepFool(cuda_graphs=True)(model, x, y)
     assert stand_in_graphs == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "deepfool: cuda_graphs=true has no effect on cpu tensors; its steps run eagerly"]   # once, not per step
 
 
 def test_padding_repeats_the_last_row_and_keeps_channels_last():
@@ -105,7 +113,7 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need
 
 
 @gpu
-@pytest.mark.parametrize("make", ATTACKS, ids=["deepfool", "cw"])
+@pytest.mark.parametrize("make", ATTACKS, ids=NAMES)
 def test_real_cuda_graphs_give_the_eager_results(make, monkeypatch):
     """A padded batch may get another convolution algorithm than the eager one, so the last bits may
     differ and a borderline sample may take another step: agreement is asked of nearly all samples.

@@ -14,10 +14,12 @@ dropped; an eval-mode model treats rows independently, so they change nothing el
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import torch
 
+log = logging.getLogger(__name__)
 Tensors = tuple[torch.Tensor, ...]
 
 
@@ -34,6 +36,7 @@ class GraphedStep:
 
     def __init__(self, step: Callable[..., Tensors], enabled: bool, name: str = "the attack"):
         self.step, self.enabled, self.name = step, enabled, name
+        self.warned = False   # that graphs were asked for where none can be captured, once
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Tensors, Tensors]] = {}
         # One memory pool for all sizes: a graph's outputs are copied out right after its replay, so one
         # graph may reuse another's scratch memory, and the sizes share memory instead of each holding its own.
@@ -41,6 +44,10 @@ class GraphedStep:
 
     def __call__(self, batch: Tensors, shared: Tensors = ()) -> Tensors:
         if not (self.enabled and capturable(batch[0])):
+            if self.enabled and not self.warned:
+                log.warning("%s: cuda_graphs=true has no effect on %s tensors; its steps run eagerly", self.name,
+                            batch[0].device.type)
+                self.warned = True
             return self.step(*batch, *shared)
         rows = len(batch[0])
         size = 1 << max(rows - 1, 0).bit_length()   # the next power of two
