@@ -4,12 +4,14 @@
 # they go, so a slow stage leaves the others' figures intact. Seconds each took on an H200 (2026-11-27):
 # pipeline ≈ 225, estimators_32 ≈ 145, estimators_224 > 105 (cut there), profile_32 not yet run; graphs
 # (CUDA-graphed attacks against eager ones, GPU tests) and the graphed rows added since are not yet timed.
-# Within one 600 s call: STAGES="graphs estimators_32 pipeline", then profile_32 estimators_224 in a second.
+# Within one 600 s call (limits 90 + 200 + 280 s): STAGES="graphs estimators_32 pipeline", carrying .whl
+# and .bench-data; then STAGES="profile_32 estimators_224" in a second call if time is left.
 # GRAPHS=0 leaves the CUDA-graphed attacks out of the bench stages (should the graphs stage fail).
 # The device machines' python3 has torch, torchvision, lightning, pandas and scipy, not foolbox,
-# torchattacks or eagerpy: put those wheels (and GitPython, gitdb, smmap, which foolbox imports) in
-# .whl/ and carry it for the peer rows, or run with SKIP="foolbox torchattacks" to leave those peers
-# out. Real faces: the pipeline stage needs about 2,200 training images (30 steps × 64 + 128), and a
+# torchattacks, eagerpy or pytest: put those wheels (and GitPython, gitdb, smmap, which foolbox
+# imports; iniconfig, pluggy, pygments, packaging, exceptiongroup, tomli for pytest) in .whl/ and
+# carry it (pip download --no-deps -d .whl ... fetches them) for the peer rows and the graphs stage,
+# or run with SKIP="foolbox torchattacks" to leave those peers out. Real faces: the pipeline stage needs about 2,200 training images (30 steps × 64 + 128), and a
 # call carries at most 64 MiB, so carry .bench-data with a 3,000-file subset (13 MB compressed), made by
 #   mkdir -p .bench-data && (cd /path/to && ls UTKFace | sort | head -3000 | sed 's|^|UTKFace/|' |
 #     tar czf "$OLDPWD/.bench-data/UTKFace-3000.tar.gz" -T -)
@@ -39,14 +41,14 @@ fi
 for stage in $STAGES; do
   case $stage in
     graphs)   # CUDA-graphed DeepFool and CW give the eager results (tests/test_graphs.py, GPU tests included)
-      timeout "${GRAPHS_S:-120}" $PY -m pytest -q -p no:cacheprovider --noconftest tests/test_graphs.py \
+      timeout "${GRAPHS_S:-90}" $PY -m pytest -q -p no:cacheprovider --noconftest tests/test_graphs.py \
         -k "not bench" ;;
     pipeline)   # #9: training and audit rates of the UTKFace grid's six models at 200 px, and the projected hours
-      timeout "${PIPELINE_S:-260}" $PY bench/pipeline.py --device "$DEVICE" --precision bf16 --channels-last \
+      timeout "${PIPELINE_S:-280}" $PY bench/pipeline.py --device "$DEVICE" --precision bf16 --channels-last \
         --compile smoothing "${GRAPHS_ARG[@]}" "${DATA[@]}" --train-steps 30 --audit-images 32 --attack-batch 32 \
         --rs-images 4 ;;
     estimators_32)   # #3: ResNet-50 at 32 px against the peers, smoothing at N = 100,000
-      timeout "${ESTIMATORS_32_S:-170}" $PY bench/estimators.py --model resnet50 --image-size 32 --device "$DEVICE" \
+      timeout "${ESTIMATORS_32_S:-200}" $PY bench/estimators.py --model resnet50 --image-size 32 --device "$DEVICE" \
         --images 512 --rs-n 100000 --rs-precision bf16 --channels-last --rs-compile "${GRAPHS_ARG[@]}" \
         "${SKIP_ARGS[@]}" ;;
     profile_32)   # where our DeepFool's and CW's time goes on the same inputs
