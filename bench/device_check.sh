@@ -12,7 +12,8 @@
 # imports; iniconfig, pluggy, pygments, packaging, exceptiongroup, tomli for pytest) in .whl/ and
 # carry it (pip download --no-deps -d .whl ... fetches them) for the peer rows and the graphs stage,
 # or run with SKIP="foolbox torchattacks" to leave those peers out. Real faces: the pipeline stage
-# needs about 2,200 training images (30 steps × 64 + 128), and a call carries at most 64 MiB, so carry .bench-data with a 3,000-file subset (13 MB compressed), made by
+# needs about 2,200 training images (30 steps × 64 + 128), and a call carries at most 64 MiB, so
+# carry .bench-data with a 3,000-file subset (13 MB compressed), made by
 #   mkdir -p .bench-data && (cd /path/to && ls UTKFace | sort | head -3000 | sed 's|^|UTKFace/|' |
 #     tar czf "$OLDPWD/.bench-data/UTKFace-3000.tar.gz" -T -)
 # It is used when present (or pass UTK=another.tar.gz); synthetic images otherwise.
