@@ -212,6 +212,8 @@ class RobustnessAudit(L.Callback):
                 records = self.measure(model, datamodule, device, "+".join(tags), partial, part, parts)
         finally:
             model.train(was_training)
+            for estimator in self.estimators.values():   # the attacks' CUDA graphs: training needs the memory
+                estimator.release_memory()
         records.insert(records.columns.get_loc("estimator") + 1, "epoch", epoch)
         records.insert(0, "settings_hash", self.settings_hash)
         records.insert(1, "weights_hash", weights)
@@ -325,13 +327,13 @@ class RobustnessAudit(L.Callback):
             except torch.cuda.OutOfMemoryError:
                 if estimator.batch_size == 1:
                     raise
-                parts = None   # free this attempt's results before handing memory back
-                estimator.release_memory()
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                estimator.batch_size //= 2
-                log.warning("%s ran out of GPU memory: retrying the chunk with batch_size=%d", name,
-                            estimator.batch_size)
+            # outside the handler, whose traceback holds the failed call's tensors: now they can go
+            parts = None
+            estimator.release_memory()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            estimator.batch_size //= 2
+            log.warning("%s ran out of GPU memory: retrying the chunk with batch_size=%d", name, estimator.batch_size)
 
     def write(self, records: pd.DataFrame, summary: pd.DataFrame, tag: str, loggers, step: int) -> None:
         write_audit(self.output_dir / "audits" / tag, records, summary)

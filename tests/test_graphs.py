@@ -5,6 +5,7 @@ the CUDA calls: padding to powers of two, copying in and out, shared arguments, 
 The last tests capture real graphs and run only where a GPU is present.
 """
 
+import contextlib
 import logging
 
 import pytest
@@ -31,29 +32,53 @@ def cnn_and_inputs(count=40, device="cpu"):
     return model, x, model(x).argmax(1)
 
 
+HOST_SYNCS = ("item", "tolist", "nonzero", "__bool__", "__float__", "__int__")   # what no graph can hold
+
+
+def clobber(tensors):
+    """What another graph's replay may leave in memory a graph shares with it."""
+    for tensor in tensors:
+        tensor.fill_(float("nan") if tensor.is_floating_point() else True if tensor.dtype == torch.bool else -1)
+
+
 @pytest.fixture
 def stand_in_graphs(monkeypatch):
-    """Capture on the CPU: run the step once to get its output buffers; replay runs it again on the
-    captured input buffers and writes into those outputs, as a replayed graph does. Returns the
-    padded batch sizes captured."""
-    captured = []
+    """Capture on the CPU: run the step once, with every host synchronisation raising as it would in a
+    capture, to get its output buffers; replay runs it again on the captured input buffers, writes into
+    those outputs, and fills every other graph's outputs with garbage, as replays in a shared memory
+    pool may. Returns the padded batch sizes captured."""
+    captured, graphs_so_far = [], []
 
     class StandInGraph:
         def __init__(self, step, inputs, outputs):
             self.step, self.inputs, self.outputs = step, inputs, outputs
 
         def replay(self):
+            for other in graphs_so_far:
+                if other is not self:
+                    clobber(other.outputs)
             for buffer, value in zip(self.outputs, self.step(*self.inputs)):
                 buffer.copy_(value)
 
     def capture(self, inputs):
         captured.append(len(inputs[0]))
-        outputs = self.step(*inputs)
-        return StandInGraph(self.step, inputs, outputs), inputs, outputs
+        with pytest.MonkeyPatch.context() as capturing:
+            for name in HOST_SYNCS:
+                capturing.setattr(torch.Tensor, name, lambda *_, name=name: pytest.fail(f"{name} in a captured step"))
+            outputs = self.step(*inputs)
+        graphs_so_far.append(StandInGraph(self.step, inputs, outputs))
+        return graphs_so_far[-1], inputs, outputs
 
     monkeypatch.setattr(graphs, "capturable", lambda tensor: True)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
     monkeypatch.setattr(GraphedStep, "_capture", capture)
     return captured
+
+
+def test_the_stand_in_catches_a_step_that_waits_for_the_host(stand_in_graphs):
+    step = GraphedStep(lambda x: (x * float(x.abs().max()),), enabled=True)
+    with pytest.raises(pytest.fail.Exception, match="__float__ in a captured step"):
+        step((torch.rand(3, 2),))
 
 
 @pytest.mark.parametrize("make", ATTACKS, ids=NAMES)
@@ -119,6 +144,7 @@ def test_real_cuda_graphs_give_the_eager_results(make, monkeypatch):
     differ and a borderline sample may take another step: agreement is asked of nearly all samples.
     Two graphed calls replay the same graphs and agree exactly."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)   # fp32 convolutions: differences of rounding only
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)  # no atomics: replays repeat to the bit
     model, x, y = cnn_and_inputs(count=100, device="cuda")
     eager = make()(model, x, y)
     attack = make(cuda_graphs=True)

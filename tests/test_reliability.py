@@ -154,12 +154,12 @@ class MemoryLimited:
                          ids=["deepfool", "rs"])
 def test_out_of_memory_halves_the_batch_and_gives_the_records_of_the_smaller_batch(tmp_path, digits, model, make,
                                                                                    caplog, monkeypatch):
-    released = []   # the graphs (and memory pools) kept for the larger batch go before each retry
+    released = []   # the graphs (and memory pools) kept for the larger batch go before each retry, and all at the end
     monkeypatch.setattr(Estimator, "release_memory", lambda self: released.append(self.batch_size))
     limited = MemoryLimited(make(64), limit=16)
     with caplog.at_level(logging.WARNING, logger="robustness_bias.audit"):
         audit(tmp_path / "retried", {"e": limited}, chunk_size=64).run(model, digits, "cpu", 1, ["final"])
-    assert limited.refused == [64, 32] and limited.batch_size == 16 and released == [64, 32]
+    assert limited.refused == [64, 32] and limited.batch_size == 16 and released == [64, 32, 16]
     assert "batch_size=32" in caplog.text and "batch_size=16" in caplog.text
     audit(tmp_path / "small", {"e": make(16)}, chunk_size=64).run(model, digits, "cpu", 1, ["final"])
     retried, small = (tmp_path / name / "audits" / "final" / "records.parquet" for name in ("retried", "small"))

@@ -157,10 +157,11 @@ class CarliniWagner(Estimator):
     def _graphed_step(self, model: nn.Module) -> GraphedStep:
         """Adam steps from CUDA graphs with ``cuda_graphs`` on a GPU; kept for later calls with the same
         model, so that an audit captures each batch size once."""
-        if self._graphed is None or self._graphed[0] is not model:
-            self._graphed = (model, GraphedStep(lambda *tensors: self._adam_step(model, *tensors), self.cuda_graphs,
-                                                self.name))
-        return self._graphed[1]
+        key = (model, self.confidence, self.learning_rate)   # what a captured graph holds fixed
+        if self._graphed is None or self._graphed[:-1] != key:
+            self._graphed = (*key, GraphedStep(lambda *tensors: self._adam_step(model, *tensors), self.cuda_graphs,
+                                               self.name))
+        return self._graphed[-1]
 
     @torch.no_grad()
     def _shrink(self, model, x0, adversarial, y, distance, success, queries) -> None:

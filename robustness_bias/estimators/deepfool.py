@@ -100,11 +100,11 @@ class DeepFool(Estimator):
     def _graphed_step(self, model: nn.Module, mode: str) -> GraphedStep:
         """The steps after the first, from CUDA graphs with ``cuda_graphs`` on a GPU; kept for later calls
         with the same model and mode, so that an audit captures each batch size once."""
-        if self._graphed is None or self._graphed[:2] != (model, mode):
-            step = GraphedStep(lambda points, classes: self._step(model, mode, points, classes)[0], self.cuda_graphs,
-                               self.name)
+        if self._graphed is None or self._graphed[:-1] != (model, mode):
+            step = GraphedStep(lambda points, classes: self._step(model, mode, points, classes)[0][:2],
+                               self.cuda_graphs, self.name)   # the logits and gradients
             self._graphed = (model, mode, step)
-        return self._graphed[2]
+        return self._graphed[-1]
 
     def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> DistanceResult:
         distance, success, queries = failed(len(x), x.device)
@@ -134,7 +134,7 @@ class DeepFool(Estimator):
         for iteration in range(self.steps):
             points = current[active]
             if iteration:
-                logits, grads, _ = graphed((points, classes[active]))
+                logits, grads = graphed((points, classes[active]))
             queries[active] += 1
             flipped, bad = check(logits, points, active)
             keep = (~(flipped | bad)).nonzero()[:, 0]   # the rows that stay, as indices: one sync, not one per mask

@@ -30,8 +30,9 @@ class GraphedStep:
     synchronise with the host, and may run autograd inside. ``batch`` tensors share their first
     dimension, the rows; ``shared`` tensors (a step counter's constants, say) are copied whole.
     Graphs capture the model's parameters by address: they follow in-place updates (an audit between
-    training epochs), and another model needs another ``GraphedStep``. Graphs are kept per batch size
-    and layout, so an audit's later calls replay those its first call captured.
+    training epochs), and another model needs another ``GraphedStep``. Graphs are kept per device,
+    batch size and layout, so an audit's later calls replay those its first call captured; the audit
+    releases them when it ends, for training to have the memory.
     """
 
     def __init__(self, step: Callable[..., Tensors], enabled: bool, name: str = "the attack"):
@@ -49,18 +50,20 @@ class GraphedStep:
                             batch[0].device.type)
                 self.warned = True
             return self.step(*batch, *shared)
-        rows = len(batch[0])
+        rows, device = len(batch[0]), batch[0].device
         size = 1 << max(rows - 1, 0).bit_length()   # the next power of two
-        key = (size, *((t.dtype, t.shape[1:], t.stride()[1:]) for t in batch), *((t.dtype, t.shape) for t in shared))
-        if key not in self.graphs:
-            self.graphs[key] = self._capture(tuple(pad(t, size) for t in batch) + tuple(t.clone() for t in shared))
-        graph, inputs, outputs = self.graphs[key]
-        for buffer, tensor in zip(inputs, batch):
-            buffer[:rows].copy_(tensor)
-        for buffer, tensor in zip(inputs[len(batch):], shared):
-            buffer.copy_(tensor)
-        graph.replay()
-        return tuple(out[:rows].clone() for out in outputs)   # the next replay overwrites the graph's outputs
+        key = (device, size, *((t.dtype, t.shape[1:], t.stride()[1:]) for t in batch),
+               *((t.dtype, t.shape) for t in shared))
+        with torch.cuda.device(device):   # the tensors' GPU, whichever is current
+            if key not in self.graphs:
+                self.graphs[key] = self._capture(tuple(pad(t, size) for t in batch) + tuple(t.clone() for t in shared))
+            graph, inputs, outputs = self.graphs[key]
+            for buffer, tensor in zip(inputs, batch):
+                buffer[:rows].copy_(tensor)
+            for buffer, tensor in zip(inputs[len(batch):], shared):
+                buffer.copy_(tensor)
+            graph.replay()
+            return tuple(out[:rows].clone() for out in outputs)   # the next replay may overwrite the graph's outputs
 
     def _capture(self, inputs: Tensors) -> tuple[torch.cuda.CUDAGraph, Tensors, Tensors]:
         """Warm up on a side stream, then capture on that same stream: cuBLAS and cuDNN set up their
@@ -71,16 +74,20 @@ class GraphedStep:
         with torch.cuda.stream(self.stream):
             self.step(*inputs)
         torch.cuda.current_stream().wait_stream(self.stream)
-        graph = torch.cuda.CUDAGraph()
+        graph, current = torch.cuda.CUDAGraph(), torch.cuda.current_stream()
         try:
             with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
                 outputs = self.step(*inputs)
         except torch.OutOfMemoryError:
             raise   # the audit halves the batch on it
         except RuntimeError as error:
+            if "captur" not in str(error).lower():
+                raise
             raise RuntimeError(f"capturing a CUDA graph of {self.name}'s step failed ({error}); a model that "
                                "waits for the host inside its forward pass (a .item(), a data-dependent branch) "
                                f"cannot be captured. Fix: set estimator.{self.name}.cuda_graphs=false") from error
+        finally:
+            torch.cuda.set_stream(current)   # a failed capture leaves its stream current otherwise
         return graph, inputs, outputs
 
 
