@@ -20,13 +20,15 @@ samples independently (as eval-mode models do) the others run as if it had never
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Callable
 
 import torch
 from torch import nn
 
 from .base import DistanceResult, Estimator, failed, failure_codes, frozen, l2_norm, nonfinite_rows
-from .graphs import GraphedStep
+from .graphs import GraphedSteps
 
 TANH_SCALE = 0.999999  # keeps arctanh finite at the box's edges, as in foolbox
 ABORT_FACTOR = 0.9999  # a run stops when ten steps shrank its loss by less than this factor
@@ -100,7 +102,7 @@ class CarliniWagner(Estimator):
         check_every = math.ceil(self.steps / 10)
         t = torch.arange(1, self.steps + 1, dtype=torch.float64)
         bias = torch.stack([1 - BETA1 ** t, 1 - BETA2 ** t], 1).to(x0.device, torch.float32)   # Adam's corrections
-        graphed = self._graphed_step(model)
+        adam_step, graphs = self._steps(model)
 
         def retire(keep: torch.Tensor | None, steps: int) -> None:
             """Write the rows leaving the working set, after ``steps`` Adam steps, back to the per-sample results."""
@@ -115,7 +117,7 @@ class CarliniWagner(Estimator):
         for step in range(self.steps):
             if len(rows) == 0:
                 break
-            *updated, loss = graphed(tuple(work[key] for key in STEP_INPUTS), (bias[step],))
+            *updated, loss = graphs(adam_step, tuple(work[key] for key in STEP_INPUTS), (bias[step],))
             work.update(zip(STEP_OUTPUTS, updated))
             if step % check_every == 0:
                 keep = ~work["bad"]
@@ -154,14 +156,13 @@ class CarliniWagner(Estimator):
                 torch.where(better.view(-1, *[1] * (d.dim() - 1)), d, best), torch.where(better, norms, distance),
                 found | is_adv, bad, loss)
 
-    def _graphed_step(self, model: nn.Module) -> GraphedStep:
-        """Adam steps from CUDA graphs with ``cuda_graphs`` on a GPU; kept for later calls with the same
-        model, so that an audit captures each batch size once."""
-        key = (model, self.confidence, self.learning_rate)   # what a captured graph holds fixed
-        if self._graphed is None or self._graphed[:-1] != key:
-            self._graphed = (*key, GraphedStep(lambda *tensors: self._adam_step(model, *tensors), self.cuda_graphs,
-                                               self.name))
-        return self._graphed[-1]
+    def _steps(self, model: nn.Module) -> tuple[Callable[..., tuple[torch.Tensor, ...]], GraphedSteps]:
+        """The Adam step over ``model`` and its graphs, kept for later calls with it and the same constants,
+        which a captured graph holds fixed (graphs.py)."""
+        key = (model, self.confidence, self.learning_rate)
+        if self._graphed is None or self._graphed[:3] != key:
+            self._graphed = (*key, functools.partial(self._adam_step, model), GraphedSteps(self.cuda_graphs, self.name))
+        return self._graphed[3:]
 
     @torch.no_grad()
     def _shrink(self, model, x0, adversarial, y, distance, success, queries) -> None:

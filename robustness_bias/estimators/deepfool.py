@@ -8,8 +8,7 @@ Unlike foolbox, the gradients of all candidates come from one forward pass (fool
 forward and one backward pass per candidate), and samples leave the working batch as soon as
 they flip (foolbox runs the whole batch until its slowest sample flips). A sample whose logits
 turn NaN or infinite leaves it too, as a ``nonfinite_logits`` failure: the others' steps do not
-depend on it. With ``cuda_graphs`` on a GPU, every step after the first replays from a CUDA graph
-(graphs.py).
+depend on it. With ``cuda_graphs`` on a GPU, every step replays from a CUDA graph (graphs.py).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 from .base import DistanceResult, Estimator, failed, failure_codes, frozen, l2_norm, nonfinite_rows
-from .graphs import GraphedStep
+from .graphs import GraphedSteps
 
 STABILITY = 1e-4  # added to each step's length, as in foolbox, so that steps never stall on the boundary
 
@@ -97,14 +96,11 @@ class DeepFool(Estimator):
             grads, mode = candidate_gradients(logits, points, candidate_directions(classes, logits), mode, model)
         return (logits.detach(), grads.detach().transpose(0, 1), classes), mode
 
-    def _graphed_step(self, model: nn.Module, mode: str) -> GraphedStep:
-        """The steps after the first, from CUDA graphs with ``cuda_graphs`` on a GPU; kept for later calls
-        with the same model and mode, so that an audit captures each batch size once."""
-        if self._graphed is None or self._graphed[:-1] != (model, mode):
-            step = GraphedStep(lambda points, classes: self._step(model, mode, points, classes)[0][:2],
-                               self.cuda_graphs, self.name)   # the logits and gradients
-            self._graphed = (model, mode, step)
-        return self._graphed[-1]
+    def _steps(self, model: nn.Module) -> Steps:
+        """The steps over ``model`` and their graphs, kept for later calls with it (graphs.py)."""
+        if self._graphed is None or self._graphed.model is not model:
+            self._graphed = Steps(self, model)
+        return self._graphed
 
     def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> DistanceResult:
         distance, success, queries = failed(len(x), x.device)
@@ -112,7 +108,7 @@ class DeepFool(Estimator):
         x0 = x.detach()
         p_total = torch.zeros_like(x0)
         current = x0.clone()
-        mode = self.gradients
+        steps = self._steps(model)
 
         def check(logits: torch.Tensor, points: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, ...]:
             """Record the active samples (at ``points``) that flipped or met non-finite logits; returns both
@@ -127,14 +123,13 @@ class DeepFool(Estimator):
             nonfinite[active] |= bad
             return flipped, bad
 
-        (logits, grads, classes), mode = self._step(model, mode, x0)   # eagerly: it settles the gradient mode
+        logits, grads, classes = steps.graphs(steps.first, (x0,))
         label, k = classes[:, 0], classes.shape[1]
-        graphed = self._graphed_step(model, mode)
         active = torch.arange(len(x), device=x.device)
         for iteration in range(self.steps):
             points = current[active]
             if iteration:
-                logits, grads = graphed((points, classes[active]))
+                logits, grads = steps.graphs(steps.later, (points, classes[active]))
             queries[active] += 1
             flipped, bad = check(logits, points, active)
             keep = (~(flipped | bad)).nonzero()[:, 0]   # the rows that stay, as indices: one sync, not one per mask
@@ -144,7 +139,7 @@ class DeepFool(Estimator):
             cls = classes[active]
             losses = logits.gather(1, cls[:, 1:]) - logits.gather(1, cls[:, :1])   # f_c − f_label, (n, k − 1)
             losses, grads, active = losses[keep], grads[keep], active[keep]   # the leaving rows' gradients are dropped
-            queries[active] += (k - 1) * (2 if mode == "replicated" else 1)   # replicated: a forward pass per copy too
+            queries[active] += (k - 1) * (2 if steps.mode == "replicated" else 1)   # replicated: a forward per copy too
             norms = grads.flatten(2).norm(dim=2) + 1e-8                        # (n, k − 1)
             best = (losses.abs() / norms).argmin(1)
             chosen = torch.arange(len(active), device=x.device)
@@ -159,3 +154,23 @@ class DeepFool(Estimator):
             queries[active] += 1
         return DistanceResult(distance=distance, success=success, queries=queries,
                               failure=failure_codes(success, nonfinite))
+
+
+class Steps:
+    """DeepFool's two steps over one model, the gradient mode they settled on and the graphs that replay
+    them. The first step fixes the candidates from the clean logits; ``batched`` may fall back to
+    ``loop`` there (eagerly, or in the warm-up before a capture), and every later step keeps ``loop``."""
+
+    def __init__(self, attack: DeepFool, model: nn.Module):
+        self.attack, self.model, self.mode = attack, model, attack.gradients
+        self.graphs = GraphedSteps(attack.cuda_graphs, attack.name)
+
+    def first(self, points: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Logits, gradients and candidates at the clean inputs."""
+        out, self.mode = self.attack._step(self.model, self.mode, points)
+        return out
+
+    def later(self, points: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Logits and gradients for the fixed candidates."""
+        out, self.mode = self.attack._step(self.model, self.mode, points, classes)
+        return out[:2]

@@ -23,41 +23,42 @@ log = logging.getLogger(__name__)
 Tensors = tuple[torch.Tensor, ...]
 
 
-class GraphedStep:
-    """``step(*batch, *shared)`` eagerly, or on CUDA tensors with ``enabled`` from a CUDA graph per batch size.
+class GraphedSteps:
+    """Steps ``step(*batch, *shared)`` run eagerly, or on CUDA tensors with ``enabled`` from CUDA graphs.
 
-    ``step`` must be pure (it reads its arguments and returns new tensors, batch first), must not
+    A ``step`` must be pure (it reads its arguments and returns new tensors, batch first), must not
     synchronise with the host, and may run autograd inside. ``batch`` tensors share their first
     dimension, the rows; ``shared`` tensors (a step counter's constants, say) are copied whole.
-    Graphs capture the model's parameters by address: they follow in-place updates (an audit between
-    training epochs), and another model needs another ``GraphedStep``. Graphs are kept per device,
-    batch size and layout, so an audit's later calls replay those its first call captured; the audit
-    releases them when it ends, for training to have the memory.
+    There is one graph per step function, device, batch size and layout, so an audit's later calls
+    replay those its first call captured; the audit releases them when it ends, for training to have
+    the memory. Graphs capture the model's parameters by address: they follow in-place updates (an
+    audit between training epochs), and another model needs other step functions.
     """
 
-    def __init__(self, step: Callable[..., Tensors], enabled: bool, name: str = "the attack"):
-        self.step, self.enabled, self.name = step, enabled, name
+    def __init__(self, enabled: bool, name: str = "the attack"):
+        self.enabled, self.name = enabled, name
         self.warned = False   # that graphs were asked for where none can be captured, once
-        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Tensors, Tensors]] = {}
-        # One memory pool for all sizes: a graph's outputs are copied out right after its replay, so one
-        # graph may reuse another's scratch memory, and the sizes share memory instead of each holding its own.
+        self.captured: dict[tuple, tuple[torch.cuda.CUDAGraph, Tensors, Tensors]] = {}
+        # One memory pool for all graphs: a graph's outputs are copied out right after its replay, so one
+        # graph may reuse another's scratch memory, and the graphs share memory instead of each holding its own.
         self.pool = self.stream = None   # created with the first capture
 
-    def __call__(self, batch: Tensors, shared: Tensors = ()) -> Tensors:
+    def __call__(self, step: Callable[..., Tensors], batch: Tensors, shared: Tensors = ()) -> Tensors:
         if not (self.enabled and capturable(batch[0])):
             if self.enabled and not self.warned:
                 log.warning("%s: cuda_graphs=true has no effect on %s tensors; its steps run eagerly", self.name,
                             batch[0].device.type)
                 self.warned = True
-            return self.step(*batch, *shared)
+            return step(*batch, *shared)
         rows, device = len(batch[0]), batch[0].device
         size = 1 << max(rows - 1, 0).bit_length()   # the next power of two
-        key = (device, size, *((t.dtype, t.shape[1:], t.stride()[1:]) for t in batch),
+        key = (step, device, size, *((t.dtype, t.shape[1:], t.stride()[1:]) for t in batch),
                *((t.dtype, t.shape) for t in shared))
         with torch.cuda.device(device):   # the tensors' GPU, whichever is current
-            if key not in self.graphs:
-                self.graphs[key] = self._capture(tuple(pad(t, size) for t in batch) + tuple(t.clone() for t in shared))
-            graph, inputs, outputs = self.graphs[key]
+            if key not in self.captured:
+                inputs = tuple(pad(t, size) for t in batch) + tuple(t.clone() for t in shared)
+                self.captured[key] = self._capture(step, inputs)
+            graph, inputs, outputs = self.captured[key]
             for buffer, tensor in zip(inputs, batch):
                 buffer[:rows].copy_(tensor)
             for buffer, tensor in zip(inputs[len(batch):], shared):
@@ -65,19 +66,19 @@ class GraphedStep:
             graph.replay()
             return tuple(out[:rows].clone() for out in outputs)   # the next replay may overwrite the graph's outputs
 
-    def _capture(self, inputs: Tensors) -> tuple[torch.cuda.CUDAGraph, Tensors, Tensors]:
+    def _capture(self, step: Callable[..., Tensors], inputs: Tensors) -> tuple[torch.cuda.CUDAGraph, Tensors, Tensors]:
         """Warm up on a side stream, then capture on that same stream: cuBLAS and cuDNN set up their
         per-stream workspaces in the warm-up, where allocating is allowed, and not mid-capture."""
         if self.pool is None:
             self.pool, self.stream = torch.cuda.graph_pool_handle(), torch.cuda.Stream()
         self.stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self.stream):
-            self.step(*inputs)
+            step(*inputs)
         torch.cuda.current_stream().wait_stream(self.stream)
         graph, current = torch.cuda.CUDAGraph(), torch.cuda.current_stream()
         try:
             with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
-                outputs = self.step(*inputs)
+                outputs = step(*inputs)
         except torch.OutOfMemoryError:
             raise   # the audit halves the batch on it
         except RuntimeError as error:
