@@ -80,3 +80,17 @@ def test_unknown_estimator_lists_the_options():
     message = unknown_estimators(["model=logreg", "estimator=[exact,deepfol]"])
     assert "deepfol" in message and "Available options in 'estimator': cw, deepfool, exact, rs" in message
     assert unknown_estimators(["estimator=[exact]", "+experiment=synthetic_group"]) is None
+
+
+def test_speed_settings_leave_the_fingerprint_and_science_settings_change_it():
+    """A job reruns or resumes under another batch size or with CUDA graphs (same results up to rounding),
+    but not under another budget."""
+    from robustness_bias.pipeline import settings_hash
+
+    base = ["estimator=[deepfool,cw]"]
+    fingerprint = settings_hash(compose_config(base))
+    for speed in ("estimator.deepfool.batch_size=32", "estimator.cw.cuda_graphs=true",
+                  "estimator.deepfool.cuda_graphs=true", "audit.batch_size=7"):
+        assert settings_hash(compose_config([*base, speed])) == fingerprint, speed
+    for science in ("estimator.deepfool.steps=7", "estimator.cw.learning_rate=0.01"):
+        assert settings_hash(compose_config([*base, science])) != fingerprint, science
