@@ -130,14 +130,14 @@ def measure(name: str, args, images, labels, device: torch.device) -> dict:
                              batch_size=rs_count, compile=args.compile != "none")
     deepfool = DeepFool(steps=50, batch_size=args.attack_batch, cuda_graphs=args.cuda_graphs)
     cw = CarliniWagner(batch_size=args.attack_batch, cuda_graphs=args.cuda_graphs)
-    if args.cuda_graphs:   # an audit captures in its first chunk and replays in all later ones (and later epochs)
+    if args.cuda_graphs:   # an audit captures in its first chunk and replays in the later ones: captures untimed
         for attack in (deepfool, cw):
             images_per_second(attack, model, x, y, device)
     row = {"model": name, "train_img_s": train_rate, "rs_n": args.rs_n, "audited": len(x)}
     row["deepfool_img_s"], _ = images_per_second(deepfool, model, x, y, device)
     row["cw_img_s"], row["cw_queries"] = images_per_second(cw, model, x, y, device)
     # a briefly trained model may stop CW early more often than a final one: bound it by its whole budget
-    row["cw_budget_queries"] = 2 * cw.binary_search_steps * cw.steps + cw.refine_steps
+    row["cw_budget_queries"] = cw.query_budget
     # smoothing's floor, the forward passes alone (batch 1000, same precision; compiled here with --compile)
     floor = forward_rate(rs.forward_of(model), x, device.type, args.precision, 1.0, args.rs_forward_batch)
     row["rs_img_s"], _ = images_per_second(rs, model, x[:rs_count], y[:rs_count], device)

@@ -46,7 +46,7 @@ def stand_in_graphs(monkeypatch):
     """Capture on the CPU: run the step once, with every host synchronisation raising as it would in a
     capture, to get its output buffers; replay runs it again on the captured input buffers, writes into
     those outputs, and fills every other graph's outputs with garbage, as replays in a shared memory
-    pool may. Returns the (step, padded batch size) pairs captured."""
+    pool may. Returns what was captured: (step, number of inputs, padded batch size) for each graph."""
     captured, graphs_so_far = [], []
 
     class StandInGraph:
@@ -61,7 +61,7 @@ def stand_in_graphs(monkeypatch):
                 buffer.copy_(value)
 
     def capture(self, step, inputs):
-        captured.append((getattr(step, "__name__", None) or step.func.__name__, len(inputs[0])))
+        captured.append((getattr(step, "__name__", None) or step.func.__name__, len(inputs), len(inputs[0])))
         with pytest.MonkeyPatch.context() as capturing:
             for name in HOST_SYNCS:
                 capturing.setattr(torch.Tensor, name, lambda *_, name=name: pytest.fail(f"{name} in a captured step"))
@@ -90,16 +90,16 @@ def test_graphed_steps_give_the_eager_results_and_capture_once_per_power_of_two(
         torch.testing.assert_close(getattr(graphed, field), getattr(eager, field), msg=field)
     assert eager.success.float().mean() > 0.5
     captured = list(stand_in_graphs)
-    steps = {name for name, _ in captured}
-    assert steps == ({"first", "later"} if isinstance(attack, DeepFool) else {"_adam_step"}), captured
+    steps = {(name, inputs) for name, inputs, _ in captured}   # DeepFool's first step has no candidates yet
+    assert steps == ({("step", 1), ("step", 2)} if isinstance(attack, DeepFool) else {("_adam_step", 13)}), captured
     assert len(captured) >= 3 and len(set(captured)) == len(captured), captured   # a shrinking batch, each once
-    assert all(size & (size - 1) == 0 for _, size in captured), captured          # powers of two
+    assert all(size & (size - 1) == 0 for *_, size in captured), captured         # powers of two
     again = attack(model, x, y)   # a later call of the same audit replays what the first captured
     assert stand_in_graphs == captured
     torch.testing.assert_close(again.distance, graphed.distance)
     attack(model, x[:5], y[:5])   # a smaller chunk captures only the sizes the first call never reached
     new = stand_in_graphs[len(captured):]
-    assert set(new).isdisjoint(captured) and all(size <= 8 for _, size in new), (captured, new)
+    assert set(new).isdisjoint(captured) and all(size <= 8 for *_, size in new), (captured, new)
 
 
 def test_another_model_gets_its_own_graphs(stand_in_graphs):

@@ -53,6 +53,12 @@ class CarliniWagner(Estimator):
         self.warm_start, self.refine_steps, self.cuda_graphs = warm_start, refine_steps, cuda_graphs
         self.batch_size, self.every_nth = batch_size, every_nth
 
+    @property
+    def query_budget(self) -> int:
+        """Passes per sample when no run stops early: a forward and a backward pass per Adam step, then the
+        refinement's forward passes."""
+        return 2 * self.binary_search_steps * self.steps + self.refine_steps
+
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index=None) -> DistanceResult:
         with frozen(model):
             return self._attack(model, x, y)

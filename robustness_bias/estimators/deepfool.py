@@ -83,21 +83,8 @@ class DeepFool(Estimator):
         with frozen(model):
             return self._attack(model, x, y)
 
-    def _step(self, model: nn.Module, mode: str, points: torch.Tensor,
-              classes: torch.Tensor | None = None) -> tuple[tuple[torch.Tensor, ...], str]:
-        """The logits at ``points``, the gradients of f_c − f_label for each candidate c (rows first) and
-        the candidates, which the first step (``classes`` None, clean inputs) fixes from the logits; and
-        the gradient mode that served (``batched`` may fall back to ``loop``)."""
-        points = points.detach().requires_grad_(mode != "replicated")   # replicated builds its own graph
-        with torch.enable_grad():
-            logits = model(points)
-            if classes is None:   # column 0: the predicted class
-                classes = logits.detach().topk(min(self.candidates, logits.shape[1]), dim=1).indices
-            grads, mode = candidate_gradients(logits, points, candidate_directions(classes, logits), mode, model)
-        return (logits.detach(), grads.detach().transpose(0, 1), classes), mode
-
     def _steps(self, model: nn.Module) -> Steps:
-        """The steps over ``model`` and their graphs, kept for later calls with it (graphs.py)."""
+        """The step over ``model`` and its graphs, kept for later calls with it (graphs.py)."""
         if self._graphed is None or self._graphed.model is not model:
             self._graphed = Steps(self, model)
         return self._graphed
@@ -105,72 +92,73 @@ class DeepFool(Estimator):
     def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> DistanceResult:
         distance, success, queries = failed(len(x), x.device)
         nonfinite = torch.zeros_like(success)
-        x0 = x.detach()
-        p_total = torch.zeros_like(x0)
-        current = x0.clone()
         steps = self._steps(model)
 
-        def check(logits: torch.Tensor, points: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            """Record the active samples (at ``points``) that flipped or met non-finite logits; returns both
+        def check(logits: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            """Record the working samples (at ``points``) that flipped or met non-finite logits; returns both
             masks. Written through ``active`` without boolean indexing, so it needs no host sync.
 
             A row with a NaN or an infinite logit has no meaningful argmax: it never counts as flipped.
             """
             bad = nonfinite_rows(logits)
-            flipped = (logits.argmax(1) != label[active]) & ~bad
+            flipped = (logits.argmax(1) != classes[:, 0]) & ~bad
             success[active] |= flipped
-            distance[active] = torch.where(flipped, l2_norm(points - x0[active]), distance[active])
+            distance[active] = torch.where(flipped, l2_norm(points - origin), distance[active])
             nonfinite[active] |= bad
             return flipped, bad
 
-        logits, grads, classes = steps.graphs(steps.first, (x0,))
-        label, k = classes[:, 0], classes.shape[1]
-        active = torch.arange(len(x), device=x.device)
+        # the working rows: their samples, clean inputs, candidates (column 0: the label), iterates and perturbations
+        origin = points = x.detach()
+        logits, grads, classes = steps.graphs(steps.step, (origin,))
+        active, p_total = torch.arange(len(x), device=x.device), torch.zeros_like(origin)
         for iteration in range(self.steps):
-            points = current[active]
             if iteration:
-                logits, grads = steps.graphs(steps.later, (points, classes[active]))
+                logits, grads = steps.graphs(steps.step, (points, classes))
             queries[active] += 1
-            flipped, bad = check(logits, points, active)
+            flipped, bad = check(logits, points)
             keep = (~(flipped | bad)).nonzero()[:, 0]   # the rows that stay, as indices: one sync, not one per mask
             if len(keep) == 0:
                 active = active[:0]
                 break
-            cls = classes[active]
-            losses = logits.gather(1, cls[:, 1:]) - logits.gather(1, cls[:, :1])   # f_c − f_label, (n, k − 1)
-            losses, grads, active = losses[keep], grads[keep], active[keep]   # the leaving rows' gradients are dropped
-            queries[active] += (k - 1) * (2 if steps.mode == "replicated" else 1)   # replicated: a forward per copy too
-            norms = grads.flatten(2).norm(dim=2) + 1e-8                        # (n, k − 1)
+            losses = (logits.gather(1, classes[:, 1:]) - logits.gather(1, classes[:, :1]))[keep]   # f_c − f_label
+            norms = grads.flatten(2).norm(dim=2)[keep] + 1e-8                                     # (n, k − 1)
             best = (losses.abs() / norms).argmin(1)
-            chosen = torch.arange(len(active), device=x.device)
-            grad = grads[chosen, best]
+            chosen = torch.arange(len(keep), device=x.device)
             scale = (losses[chosen, best].abs() / norms[chosen, best] + STABILITY) / norms[chosen, best]
-            p_total[active] += scale.view(-1, *[1] * (x.dim() - 1)) * grad
-            current[active] = (x0[active] + (1 + self.overshoot) * p_total[active]).clamp(0, 1)
+            move = scale.view(-1, *[1] * (x.dim() - 1)) * grads[keep, best]   # only the chosen candidate's gradient
+            active, origin, classes, p_total = active[keep], origin[keep], classes[keep], p_total[keep] + move
+            # one backward pass per candidate; replicated adds a forward pass per copy
+            queries[active] += (classes.shape[1] - 1) * (2 if steps.mode == "replicated" else 1)
+            points = (origin + (1 + self.overshoot) * p_total).clamp(0, 1)
         if len(active):  # the last step's iterates have not been checked yet
             with torch.no_grad():
-                points = current[active]
-                check(model(points), points, active)
+                check(model(points), points)
             queries[active] += 1
         return DistanceResult(distance=distance, success=success, queries=queries,
                               failure=failure_codes(success, nonfinite))
 
 
 class Steps:
-    """DeepFool's two steps over one model, the gradient mode they settled on and the graphs that replay
-    them. The first step fixes the candidates from the clean logits; ``batched`` may fall back to
-    ``loop`` there (eagerly, or in the warm-up before a capture), and every later step keeps ``loop``."""
+    """DeepFool's step over one model, the gradient mode it settled on and the graphs that replay it.
+
+    The first step (``classes`` None, at the clean inputs) fixes the candidates from the logits and
+    returns them too; ``batched`` may fall back to ``loop`` there (eagerly, or in the warm-up before a
+    capture), and every later step keeps ``loop``.
+    """
 
     def __init__(self, attack: DeepFool, model: nn.Module):
-        self.attack, self.model, self.mode = attack, model, attack.gradients
+        self.model, self.candidates, self.mode = model, attack.candidates, attack.gradients
         self.graphs = GraphedSteps(attack.cuda_graphs, attack.name)
 
-    def first(self, points: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Logits, gradients and candidates at the clean inputs."""
-        out, self.mode = self.attack._step(self.model, self.mode, points)
-        return out
-
-    def later(self, points: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Logits and gradients for the fixed candidates."""
-        out, self.mode = self.attack._step(self.model, self.mode, points, classes)
-        return out[:2]
+    def step(self, points: torch.Tensor, classes: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """The logits at ``points`` and the gradients of f_c − f_label for each candidate c, rows first."""
+        points = points.detach().requires_grad_(self.mode != "replicated")   # replicated builds its own graph
+        with torch.enable_grad():
+            logits = self.model(points)
+            fixed = classes is not None
+            if not fixed:   # column 0: the predicted class
+                classes = logits.detach().topk(min(self.candidates, logits.shape[1]), dim=1).indices
+            grads, self.mode = candidate_gradients(logits, points, candidate_directions(classes, logits), self.mode,
+                                                   self.model)
+        grads = grads.detach().transpose(0, 1)
+        return (logits.detach(), grads) if fixed else (logits.detach(), grads, classes)
