@@ -85,6 +85,12 @@ def summarize(records: pd.DataFrame, settings: dict) -> pd.DataFrame:
     return summary
 
 
+def shard_suffix(index: int, count: int) -> str:
+    """``-shard{index}of{count}``, or nothing for a whole audit: what keeps one shard's partial work and
+    checkpoints apart from another's."""
+    return f"-shard{index}of{count}" if count > 1 else ""
+
+
 def process_group() -> tuple[int, int]:
     """(rank, world size) of the running torch.distributed job; (0, 1) outside one."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -181,12 +187,13 @@ class RobustnessAudit(L.Callback):
         """Adopt the summary of an audit finished earlier under the same settings; False when there is none."""
         folder = self.output_dir / "audits" / tag
         try:
-            columns = [c for c in ("settings_hash", "epoch", "shard") if c in pq.read_schema(folder / "records.parquet").names]
-            stored = pd.read_parquet(folder / "records.parquet", columns=columns)
+            records = pq.ParquetFile(folder / "records.parquet")   # opened once; only its first row is needed
             summary = pd.read_parquet(folder / "summary.parquet")
         except FileNotFoundError:
             return False
-        first = stored.iloc[0] if len(stored) else {}
+        columns = [c for c in ("settings_hash", "epoch", "shard") if c in records.schema_arrow.names]
+        stored = next(records.iter_batches(batch_size=1, columns=columns), None)
+        first = stored.to_pylist()[0] if stored is not None and stored.num_rows else {}
         if (first.get("settings_hash"), first.get("epoch"), first.get("shard")) != (self.settings_hash, epoch,
                                                                                      self.shard_label):
             return False
@@ -203,8 +210,8 @@ class RobustnessAudit(L.Callback):
         rank, world = process_group()
         part, parts = self.shard + self.num_shards * rank, self.num_shards * world
         weights = model_fingerprint(model)
-        shard = f"-shard{part}of{parts}" if parts > 1 else ""
-        partial = self.output_dir / "audits" / ".partial" / f"{self.settings_hash}-{weights}-e{epoch}{shard}"
+        job = f"{self.settings_hash}-{weights}-e{epoch}{shard_suffix(part, parts)}"
+        partial = self.output_dir / "audits" / ".partial" / job
         was_training = model.training
         model.eval()
         try:

@@ -14,7 +14,7 @@ from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from .audit import RobustnessAudit
+from .audit import RobustnessAudit, shard_suffix
 from .bias import FAILURE_POLICIES
 from .data import ImageDataModule
 from .estimators import Estimator, EstimatorMismatch
@@ -164,7 +164,7 @@ def build_estimators(cfg: DictConfig, model) -> dict[str, Estimator]:
 # out of memory still resumes, and the shards of one audit share one fingerprint.
 SPEED_SETTINGS = {"trainer": ("default_root_dir", "enable_progress_bar"),
                   "audit": ("progress", "batch_size", "chunk_size", "shard", "num_shards"), "dataset": ("num_workers",)}
-ESTIMATOR_SPEED_SETTINGS = ("batch_size", "forward_batch", "chunk_size", "cuda_graphs")
+ESTIMATOR_SPEED_SETTINGS = ("batch_size", "forward_batch", "chunk_size", "cuda_graphs", "gradients")
 
 
 def settings_hash(cfg: DictConfig) -> str:
@@ -233,7 +233,7 @@ def run(cfg: DictConfig) -> dict:
             test_accuracy = audit_only(cfg, model, checkpoint_epoch, datamodule, audit, loggers)
         else:
             last = output_dir / "checkpoints" / "last.ckpt"
-            job = fingerprint + (f"-shard{shard['index']}of{shard['count']}" if shard else "")   # what may resume
+            job = fingerprint + shard_suffix(cfg.audit.shard, cfg.audit.num_shards)   # what may resume
             checkpoint = EpochCheckpoint(last, job)   # before the audit: see EpochCheckpoint
             trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[checkpoint, audit], logger=loggers or False,
                                              enable_checkpointing=False)   # ours replaces Lightning's

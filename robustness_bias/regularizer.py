@@ -47,11 +47,12 @@ class RobustnessBiasPenalty:
         correct = logits.detach().argmax(1) == y
         beyond = torch.sigmoid((distance - self.tau) / self.temperature)
         codes = y if self.attribute_column is None else attributes[:, self.attribute_column]
-        if self.group_code is None:
-            sides = [codes == code for code in range(len(self.group_names))]
+        if self.group_code is None:   # one side per group, compared at once: (groups, batch)
+            sides = codes == torch.arange(len(self.group_names), device=codes.device)[:, None]
         else:
-            sides = [codes == self.group_code, codes != self.group_code]
-        sides = torch.stack(sides) & correct                                   # (sides, batch)
+            target = codes == self.group_code
+            sides = torch.stack([target, ~target])
+        sides = sides & correct                                                # (sides, batch)
         counts = sides.sum(1)
         present = (counts > 0).nonzero()[:, 0].tolist()   # the one wait for the device: masked means need no other
 

@@ -41,9 +41,9 @@ def write_tables(tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
     return written
 
 
-def both_formats(draw, path: Path) -> list[Path]:
-    """Draw a figure once and save it as PNG and as PDF; ``draw(path, also_pdf=True)``."""
-    png = draw(path.with_suffix(".png"), also_pdf=True)
+def both_formats(path: Path, draw, *args, **kwargs) -> list[Path]:
+    """Draw a figure once and save it as PNG and as PDF: ``draw(*args, path, also_pdf=True, **kwargs)``."""
+    png = draw(*args, path.with_suffix(".png"), also_pdf=True, **kwargs)
     return [png, png.with_suffix(".pdf")]
 
 
@@ -51,8 +51,8 @@ def write_figures(sigma: pd.DataFrame, accuracy: pd.DataFrame, out: Path) -> lis
     """Heatmaps from the σ table; distance distributions and survival curves from each job's final records."""
     written = []
     for (dataset, estimator), _ in sigma.groupby(["dataset", "estimator"]):
-        written += both_formats(lambda p, d=dataset, e=estimator, **kw: figures.sigma_heatmaps(sigma, d, e, p, **kw),
-                                out / "figures" / f"heatmap_{dataset}_{estimator}")
+        written += both_formats(out / "figures" / f"heatmap_{dataset}_{estimator}", figures.sigma_heatmaps, sigma,
+                                dataset, estimator)
     for dataset, jobs in accuracy.groupby("dataset"):
         finals = [pd.read_parquet(Path(job.job) / "audits" / "final" / "records.parquet").assign(model=job.model)
                   for job in jobs.itertuples() if (Path(job.job) / "audits" / "final" / "records.parquet").is_file()]
@@ -60,20 +60,20 @@ def write_figures(sigma: pd.DataFrame, accuracy: pd.DataFrame, out: Path) -> lis
             continue
         records = pd.concat(finals, ignore_index=True)
         for partition in dict.fromkeys(sigma.loc[sigma["dataset"] == dataset, "partition"]):
-            written += both_formats(lambda p, r=records, c=partition, d=dataset, **kw: figures.distance_distributions(
-                r, c, p, title=f"{d}: distances by {c} (final)", **kw), out / "figures" / f"distances_{dataset}_{partition}")
+            written += both_formats(out / "figures" / f"distances_{dataset}_{partition}", figures.distance_distributions,
+                                    records, partition, title=f"{dataset}: distances by {partition} (final)")
             for model, mine in records.groupby("model"):
-                written += both_formats(lambda p, r=mine, c=partition, d=dataset, m=model, **kw: figures.survival_figure(
-                    r.drop(columns="model"), c, p, title=f"{d}, {m}: survival by {c} (final)", **kw),
-                    out / "figures" / f"survival_{dataset}_{model}_{partition}")
+                written += both_formats(out / "figures" / f"survival_{dataset}_{model}_{partition}",
+                                        figures.survival_figure, mine.drop(columns="model"), partition,
+                                        title=f"{dataset}, {model}: survival by {partition} (final)")
     return written
 
 
 def write_regularization_figures(table: pd.DataFrame, out: Path) -> list[Path]:
     written = []
     for (dataset, model), rows in table.groupby(["dataset", "model"]):
-        written += both_formats(lambda p, r=rows, d=dataset, m=model, **kw: figures.regularization_figure(
-            r, p, title=f"{d}, {m}: regularizer on {r['target'].iloc[0]}", **kw), out / "figures" / f"regularized_{dataset}_{model}")
+        written += both_formats(out / "figures" / f"regularized_{dataset}_{model}", figures.regularization_figure, rows,
+                                title=f"{dataset}, {model}: regularizer on {rows['target'].iloc[0]}")
     return written
 
 

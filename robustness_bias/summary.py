@@ -75,20 +75,18 @@ def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: 
         finite = pooled[np.isfinite(pooled)]
         taus = np.quantile(finite, rb_quantiles) if finite.size else np.full(len(rb_quantiles), np.nan)
         tau_columns = {f"tau_q{round(q * 100)}": t for q, t in zip(rb_quantiles, taus)}
+        overall = {"group": OVERALL, "size": len(frame), "accuracy": float(correct.mean()) if len(frame) else np.nan,
+                   **_distance_stats(distance, correct, success), "auc": bias.area_under_survival(pooled, t_max),
+                   "sigma": np.nan, "tau_max": t_max, **tau_columns,
+                   **{f"rb_q{round(q * 100)}": np.nan for q in rb_quantiles},
+                   "sigma_low": np.nan, "sigma_high": np.nan, "p_value": np.nan, "too_small": False}
         first_row = len(rows)
-        for partition in partitions:
+        for partition in partitions:   # the "(all)" row, the same in every partition, then its groups
             column = frame[partition]
             groups = group_values(column)
             codes = pd.Categorical(column.astype(str), categories=[str(g) for g in groups]).codes
             tests = _significance(distance, correct, codes, len(groups), t_max, kw, significance)
-            overall = {"estimator": estimator, "partition": partition, "group": OVERALL, "size": len(frame),
-                       "accuracy": float(correct.mean()) if len(frame) else np.nan,
-                       **_distance_stats(distance, correct, success),
-                       "auc": bias.area_under_survival(pooled, t_max),
-                       "sigma": np.nan, "tau_max": t_max, **tau_columns}
-            overall.update({f"rb_q{round(q * 100)}": np.nan for q in rb_quantiles})
-            overall.update(sigma_low=np.nan, sigma_high=np.nan, p_value=np.nan, too_small=False)
-            rows.append(overall)
+            rows.append({"estimator": estimator, "partition": partition, **overall})
             for code, group in enumerate(groups):
                 member = codes == code
                 row = {"estimator": estimator, "partition": partition, "group": str(group), "size": int(member.sum()),

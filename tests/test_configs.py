@@ -83,14 +83,14 @@ def test_unknown_estimator_lists_the_options():
 
 
 def test_speed_settings_leave_the_fingerprint_and_science_settings_change_it():
-    """A job reruns or resumes under another batch size or with CUDA graphs (same results up to rounding),
-    but not under another budget."""
+    """A job reruns or resumes under another batch size, gradient mode or with CUDA graphs (same results up
+    to rounding), but not under another budget."""
     from robustness_bias.pipeline import settings_hash
 
     base = ["estimator=[deepfool,cw]"]
     fingerprint = settings_hash(compose_config(base))
     for speed in ("estimator.deepfool.batch_size=32", "estimator.cw.cuda_graphs=true",
-                  "estimator.deepfool.cuda_graphs=true", "audit.batch_size=7"):
+                  "estimator.deepfool.cuda_graphs=true", "estimator.deepfool.gradients=replicated", "audit.batch_size=7"):
         assert settings_hash(compose_config([*base, speed])) == fingerprint, speed
     for science in ("estimator.deepfool.steps=7", "estimator.cw.learning_rate=0.01"):
         assert settings_hash(compose_config([*base, science])) != fingerprint, science

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, ImageDataModule, existing_root
+from .base import DataError, ImageDataModule, existing_root, split_indices
 from .files import FileImages
 
 log = logging.getLogger(__name__)
@@ -116,9 +116,8 @@ class UTKFaceDataModule(ImageDataModule):
         ages, genders, races = (np.array(column) for column in zip(*labels))
         self.facts["after_cleaning"] = len(paths)
         # the test set: a seeded test_fraction of the files in name order (so listing order never matters)
-        order = np.random.default_rng(self.split_seed).permutation(len(paths))
         is_test = np.zeros(len(paths), dtype=bool)
-        is_test[order[:int(np.ceil(len(paths) * self.test_fraction))]] = True
+        is_test[split_indices(len(paths), 0.0, self.test_fraction, self.split_seed)[2]] = True
         return FileImages(paths, [age_bin(a) for a in ages], AGE_NAMES,
                           attributes={"gender": genders, "race": races},
                           categories={"gender": GENDERS, "race": RACES},
