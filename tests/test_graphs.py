@@ -102,6 +102,20 @@ def test_graphed_steps_give_the_eager_results_and_capture_once_per_power_of_two(
     assert set(new).isdisjoint(captured) and all(size <= 8 for *_, size in new), (captured, new)
 
 
+def test_released_graphs_are_captured_anew(stand_in_graphs):
+    """What the audit does when it ends or runs out of memory: the next call captures again."""
+    model, x, y = cnn_and_inputs(count=8)
+    for attack in (DeepFool(cuda_graphs=True), CarliniWagner(binary_search_steps=1, steps=5, cuda_graphs=True)):
+        attack(model, x, y)
+        first = list(stand_in_graphs)
+        attack(model, x, y)
+        assert stand_in_graphs == first
+        attack.release_memory()
+        attack(model, x, y)
+        assert stand_in_graphs[len(first):] == first   # the same graphs, captured again
+        stand_in_graphs.clear()
+
+
 def test_another_model_gets_its_own_graphs(stand_in_graphs):
     model, x, y = cnn_and_inputs(count=8)
     attack = DeepFool(cuda_graphs=True)
@@ -157,6 +171,7 @@ def test_real_cuda_graphs_give_the_eager_results(make, monkeypatch):
     torch.testing.assert_close(capturing.distance[same], eager.distance[same], rtol=1e-4, atol=1e-5)
     graphs = attack._graphed.graphs if isinstance(attack, DeepFool) else attack._graphed[-1]
     assert len(graphs.captured) >= 3
+
 
 class WaitsForTheHost(nn.Module):
     """A model that reads a value back to the host in its forward pass, which no CUDA graph can hold."""

@@ -16,7 +16,7 @@ from robustness_bias.estimators import CarliniWagner, DeepFool  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def cnn_and_inputs():
+def trained_cnn_and_inputs():
     model, pool_x, pool_y = bench.trained_model("small_cnn", 16, "cpu", epochs=3)
     x, y = bench.correct_inputs(model, pool_x, pool_y, 96)
     assert len(x) == 96
@@ -27,16 +27,16 @@ def _median(distances: torch.Tensor) -> float:
     return float(np.median(distances.numpy()))   # failures count as +inf
 
 
-def test_deepfool_median_at_most_1_percent_above_foolbox(cnn_and_inputs):
-    model, x, y = cnn_and_inputs
+def test_deepfool_median_at_most_1_percent_above_foolbox(trained_cnn_and_inputs):
+    model, x, y = trained_cnn_and_inputs
     ours = DeepFool(steps=50)(model, x, y)
     theirs = peers.foolbox_deepfool(model, x, y, steps=50)
     assert ours.success.float().mean() >= torch.isfinite(theirs).float().mean()
     assert _median(ours.distance) <= 1.01 * _median(theirs)
 
 
-def test_cw_median_at_most_1_percent_above_foolbox_at_the_same_budget(cnn_and_inputs):
-    model, x, y = cnn_and_inputs
+def test_cw_median_at_most_1_percent_above_foolbox_at_the_same_budget(trained_cnn_and_inputs):
+    model, x, y = trained_cnn_and_inputs
     ours = CarliniWagner(binary_search_steps=5, steps=100)(model, x, y)
     theirs = peers.foolbox_cw(model, x, y, binary_search_steps=5, steps=100)
     assert _median(ours.distance) <= 1.01 * _median(theirs)

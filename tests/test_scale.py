@@ -1,6 +1,7 @@
 """Spreading an audit: DDP ranks and sweep-job shards each audit a part, and the parts add up exactly."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -115,14 +116,17 @@ def test_projection_arithmetic_by_hand():
     assert bench.projected_hours({**row, "rs_n": 900})["rs_h"] == pytest.approx(2 * 949 * 100.1 / 3600)
 
 
-def test_bench_pipeline_prints_rates_and_the_projection(capsys):
+def test_bench_pipeline_prints_rates_and_the_projection(capsys, caplog):
     import pipeline as bench
 
-    table = bench.main(["--models", "utk_classifier", "--image-size", "16", "--device", "cpu", "--train-steps", "2",
-                        "--audit-images", "4", "--rs-n", "50", "--batch-size", "16", "--cuda-graphs"])
+    with caplog.at_level(logging.WARNING, logger="robustness_bias.estimators.graphs"):
+        table = bench.main(["--models", "utk_classifier", "--image-size", "16", "--device", "cpu", "--train-steps",
+                            "2", "--audit-images", "4", "--rs-n", "50", "--batch-size", "16", "--cuda-graphs"])
     printed = capsys.readouterr().out   # on a CPU the graphed attacks run eagerly: the flag's path, not its speed
     assert "Projected hours for the UTKFace grid" in printed and "grid total:" in printed
     assert "attacks from CUDA graphs" in printed
+    asked = {record.getMessage().split(":")[0] for record in caplog.records if "cuda_graphs=true" in record.getMessage()}
+    assert asked == {"deepfool", "cw"}   # both attacks were built with cuda_graphs
     assert list(table["model"]) == ["utk_classifier"]
     assert (table[["train_img_s", "deepfool_img_s", "cw_img_s", "rs_img_s"]] > 0).all(axis=None)
     assert "with every CW run spending its whole budget" in printed
