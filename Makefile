@@ -30,7 +30,8 @@ bench: $(STAMP)
 	$(PY) bench/estimators.py $(BENCH_ARGS)
 
 # Training and audit throughput per model, and the projected hours of the paper's UTKFace grid
-# (on a GPU: BENCH_ARGS="--precision bf16 --channels-last --data-dir /data/UTKFace"; minutes on a CPU).
+# (on a GPU: BENCH_ARGS="--precision bf16 --channels-last --compile smoothing --data-dir /data/UTKFace";
+# minutes on a CPU).
 bench-pipeline: $(STAMP)
 	$(PY) bench/pipeline.py $(BENCH_ARGS)
 
