@@ -31,7 +31,7 @@ bench: $(STAMP)
 
 # Training and audit throughput per model, and the projected hours of the paper's UTKFace grid
 # (on a GPU: BENCH_ARGS="--precision bf16 --channels-last --compile smoothing --data-dir /data/UTKFace";
-# minutes on a CPU).
+# 17 minutes on a 2-core CPU).
 bench-pipeline: $(STAMP)
 	$(PY) bench/pipeline.py $(BENCH_ARGS)
 
