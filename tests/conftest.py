@@ -32,3 +32,20 @@ def make_config(tmp_path):
         return compose_config([*overrides, "audit.progress=false", "+trainer.enable_progress_bar=false"], tmp_path)
 
     return make
+
+
+@pytest.fixture
+def wandb_logged(monkeypatch):
+    """Every dict this test hands to W&B's ``Run.log``, merged (the last value of each key), while
+    W&B still writes the run as usual."""
+    from wandb.sdk.wandb_run import Run
+
+    logged: dict = {}
+    log = Run.log
+
+    def spy(self, data, *args, **kwargs):
+        logged.update(data)
+        return log(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Run, "log", spy)
+    return logged

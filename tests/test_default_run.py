@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from robustness_bias.pipeline import run
 from robustness_bias.summary import OVERALL
-from wandb_log import logged_values, records
+from wandb_files import logged_images, logged_table, offline_runs
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,16 +80,34 @@ def test_figures_are_pngs(default_run):
             assert (default_run / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_wandb_offline_run_holds_sigma_and_training_curves(default_run):
-    runs = list((default_run / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(runs) == 1
-    logged = logged_values(runs[0])
-    summary = pd.read_parquet(default_run / "audits" / "final" / "summary.parquet")
-    for row in summary[(summary["group"] != OVERALL) & ~summary["too_small"]].itertuples():
-        assert logged[f"audit/final/{row.estimator}/sigma/class={row.group}"] == pytest.approx(row.sigma)
-        assert logged[f"audit/final/{row.estimator}/p_adjusted/class={row.group}"] == pytest.approx(row.p_adjusted)
-    assert {"train/loss_epoch", "val/acc", "test/acc"} <= set(logged)
-    assert logged["audit/final/summary/_type"] == "table-file"
+def test_wandb_offline_run_holds_each_audits_summary_and_figures(default_run):
+    [run] = offline_runs(default_run)
+    for tag in ("first", "middle", "final"):
+        summary = pd.read_parquet(default_run / "audits" / tag / "summary.parquet")
+        logged = logged_table(run, f"audit/{tag}/summary")
+        assert list(logged.columns) == list(summary.columns)
+        assert list(logged["group"]) == list(summary["group"].astype(str))
+        for column in ("sigma", "p_adjusted"):
+            np.testing.assert_allclose(logged[column].astype(float), summary[column], equal_nan=True)
+        for name in ("survival", "sigma"):
+            [image] = logged_images(run, f"audit/{tag}/figures/{name}")
+            assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sigma_and_training_curves_reach_wandb(make_config, tmp_path, wandb_logged):
+    import wandb
+
+    run(make_config("trainer.max_epochs=2", "estimator=[exact,deepfool]"))
+    assert wandb.run is None   # the job closed its run
+    summary = pd.read_parquet(tmp_path / "audits" / "final" / "summary.parquet")
+    sized = summary[(summary["group"] != OVERALL) & ~summary["too_small"]]
+    assert len(sized) == 20
+    for row in sized.itertuples():
+        assert wandb_logged[f"audit/final/{row.estimator}/sigma/class={row.group}"] == pytest.approx(row.sigma)
+        assert wandb_logged[f"audit/final/{row.estimator}/p_adjusted/class={row.group}"] == pytest.approx(row.p_adjusted)
+    assert {"train/loss_epoch", "val/acc", "test/acc"} <= set(wandb_logged)
+    [offline] = offline_runs(tmp_path)
+    assert len(logged_table(offline, "audit/final/summary")) == len(summary)
 
 
 def test_result_and_checkpoint(default_run):
@@ -102,9 +121,15 @@ def test_a_sweep_gives_one_closed_wandb_run_per_job(tmp_path):
                            "audit.progress=false", f"hydra.sweep.dir={tmp_path}"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    runs = sorted(tmp_path.glob("*/wandb/offline-run-*/run-*.wandb"))
-    assert [r.parts[-4] for r in runs] == ["0-logreg", "1-logreg"]
-    for run_file in runs:
-        logged = logged_values(run_file)
-        assert "audit/final/exact/sigma/class=0" in logged and "test/acc" in logged
-        assert any(record.WhichOneof("record_type") == "exit" for record in records(run_file))
+    jobs = sorted(p for p in tmp_path.iterdir() if (p / "result.json").is_file())
+    assert [job.name for job in jobs] == ["0-logreg", "1-logreg"]
+    sigmas = []
+    for job in jobs:
+        # each job's own run, holding that job's summary and nothing of the other's
+        [run_folder] = offline_runs(job)
+        logged = logged_table(run_folder, "audit/final/summary")
+        summary = pd.read_parquet(job / "audits" / "final" / "summary.parquet")
+        np.testing.assert_allclose(logged["sigma"].astype(float), summary["sigma"], equal_nan=True)
+        assert len(logged_images(run_folder, "audit/final/figures/sigma")) == 1
+        sigmas.append(summary["sigma"].to_numpy())
+    assert not np.allclose(*sigmas, equal_nan=True)   # two seeds, two models

@@ -160,16 +160,19 @@ def test_make_paper_smoke_writes_every_table_and_figure(tmp_path):
 
 
 def test_report_is_logged_to_an_offline_wandb_run(sweep, tmp_path):
-    from wandb_log import logged_values
+    import wandb
+    from wandb_files import logged_images, logged_table, offline_runs
 
     out = tmp_path / "out"
     report.main([str(sweep), "--out", str(out), "--wandb"])
-    runs = list(out.glob("wandb/offline-run-*/run-*.wandb"))
-    assert len(runs) == 1
-    logged = logged_values(runs[0])
+    assert wandb.run is None
+    [run] = offline_runs(out)
     for name in ("table1", "table2", "agreement"):
-        assert logged[f"report/{name}/_type"] == "table-file"
-    assert logged["report/figures/heatmap_utkface_deepfool/_type"] == "image-file"
+        written = pd.read_csv(out / f"{name}.csv")
+        logged = logged_table(run, f"report/{name}")
+        assert list(logged.columns) == list(written.columns) and len(logged) == len(written)
+    [heatmap] = logged_images(run, "report/figures/heatmap_utkface_deepfool")
+    assert heatmap.read_bytes() == (out / "figures" / "heatmap_utkface_deepfool.png").read_bytes()
 
 
 def test_regularized_models_are_compared_with_their_originals(sweep, tmp_path):
