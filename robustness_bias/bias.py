@@ -159,23 +159,30 @@ def permutation_p_values(distance, correct, groups, tau_max: float, *, n_groups:
                          failures: str = "censor") -> np.ndarray:
     """Two-sided permutation p-value of σ(P) ≠ 0 for every group, shuffling group membership.
 
+    Only the points that count for σ are shuffled (correctly classified ones in conditional mode,
+    finite ones under ``failures="drop"``): each group keeps its own number of counting points, as
+    under the null hypothesis that its distances are exchangeable with the rest's. Shuffling every
+    point would hand a group with low accuracy more counting points than it has, narrow the null
+    distribution and reject too often (tests/test_significance.py simulates it).
     p = (1 + #{|σ_perm| ≥ |σ_obs|}) / (1 + permutations), so it is never 0.
     """
     groups = np.asarray(groups, dtype=np.int64)
-    n, n_groups = len(groups), _group_count(groups, n_groups)
+    n_groups = _group_count(groups, n_groups)
     counts, value = _point_values(distance, correct, tau_max, conditional, failures)
+    counting = counts > 0
+    groups, value = groups[counting], value[counting]
 
     def sums(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows = labels.shape[0]
         flat = (np.arange(rows)[:, None] * n_groups + labels).ravel()
-        num = np.bincount(flat, weights=np.tile(counts * value, rows), minlength=rows * n_groups)
-        den = np.bincount(flat, weights=np.tile(counts, rows), minlength=rows * n_groups)
+        num = np.bincount(flat, weights=np.tile(value, rows), minlength=rows * n_groups)
+        den = np.bincount(flat, minlength=rows * n_groups).astype(float)
         return num.reshape(rows, n_groups), den.reshape(rows, n_groups)
 
-    total_num, total_den = np.array([np.sum(counts * value)]), np.array([np.sum(counts)])
+    total_num, total_den = np.array([value.sum()]), np.array([float(value.size)])
     observed = _sigmas_from_sums(*sums(groups[None, :]), total_num, total_den)[0]
     rng = np.random.default_rng(seed)
-    shuffled = rng.permuted(np.broadcast_to(groups, (permutations, n)), axis=1)
+    shuffled = rng.permuted(np.broadcast_to(groups, (permutations, groups.size)), axis=1)
     permuted = _sigmas_from_sums(*sums(shuffled), np.repeat(total_num, permutations), np.repeat(total_den, permutations))
     with np.errstate(invalid="ignore"):
         extreme = (np.abs(permuted) >= np.abs(observed)[None, :] - 1e-12).sum(0)

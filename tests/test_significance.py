@@ -66,3 +66,20 @@ def test_planted_group_is_significant_in_the_audit(make_config, tmp_path):
     planted = summary[(summary["partition"] == "group") & (summary["group"] == "planted")].iloc[0]
     assert planted["p_adjusted"] < 0.01
     assert planted["sigma_low"] < planted["sigma"] < planted["sigma_high"] < 0
+
+
+def test_permutation_test_keeps_its_level_when_group_accuracies_differ():
+    """True σ = 0, but the group is misclassified half the time against 3% for the rest: shuffling
+    membership over every point would hand the group ~58 counting points instead of ~30, narrow the
+    null distribution and reject 11–15% of the time. Shuffling among counting points keeps α."""
+    simulations, alpha, rejected = 1000, 0.05, 0
+    rng = np.random.default_rng(0)
+    for seed in range(simulations):
+        groups = np.r_[np.zeros(60, int), np.ones(940, int)]
+        correct = rng.random(1000) < np.where(groups == 0, 0.5, 0.97)
+        distance = rng.exponential(size=1000)
+        p = bias.permutation_p_values(distance, correct, groups, bias.pooled_tau_max(distance, correct),
+                                      permutations=200, seed=seed)
+        rejected += p[0] < alpha
+    error = np.sqrt(alpha * (1 - alpha) / simulations)
+    assert abs(rejected / simulations - alpha) < 3 * error, rejected / simulations
