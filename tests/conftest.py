@@ -19,9 +19,28 @@ sys.path.insert(0, str(CONFIG_DIR.parent / "bench"))   # the benchmark scripts, 
 
 def compose_config(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
     """The job config for these overrides, writing into ``output_dir`` (no Hydra run folder)."""
-    extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else ["paths.output_dir=unused"]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=[*overrides, *extra])
+    folder = [f"paths.output_dir={output_dir}"] if output_dir is not None else ["paths.output_dir=unused"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):   # the caller's overrides win
+        return compose(config_name="config", overrides=[*folder, *overrides])
+
+
+@pytest.fixture(autouse=True)
+def isolated_process_state():
+    """Each test starts from the process state the suite started with: a pipeline run turns on
+    deterministic algorithms and sets Lightning's seed variables, the benches turn on cuDNN's
+    autotuner; none of that may leak into whichever test happens to run next."""
+    import torch
+
+    environment = os.environ.copy()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    yield
+    if os.environ != environment:
+        os.environ.clear()
+        os.environ.update(environment)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.backends.cudnn.benchmark = benchmark
 
 
 @pytest.fixture

@@ -142,7 +142,9 @@ def test_changed_settings_rerun_the_job(tmp_path):
 @pytest.mark.slow
 def test_make_paper_smoke_writes_every_table_and_figure(tmp_path):
     sweeps, out = tmp_path / "sweeps", tmp_path / "report"
-    done = subprocess.run(["make", "paper", "SMOKE=1", f"SWEEP_ROOT={sweeps}", f"REPORT_DIR={out}"], cwd=ROOT,
+    # this interpreter, and no reinstall midway through the suite (-o: take the installed stamp as current)
+    done = subprocess.run(["make", "-o", ".venv/.installed", "paper", "SMOKE=1", f"PY={sys.executable}",
+                           f"SWEEP_ROOT={sweeps}", f"REPORT_DIR={out}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
     expected = [f"{t}.{s}" for t in ("table1", "table2", "agreement") for s in ("md", "csv")]

@@ -42,7 +42,8 @@ def test_merged_shards_equal_the_unsharded_audit(tmp_path):
     written = {path: path.stat().st_mtime_ns for path in merged[0].rglob("*.parquet")}
     assert merge_sharded_jobs(find_jobs([tmp_path / "sweep"])) == merged
     assert {path: path.stat().st_mtime_ns for path in merged[0].rglob("*.parquet")} == written, "not merged again"
-    os.utime(tmp_path / "sweep" / "2" / "result.json")   # a shard rerun after the merge: merge anew
+    later = (merged[0] / "result.json").stat().st_mtime_ns + 1_000_000_000   # whatever the clock's resolution
+    os.utime(tmp_path / "sweep" / "2" / "result.json", ns=(later, later))   # a shard rerun after the merge: merge anew
     merge_sharded_jobs(find_jobs([tmp_path / "sweep"]))
     assert {path: path.stat().st_mtime_ns for path in merged[0].rglob("*.parquet")} != written
     shard = pd.read_parquet(tmp_path / "sweep" / "1" / "audits" / "final" / "records.parquet")
