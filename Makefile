@@ -37,14 +37,20 @@ bench-pipeline: $(STAMP)
 
 # The paper's tables and figures: each target runs the sweeps it needs (finished jobs are skipped)
 # and then the report. SMOKE=1: the same chain on the bundled digits and the synthetic data with tiny
-# settings, on a CPU, in minutes. DATA_DIR=/path points the real experiments at the datasets.
+# settings, on a CPU, in minutes. QUICK=1: the quick tier on the real UTKFace faces (conf/experiment/
+# utk_quick.yaml), within an hour on a 2-core CPU. DATA_DIR=/path (the folder holding UTKFace/, ...)
+# points the real experiments at the datasets.
 SMOKE ?=
+QUICK ?=
 DATA_DIR ?= data
 SWEEP_ROOT ?= multirun
 SWEEP_ARGS ?=
 ifeq ($(SMOKE),1)
 EXPERIMENTS ?= smoke_digits smoke_synthetic
 REPORT_DIR ?= reports/smoke
+else ifeq ($(QUICK),1)
+EXPERIMENTS ?= utk_quick
+REPORT_DIR ?= reports/quick
 else
 EXPERIMENTS ?= utk_race adience_gender cifar10 cifar100 cifar100super
 REPORT_DIR ?= reports/paper

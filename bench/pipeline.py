@@ -147,7 +147,7 @@ def measure(name: str, args, images, labels, device: torch.device) -> dict:
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=GRID_MODELS, choices=GRID_MODELS + ["small_cnn", "logreg"])
+    parser.add_argument("--models", nargs="+", default=GRID_MODELS, choices=GRID_MODELS + ["small_cnn", "logreg", "resnet18"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--image-size", type=int, default=200, help="UTKFace's 200×200")
     parser.add_argument("--data-dir", help="a UTKFace folder: real faces instead of synthetic images")
