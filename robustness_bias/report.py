@@ -15,10 +15,10 @@ import pandas as pd
 from .records import write_atomic, write_table
 from .reports import figures
 from .reports.shards import merge_sharded_jobs
-from .reports.tables import (agreement_statistics, collect, find_jobs, originals, regularization_table, table1,
-                             table2)
+from .reports.tables import (agreement_statistics, collect, find_jobs, originals, regularization_table, settings_table,
+                             sigma_table, single_attributes, table1, table2)
 
-PARTS = ("table1", "table2", "agreement", "regularized", "figures")
+PARTS = ("table1", "table2", "agreement", "sigma_final", "settings", "regularized", "figures")
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -50,9 +50,9 @@ def both_formats(path: Path, draw, *args, **kwargs) -> list[Path]:
 def write_figures(sigma: pd.DataFrame, accuracy: pd.DataFrame, out: Path) -> list[Path]:
     """Heatmaps from the σ table; distance distributions and survival curves from each job's final records."""
     written = []
-    for (dataset, estimator), _ in sigma.groupby(["dataset", "estimator"]):
-        written += both_formats(out / "figures" / f"heatmap_{dataset}_{estimator}", figures.sigma_heatmaps, sigma,
-                                dataset, estimator)
+    for (dataset, estimator, partition), _ in sigma.groupby(["dataset", "estimator", "partition"]):
+        written += both_formats(out / "figures" / f"heatmap_{dataset}_{estimator}_{partition}", figures.sigma_heatmaps,
+                                sigma, dataset, estimator, partition)
     for dataset, jobs in accuracy.groupby("dataset"):
         finals = [pd.read_parquet(Path(job.job) / "audits" / "final" / "records.parquet").assign(model=job.model)
                   for job in jobs.itertuples() if (Path(job.job) / "audits" / "final" / "records.parquet").is_file()]
@@ -106,12 +106,15 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     except (FileNotFoundError, ValueError) as error:
         parser.exit(2, f"robustness_bias.report: error: {error}\n")
     sigma, accuracy = collect(jobs)
-    builders = {"table1": lambda: table1(originals(sigma)), "table2": lambda: table2(originals(accuracy)),
-                "agreement": lambda: agreement_statistics(originals(sigma)),
+    paper_cells = single_attributes(originals(sigma))
+    builders = {"table1": lambda: table1(paper_cells), "table2": lambda: table2(originals(accuracy)),
+                "agreement": lambda: agreement_statistics(paper_cells),
+                "sigma_final": lambda: sigma_table(originals(sigma)), "settings": lambda: settings_table(jobs),
                 "regularized": lambda: regularization_table(sigma, accuracy)}
     tables = {name: build() for name, build in builders.items() if name in args.only}
-    if tables.get("regularized") is not None and tables["regularized"].empty:
-        del tables["regularized"]            # no regularized runs among these sweeps
+    for name in ("regularized", "settings"):   # no regularized runs, or no saved configs, among these sweeps
+        if tables.get(name) is not None and tables[name].empty:
+            del tables[name]
     written = write_tables(tables, out)
     images = write_figures(originals(sigma), originals(accuracy), out) if "figures" in args.only else []
     if "figures" in args.only and "regularized" in tables:

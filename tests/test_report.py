@@ -85,11 +85,32 @@ def test_tables_on_hand_built_records(sweep, tmp_path):
         pd.testing.assert_frame_equal(pd.read_csv(out / f"{name}.csv"), tables[name], check_dtype=False)
 
 
+def test_intersections_are_reported_but_not_counted_as_the_papers_cells(sweep, tmp_path):
+    for summary in sweep.glob("job-*/audits/*/summary.parquet"):   # a race×gender group, σ of opposite signs
+        frame = pd.read_parquet(summary)
+        extra = [{"estimator": e, "partition": "race×gender", "group": "a×f", "sigma": sign, "epoch_tag": frame["epoch_tag"][0]}
+                 for e, sign in (("rs", 1.0), ("deepfool", -1.0), ("cw", -1.0))]
+        pd.concat([frame, pd.DataFrame(extra)], ignore_index=True).to_parquet(summary)
+    tables = report.main([str(sweep), "--out", str(tmp_path / "out"), "--only", "table1", "sigma_final"])
+    t1 = tables["table1"].set_index("dataset").loc["utkface"]
+    assert t1["cells (deepfool)"] == 5 and t1["cells (cw)"] == 6
+    assert (tables["sigma_final"]["partition"] == "race×gender").sum() == 6
+
+
 def test_heatmaps_from_hand_built_records(sweep, tmp_path):
     report.main([str(sweep), "--out", str(tmp_path / "out"), "--only", "figures"])
     for estimator in ("exact", "deepfool", "cw", "rs"):
         for suffix in ("png", "pdf"):
-            assert (tmp_path / "out" / "figures" / f"heatmap_utkface_{estimator}.{suffix}").stat().st_size > 0
+            assert (tmp_path / "out" / "figures" / f"heatmap_utkface_{estimator}_race.{suffix}").stat().st_size > 0
+
+
+def test_final_sigmas_with_their_intervals(sweep, tmp_path):
+    tables = report.main([str(sweep), "--out", str(tmp_path / "out"), "--only", "sigma_final", "settings"])
+    assert "settings" not in tables            # hand-built jobs have no saved config
+    rows = tables["sigma_final"].set_index(["model", "estimator", "group"])
+    assert len(rows) == sum(1 for values in FINAL.values() for v in values if not math.isnan(v))
+    assert rows.loc[("cnn", "deepfool", "b"), "σ"] == -0.5 and rows.loc[("logreg", "exact", "c"), "σ"] == 0.3
+    assert (tmp_path / "out" / "sigma_final.md").is_file()
 
 
 def test_no_finished_jobs_is_a_clear_error(tmp_path, capsys):
@@ -150,13 +171,16 @@ def test_make_paper_smoke_writes_every_table_and_figure(tmp_path):
     expected = [f"{t}.{s}" for t in ("table1", "table2", "agreement") for s in ("md", "csv")]
     for dataset, partitions in (("digits", ["class"]), ("synthetic", ["class", "group"])):
         for kind in ("png", "pdf"):
-            expected += [f"figures/heatmap_{dataset}_{e}.{kind}" for e in ("exact", "deepfool", "cw", "rs")]
             for partition in partitions:
+                expected += [f"figures/heatmap_{dataset}_{e}_{partition}.{kind}" for e in ("exact", "deepfool", "cw", "rs")]
                 expected.append(f"figures/distances_{dataset}_{partition}.{kind}")
                 expected += [f"figures/survival_{dataset}_{m}_{partition}.{kind}" for m in ("logreg", "small_cnn")]
     missing = [name for name in expected if not (out / name).is_file()]
     assert not missing
     assert sorted(p.name for p in (sweeps / "smoke_digits").glob("*-*")) == ["0-logreg", "1-small_cnn"]
+    settings = pd.read_csv(out / "settings.csv")   # the settings each job ran with, from its saved config
+    assert len(settings) == 4 and settings["rs"].str.contains("N = 1,000, N0 = 20").all()
+    assert set(settings["epochs"]) == {3}
     table2 = pd.read_csv(out / "table2.csv")
     assert len(table2) == 4 and table2["accuracy %"].between(50, 100).all()
 
@@ -173,8 +197,8 @@ def test_report_is_logged_to_an_offline_wandb_run(sweep, tmp_path):
         written = pd.read_csv(out / f"{name}.csv")
         logged = logged_table(run, f"report/{name}")
         assert list(logged.columns) == list(written.columns) and len(logged) == len(written)
-    [heatmap] = logged_images(run, "report/figures/heatmap_utkface_deepfool")
-    assert heatmap.read_bytes() == (out / "figures" / "heatmap_utkface_deepfool.png").read_bytes()
+    [heatmap] = logged_images(run, "report/figures/heatmap_utkface_deepfool_race")
+    assert heatmap.read_bytes() == (out / "figures" / "heatmap_utkface_deepfool_race.png").read_bytes()
 
 
 def test_regularized_models_are_compared_with_their_originals(sweep, tmp_path):

@@ -67,11 +67,12 @@ def sigma_figure(summary: pd.DataFrame, path: str | Path, *, title: str = "", al
     return _save(fig, Path(path), also_pdf)
 
 
-def sigma_heatmaps(sigma: pd.DataFrame, dataset: str, estimator: str, path: str | Path, *,
+def sigma_heatmaps(sigma: pd.DataFrame, dataset: str, estimator: str, partition: str, path: str | Path, *,
                    also_pdf: bool = False) -> Path:
-    """σ(P) as models × groups, "after epoch 1" beside "final", on a diverging colormap centred on 0."""
-    frame = sigma[(sigma["dataset"] == dataset) & (sigma["estimator"] == estimator)]
-    frame = frame.assign(column=frame["partition"] + "=" + frame["group"].astype(str))
+    """σ(P) of the groups of one partition as models × groups, "after epoch 1" beside "final", on a
+    diverging colormap centred on 0."""
+    frame = sigma[(sigma["dataset"] == dataset) & (sigma["estimator"] == estimator) & (sigma["partition"] == partition)]
+    frame = frame.assign(column=frame["group"].astype(str))
     panels = [("first", "after epoch 1"), ("final", "final")]
     grids = [frame[frame["epoch_tag"] == tag].pivot_table(index="model", columns="column", values="sigma")
              for tag, _ in panels]
@@ -89,8 +90,8 @@ def sigma_heatmaps(sigma: pd.DataFrame, dataset: str, estimator: str, path: str 
         labels = grid.map(lambda v: f"{v:.2f}") + (p_value < 0.05).map(lambda s: "*" if s else "")
         sns.heatmap(grid, ax=ax, cmap="RdBu", center=0, vmin=-limit, vmax=limit,
                     annot=labels.to_numpy() if grid.shape[1] <= 12 else False, fmt="", cbar_kws={"label": "σ(P)"})
-        ax.set(title=title, xlabel="group", ylabel="model")
-    fig.suptitle(f"{dataset}: σ(P) by {estimator} (red: less robust than the rest; *: BH-adjusted p < 0.05)")
+        ax.set(title=title, xlabel=partition, ylabel="model")
+    fig.suptitle(f"{dataset}, {partition}: σ(P) by {estimator} (red: less robust than the rest; *: BH-adjusted p < 0.05)")
     return _save(fig, Path(path), also_pdf)
 
 

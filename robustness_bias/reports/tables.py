@@ -53,7 +53,8 @@ def find_jobs(directories: list[str | Path]) -> list[Path]:
     return jobs
 
 
-SIGMA_COLUMNS = ["estimator", "epoch_tag", "partition", "group", "sigma", "p_adjusted"]
+SIGMA_COLUMNS = ["estimator", "epoch_tag", "partition", "group", "attacked", "sigma", "sigma_low", "sigma_high",
+                 "p_adjusted"]
 
 
 def collect(jobs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -69,8 +70,8 @@ def collect(jobs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         for summary in sorted((job / "audits").glob("*/summary.parquet")):
             frame = pd.read_parquet(summary)
             frame = frame[frame["group"] != OVERALL]
-            if "p_adjusted" not in frame:                   # summaries written before significance existed
-                frame = frame.assign(p_adjusted=np.nan)
+            missing = [c for c in SIGMA_COLUMNS if c not in frame]   # summaries written before these existed
+            frame = frame.assign(**dict.fromkeys(missing, np.nan))
             sigmas.append(frame[SIGMA_COLUMNS].assign(**labels))
     empty = pd.DataFrame(columns=[*SIGMA_COLUMNS, "dataset", "model", "job", "target", "alpha", "tau"])
     sigma = pd.concat(sigmas, ignore_index=True) if sigmas else empty
@@ -81,6 +82,11 @@ def collect(jobs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
 def originals(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows of models trained without the regularizer: the paper's tables are about those."""
     return frame[frame["target"] == ""]
+
+
+def single_attributes(sigma: pd.DataFrame) -> pd.DataFrame:
+    """The rows of single-attribute partitions: the paper's cells have no intersections (race×gender)."""
+    return sigma[~sigma["partition"].astype(str).str.contains("×")]
 
 
 def regularization_table(sigma: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFrame:
@@ -164,4 +170,44 @@ def agreement_statistics(sigma: pd.DataFrame) -> pd.DataFrame:
     }
     rows = [{"comparison": name, **agreement(paired(frame, left, right)), "paper": PAPER_STATS[name]}
             for name, (frame, left, right) in comparisons.items()]
+    return pd.DataFrame(rows)
+
+
+def sigma_table(sigma: pd.DataFrame) -> pd.DataFrame:
+    """σ(P) of every group at the final audit, with its bootstrap interval and BH-adjusted p-value:
+    the numbers behind the heatmaps, one row per (dataset, model, estimator, partition, group)."""
+    final = sigma[(sigma["epoch_tag"] == "final") & sigma["sigma"].notna()]
+    final = final.sort_values(["dataset", "partition", "group", "estimator", "model"], kind="stable")
+    return pd.DataFrame({"dataset": final["dataset"], "partition": final["partition"], "group": final["group"].astype(str),
+                         "estimator": final["estimator"], "model": final["model"], "attacked": final["attacked"],
+                         "σ": final["sigma"], "σ low": final["sigma_low"], "σ high": final["sigma_high"],
+                         "p adjusted": final["p_adjusted"]}).reset_index(drop=True)
+
+
+def settings_table(jobs: list[Path]) -> pd.DataFrame:
+    """The settings each job ran with (from the config Hydra saved beside it): image size, epochs,
+    learning rate, and each estimator's budget and sampling, so reduced settings are named in the report."""
+    from omegaconf import OmegaConf
+
+    rows = []
+    for job in jobs:
+        saved = job / ".hydra" / "config.yaml"
+        if not saved.is_file():
+            continue
+        cfg = OmegaConf.load(saved)
+        result = json.loads((job / "result.json").read_text())
+        estimators = cfg.get("estimator") or {}
+        row = {"dataset": result["dataset"], "model": result["model"],
+               "image size": cfg.dataset.get("image_size") or "native", "epochs": cfg.trainer.get("max_epochs"),
+               "lr": cfg.optim.lr, "test accuracy %": 100 * result["test_accuracy"]}
+        if "deepfool" in estimators:
+            df = estimators.deepfool
+            row["deepfool"] = f"every {df.every_nth or 1}; {df.steps} steps, top {df.candidates}"
+        if "cw" in estimators:
+            cw = estimators.cw
+            row["cw"] = f"every {cw.every_nth or 1}; {cw.binary_search_steps} × {cw.steps} steps"
+        if "rs" in estimators:
+            rs = estimators.rs
+            row["rs"] = f"every {rs.every_nth or 1}; N = {rs.n:,}, N0 = {rs.n0}, σ = {rs.sigma}, α = {rs.alpha}"
+        rows.append(row)
     return pd.DataFrame(rows)
