@@ -15,7 +15,6 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from .audit import RobustnessAudit, shard_suffix
-from .bias import FAILURE_POLICIES
 from .data import ImageDataModule
 from .estimators import Estimator, EstimatorMismatch
 from .models import load_weights, split_checkpoint
@@ -23,13 +22,10 @@ from .module import Classifier
 from .regularizer import RobustnessBiasPenalty
 from .records import write_atomic
 from .resume import EpochCheckpoint, resumable
+from .settings import ConfigError, check_settings
 from .summary import overall_accuracy, sigmas_of
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A setting is impossible; the message names it and says how to fix it."""
 
 
 def instantiate(spec, *args, **kwargs):
@@ -40,33 +36,6 @@ def instantiate(spec, *args, **kwargs):
         if isinstance(error.__cause__, (ValueError, FileNotFoundError)):
             raise error.__cause__ from None
         raise
-
-
-def check_settings(cfg: DictConfig) -> None:
-    """Settings that are wrong whatever the data: fail before anything is loaded or trained."""
-    if cfg.get("mode", "train") not in ("train", "audit"):
-        raise ConfigError(f"mode={cfg.mode}: use mode=train (train, then audit) or mode=audit (audit a saved model)")
-    epochs = cfg.trainer.get("max_epochs")
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ConfigError(f"trainer.max_epochs={epochs}: the number of training epochs must be a positive "
-                          "integer. Fix: pass trainer.max_epochs=5 (any whole number ≥ 1)")
-    if not cfg.get("estimator"):
-        raise ConfigError("no estimator is configured. Fix: pass estimator=[exact] (or another list of estimators)")
-    if cfg.get("mode") == "audit" and not cfg.model.get("checkpoint"):
-        raise ConfigError("mode=audit needs a trained model. Fix: pass model.checkpoint=/path/to/checkpoint")
-    audit = cfg.audit
-    for key in ("every_nth", "batch_size", "chunk_size", "num_shards"):
-        if not isinstance(audit[key], int) or audit[key] < 1:
-            raise ConfigError(f"audit.{key}={audit[key]}: must be a positive integer. Fix: pass audit.{key}=1 or more")
-    if not isinstance(audit.shard, int) or not 0 <= audit.shard < audit.num_shards:
-        raise ConfigError(f"audit.shard={audit.shard} audit.num_shards={audit.num_shards}: the shard must be a whole "
-                          f"number from 0 to num_shards − 1. Fix: pass audit.shard=0 … {audit.num_shards - 1}")
-    if audit.failures not in FAILURE_POLICIES:
-        raise ConfigError(f"audit.failures={audit.failures}: unknown failure policy. Fix: use one of {FAILURE_POLICIES}")
-    if audit.tau_max != "pooled_max" and not (isinstance(audit.tau_max, (int, float)) and audit.tau_max > 0):
-        raise ConfigError(f"audit.tau_max={audit.tau_max}: use pooled_max or a positive number")
-    if not all(0 < q < 1 for q in audit.rb_quantiles):
-        raise ConfigError(f"audit.rb_quantiles={list(audit.rb_quantiles)}: each must lie strictly between 0 and 1")
 
 
 def chosen_partition(cfg: DictConfig) -> list[str]:
@@ -130,9 +99,6 @@ def build_penalty(cfg: DictConfig, datamodule: ImageDataModule) -> RobustnessBia
     if group is not None and str(group) not in names:
         raise ConfigError(f"regularizer.group={group}: {attribute} has no such group. Fix: choose among {names}, "
                           "or null for all groups")
-    for key in ("alpha", "tau", "temperature"):
-        if not settings[key] >= 0 or (key == "temperature" and settings[key] == 0):
-            raise ConfigError(f"regularizer.{key}={settings[key]}: must be positive (alpha may be 0)")
     return RobustnessBiasPenalty(alpha=settings.alpha, tau=settings.tau, temperature=settings.temperature,
                                  attribute_column=column, group_code=None if group is None else names.index(str(group)),
                                  group_names=list(names))
