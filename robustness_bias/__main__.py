@@ -27,6 +27,7 @@ def unknown_estimators(argv: list[str]) -> str | None:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from .checkpoints import UnsafeCheckpoint
     from .data import DataError
     from .estimators import EstimatorMismatch
     from .models import MissingWeights
@@ -34,7 +35,7 @@ def main(cfg: DictConfig) -> float | None:
 
     try:
         result = run(cfg)
-    except (ConfigError, DataError, EstimatorMismatch, MissingWeights) as error:
+    except (ConfigError, DataError, EstimatorMismatch, MissingWeights, UnsafeCheckpoint) as error:
         print(f"robustness_bias: error: {error}", file=sys.stderr)
         sys.exit(2)
     return result.get("test_accuracy")   # None on DDP ranks other than 0, which write nothing

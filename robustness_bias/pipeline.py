@@ -178,6 +178,9 @@ def run(cfg: DictConfig) -> dict:
     if done is not None:
         log.info("already finished with the same settings in %s: skipped", output_dir)
         return {**done, "skipped": True}
+    last = output_dir / "checkpoints" / "last.ckpt"
+    job = fingerprint + shard_suffix(cfg.audit.shard, cfg.audit.num_shards)   # what may resume
+    resume_from = resumable(last, job) if cfg.mode == "train" else None   # a planted file stops us here
     L.seed_everything(cfg.seed, workers=True)
     datamodule: ImageDataModule = instantiate(cfg.dataset)
     datamodule.setup()
@@ -198,14 +201,12 @@ def run(cfg: DictConfig) -> dict:
         if cfg.mode == "audit":
             test_accuracy = audit_only(cfg, model, checkpoint_epoch, datamodule, audit, loggers)
         else:
-            last = output_dir / "checkpoints" / "last.ckpt"
-            job = fingerprint + shard_suffix(cfg.audit.shard, cfg.audit.num_shards)   # what may resume
             checkpoint = EpochCheckpoint(last, job)   # before the audit: see EpochCheckpoint
             trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[checkpoint, audit], logger=loggers or False,
                                              enable_checkpointing=False)   # ours replaces Lightning's
             module = Classifier(model, **cfg.optim, penalty=penalty, channels_last=cfg.speed.channels_last,
                                 compile=cfg.speed.compile)
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resumable(last, job))
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
             test_accuracy = trainer.test(trainer.lightning_module, datamodule=datamodule, verbose=False)[0]["test/acc"]
             if not trainer.is_global_zero:
                 return {}   # with DDP, rank 0 holds the gathered audits and writes the result

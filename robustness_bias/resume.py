@@ -16,6 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from .checkpoints import UnsafeCheckpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class EpochCheckpoint(L.Callback):
         if trainer.sanity_checking:
             return
         tmp = self.path.with_name(f".{self.path.name}.tmp")   # one name on every rank: rank 0 writes it
-        trainer.save_checkpoint(tmp)                             # (and all ranks wait for it)
+        trainer.save_checkpoint(tmp, weights_only=False)         # (and all ranks wait for it); the full state
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 
@@ -55,11 +56,18 @@ class EpochCheckpoint(L.Callback):
 
 
 def resumable(path: Path, settings_hash: str) -> Path | None:
-    """``path`` when it is a checkpoint of a run with these very settings, else None (start afresh)."""
+    """``path`` when it is a checkpoint of a run with these very settings, else None (start afresh).
+
+    A file that holds more than weights and plain data was not written by this tool: it is refused
+    (:class:`UnsafeCheckpoint`) rather than silently replaced, so that someone looks at it.
+    """
     if not path.is_file():
         return None
     try:
-        stored = torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("settings_hash")
+        stored = load_checkpoint(path, f"delete it (rm {path}) if you did not write it; the job then trains "
+                                       "from scratch", mmap=True).get("settings_hash")
+    except UnsafeCheckpoint:
+        raise
     except Exception as error:   # an unreadable checkpoint must not stop the job from starting over
         log.warning("cannot read %s (%s): training starts from scratch", path, error)
         return None

@@ -39,7 +39,7 @@ def test_reauditing_a_checkpoint_gives_the_training_runs_final_distances(trained
 def test_a_plain_state_dict_works_too(trained, tmp_path_factory):
     from conftest import compose_config
 
-    state = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    state = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     path = tmp_path_factory.mktemp("weights") / "weights.pt"
     torch.save({k.removeprefix("model."): v for k, v in state.items()}, path)
     out = tmp_path_factory.mktemp("audit")

@@ -144,7 +144,7 @@ def test_compiled_channels_last_bf16_training_saves_plain_weights_that_reaudit_i
     assert result["training_precision"] == "bf16-mixed" and result["test_accuracy"] > 0.2   # chance is 0.1
     import torch
 
-    keys = torch.load(tmp_path / "train" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    keys = torch.load(tmp_path / "train" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(key.startswith("model.") and "_orig_mod" not in key for key in keys)
     checkpoint = tmp_path / "train" / "checkpoints" / "last.ckpt"
     run(compose_config([*fast[:-2], "mode=audit", f"model.checkpoint={checkpoint}"], tmp_path / "audit"))

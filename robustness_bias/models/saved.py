@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..checkpoints import load_checkpoint
 
 
 def split_checkpoint(spec: dict) -> tuple[dict, str | None]:
@@ -28,9 +31,23 @@ def _existing(path: str | None, what: str) -> Path:
     return file
 
 
+def _reason(error: Exception) -> str:
+    """torch's reason in one line, without its advice about miniz internals."""
+    text = str(error).split(". This is an internal")[0].strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
 def load_weights(model: nn.Module, path: str) -> int | None:
     """Load a Lightning checkpoint (its ``model.`` weights) or a plain state_dict; returns the checkpoint's epoch."""
-    saved = torch.load(_existing(path, "loading weights"), map_location="cpu", weights_only=False)
+    file = _existing(path, "loading weights")
+    try:
+        saved = load_checkpoint(file, "if you trust it, save the weights alone (torch.save(model.state_dict(), "
+                                "path)) and pass that file; else do not use it")
+    except (RuntimeError, EOFError, IndexError) as error:   # torch refuses TorchScript archives under weights_only
+        if "TorchScript" in str(error):
+            raise ValueError(f"model.checkpoint={path} is a TorchScript model. Fix: pass model=torchscript") from None
+        raise ValueError(f"model.checkpoint={path} cannot be read as a checkpoint ({_reason(error)}). "
+                         "Fix: point model.checkpoint at a Lightning checkpoint or a saved state_dict") from None
     state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"model.checkpoint={path} holds neither a Lightning checkpoint nor a state_dict "
@@ -46,7 +63,14 @@ def load_weights(model: nn.Module, path: str) -> int | None:
 
 def torchscript(input_shape, num_classes, normalization, checkpoint: str | None = None) -> nn.Module:
     """A TorchScript model as saved (its own normalization included); it must output ``num_classes`` logits."""
-    model = torch.jit.load(str(_existing(checkpoint, "model=torchscript")), map_location="cpu")
+    file = _existing(checkpoint, "model=torchscript")
+    try:
+        model = torch.jit.load(str(file), map_location="cpu")
+    except RuntimeError:   # torch's reason is an internal miniz error about a "corrupted" file
+        found = "is not a zip archive (a pickle?)" if not zipfile.is_zipfile(file) else "holds no scripted model"
+        raise ValueError(f"model.checkpoint={checkpoint} is no TorchScript file: it {found}. Fix: save one with "
+                         "torch.jit.save(torch.jit.script(model), path), or for weights (a state_dict or Lightning "
+                         "checkpoint) pass the architecture instead of model=torchscript, e.g. model=resnet18") from None
     with torch.no_grad():
         outputs = model(torch.zeros(1, *input_shape)).shape[-1]
     if outputs != num_classes:
