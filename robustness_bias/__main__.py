@@ -30,12 +30,13 @@ def main(cfg: DictConfig) -> float | None:
     from .checkpoints import UnsafeCheckpoint
     from .data import DataError
     from .estimators import EstimatorMismatch
+    from .lock import FolderBusy
     from .models import MissingWeights
     from .pipeline import ConfigError, run
 
     try:
         result = run(cfg)
-    except (ConfigError, DataError, EstimatorMismatch, MissingWeights, UnsafeCheckpoint) as error:
+    except (ConfigError, DataError, EstimatorMismatch, MissingWeights, UnsafeCheckpoint, FolderBusy) as error:
         print(f"robustness_bias: error: {error}", file=sys.stderr)
         sys.exit(2)
     return result.get("test_accuracy")   # None on DDP ranks other than 0, which write nothing

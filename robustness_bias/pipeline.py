@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -17,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from .audit import RobustnessAudit, shard_suffix
 from .data import ImageDataModule
 from .estimators import Estimator, EstimatorMismatch
+from .lock import first_process, folder_lock
 from .models import load_weights, split_checkpoint
 from .module import Classifier
 from .regularizer import RobustnessBiasPenalty
@@ -172,6 +174,12 @@ def run(cfg: DictConfig) -> dict:
     """Train ``cfg.model`` on ``cfg.dataset`` and audit it; returns the job's headline numbers."""
     check_settings(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    with folder_lock(output_dir) if first_process() else nullcontext():
+        return run_in(cfg, output_dir)
+
+
+def run_in(cfg: DictConfig, output_dir: Path) -> dict:
+    """The job of :func:`run`, in ``output_dir`` (which it holds)."""
     fingerprint = settings_hash(cfg)
     shard = {"index": cfg.audit.shard, "count": cfg.audit.num_shards} if cfg.audit.num_shards > 1 else None
     done = finished_result(output_dir, fingerprint, shard)

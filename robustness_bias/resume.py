@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import secrets
 from pathlib import Path
 
 import lightning as L
@@ -33,10 +34,14 @@ class EpochCheckpoint(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        tmp = self.path.with_name(f".{self.path.name}.tmp")   # one name on every rank: rank 0 writes it
-        trainer.save_checkpoint(tmp, weights_only=False)         # (and all ranks wait for it); the full state
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
+        # unique to this writer; under DDP only rank 0 writes (the others' names go unused), all wait for it
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        try:
+            trainer.save_checkpoint(tmp, weights_only=False)   # the full state: optimizer, loops, callbacks
+            if trainer.is_global_zero:
+                os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint["settings_hash"] = self.settings_hash

@@ -1,0 +1,83 @@
+"""One job per run folder: a second job stops at once naming the holder; a killed job's lock is taken over."""
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+import pytest
+from conftest import compose_config
+
+from robustness_bias.lock import FolderBusy, folder_lock
+from robustness_bias.pipeline import run, settings_hash
+from robustness_bias.records import write_atomic
+
+TINY = ["logger=none", "dataset=synthetic", "dataset.n_samples=300", "partition=group", "estimator=[exact,deepfool]"]
+QUIET = ["audit.progress=false", "+trainer.enable_progress_bar=false"]   # make_config adds these itself
+
+
+def wait_for_holder(lock, process, seconds=120) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        if lock.is_file() and lock.read_text():
+            return json.loads(lock.read_text())
+        time.sleep(0.05)
+    raise AssertionError("the first job never took the lock")
+
+
+def test_a_second_job_on_a_busy_folder_stops_and_the_first_finishes_intact(make_config, tmp_path):
+    first = subprocess.Popen([sys.executable, "-m", "robustness_bias", *TINY, *QUIET, "seed=0",
+                              "trainer.max_epochs=3", f"hydra.run.dir={tmp_path}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    holder = wait_for_holder(tmp_path / ".lock", first)
+    assert holder["pid"] == first.pid and holder["host"] == socket.gethostname()
+    with pytest.raises(FolderBusy, match=rf"^{tmp_path} is in use by another job \(pid {first.pid} on "
+                                         rf"{socket.gethostname()}, started {holder['started']}\)\. Fix: "):
+        run(make_config(*TINY, "seed=1", "trainer.max_epochs=3"))
+    assert first.wait(timeout=300) == 0, first.stderr.read()[-2000:]
+    ours = settings_hash(compose_config([*TINY, *QUIET, "seed=0", "trainer.max_epochs=3"], tmp_path))
+    assert json.loads((tmp_path / "result.json").read_text())["settings_hash"] == ours
+    assert (pd.read_parquet(tmp_path / "audits" / "final" / "records.parquet")["settings_hash"] == ours).all()
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_the_command_line_names_the_holder_in_one_line(tmp_path):
+    with folder_lock(tmp_path):
+        started = json.loads((tmp_path / ".lock").read_text())["started"]
+        done = subprocess.run([sys.executable, "-m", "robustness_bias", *TINY, *QUIET, f"hydra.run.dir={tmp_path}"],
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"robustness_bias: error: {tmp_path} is in use by another job (pid {os.getpid()} "
+                                   f"on {socket.gethostname()}, started {started}). Fix: wait for it to finish, or "
+                                   "give this job its own folder (hydra.run.dir=… or paths.output_dir=…)")
+    assert not (tmp_path / "dataset.json").exists()
+
+
+def test_the_lock_of_a_killed_job_is_taken_over_with_a_warning(make_config, tmp_path, caplog):
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    killed.kill()
+    killed.wait()
+    (tmp_path / ".lock").write_text(json.dumps({"pid": killed.pid, "host": socket.gethostname(),
+                                                "started": "2024-01-01 00:00:00"}))
+    with caplog.at_level(logging.WARNING, logger="robustness_bias.lock"):
+        run(make_config(*TINY, "trainer.max_epochs=1"))
+    assert f"the job that held it (pid {killed.pid} on {socket.gethostname()}, started 2024-01-01 00:00:00) is no " \
+           "longer running" in caplog.text
+    assert (tmp_path / "result.json").is_file() and not (tmp_path / ".lock").exists()
+
+
+def test_concurrent_writers_of_one_file_never_share_a_temporary_file(tmp_path):
+    path = tmp_path / "result.json"
+
+    def write(number):
+        return write_atomic(path, lambda tmp: tmp.write_text(f"{number:02d}" * 50_000))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(64)))
+    text = path.read_text()
+    assert text == text[:2] * 50_000 and list(tmp_path.iterdir()) == [path]   # one writer's whole text
