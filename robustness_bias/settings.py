@@ -87,7 +87,7 @@ _UNSET = object()
 def check_rule(key: str, value, rule: Rule) -> None:
     if not rule.holds(value):
         shown = "null" if value is None else value
-        raise ConfigError(f"{key}={shown}: {rule.text}. Fix: pass e.g. {key}={rule.example}")
+        raise ConfigError(f"{key}={shown}: {rule.text}. Fix: pass {key}={rule.example}")
 
 
 def estimator_rules(cfg: DictConfig) -> dict[str, Rule]:

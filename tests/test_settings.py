@@ -25,7 +25,7 @@ def test_a_bad_setting_is_one_line_and_exit_code_2_before_any_data_is_read(tmp_p
                            f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"robustness_bias: error: {override}: {rule}. Fix: pass e.g. ")
+    assert len(lines) == 1 and lines[0].startswith(f"robustness_bias: error: {override}: {rule}. Fix: pass ")
     assert not (tmp_path / "run" / "dataset.json").exists()
 
 
