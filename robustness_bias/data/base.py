@@ -188,9 +188,22 @@ class ImageDataModule(L.LightningDataModule):
             raise DataError(f"{len(bad)} of {len(table)} images cannot be decoded, which leaves no training or no "
                             "test images (see the warning above). Fix: remove or replace the broken files")
         self.table = table
+        self.warn_thin_classes()
         self.facts.update(samples=len(table), classes=table.class_names,
                           split={"train": len(self.train_indices), "val": len(self.val_indices),
                                  "test": len(self.test_indices)})
+
+    def warn_thin_classes(self) -> None:
+        """Name the classes the split left without training or without test images: a class with
+        one or a few images can fall wholly on one side, and then it is never learned or never audited."""
+        k = len(self.table.class_names)
+        train, test = (np.bincount(self.table.labels[s], minlength=k) for s in (self.train_indices, self.test_indices))
+        thin = [f"{name} ({train[c]} train, {test[c]} test)" for c, name in enumerate(self.table.class_names)
+                if not (train[c] and test[c])]
+        if thin:
+            shown = ", ".join(thin[:10]) + (" …" if len(thin) > 10 else "")
+            log.warning("%d class(es) have no training or no test image after the split: %s. Fix: add images of "
+                        "them, or leave them out of the data", len(thin), shown)
 
     def find_bad_files(self, table: ImageTable) -> list[int]:
         """Indices of the images that cannot be decoded, listed in the facts and left out (``skip``), or

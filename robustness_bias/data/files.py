@@ -42,10 +42,15 @@ class FileImages(ImageTable):
                  image_size: int | None = None, cache: bool = False, is_test=None):
         super().__init__(labels, class_names, attributes, categories, is_test)
         check_channels(channels)
+        if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                       or image_size < 1):
+            raise DataError(f"dataset.image_size={image_size}: use a whole number of pixels ≥ 1, or null for the "
+                            "files' own size")
         self.paths, self.mode, self.image_size, self.cache = list(paths), MODES[channels], image_size, cache
         self._decoded: torch.Tensor | None = None
         self._unreadable: dict[int, str] | None = None
-        self._first: int | None = None         # the first readable image, whose shape the cache takes
+        self._first: int | None = None         # the first readable image, whose shape every other must have
+        self._shape: tuple[int, ...] | None = None
 
     def source(self, index: int) -> str:
         return str(self.paths[index])
@@ -57,7 +62,9 @@ class FileImages(ImageTable):
 
     def _pixels(self, img: Image.Image) -> torch.Tensor:
         pixels = pil_to_tensor(img)
-        return resize(pixels, [self.image_size, self.image_size], antialias=True) if self.image_size else pixels
+        if self.image_size is None:
+            return pixels
+        return resize(pixels, [self.image_size, self.image_size], antialias=True)
 
     def decode(self, index: int) -> torch.Tensor:
         """uint8 (C, H, W) pixels of image ``index``."""
@@ -83,15 +90,20 @@ class FileImages(ImageTable):
             self._unreadable = self._decode_all()
         return self._unreadable
 
-    def _attempt(self, index: int) -> torch.Tensor | str | None:
-        """Why image ``index`` cannot be decoded; else its pixels when caching, None otherwise."""
+    def _attempt(self, index: int) -> str | tuple[tuple[int, ...], torch.Tensor | None]:
+        """Why image ``index`` cannot be decoded; else the (C, H, W) shape it decodes to and, when
+        caching, its pixels."""
         try:
             img = self._open(index)
         except UnidentifiedImageError:      # its message repeats the path
             return "UnidentifiedImageError: cannot identify image file (empty, garbled or not an image)"
         except READ_ERRORS as error:
             return f"{type(error).__name__}: {error}"
-        return self._pixels(img) if self.cache else None
+        if self.cache:
+            pixels = self._pixels(img)
+            return tuple(pixels.shape), pixels
+        side = (img.height, img.width) if self.image_size is None else (self.image_size, self.image_size)
+        return (len(img.getbands()), *side), None
 
     def _decode_all(self) -> dict[int, str]:
         reasons: dict[int, str] = {}
@@ -101,19 +113,28 @@ class FileImages(ImageTable):
             for index, result in enumerate(tqdm(attempts, desc="decoding images", unit="img", total=len(self))):
                 if isinstance(result, str):
                     reasons[index] = result
-                elif result is not None:
-                    self._keep(index, result)
+                else:
+                    shape, pixels = result
+                    self._check_shape(index, shape)
+                    if pixels is not None:
+                        self._keep(index, pixels)
         finally:
             pool.shutdown(cancel_futures=True)      # after an error, do not decode the rest
         return reasons
 
+    def _check_shape(self, index: int, shape: tuple[int, ...]) -> None:
+        """The first readable image fixes the shape every other must have: batches need one shape, and
+        an image of another found only when the audit batches it would end a run after its training."""
+        if self._first is None:
+            self._first, self._shape = index, shape
+        elif shape != self._shape:
+            raise DataError(f"{self.paths[index]} is {shape} (channels, height, width) but "
+                            f"{self.paths[self._first]} is {self._shape}: the images differ in size. "
+                            "Fix: set dataset.image_size=N to resize them all to N×N")
+
     def _keep(self, index: int, pixels: torch.Tensor) -> None:
-        """Store decoded pixels; the first readable image fixes the shape every other must have."""
         if self._decoded is None:
-            self._decoded, self._first = torch.zeros(len(self), *pixels.shape, dtype=torch.uint8), index
-        elif pixels.shape != self._decoded.shape[1:]:
-            raise DataError(f"{self.paths[index]} is {tuple(pixels.shape)} but {self.paths[self._first]} is "
-                            f"{tuple(self._decoded.shape[1:])}. Fix: set dataset.image_size to resize all images")
+            self._decoded = torch.zeros(len(self), *pixels.shape, dtype=torch.uint8)
         self._decoded[index] = pixels
 
 

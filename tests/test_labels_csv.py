@@ -1,0 +1,108 @@
+"""labels.csv of the image_folder dataset: confined to its folder, validated, and read into one-line errors."""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from robustness_bias.data import DataError, ImageFolderDataModule
+from robustness_bias.pipeline import run
+
+NORM = {"mean": [0.5] * 3, "std": [0.5] * 3}
+HEADER = "path,label,site\n"
+
+
+@pytest.fixture
+def root(tmp_path):
+    """20 images of 6×6 pixels, img/00.png … img/19.png, and a secret file beside the folder."""
+    folder = tmp_path / "images"
+    (folder / "img").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(folder / "img" / f"{i:02d}.png")
+    Image.fromarray(np.zeros((6, 6, 3), dtype=np.uint8)).save(tmp_path / "secret.png")
+    return folder
+
+
+def rows(n=20) -> str:
+    return "".join(f"img/{i:02d}.png,{['cat', 'dog'][i % 2]},{['north', 'south'][i % 3 == 0]}\n" for i in range(n))
+
+
+def load(root, text=None, data: bytes | None = None, **options):
+    csv = root / "labels.csv"
+    csv.write_bytes(data if data is not None else text.encode())
+    module = ImageFolderDataModule(root=str(root), normalization=NORM, **options)
+    module.setup()
+    return module
+
+
+def one_line_error(root, match, **kwargs):
+    with pytest.raises(DataError, match=match) as error:
+        load(root, **kwargs)
+    assert "\n" not in str(error.value) and "Fix: " in str(error.value)
+
+
+@pytest.mark.parametrize("path", ["../secret.png", "img/../../secret.png", "{tmp}/secret.png", "link.png"],
+                         ids=["dotdot", "dotdot-inside", "absolute", "symlink"])
+def test_paths_that_lead_outside_the_folder_are_refused(root, path):
+    os.symlink(root.parent / "secret.png", root / "link.png")
+    path = path.format(tmp=root.parent)
+    one_line_error(root, rf"names files outside dataset\.root={root} on line\(s\) 22: '{path}'",
+                   text=HEADER + rows() + f"{path},cat,north\n")
+
+
+def test_a_symlink_and_dotdot_that_stay_inside_are_fine(root):
+    os.symlink(root / "img" / "19.png", root / "alias.png")
+    data = load(root, HEADER + rows(18) + "alias.png,dog,north\nimg/../img/18.png,cat,south\n")
+    assert len(data.table) == 20
+
+
+def test_duplicate_rows_are_refused_even_when_spelled_differently(root):
+    one_line_error(root, r"lists the same image more than once, on line\(s\) 2, 22 \(\./img/00\.png, img/00\.png\)",
+                   text=HEADER + rows() + "./img/00.png,cat,north\n")
+
+
+@pytest.mark.parametrize(("line", "named"), [("img/00.png,,north", r"label on line\(s\) 2"),
+                                             ("img/00.png,cat,", r"site on line\(s\) 2"),
+                                             ("img/00.png,cat, ", r"site on line\(s\) 2")])
+def test_empty_labels_and_attribute_values_name_their_lines(root, line, named):
+    one_line_error(root, rf"has empty cells: {named}\. Fix", text=HEADER + line + "\n" + rows()[len("img/00.png,cat,south\n"):])
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", r"labels\.csv is empty\."),
+    (b"path,label,site\n", r"has a header but no images\."),
+    (b"path,label,site\n\n\n", r"has a header but no images\."),
+    ("path,label,site\nimg/00.png,caf\u00e9,north\n".encode("latin-1"), r"is not UTF-8 text \(byte 0xe9"),
+    (b"path,label,site\nimg/00.png,cat,north,extra\nimg/01.png,dog,south\n",
+     r"is not a well-formed CSV \(Error tokenizing data\. C error: Expected 3 fields in line 2, saw 4\)"),
+    (b"path,label,site\nimg/00.png,cat\n", r"has empty cells: site on line\(s\) 2\."),
+    (b"path,label,path\nimg/00.png,cat,img/01.png\n", r"an empty or repeated column name"),
+    (b"file,class\nimg/00.png,cat\n", r"lacks the column\(s\) \['label', 'path'\]"),
+], ids=["empty", "header-only", "header-and-blank-lines", "latin-1", "extra-cell", "missing-cell", "repeated-column",
+       "no-path-column"])
+def test_unreadable_csvs_are_one_line_errors(root, content, message):
+    one_line_error(root, message, data=content)
+
+
+def test_blank_lines_are_skipped_and_a_utf8_bom_is_fine(root):
+    data = load(root, data=b"\xef\xbb\xbf" + (HEADER + rows(10) + "\n" + rows()[len(rows(10)):]).encode())
+    assert len(data.table) == 20 and data.table.attributes.keys() == {"site"}
+
+
+def test_a_class_too_small_for_the_split_is_named(root, caplog):
+    with caplog.at_level(logging.WARNING, logger="robustness_bias.data.base"):
+        load(root, HEADER + rows(19) + "img/19.png,bird,north\n")
+    assert "1 class(es) have no training or no test image after the split: bird (" in caplog.text
+
+
+def test_images_of_mixed_sizes_fail_while_decoding_before_training(make_config, tmp_path, root):
+    Image.fromarray(np.zeros((9, 7, 3), dtype=np.uint8)).save(root / "img" / "05.png")
+    (root / "labels.csv").write_text(HEADER + rows())
+    with pytest.raises(DataError, match=r"img/05\.png is \(3, 9, 7\) \(channels, height, width\) but .*img/00\.png is "
+                                        r"\(3, 6, 6\): the images differ in size\. Fix: set dataset\.image_size=N"):
+        run(make_config("dataset=image_folder", f"dataset.root={root}", "logger=none", "estimator=[exact]"))
+    assert not (tmp_path / "checkpoints").exists()
+    assert load(root, HEADER + rows(), image_size=6).input_shape == (3, 6, 6)
