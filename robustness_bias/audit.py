@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import shutil
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 from .data import ImageDataModule
 from .estimators import FAILURES, DistanceResult, Estimator
 from .estimators.base import nonfinite_rows
-from .records import write_audit, write_table
+from .records import write_atomic, write_audit, write_table
 from .reports.figures import sigma_figure, survival_figure
 from .summary import OVERALL, group_summary
 
@@ -96,6 +97,17 @@ def process_group() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def chunk_folder(partial: Path, estimator: Estimator) -> Path:
+    """Where an estimator's chunks go: apart for each batch size unless its results ignore batching,
+    so that a rerun under another batch size never mixes chunks no uninterrupted run would produce."""
+    return partial if estimator.batch_invariant else partial.with_name(f"{partial.name}-batch{estimator.batch_size}")
+
+
+def read_counts(path: Path) -> dict[str, int]:
+    """Chunks reused and computed so far, summed over the attempts at one audit."""
+    return json.loads(path.read_text()) if path.is_file() else {"reused": 0, "computed": 0}
 
 
 def read_chunk(path: Path, chunk: np.ndarray) -> pd.DataFrame | None:
@@ -198,6 +210,10 @@ class RobustnessAudit(L.Callback):
                                                                                      self.shard_label):
             return False
         self.summaries[tag] = summary
+        chunks = folder / "chunks.json"
+        if chunks.is_file():   # so that result.json still counts the chunks of audits finished before a resume
+            stored = json.loads(chunks.read_text())
+            self.chunk_counts[stored["label"]] = stored["counts"]
         return True
 
     def run(self, model: torch.nn.Module, datamodule: ImageDataModule, device, epoch: int, tags: list[str],
@@ -235,6 +251,9 @@ class RobustnessAudit(L.Callback):
             summary = summarize(records, self.summary_settings)
             for tag in tags:
                 self.write(records.assign(epoch_tag=tag), summary.assign(epoch_tag=tag), tag, loggers, step)
+                counts = {"label": "+".join(tags), "counts": self.chunk_counts.get("+".join(tags), {})}
+                write_atomic(self.output_dir / "audits" / tag / "chunks.json",
+                             lambda tmp: tmp.write_text(json.dumps(counts)))
         if world > 1:
             torch.distributed.barrier()   # the records are on disk before any rank drops its chunks
         shutil.rmtree(partial, ignore_errors=True)   # the records now hold what the chunks held
@@ -282,24 +301,27 @@ class RobustnessAudit(L.Callback):
         """One estimator's records on the samples in ``meta``, chunk by chunk, with a progress bar.
 
         A chunk already stored under ``partial`` (by an interrupted run of the same settings on the
-        same weights) is read back instead of recomputed; the counts go to :attr:`chunk_counts`.
+        same weights, and batch size where it matters) is read back instead of recomputed; the counts,
+        summed over every attempt at this audit, go to :attr:`chunk_counts`.
         """
         attacked = meta.loc[meta["correct"], "sample_index"].to_numpy(copy=True)
         size = estimator.chunk_size or self.chunk_size
         chunks = [attacked[start:start + size] for start in range(0, len(attacked), size)]
-        counts = self.chunk_counts.setdefault(label, {}).setdefault(name, {"reused": 0, "computed": 0})
+        counts_file = partial / "counts.json"
+        counts = self.chunk_counts.setdefault(label, {})[name] = read_counts(counts_file)
         parts = []
         with tqdm(total=len(attacked), desc=f"audit {label} · {name}", unit="img", disable=not self.progress,
                   leave=False) as bar:
             for number, chunk in enumerate(chunks):
-                path = partial / f"chunk-{number:05d}.parquet"
-                stored = read_chunk(path, chunk)
+                chunk_name = f"chunk-{number:05d}.parquet"
+                stored = read_chunk(chunk_folder(partial, estimator) / chunk_name, chunk)
                 if stored is None:
                     stored = chunk_frame(chunk, self._measure_chunk(name, estimator, model, table, chunk, device))
-                    write_table(stored, path)
+                    write_table(stored, chunk_folder(partial, estimator) / chunk_name)   # the batch size it ran at
                     counts["computed"] += 1
                 else:
                     counts["reused"] += 1
+                write_atomic(counts_file, lambda tmp: tmp.write_text(json.dumps(counts)))
                 parts.append(stored)
                 bar.update(len(chunk))
         distance = np.full(len(meta), np.nan)

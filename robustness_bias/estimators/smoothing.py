@@ -43,6 +43,7 @@ class RandomizedSmoothing(Estimator):
     """
 
     name = "rs"
+    batch_invariant = True   # noise seeded per sample and chunk of noise (tests/test_reliability.py)
 
     def __init__(self, sigma: float = 0.125, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
                  forward_batch: int = 1000, noise_chunk: int = 500, seed: int = 0, precision: str = "fp32",
