@@ -129,9 +129,9 @@ def build_estimators(cfg: DictConfig, model) -> dict[str, Estimator]:
 
 # Settings that change how fast a job runs, how it reports or which shard of the audit it takes: left out
 # of the fingerprint, so that e.g. a smaller batch chosen after running out of memory still resumes, and
-# the shards of one audit share one fingerprint. Batch sizes do change DeepFool's and CW's distances by
-# float rounding (4e-6 relative): their stored chunks are kept per batch size (audit.chunk_folder), so a
-# resume never mixes chunks of two batch sizes.
+# the shards of one audit share one fingerprint. Batch sizes do change DeepFool's distances by float
+# rounding (4e-6 relative): the stored chunks of every estimator not batch-invariant are kept per batch
+# size (audit.chunk_folder), so a resume never mixes chunks of two batch sizes.
 SPEED_SETTINGS = {"trainer": ("default_root_dir", "enable_progress_bar"),
                   "audit": ("progress", "batch_size", "chunk_size", "shard", "num_shards"), "dataset": ("num_workers",)}
 ESTIMATOR_SPEED_SETTINGS = ("batch_size", "forward_batch", "chunk_size", "cuda_graphs", "gradients")
