@@ -73,7 +73,8 @@ RULES = {
 ESTIMATOR_RULES = {
     "RandomizedSmoothing": {"sigma": positive(0.125), "n0": whole(1, 100), "n": whole(1, 100000),
                             "alpha": PROBABILITY, "forward_batch": whole(1, 1000), "noise_chunk": whole(1, 500)},
-    "DeepFool": {"steps": whole(1, 100), "candidates": whole(2, 10), "overshoot": NON_NEGATIVE._replace(example="0.02")},
+    "DeepFool": {"steps": whole(1, 100), "candidates": whole(2, 10),
+                 "overshoot": NON_NEGATIVE._replace(example="0.02")},
     "CarliniWagner": {"binary_search_steps": whole(1, 5), "steps": whole(1, 100), "initial_const": positive(0.01),
                       "learning_rate": positive(0.005), "confidence": NON_NEGATIVE},
     "ExactLinear": {"rtol": positive(0.0001)},
