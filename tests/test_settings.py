@@ -13,8 +13,8 @@ BAD_SETTINGS = [("estimator.rs.n=-5", "must be a whole number ≥ 1"),
                 ("estimator.rs.sigma=0", "must be a positive number"),
                 ("estimator.deepfool.steps=0", "must be a whole number ≥ 1"),
                 ("optim.lr=-1", "must be a positive number"),
-                ("dataset.image_size=-3", "must be a whole number ≥ 1, or null"),
-                ("dataset.image_size=0", "must be a whole number ≥ 1, or null")]
+                ("dataset.image_size=-3", "must be a whole number ≥ 1, or null to keep the images' own size"),
+                ("dataset.image_size=0", "must be a whole number ≥ 1, or null to keep the images' own size")]
 
 
 @pytest.mark.parametrize(("override", "rule"), BAD_SETTINGS, ids=[o for o, _ in BAD_SETTINGS])
