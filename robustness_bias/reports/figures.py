@@ -92,6 +92,8 @@ def sigma_heatmaps(sigma: pd.DataFrame, dataset: str, estimator: str, partition:
                     annot=labels.to_numpy() if grid.shape[1] <= 12 else False, fmt="", cbar_kws={"label": "σ(P)"})
         ax.set(title=title, xlabel=partition, ylabel="model")
     fig.suptitle(f"{dataset}, {partition}: σ(P) by {estimator} (red: less robust than the rest; *: BH-adjusted p < 0.05)")
+    fig.text(0.5, -0.02, "blank: no σ (fewer correctly classified points in the group than audit.min_group_size)",
+             ha="center", va="top", fontsize="small")
     return _save(fig, Path(path), also_pdf)
 
 
