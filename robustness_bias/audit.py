@@ -23,7 +23,7 @@ from .estimators import FAILURES, DistanceResult, Estimator
 from .estimators.base import nonfinite_rows
 from .records import write_atomic, write_audit, write_table
 from .reports.figures import sigma_figure, survival_figure
-from .summary import OVERALL, group_summary
+from .summary import OVERALL, group_summary, groups_without_sigma
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +249,10 @@ class RobustnessAudit(L.Callback):
         if rank == 0:
             self.summary_settings["partitions"] = self.partitions(datamodule, records)
             summary = summarize(records, self.summary_settings)
+            unmeasured = groups_without_sigma(summary)
+            if unmeasured:
+                log.warning("audit after epoch %d: no σ for %s (fewer correctly classified points than "
+                            "audit.min_group_size=%d)", epoch, "; ".join(unmeasured), self.group_options["min_group_size"])
             for tag in tags:
                 self.write(records.assign(epoch_tag=tag), summary.assign(epoch_tag=tag), tag, loggers, step)
                 counts = {"label": "+".join(tags), "counts": self.chunk_counts.get("+".join(tags), {})}

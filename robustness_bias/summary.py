@@ -46,6 +46,15 @@ def sigmas_of(summary: pd.DataFrame, partition: str) -> dict[str, float]:
     return {f"{r.estimator}/{r.partition}={r.group}": r.sigma for r in rows.itertuples()}
 
 
+def groups_without_sigma(summary: pd.DataFrame) -> list[str]:
+    """``"<partition>=<group> by <estimators>"`` for every group too small for σ: on real data, e.g. an
+    age bin a briefly trained model never classifies correctly."""
+    small = summary[(summary["group"] != OVERALL) & summary["too_small"]]
+    by_group = small.groupby(["partition", "group"], sort=False, observed=True)["estimator"]
+    return [f"{partition}={group} by {', '.join(map(str, estimators))}"
+            for (partition, group), estimators in by_group]
+
+
 SIGNIFICANCE = {"resamples": 1000, "permutations": 1000, "level": 0.95, "seed": 0}
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from robustness_bias import bias
 from robustness_bias.pipeline import run
-from robustness_bias.summary import group_summary
+from robustness_bias.summary import group_summary, groups_without_sigma
 
 
 def test_benjamini_hochberg_by_hand():
@@ -58,6 +58,7 @@ def test_small_groups_get_no_sigma():
     table = group_summary(records, ["site"], min_group_size=5).set_index("group")
     assert table.loc["tiny", "too_small"] and np.isnan(table.loc["tiny", "sigma"])
     assert not table.loc["big", "too_small"] and np.isfinite(table.loc["big", "sigma"])
+    assert groups_without_sigma(group_summary(records, ["site"], min_group_size=5)) == ["site=tiny by exact"]
 
 
 def test_planted_group_is_significant_in_the_audit(make_config, tmp_path):
