@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -45,3 +46,25 @@ def test_utk_race_runs_the_whole_grid_into_one_folder_per_job(tmp_path, tiny_utk
         facts = json.loads((job / "dataset.json").read_text())
         assert facts["after_cleaning"] == 40 and facts["split"]["test"] == 8
         assert (job / "figures" / "final_survival_race.png").is_file()
+
+
+def test_make_paper_quick_runs_its_grid_and_report_on_utkface_files(tmp_path, tiny_utkface):
+    """The quick tier's wiring on a tiny UTKFace folder (the real tier takes 23 minutes): the Makefile
+    points it at DATA_DIR, every model of the grid trains from scratch at 32 px, and the report names
+    the settings it ran with."""
+    root = Path(__file__).resolve().parent.parent
+    tiny = ("dataset.batch_size=8 estimator.deepfool.steps=3 estimator.cw.binary_search_steps=1 "
+            "estimator.cw.steps=3 estimator.rs.n0=5 estimator.rs.n=20 logger=none audit.progress=false "
+            "+trainer.enable_progress_bar=false")
+    sweeps, out = tmp_path / "sweeps", tmp_path / "report"
+    done = subprocess.run(["make", "-o", ".venv/.installed", "paper", "QUICK=1", f"PY={sys.executable}",
+                           f"DATA_DIR={tiny_utkface.parent}", f"SWEEP_ROOT={sweeps}", f"REPORT_DIR={out}",
+                           f"SWEEP_ARGS={tiny}"], cwd=root, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+    jobs = sorted(p.name for p in (sweeps / "utk_quick").iterdir() if (p / "result.json").is_file())
+    assert jobs == ["0-logreg", "1-utk_classifier", "2-resnet18", "3-densenet121"]
+    settings = pd.read_csv(out / "settings.csv")
+    assert set(settings["image size"]) == {32} and set(settings["epochs"]) == {3}
+    assert (out / "figures" / "heatmap_utkface_deepfool_race.png").is_file()
+    summary = pd.read_parquet(sweeps / "utk_quick" / "2-resnet18" / "audits" / "final" / "summary.parquet")
+    assert {"class", "gender", "race", "race×gender"} == set(summary["partition"])
