@@ -47,6 +47,7 @@ def optional(rule: Rule, meaning: str) -> Rule:
 NON_NEGATIVE = Rule(lambda v: _number(v) and v >= 0, "must be a number ≥ 0", "0")
 FRACTION = Rule(lambda v: _number(v) and 0 <= v < 1, "must lie in [0, 1)", "0.1")
 PROBABILITY = Rule(lambda v: _number(v) and 0 < v < 1, "must lie strictly between 0 and 1", "0.001")
+FORWARD_BATCH = optional(whole(1, 1000), "to measure the fastest")._replace(example="null")   # rs.forward_batch
 
 # key → rule, checked where the key is set (a dataset without image_size has nothing to check)
 RULES = {
@@ -72,7 +73,7 @@ RULES = {
 # estimator class → its keys' rules, checked as estimator.<name>.<key>
 ESTIMATOR_RULES = {
     "RandomizedSmoothing": {"sigma": positive(0.125), "n0": whole(1, 100), "n": whole(1, 100000),
-                            "alpha": PROBABILITY, "forward_batch": whole(1, 1000), "noise_chunk": whole(1, 500)},
+                            "alpha": PROBABILITY, "forward_batch": FORWARD_BATCH, "noise_chunk": whole(1, 500)},
     "DeepFool": {"steps": whole(1, 100), "candidates": whole(2, 10),
                  "overshoot": NON_NEGATIVE._replace(example="0.02")},
     "CarliniWagner": {"binary_search_steps": whole(1, 5), "steps": whole(1, 100), "initial_const": positive(0.01),

@@ -8,9 +8,19 @@ The noise of sample ``index`` comes in fixed chunks, each from a generator seede
 (seed, index, stream, chunk), so radii do not depend on batch size, batch order or which other
 images share a forward pass. A noisy copy whose logits hold a NaN or an infinity casts no vote,
 and its sample fails as ``nonfinite_logits``: the votes of the others do not change.
+
+Unless ``forward_batch`` is set, how many noisy images share a forward pass is measured, not
+assumed: the best batch differs by device, model and image size (on a CPU a batch of 1,000 can
+run at half the speed of 100; a GPU wants thousands), and the radii do not depend on it.
 """
 
 from __future__ import annotations
+
+import logging
+import math
+import time
+import weakref
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -20,7 +30,14 @@ from torch import nn
 from .base import (ABSTAINED, NO_FAILURE, NONFINITE_LOGITS, WRONG_CLASS, DistanceResult, Estimator, is_channels_last,
                    nonfinite_rows)
 
+log = logging.getLogger(__name__)
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+SMALLEST_PROBE, LARGEST_PROBE = 16, 16384   # forward batches tried, doubling from the smallest
+PROBE_SECONDS = 0.02      # timed passes per batch size: at least two, more until this much time is spent
+LONG_PASS_SECONDS = 0.25  # no larger batch is tried after a pass this long: it bounds the probe's time and memory
+CLEARLY_SLOWER = 0.9      # growth stops at a batch running below this share of the best images/s so far
 
 
 def lower_confidence_bound(successes: np.ndarray, trials: int, alpha: float) -> np.ndarray:
@@ -35,24 +52,99 @@ def chunk_seed(seed: int, index: int, stream: int, chunk: int) -> int:
     return int(np.random.SeedSequence([seed, index, stream, chunk]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+class ForwardProbe(NamedTuple):
+    batch: int                 # the fastest batch size tried
+    rates: dict[int, float]    # images/s at each batch size tried
+
+
+def noisy_buffer(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """Room for ``rows`` noisy copies of images like ``x``, in ``x``'s memory format (a channels-last
+    model wants channels-last inputs)."""
+    buffer = torch.empty(rows, *x.shape[1:], device=x.device, dtype=x.dtype)
+    return buffer.contiguous(memory_format=torch.channels_last) if is_channels_last(x) else buffer
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def fastest_pass_seconds(forward: nn.Module, x: torch.Tensor, rows: int, precision: str) -> float | None:
+    """The shortest of a few timed forward passes over ``rows`` copies of ``x[0]``, after an untimed one
+    (a new shape allocates memory, and cuDNN may tune for it); None when they do not fit in memory."""
+    try:
+        buffer = noisy_buffer(x, rows)
+        buffer.copy_(x[:1].expand_as(buffer))
+        with torch.autocast(x.device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32"):
+            forward(buffer)
+            shortest, spent, passes = math.inf, 0.0, 0
+            while passes < 2 or spent < PROBE_SECONDS:
+                synchronize(x.device)
+                start = time.perf_counter()
+                forward(buffer)
+                synchronize(x.device)
+                took = time.perf_counter() - start
+                shortest, spent, passes = min(shortest, took), spent + took, passes + 1
+        return shortest
+    except torch.cuda.OutOfMemoryError:
+        return None
+
+
+def probe_batches(most: int) -> list[int]:
+    """Batch sizes doubling from SMALLEST_PROBE, ending at ``most`` (at most LARGEST_PROBE)."""
+    most = min(most, LARGEST_PROBE)
+    doubling = (SMALLEST_PROBE << k for k in range((LARGEST_PROBE // SMALLEST_PROBE).bit_length()))
+    return [rows for rows in doubling if rows < most] + [most]
+
+
+def fastest_forward_batch(forward: nn.Module, x: torch.Tensor, precision: str = "fp32",
+                          most: int = LARGEST_PROBE) -> ForwardProbe:
+    """The batch size at which ``forward`` runs the most images/s on images like ``x``, by a short timed probe.
+
+    Batch sizes double (probe_batches) and stop growing at the first that does not fit in GPU memory,
+    runs clearly slower than the best so far (on a CPU throughput falls long before memory runs out),
+    or takes LONG_PASS_SECONDS a pass (a GPU is busy by then; a longer probe costs more
+    than it can save). The shortest of the timed passes counts, which other work on the machine
+    disturbs least. Only the images' shape, device, dtype and memory format matter; the global RNG is
+    not touched.
+    """
+    rates: dict[int, float] = {}
+    for rows in probe_batches(most):
+        seconds = fastest_pass_seconds(forward, x, rows, precision)
+        if seconds is None:
+            break
+        rates[rows] = rows / seconds
+        if seconds >= LONG_PASS_SECONDS or rates[rows] < CLEARLY_SLOWER * max(rates.values()):
+            break
+    if x.device.type == "cuda":
+        torch.cuda.empty_cache()   # what a batch that ran out of memory left behind
+    if not rates:
+        raise torch.cuda.OutOfMemoryError(f"not even {probe_batches(most)[0]} images of shape "
+                                          f"{tuple(x.shape[1:])} fit in one forward pass")
+    return ForwardProbe(max(rates, key=rates.get), rates)
+
+
 class RandomizedSmoothing(Estimator):
     """Certified L2 radius of the Gaussian-smoothed classifier: a lower bound on its distance to the boundary.
 
     Abstentions, certificates of a wrong class and samples with non-finite logits on some noisy
-    copy give radius 0 with ``success`` false, and say which in ``failure``.
+    copy give radius 0 with ``success`` false, and say which in ``failure``. ``forward_batch=None``
+    measures the fastest forward batch once per model, input shape, device and precision
+    (``forward_batch_for``).
     """
 
     name = "rs"
     batch_invariant = True   # noise seeded per sample and chunk of noise (tests/test_reliability.py)
 
     def __init__(self, sigma: float = 0.125, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
-                 forward_batch: int = 1000, noise_chunk: int = 500, seed: int = 0, precision: str = "fp32",
+                 forward_batch: int | None = None, noise_chunk: int = 500, seed: int = 0, precision: str = "fp32",
                  batch_size: int = 16, every_nth: int | None = None, chunk_size: int | None = None,
                  compile: bool = False):
         if sigma <= 0 or n0 < 1 or n < 1 or not 0 < alpha < 1:
             raise ValueError("rs needs sigma > 0, n0 ≥ 1, n ≥ 1 and 0 < alpha < 1")
-        if forward_batch < 1 or noise_chunk < 1:
-            raise ValueError("rs needs forward_batch ≥ 1 and noise_chunk ≥ 1")
+        if (forward_batch is not None and forward_batch < 1) or noise_chunk < 1:
+            raise ValueError("rs needs forward_batch ≥ 1 (or None to measure the fastest) and noise_chunk ≥ 1")
         if precision not in PRECISIONS:
             raise ValueError(f"rs precision={precision!r}: use one of {sorted(PRECISIONS)}")
         self.sigma, self.n0, self.n, self.alpha = sigma, n0, n, alpha
@@ -60,6 +152,7 @@ class RandomizedSmoothing(Estimator):
         self.precision, self.batch_size, self.every_nth = precision, batch_size, every_nth
         self.chunk_size, self.compile = chunk_size, compile
         self._compiled: tuple[nn.Module, nn.Module] | None = None   # (model, its compiled forward)
+        self._measured: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # model → {input kind: batch}
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index=None) -> DistanceResult:
         index = torch.arange(len(x)) if index is None else torch.as_tensor(index)
@@ -86,16 +179,34 @@ class RandomizedSmoothing(Estimator):
             self._compiled = (model, torch.compile(model, dynamic=False))
         return self._compiled[1]
 
+    def forward_batch_for(self, model: nn.Module, x: torch.Tensor) -> int:
+        """The set ``forward_batch``, or else the fastest one measured for this model on inputs like ``x``
+        (fastest_forward_batch), probed once per input shape, dtype, memory format, device and precision.
+
+        The probe runs the model uncompiled: with ``compile`` every batch size tried would cost a
+        compilation. No batch is larger than one call's noisy copies at ``batch_size`` images.
+        """
+        if self.forward_batch is not None:
+            return self.forward_batch
+        kind = (tuple(x.shape[1:]), x.dtype, is_channels_last(x), x.device, self.precision)
+        measured = self._measured.setdefault(model, {})
+        if kind not in measured:
+            probe = fastest_forward_batch(model, x, self.precision, most=self.batch_size * max(self.n0, self.n))
+            measured[kind] = probe.batch
+            log.info("rs: forward batch %d for %s inputs of %s on %s (%s), the fastest measured (images/s: %s)",
+                     probe.batch, type(model).__name__, "×".join(map(str, x.shape[1:])), x.device, self.precision,
+                     ", ".join(f"{rows}: {rate:,.0f}" for rows, rate in probe.rates.items()))
+        return measured[kind]
+
     @torch.no_grad()
     def class_counts(self, model: nn.Module, x: torch.Tensor, index: torch.Tensor, num: int,
                      stream: int) -> tuple[torch.Tensor, torch.Tensor]:
         """How often each class wins among ``num`` noisy copies of each image, (B, C), and how many
         copies gave non-finite logits instead, (B,)."""
         device = x.device
-        buffer = torch.empty(self.forward_batch, *x.shape[1:], device=device, dtype=x.dtype)
-        if is_channels_last(x):
-            buffer = buffer.contiguous(memory_format=torch.channels_last)   # match a channels-last model
-        owners = torch.empty(self.forward_batch, dtype=torch.long, device=device)
+        forward_batch = self.forward_batch_for(model, x)
+        buffer = noisy_buffer(x, forward_batch)
+        owners = torch.empty(forward_batch, dtype=torch.long, device=device)
         generator = torch.Generator(device=device)
         counts: torch.Tensor | None = None
         nonfinite = torch.zeros(len(x), dtype=torch.long, device=device)
@@ -119,11 +230,11 @@ class RandomizedSmoothing(Estimator):
                 noise = torch.randn(size, *x.shape[1:], generator=generator, device=device, dtype=x.dtype)
                 offset = 0
                 while offset < size:
-                    take = min(size - offset, self.forward_batch - filled)
+                    take = min(size - offset, forward_batch - filled)
                     torch.add(x[i], noise[offset:offset + take], alpha=self.sigma, out=buffer[filled:filled + take])
                     owners[filled:filled + take] = i
                     filled, offset = filled + take, offset + take
-                    if filled == self.forward_batch:
+                    if filled == forward_batch:
                         flush(filled)
                         filled = 0
         if filled:
