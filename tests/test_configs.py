@@ -87,10 +87,11 @@ def test_speed_settings_leave_the_fingerprint_and_science_settings_change_it():
     to rounding), but not under another budget."""
     from robustness_bias.pipeline import settings_hash
 
-    base = ["estimator=[deepfool,cw]"]
+    base = ["estimator=[deepfool,cw,rs]"]
     fingerprint = settings_hash(compose_config(base))
     for speed in ("estimator.deepfool.batch_size=32", "estimator.cw.cuda_graphs=true",
-                  "estimator.deepfool.cuda_graphs=true", "estimator.deepfool.gradients=replicated", "audit.batch_size=7"):
+                  "estimator.deepfool.cuda_graphs=true", "estimator.deepfool.gradients=replicated", "audit.batch_size=7",
+                  "estimator.rs.forward_batch=100"):
         assert settings_hash(compose_config([*base, speed])) == fingerprint, speed
-    for science in ("estimator.deepfool.steps=7", "estimator.cw.learning_rate=0.01"):
+    for science in ("estimator.deepfool.steps=7", "estimator.cw.learning_rate=0.01", "estimator.rs.n=10"):
         assert settings_hash(compose_config([*base, science])) != fingerprint, science

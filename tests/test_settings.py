@@ -11,6 +11,7 @@ from robustness_bias.settings import ConfigError, check_settings
 BAD_SETTINGS = [("estimator.rs.n=-5", "must be a whole number ≥ 1"),
                 ("estimator.rs.alpha=2", "must lie strictly between 0 and 1"),
                 ("estimator.rs.sigma=0", "must be a positive number"),
+                ("estimator.rs.forward_batch=0", "must be a whole number ≥ 1, or null to measure the fastest"),
                 ("estimator.deepfool.steps=0", "must be a whole number ≥ 1"),
                 ("optim.lr=-1", "must be a positive number"),
                 ("dataset.image_size=-3", "must be a whole number ≥ 1, or null to keep the images' own size"),
