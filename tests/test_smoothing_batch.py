@@ -153,3 +153,14 @@ def test_settings_take_null_and_a_whole_number():
     for override in ("estimator.rs.forward_batch=null", "estimator.rs.forward_batch=100"):
         check_settings(compose_config(["estimator=[rs]", override]))
     assert compose_config(["estimator=[rs]"]).estimator.rs.forward_batch is None   # the shipped default measures
+
+
+def test_the_benches_measure_smoothings_floor_at_the_measured_batch_whatever_it_runs_at(binary_linear, probes):
+    import estimators as bench   # bench/, on the path through conftest
+
+    images = torch.rand(3, *SHAPE)
+    measured = RandomizedSmoothing(n=2000)
+    runs_at, floor_at = bench.smoothing_batches(measured, binary_linear, images)
+    assert runs_at == floor_at == measured.forward_batch_for(binary_linear, images) and len(probes) == 1
+    runs_at, floor_at = bench.smoothing_batches(RandomizedSmoothing(n=2000, forward_batch=37), binary_linear, images)
+    assert runs_at == 37 and floor_at in smoothing.probe_batches(16 * 2000) and len(probes) == 2

@@ -184,19 +184,24 @@ class RandomizedSmoothing(Estimator):
         (fastest_forward_batch), probed once per input shape, dtype, memory format, device and precision.
 
         The probe runs the model uncompiled: with ``compile`` every batch size tried would cost a
-        compilation. No batch is larger than one call's noisy copies at ``batch_size`` images.
+        compilation.
         """
         if self.forward_batch is not None:
             return self.forward_batch
         kind = (tuple(x.shape[1:]), x.dtype, is_channels_last(x), x.device, self.precision)
         measured = self._measured.setdefault(model, {})
         if kind not in measured:
-            probe = fastest_forward_batch(model, x, self.precision, most=self.batch_size * max(self.n0, self.n))
+            probe = self.probe(model, x)
             measured[kind] = probe.batch
             log.info("rs: forward batch %d for %s inputs of %s on %s (%s), the fastest measured (images/s: %s)",
                      probe.batch, type(model).__name__, "×".join(map(str, x.shape[1:])), x.device, self.precision,
                      ", ".join(f"{rows}: {rate:,.0f}" for rows, rate in probe.rates.items()))
         return measured[kind]
+
+    def probe(self, model: nn.Module, x: torch.Tensor) -> ForwardProbe:
+        """fastest_forward_batch at this estimator's precision, up to one call's noisy copies, uncached:
+        benchmarks measure smoothing's floor where it is fastest, whatever ``forward_batch`` says."""
+        return fastest_forward_batch(model, x, self.precision, most=self.batch_size * max(self.n0, self.n))
 
     @torch.no_grad()
     def class_counts(self, model: nn.Module, x: torch.Tensor, index: torch.Tensor, num: int,
