@@ -10,8 +10,8 @@ images share a forward pass. A noisy copy whose logits hold a NaN or an infinity
 and its sample fails as ``nonfinite_logits``: the votes of the others do not change.
 
 Unless ``forward_batch`` is set, how many noisy images share a forward pass is measured, not
-assumed: the best batch differs by device, model and image size (on a CPU a batch of 1,000 can
-run at half the speed of 100; a GPU wants thousands), and the radii do not depend on it.
+assumed: the best batch differs by device, model and image size (on a CPU a large batch can run
+slower than a small one; a GPU wants thousands), and the radii do not depend on it.
 """
 
 from __future__ import annotations
