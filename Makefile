@@ -38,7 +38,7 @@ bench-pipeline: $(STAMP)
 # The paper's tables and figures: each target runs the sweeps it needs (finished jobs are skipped)
 # and then the report. SMOKE=1: the same chain on the bundled digits and the synthetic data with tiny
 # settings, on a CPU, in minutes. QUICK=1: the quick tier on the real UTKFace faces (conf/experiment/
-# utk_quick.yaml), within an hour on a 2-core CPU. DATA_DIR=/path (the folder holding UTKFace/, ...)
+# utk_quick.yaml), sized for a 2-core CPU. DATA_DIR=/path (the folder holding UTKFace/, ...)
 # points the real experiments at the datasets.
 SMOKE ?=
 QUICK ?=

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     paper_cells = single_attributes(originals(sigma))
     builders = {"table1": lambda: table1(paper_cells), "table2": lambda: table2(originals(accuracy)),
                 "agreement": lambda: agreement_statistics(paper_cells),
-                "sigma_final": lambda: sigma_table(originals(sigma)), "settings": lambda: settings_table(jobs),
+                "sigma_final": lambda: sigma_table(originals(sigma)), "settings": lambda: settings_table(accuracy),
                 "regularized": lambda: regularization_table(sigma, accuracy)}
     tables = {name: build() for name, build in builders.items() if name in args.only}
     for name in ("regularized", "settings"):   # no regularized runs, or no saved configs, among these sweeps

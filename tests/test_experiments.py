@@ -49,7 +49,7 @@ def test_utk_race_runs_the_whole_grid_into_one_folder_per_job(tmp_path, tiny_utk
 
 
 def test_make_paper_quick_runs_its_grid_and_report_on_utkface_files(tmp_path, tiny_utkface):
-    """The quick tier's wiring on a tiny UTKFace folder (the real tier takes 23 minutes): the Makefile
+    """The quick tier's wiring on a tiny UTKFace folder (the real tier is no test): the Makefile
     points it at DATA_DIR, every model of the grid trains from scratch at 32 px, and the report names
     the settings it ran with."""
     root = Path(__file__).resolve().parent.parent

@@ -184,22 +184,22 @@ def sigma_table(sigma: pd.DataFrame) -> pd.DataFrame:
                          "p adjusted": final["p_adjusted"]}).reset_index(drop=True)
 
 
-def settings_table(jobs: list[Path]) -> pd.DataFrame:
-    """The settings each job ran with (from the config Hydra saved beside it): image size, epochs,
-    learning rate, and each estimator's budget and sampling, so reduced settings are named in the report."""
+def settings_table(accuracy: pd.DataFrame) -> pd.DataFrame:
+    """The settings each job of the accuracy table ran with (from the config Hydra saved beside it): image
+    size, epochs, learning rate, and each estimator's budget and sampling, so reduced settings are named
+    in the report."""
     from omegaconf import OmegaConf
 
     rows = []
-    for job in jobs:
-        saved = job / ".hydra" / "config.yaml"
+    for job in accuracy.itertuples():
+        saved = Path(job.job) / ".hydra" / "config.yaml"
         if not saved.is_file():
             continue
         cfg = OmegaConf.load(saved)
-        result = json.loads((job / "result.json").read_text())
         estimators = cfg.get("estimator") or {}
-        row = {"dataset": result["dataset"], "model": result["model"],
+        row = {"dataset": job.dataset, "model": job.model,
                "image size": cfg.dataset.get("image_size") or "native", "epochs": cfg.trainer.get("max_epochs"),
-               "lr": cfg.optim.lr, "test accuracy %": 100 * result["test_accuracy"]}
+               "lr": cfg.optim.lr, "test accuracy %": 100 * job.test_accuracy}
         if "deepfool" in estimators:
             df = estimators.deepfool
             row["deepfool"] = f"every {df.every_nth or 1}; {df.steps} steps, top {df.candidates}"
