@@ -7,15 +7,15 @@ import time
 
 import numpy as np
 
-from robustness_bias import bias
+from robustness_bias.analysis import metrics, significance
 
 rng = np.random.default_rng(0)
 groups = rng.integers(10, size=5000)
 distance = rng.exponential(size=5000) * np.where(groups == 3, 0.6, 1.0)
 correct = rng.random(5000) < 0.9
-tau_max = bias.pooled_tau_max(distance, correct)
-for name, test in (("bootstrap interval", lambda: bias.bootstrap_sigma(distance, correct, groups, tau_max, resamples=1000)),
-                   ("permutation p-values", lambda: bias.permutation_p_values(distance, correct, groups, tau_max,
+tau_max = metrics.pooled_tau_max(distance, correct)
+for name, test in (("bootstrap interval", lambda: significance.bootstrap_sigma(distance, correct, groups, tau_max, resamples=1000)),
+                   ("permutation p-values", lambda: significance.permutation_p_values(distance, correct, groups, tau_max,
                                                                               permutations=1000))):
     start = time.perf_counter()
     test()

@@ -22,8 +22,8 @@ from .data import ImageDataModule
 from .estimators import FAILURES, DistanceResult, Estimator
 from .estimators.base import nonfinite_rows
 from .records import write_atomic, write_audit, write_table
-from .reports.figures import sigma_figure, survival_figure
-from .summary import OVERALL, group_summary, groups_without_sigma
+from .report.figures import sigma_figure, survival_figure
+from .analysis.summary import OVERALL, group_summary, groups_without_sigma
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from .regularizer import RobustnessBiasPenalty
 from .records import write_atomic
 from .resume import EpochCheckpoint, resumable
 from .settings import ConfigError, check_settings
-from .summary import overall_accuracy, sigmas_of
+from .analysis.summary import overall_accuracy, sigmas_of
 
 log = logging.getLogger(__name__)
 

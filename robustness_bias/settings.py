@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from .bias import FAILURE_POLICIES
+from .analysis.metrics import FAILURE_POLICIES
 
 
 class ConfigError(ValueError):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from robustness_bias.pipeline import run
-from robustness_bias.summary import OVERALL
+from robustness_bias.analysis.summary import OVERALL
 from wandb_files import logged_images, logged_table, offline_runs
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from robustness_bias import report
+from robustness_bias.report import cli as report
 
 ROOT = Path(__file__).resolve().parent.parent
 NAN = math.nan

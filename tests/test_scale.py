@@ -12,8 +12,8 @@ import pytest
 from conftest import TAGS, compose_config
 from robustness_bias.audit import merge_shards
 from robustness_bias.pipeline import run
-from robustness_bias.reports.shards import merge_sharded_jobs
-from robustness_bias.reports.tables import find_jobs
+from robustness_bias.report.shards import merge_sharded_jobs
+from robustness_bias.report.tables import find_jobs
 
 JOB = ["estimator=[exact,deepfool,rs]", "estimator.rs.n=1000", "logger=none", "trainer.max_epochs=2",
        "audit.progress=false", "+trainer.enable_progress_bar=false"]

@@ -4,13 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustness_bias import bias
+from robustness_bias.analysis import metrics, significance
 from robustness_bias.pipeline import run
-from robustness_bias.summary import group_summary, groups_without_sigma
+from robustness_bias.analysis.summary import group_summary, groups_without_sigma
 
 
 def test_benjamini_hochberg_by_hand():
-    adjusted = bias.benjamini_hochberg([0.01, 0.04, 0.03, 0.5, np.nan])
+    adjusted = significance.benjamini_hochberg([0.01, 0.04, 0.03, 0.5, np.nan])
     np.testing.assert_allclose(adjusted[:4], [0.04, 0.16 / 3, 0.16 / 3, 0.5])
     assert np.isnan(adjusted[4])
 
@@ -20,11 +20,11 @@ def _audit(seed, n=2000, n_groups=20, effect=1.0):
     groups = rng.integers(n_groups, size=n)
     distance = rng.exponential(size=n) * np.where(groups == 0, effect, 1.0)
     correct = rng.random(n) < 0.9
-    return distance, correct, groups, bias.pooled_tau_max(distance, correct)
+    return distance, correct, groups, metrics.pooled_tau_max(distance, correct)
 
 
 def test_permutation_p_values_are_calibrated_when_groups_are_random():
-    p_values = np.concatenate([bias.permutation_p_values(*_audit(seed)[:3], _audit(seed)[3], permutations=400, seed=seed)
+    p_values = np.concatenate([significance.permutation_p_values(*_audit(seed)[:3], _audit(seed)[3], permutations=400, seed=seed)
                                for seed in range(10)])
     assert len(p_values) == 200
     share = np.mean(p_values < 0.05)
@@ -33,20 +33,20 @@ def test_permutation_p_values_are_calibrated_when_groups_are_random():
 
 def test_observed_sigma_and_interval_match_the_metric():
     distance, correct, groups, tau_max = _audit(1, effect=0.6)
-    low, high = bias.bootstrap_sigma(distance, correct, groups, tau_max, resamples=500, seed=3)
-    observed = [bias.sigma(distance, correct, groups == g, tau_max) for g in range(20)]
+    low, high = significance.bootstrap_sigma(distance, correct, groups, tau_max, resamples=500, seed=3)
+    observed = [metrics.sigma(distance, correct, groups == g, tau_max) for g in range(20)]
     inside = (low <= observed) & (observed <= high)
     assert inside.mean() >= 0.9
     assert high[0] < 0 and low[0] < observed[0] < high[0]            # the planted group lies below 0
-    p = bias.permutation_p_values(distance, correct, groups, tau_max, permutations=500, seed=3)
+    p = significance.permutation_p_values(distance, correct, groups, tau_max, permutations=500, seed=3)
     assert p[0] == pytest.approx(1 / 501)
 
 
 def test_intervals_are_reproducible_with_a_seed():
     distance, correct, groups, tau_max = _audit(2)
-    first = bias.bootstrap_sigma(distance, correct, groups, tau_max, resamples=200, seed=7)
-    again = bias.bootstrap_sigma(distance, correct, groups, tau_max, resamples=200, seed=7)
-    other = bias.bootstrap_sigma(distance, correct, groups, tau_max, resamples=200, seed=8)
+    first = significance.bootstrap_sigma(distance, correct, groups, tau_max, resamples=200, seed=7)
+    again = significance.bootstrap_sigma(distance, correct, groups, tau_max, resamples=200, seed=7)
+    other = significance.bootstrap_sigma(distance, correct, groups, tau_max, resamples=200, seed=8)
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
 
@@ -79,7 +79,7 @@ def test_permutation_test_keeps_its_level_when_group_accuracies_differ():
         groups = np.r_[np.zeros(60, int), np.ones(940, int)]
         correct = rng.random(1000) < np.where(groups == 0, 0.5, 0.97)
         distance = rng.exponential(size=1000)
-        p = bias.permutation_p_values(distance, correct, groups, bias.pooled_tau_max(distance, correct),
+        p = significance.permutation_p_values(distance, correct, groups, metrics.pooled_tau_max(distance, correct),
                                       permutations=200, seed=seed)
         rejected += p[0] < alpha
     error = np.sqrt(alpha * (1 - alpha) / simulations)

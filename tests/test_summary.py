@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustness_bias.summary import OVERALL, group_summary, overall_accuracy
+from robustness_bias.analysis.summary import OVERALL, group_summary, overall_accuracy
 
 
 def _records():

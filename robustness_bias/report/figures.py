@@ -12,9 +12,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .. import bias  # noqa: E402
+from ..analysis import metrics  # noqa: E402
 from ..records import write_atomic  # noqa: E402
-from ..summary import OVERALL, group_values  # noqa: E402
+from ..analysis.summary import OVERALL, group_values  # noqa: E402
 
 
 def _save(fig, path: Path, also_pdf: bool) -> Path:
@@ -37,14 +37,14 @@ def survival_figure(records: pd.DataFrame, partition: str, path: str | Path, *, 
     for ax, estimator in zip(axes[0], estimators):
         frame = records[records["estimator"] == estimator]
         distance, correct = frame["distance"].to_numpy(float), frame["correct"].to_numpy(bool)
-        t_max = bias.resolve_tau_max(tau_max, distance, correct, **kw)
+        t_max = metrics.resolve_tau_max(tau_max, distance, correct, **kw)
         taus = np.linspace(0, t_max if np.isfinite(t_max) else 1.0, 400)
         groups = group_values(frame[partition])
         for colour, group in zip(palette * (len(groups) // len(palette) + 1), groups):
             member = (frame[partition] == group).to_numpy()
-            d = bias.effective_distances(distance[member], correct[member], **kw)
+            d = metrics.effective_distances(distance[member], correct[member], **kw)
             if d.size:
-                ax.plot(taus, bias.survival(d, taus), drawstyle="steps-post", color=colour, label=f"{group} (n={d.size})")
+                ax.plot(taus, metrics.survival(d, taus), drawstyle="steps-post", color=colour, label=f"{group} (n={d.size})")
         ax.set(title=estimator, xlabel="τ (pixel-space L2)", ylabel="Î_P(τ)", ylim=(-0.02, 1.02))
         ax.legend(fontsize="small", title=partition)
     fig.suptitle(title or f"Survival curves by {partition}")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import bias
+from . import metrics
+from .significance import benjamini_hochberg, bootstrap_sigma, permutation_p_values
 
 OVERALL = "(all)"
 
@@ -79,13 +80,13 @@ def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: 
         correct = frame["correct"].to_numpy(bool)
         success = frame["success"].to_numpy(bool)
         kw = dict(conditional=conditional, failures=failures)
-        t_max = bias.resolve_tau_max(tau_max, distance, correct, **kw)
-        pooled = bias.effective_distances(distance, correct, **kw)
+        t_max = metrics.resolve_tau_max(tau_max, distance, correct, **kw)
+        pooled = metrics.effective_distances(distance, correct, **kw)
         finite = pooled[np.isfinite(pooled)]
         taus = np.quantile(finite, rb_quantiles) if finite.size else np.full(len(rb_quantiles), np.nan)
         tau_columns = {f"tau_q{round(q * 100)}": t for q, t in zip(rb_quantiles, taus)}
         overall = {"group": OVERALL, "size": len(frame), "accuracy": float(correct.mean()) if len(frame) else np.nan,
-                   **_distance_stats(distance, correct, success), "auc": bias.area_under_survival(pooled, t_max),
+                   **_distance_stats(distance, correct, success), "auc": metrics.area_under_survival(pooled, t_max),
                    "sigma": np.nan, "tau_max": t_max, **tau_columns,
                    **{f"rb_q{round(q * 100)}": np.nan for q in rb_quantiles},
                    "sigma_low": np.nan, "sigma_high": np.nan, "p_value": np.nan, "too_small": False}
@@ -101,18 +102,18 @@ def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: 
                 row = {"estimator": estimator, "partition": partition, "group": str(group), "size": int(member.sum()),
                        "accuracy": float(correct[member].mean()) if member.any() else np.nan,
                        **_distance_stats(distance[member], correct[member], success[member]),
-                       "auc": bias.area_under_survival(
-                           bias.effective_distances(distance[member], correct[member], **kw), t_max),
-                       "sigma": bias.sigma(distance, correct, member, t_max, **kw),
+                       "auc": metrics.area_under_survival(
+                           metrics.effective_distances(distance[member], correct[member], **kw), t_max),
+                       "sigma": metrics.sigma(distance, correct, member, t_max, **kw),
                        "tau_max": t_max, **tau_columns}
-                rb = bias.robustness_bias(distance, correct, member, taus, **kw)
+                rb = metrics.robustness_bias(distance, correct, member, taus, **kw)
                 row.update({f"rb_q{round(q * 100)}": v for q, v in zip(rb_quantiles, rb)})
                 row.update({name: values[code] for name, values in tests.items()})
                 row["too_small"] = row["attacked"] < min_group_size
                 if row["too_small"]:
                     row.update(sigma=np.nan, sigma_low=np.nan, sigma_high=np.nan, p_value=np.nan)
                 rows.append(row)
-        adjusted = bias.benjamini_hochberg(np.array([row["p_value"] for row in rows[first_row:]], dtype=float))
+        adjusted = benjamini_hochberg(np.array([row["p_value"] for row in rows[first_row:]], dtype=float))
         for row, value in zip(rows[first_row:], adjusted):
             row["p_adjusted"] = value
     return pd.DataFrame(rows)
@@ -123,8 +124,8 @@ def _significance(distance, correct, codes, n_groups, tau_max, kw, options) -> d
     if not np.isfinite(tau_max) or n_groups == 0:
         empty = np.full(n_groups, np.nan)
         return {"sigma_low": empty, "sigma_high": empty, "p_value": empty}
-    low, high = bias.bootstrap_sigma(distance, correct, codes, tau_max, n_groups=n_groups,
-                                     resamples=options["resamples"], level=options["level"], seed=options["seed"], **kw)
-    p_value = bias.permutation_p_values(distance, correct, codes, tau_max, n_groups=n_groups,
-                                        permutations=options["permutations"], seed=options["seed"], **kw)
+    low, high = bootstrap_sigma(distance, correct, codes, tau_max, n_groups=n_groups,
+                                resamples=options["resamples"], level=options["level"], seed=options["seed"], **kw)
+    p_value = permutation_p_values(distance, correct, codes, tau_max, n_groups=n_groups,
+                                   permutations=options["permutations"], seed=options["seed"], **kw)
     return {"sigma_low": low, "sigma_high": high, "p_value": p_value}

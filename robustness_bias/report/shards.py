@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..audit import merge_shards, summarize
 from ..records import write_atomic, write_audit
-from ..summary import overall_accuracy, sigmas_of
+from ..analysis.summary import overall_accuracy, sigmas_of
 
 
 def merge_sharded_jobs(jobs: list[Path]) -> list[Path]:

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..summary import OVERALL
+from ..analysis.agreement import agreement, paired
+from ..analysis.summary import OVERALL
 
 # SPEC §6: the paper's values, printed beside ours.
 PAPER_TABLE1 = {"adience": (83.33, 79.63), "utkface": (74.24, 72.73), "cifar10": (75.00, 76.67),
@@ -41,7 +42,6 @@ PAPER_STATS = {
     "7.2 cw middle vs final": "665 of 755",
     "8.1 exact vs rs": "101 of 151 (66.9%)",
 }
-CELL = ["dataset", "model", "job", "partition", "group"]   # a job is one trained model
 
 
 def find_jobs(directories: list[str | Path]) -> list[Path]:
@@ -112,26 +112,6 @@ def regularization_table(sigma: pd.DataFrame, accuracy: pd.DataFrame) -> pd.Data
             row[f"original σ {estimator}"] = float(base["sigma"].mean()) if len(base) else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def paired(sigma: pd.DataFrame, left: tuple[str, str], right: tuple[str, str]) -> pd.DataFrame:
-    """σ of two (estimator, epoch tag) pairs side by side, per cell where both are defined."""
-    def pick(estimator, tag):
-        chosen = sigma[(sigma["estimator"] == estimator) & (sigma["epoch_tag"] == tag)]
-        return chosen.drop_duplicates(CELL).set_index(CELL)["sigma"]
-
-    both = pd.concat([pick(*left).rename("left"), pick(*right).rename("right")], axis=1, join="inner").dropna()
-    return both.reset_index()
-
-
-def agreement(pairs: pd.DataFrame) -> dict:
-    """How many cells have the same sign of σ on both sides, and the differences' mean and variance."""
-    agree = int((np.sign(pairs["left"]) == np.sign(pairs["right"])).sum())
-    total = len(pairs)
-    difference = pairs["left"] - pairs["right"]
-    return {"agree": agree, "cells": total, "share": agree / total if total else np.nan,
-            "mean_difference": float(difference.mean()) if total else np.nan,
-            "variance_difference": float(difference.var(ddof=0)) if total else np.nan}
 
 
 def table1(sigma: pd.DataFrame) -> pd.DataFrame:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .records import write_atomic, write_table
-from .reports import figures
-from .reports.shards import merge_sharded_jobs
-from .reports.tables import (agreement_statistics, collect, find_jobs, originals, regularization_table, settings_table,
+from ..records import write_atomic, write_table
+from . import figures
+from .shards import merge_sharded_jobs
+from .tables import (agreement_statistics, collect, find_jobs, originals, regularization_table, settings_table,
                              sigma_table, single_attributes, table1, table2)
 
 PARTS = ("table1", "table2", "agreement", "sigma_final", "settings", "regularized", "figures")
@@ -126,6 +126,3 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         log_to_wandb(tables, images, out, args.project, offline=not args.online)
     return tables
 
-
-if __name__ == "__main__":
-    main()
