@@ -79,8 +79,16 @@ def timed(device: str, fn, *args):
     return out, time.perf_counter() - start
 
 
-def ours(estimator):
-    return lambda model, x, y: estimator(model, x, y, index=torch.arange(len(x))).distance.cpu()
+def ours(estimator, precision: str = "fp32"):
+    """Our estimator as a peer's function, under autocast at ``precision`` as an audit's plan runs it."""
+    def measure(model, x, y):
+        with autocast(x.device.type, precision):
+            return estimator(model, x, y, index=torch.arange(len(x))).distance.cpu()
+    return measure
+
+
+def autocast(device: str, precision: str):
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def forward_rate(model, x, device, precision: str, seconds: float, batch_size: int) -> float:
@@ -88,7 +96,7 @@ def forward_rate(model, x, device, precision: str, seconds: float, batch_size: i
     batch = x[:1].repeat(batch_size, 1, 1, 1) if len(x) else x
     if is_channels_last(x):
         batch = batch.contiguous(memory_format=torch.channels_last)   # as smoothing's buffer: no recompilation
-    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+    with torch.no_grad(), autocast(device, precision):
         timed(device, model, batch)  # warm-up
         done, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
@@ -97,12 +105,13 @@ def forward_rate(model, x, device, precision: str, seconds: float, batch_size: i
         return done / (time.perf_counter() - start)
 
 
-def smoothing_batches(smoothing: RandomizedSmoothing, model, x) -> tuple[int, int]:
+def smoothing_batches(smoothing: RandomizedSmoothing, model, x, precision: str = "fp32") -> tuple[int, int]:
     """The forward batch smoothing runs at (measured here, outside any timing, unless it is set) and the
     fastest one smoothing's probe finds, where its floor is measured: a floor at any other batch would be
     lower than the device allows."""
-    runs_at = smoothing.forward_batch_for(model, x)
-    return runs_at, runs_at if smoothing.forward_batch is None else smoothing.probe(model, x).batch
+    with autocast(x.device.type, precision):
+        runs_at = smoothing.forward_batch_for(model, x)
+        return runs_at, runs_at if smoothing.forward_batch is None else smoothing.probe(model, x).batch
 
 
 def profile_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str]) -> None:
@@ -215,14 +224,13 @@ def main(argv=None) -> pd.DataFrame:
     if "torchattacks" not in args.skip:
         run("torchattacks CW (c=1)", "cw (ours)", peers.torchattacks_cw, x, y)
     k = args.rs_images
-    smoothing = RandomizedSmoothing(n=args.rs_n, precision=args.rs_precision, compile=args.rs_compile,
-                                    forward_batch=args.rs_forward_batch)
-    runs_at, fastest = smoothing_batches(smoothing, model, x)
+    smoothing = RandomizedSmoothing(n=args.rs_n, compile=args.rs_compile, forward_batch=args.rs_forward_batch)
+    runs_at, fastest = smoothing_batches(smoothing, model, x, args.rs_precision)
     print(f"  rs forward batch: {runs_at} ({'set' if args.rs_forward_batch else 'measured'}); its floor at {fastest}",
           flush=True)
     # the floor first: its warm-up also compiles smoothing's forward pass (--rs-compile) outside the timed call
     rate = forward_rate(smoothing.forward_of(model), x, args.device, args.rs_precision, 2.0, fastest)
-    run(f"rs (ours, N={args.rs_n}, {args.rs_precision})", None, ours(smoothing), x[:k], y[:k])
+    run(f"rs (ours, N={args.rs_n}, {args.rs_precision})", None, ours(smoothing, args.rs_precision), x[:k], y[:k])
     if "cohen" not in args.skip:
         run("Cohen-style certify loop", f"rs (ours, N={args.rs_n}, {args.rs_precision})",
             lambda m, a, b: peers.cohen_certify(m, a, b, n=args.rs_n), x[:k], y[:k])

@@ -93,13 +93,16 @@ def correct(model, images, labels, count: int, device: torch.device, channels_la
     return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
 
 
-def images_per_second(estimator, model, x, y, device: torch.device) -> tuple[float, float]:
-    """The estimator's images/s on ``x`` and its mean queries (forward + backward passes) per image.
-    No warm-up here: training has initialised CUDA, and smoothing's floor is measured (and compiled) first."""
+def images_per_second(estimator, model, x, y, device: torch.device, batch_size: int,
+                      precision: str = "fp32") -> tuple[float, float]:
+    """The estimator's images/s on ``x`` in batches of ``batch_size`` (under autocast at ``precision``, as an
+    audit's plan runs it) and its mean queries (forward + backward passes) per image. No warm-up here:
+    training has initialised CUDA, and smoothing's floor is measured (and compiled) first."""
     def every_batch():
-        return [estimator(model, x[start:start + estimator.batch_size], y[start:start + estimator.batch_size],
-                          index=torch.arange(start, min(start + estimator.batch_size, len(x)))).queries
-                for start in range(0, len(x), estimator.batch_size)]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            return [estimator(model, x[start:start + batch_size], y[start:start + batch_size],
+                              index=torch.arange(start, min(start + batch_size, len(x)))).queries
+                    for start in range(0, len(x), batch_size)]
 
     queries, seconds = timed(device.type, every_batch)
     return len(x) / seconds, float(torch.cat(queries).float().mean())
@@ -126,22 +129,21 @@ def measure(name: str, args, images, labels, device: torch.device) -> dict:
         raise SystemExit(f"{name}: fewer than 2 correctly classified images after {args.train_steps} training "
                          "steps. Fix: pass more --train-steps")
     rs_count = min(len(x), args.rs_images)
-    rs = RandomizedSmoothing(n=args.rs_n, forward_batch=args.rs_forward_batch, precision=args.precision,
-                             batch_size=rs_count, compile=args.compile != "none")
-    deepfool = DeepFool(steps=50, batch_size=args.attack_batch, cuda_graphs=args.cuda_graphs)
-    cw = CarliniWagner(batch_size=args.attack_batch, cuda_graphs=args.cuda_graphs)
+    rs = RandomizedSmoothing(n=args.rs_n, forward_batch=args.rs_forward_batch, compile=args.compile != "none")
+    deepfool = DeepFool(steps=50, cuda_graphs=args.cuda_graphs)
+    cw = CarliniWagner(cuda_graphs=args.cuda_graphs)
     if args.cuda_graphs:   # an audit captures in its first chunk and replays in the later ones: captures untimed
         for attack in (deepfool, cw):
-            images_per_second(attack, model, x, y, device)
+            images_per_second(attack, model, x, y, device, args.attack_batch)
     row = {"model": name, "train_img_s": train_rate, "rs_n": args.rs_n, "audited": len(x)}
-    row["deepfool_img_s"], _ = images_per_second(deepfool, model, x, y, device)
-    row["cw_img_s"], row["cw_queries"] = images_per_second(cw, model, x, y, device)
+    row["deepfool_img_s"], _ = images_per_second(deepfool, model, x, y, device, args.attack_batch)
+    row["cw_img_s"], row["cw_queries"] = images_per_second(cw, model, x, y, device, args.attack_batch)
     # a briefly trained model may stop CW early more often than a final one: bound it by its whole budget
     row["cw_budget_queries"] = cw.query_budget
     # smoothing's floor, the forward passes alone at the fastest batch (same precision; compiled here with --compile)
-    row["rs_batch"], row["floor_batch"] = smoothing_batches(rs, model, x)
+    row["rs_batch"], row["floor_batch"] = smoothing_batches(rs, model, x[:rs_count], args.precision)
     floor = forward_rate(rs.forward_of(model), x, device.type, args.precision, 1.0, row["floor_batch"])
-    row["rs_img_s"], _ = images_per_second(rs, model, x[:rs_count], y[:rs_count], device)
+    row["rs_img_s"], _ = images_per_second(rs, model, x[:rs_count], y[:rs_count], device, rs_count, args.precision)
     row["rs_of_floor"] = row["rs_img_s"] * (args.rs_n + SMOOTHING_N0) / floor
     return {**row, **projected_hours(row)}
 

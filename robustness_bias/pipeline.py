@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from contextlib import nullcontext
 from pathlib import Path
@@ -15,17 +13,17 @@ from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from .audit import RobustnessAudit, shard_suffix
+from .analysis.summary import audited_accuracy, sigmas_of
+from .audit import Auditor, EstimatorPlan, Samples
 from .data import ImageDataModule
-from .estimators import Estimator, EstimatorMismatch
+from .estimators import EstimatorMismatch
 from .lock import first_process, folder_lock
 from .models import load_weights, split_checkpoint
-from .module import Classifier
-from .regularizer import RobustnessBiasPenalty
-from .records import write_atomic
-from .resume import EpochCheckpoint, resumable
+from .records import (audit_folder, finished_result, read_chunk_counts, read_summary, settings_hash,
+                      shard_suffix, write_json)
+from .report.publish import Publisher
+from .training import AuditSchedule, Classifier, EpochCheckpoint, RobustnessBiasPenalty, audit_schedule, resumable
 from .settings import ConfigError, check_settings
-from .analysis.summary import overall_accuracy, sigmas_of
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +70,6 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[torch.nn.
     return model, epoch
 
 
-def audit_only(cfg: DictConfig, model, epoch: int | None, datamodule: ImageDataModule, audit: RobustnessAudit,
-               loggers) -> float:
-    """mode=audit: no training; the estimators run once on the given model, recorded as the final audit."""
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu")
-    model = model.to(device).eval()
-    audit.run(model, datamodule, device, epoch if epoch is not None else 0, ["final"], loggers, step=0)
-    accuracy = overall_accuracy(audit.summaries["final"])
-    for logger in loggers:
-        logger.log_metrics({"test/acc": accuracy}, step=0)
-    return accuracy
-
-
 def build_penalty(cfg: DictConfig, datamodule: ImageDataModule) -> RobustnessBiasPenalty | None:
     """The robustness-bias regularizer of ``cfg.regularizer``, its partition resolved on this dataset."""
     settings = cfg.get("regularizer") or {}
@@ -106,58 +92,70 @@ def build_penalty(cfg: DictConfig, datamodule: ImageDataModule) -> RobustnessBia
                                  group_names=list(names))
 
 
-def build_estimators(cfg: DictConfig, model) -> dict[str, Estimator]:
-    """The configured estimators; one that cannot measure this model is an error, or is skipped
-    with a warning under ``audit.skip_unfit_estimators`` (sweeps over models that mix linear and
-    non-linear ones, where only some can use the exact estimator)."""
-    estimators = {name: instantiate(spec) for name, spec in cfg.estimator.items()}
+def build_plan(cfg: DictConfig, model) -> dict[str, EstimatorPlan]:
+    """The selected estimators, each with its plan from ``audit.plan`` (defaults where it has none).
+
+    Settings an experiment gives an estimator that is not selected (no ``_target_``) are ignored. An
+    estimator that cannot measure this model is an error, or is skipped with a warning under
+    ``audit.skip_unfit_estimators`` (sweeps over models that mix linear and non-linear ones, where
+    only some can use the exact estimator).
+    """
+    estimators = {name: instantiate(spec) for name, spec in cfg.estimator.items() if "_target_" in spec}
     unfit = {}
     for name, estimator in estimators.items():
         try:
             estimator.check_model(model)
         except EstimatorMismatch as error:
             unfit[name] = error
-    fitting = {name: e for name, e in estimators.items() if name not in unfit}
-    if unfit and cfg.audit.skip_unfit_estimators and fitting:
-        log.warning("skipping estimator(s) %s: they do not fit this model", sorted(unfit))
-        return fitting
-    if unfit:
+    fitting = [name for name in estimators if name not in unfit]
+    if unfit and not (cfg.audit.skip_unfit_estimators and fitting):
         hint = f" For this model: estimator=[{','.join(fitting)}]" if fitting else ""
         raise EstimatorMismatch(" ".join(str(e) for e in unfit.values()) + hint)
-    return estimators
+    if unfit:
+        log.warning("skipping estimator(s) %s: they do not fit this model", sorted(unfit))
+    plans = cfg.audit.get("plan") or {}
+    return {name: EstimatorPlan(estimators[name], **(plans.get(name) or {})) for name in fitting}
 
 
 # Settings that change how fast a job runs, how it reports or which shard of the audit it takes: left out
 # of the fingerprint, so that e.g. a smaller batch chosen after running out of memory still resumes, and
 # the shards of one audit share one fingerprint. Batch sizes do change DeepFool's distances by float
 # rounding (4e-6 relative): the stored chunks of every estimator not batch-invariant are kept per batch
-# size (audit.chunk_folder), so a resume never mixes chunks of two batch sizes.
-SPEED_SETTINGS = {"trainer": ("default_root_dir", "enable_progress_bar"),
-                  "audit": ("progress", "batch_size", "chunk_size", "shard", "num_shards"), "dataset": ("num_workers",)}
-ESTIMATOR_SPEED_SETTINGS = ("batch_size", "forward_batch", "chunk_size", "cuda_graphs", "gradients")
+# size (records.ChunkStore), so a resume never mixes chunks of two batch sizes.
+SPEED_SETTINGS = {"trainer": ("default_root_dir", "enable_progress_bar"), "audit": ("progress", "shard", "num_shards"),
+                  "dataset": ("num_workers",)}
+PLAN_SPEED_SETTINGS = ("batch_size", "chunk_size")
+ESTIMATOR_SPEED_SETTINGS = ("forward_batch", "cuda_graphs", "gradients")
 
 
-def settings_hash(cfg: DictConfig) -> str:
-    """A fingerprint of everything that shapes a job's results (not where it writes, how it logs, nor how fast)."""
+def job_fingerprint(cfg: DictConfig) -> str:
+    """A fingerprint of everything that shapes a job's results (not where it writes, how it logs, nor how
+    fast), and of the selected estimators' plans only."""
     settings = {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
                 for key, value in cfg.items() if key not in ("paths", "logger")}
     for section, keys in SPEED_SETTINGS.items():
         for key in keys:
             settings.get(section, {}).pop(key, None)
+    selected = {name for name, spec in settings.get("estimator", {}).items() if "_target_" in spec}
+    plans = settings.get("audit", {}).get("plan") or {}
+    for name in list(plans):
+        if name not in selected:
+            del plans[name]
+        for key in PLAN_SPEED_SETTINGS:
+            (plans.get(name) or {}).pop(key, None)
     for estimator in settings.get("estimator", {}).values():
         for key in ESTIMATOR_SPEED_SETTINGS:
             estimator.pop(key, None)
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return settings_hash(settings)
 
 
-def finished_result(output_dir: Path, fingerprint: str, shard: dict | None) -> dict | None:
-    """The stored result of this very job (same settings, same shard) when it already finished here,
-    so a rerun can skip it."""
-    path = output_dir / "result.json"
-    if not path.is_file():
-        return None
-    result = json.loads(path.read_text())
-    return result if (result.get("settings_hash"), result.get("shard")) == (fingerprint, shard) else None
+def summary_settings(cfg: DictConfig, datamodule: ImageDataModule, partition: list[str]) -> dict:
+    """The options of the per-group summaries: every single-attribute partition of the dataset, plus the
+    chosen one when it combines attributes, and how σ and RB are computed."""
+    keys = ("conditional", "failures", "tau_max", "rb_quantiles", "min_group_size", "significance")
+    settings = {key: OmegaConf.to_container(cfg.audit[key]) if OmegaConf.is_config(cfg.audit[key]) else cfg.audit[key]
+                for key in keys}
+    return {**settings, "partitions": [*datamodule.partitions, *(["×".join(partition)] if len(partition) > 1 else [])]}
 
 
 def choice_names(cfg: DictConfig) -> dict[str, str]:
@@ -180,9 +178,21 @@ def run(cfg: DictConfig) -> dict:
         return run_in(cfg, output_dir)
 
 
+def audit_device(cfg: DictConfig) -> torch.device:
+    """Where mode=audit runs: the GPU when there is one, unless the trainer is told to use the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu")
+
+
+def written_audits(output_dir: Path, tags) -> tuple[dict[str, str], dict[str, dict]]:
+    """The job's audit folders by tag, and the chunks each audit reused and computed (by audit label)."""
+    folders = {tag: audit_folder(output_dir, tag) for tag in tags}
+    chunks = dict(filter(None, (read_chunk_counts(folder) for folder in folders.values())))
+    return {tag: str(folder) for tag, folder in folders.items()}, chunks
+
+
 def run_in(cfg: DictConfig, output_dir: Path) -> dict:
     """The job of :func:`run`, in ``output_dir`` (which it holds)."""
-    fingerprint = settings_hash(cfg)
+    fingerprint = job_fingerprint(cfg)
     shard = {"index": cfg.audit.shard, "count": cfg.audit.num_shards} if cfg.audit.num_shards > 1 else None
     done = finished_result(output_dir, fingerprint, shard)
     if done is not None:
@@ -194,41 +204,48 @@ def run_in(cfg: DictConfig, output_dir: Path) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     datamodule: ImageDataModule = instantiate(cfg.dataset)
     datamodule.setup()
-    write_atomic(output_dir / "dataset.json", lambda tmp: tmp.write_text(json.dumps(datamodule.facts, indent=2)))
+    write_json(output_dir / "dataset.json", datamodule.facts)
     partition = chosen_partition(cfg)
     check_partition(partition, datamodule)
     model, checkpoint_epoch = build_model(cfg, datamodule)
-    estimators = build_estimators(cfg, model)
+    plan = build_plan(cfg, model)
     penalty = build_penalty(cfg, datamodule)
 
     loggers = [instantiate(spec) for spec in (cfg.get("logger") or {}).values()]
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    audit_options = {k: v for k, v in cfg.audit.items() if k != "skip_unfit_estimators"}
-    audit = RobustnessAudit(estimators, output_dir, partition, **audit_options, settings_hash=fingerprint,
-                            channels_last=cfg.speed.channels_last)
+    summarizing = summary_settings(cfg, datamodule, partition)
+    auditor = Auditor(plan, Samples(datamodule.table, datamodule.test_indices), output_dir, partition=partition,
+                      settings_hash=fingerprint, shard=cfg.audit.shard, num_shards=cfg.audit.num_shards,
+                      channels_last=cfg.speed.channels_last, progress=cfg.audit.progress,
+                      publish=Publisher(output_dir / "figures", "×".join(partition), summarizing, loggers))
     try:
-        if cfg.mode == "audit":
-            test_accuracy = audit_only(cfg, model, checkpoint_epoch, datamodule, audit, loggers)
+        if cfg.mode == "audit":   # no training: the estimators run once on the given model, as the final audit
+            records = auditor(model.to(audit_device(cfg)).eval(), checkpoint_epoch or 0, ["final"])
+            test_accuracy = audited_accuracy(records)
+            for logger in loggers:
+                logger.log_metrics({"test/acc": test_accuracy}, step=0)
+            tags = ["final"]
         else:
             checkpoint = EpochCheckpoint(last, job)   # before the audit: see EpochCheckpoint
-            trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[checkpoint, audit], logger=loggers or False,
-                                             enable_checkpointing=False)   # ours replaces Lightning's
+            trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[checkpoint, AuditSchedule(auditor)],
+                                             logger=loggers or False, enable_checkpointing=False)   # ours replaces Lightning's
             module = Classifier(model, **cfg.optim, penalty=penalty, channels_last=cfg.speed.channels_last,
                                 compile=cfg.speed.compile)
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
             test_accuracy = trainer.test(trainer.lightning_module, datamodule=datamodule, verbose=False)[0]["test/acc"]
             if not trainer.is_global_zero:
                 return {}   # with DDP, rank 0 holds the gathered audits and writes the result
+            tags = [tag for tags in audit_schedule(cfg.trainer.max_epochs).values() for tag in tags]
+        audits, chunks = written_audits(output_dir, tags)
         result = {**choice_names(cfg), "mode": cfg.mode, "settings_hash": fingerprint, "test_accuracy": test_accuracy,
                   "training_precision": str(cfg.trainer.get("precision", "32-true")) if cfg.mode == "train" else None,
                   "regularizer": OmegaConf.to_container(cfg.regularizer) if cfg.get("regularizer") else None,
                   "output_dir": str(output_dir), "bad_files": datamodule.facts.get("bad_files", []),
-                  "audits": {tag: str(output_dir / "audits" / tag) for tag in audit.summaries},
-                  "audit_chunks": audit.chunk_counts, "partition": audit.partition_name,
-                  "summary_settings": audit.summary_settings, "shard": shard}
-        result["sigma"] = sigmas_of(audit.summaries["final"], audit.partition_name)
-        write_atomic(output_dir / "result.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
+                  "audits": audits, "audit_chunks": chunks, "partition": auditor.partition_name,
+                  "summary_settings": summarizing, "shard": shard,
+                  "sigma": sigmas_of(read_summary(audit_folder(output_dir, "final")), auditor.partition_name)}
+        write_json(output_dir / "result.json", result)
         log.info("test accuracy %.4f; records and figures in %s", result["test_accuracy"], output_dir)
         return result
     finally:

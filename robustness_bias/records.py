@@ -1,13 +1,32 @@
-"""Writing audit outputs so that a crash never leaves a half-written file behind."""
+"""The on-disk format of audits and the identity of a job: what the audit writes and the report reads.
+
+A job's folder holds ``audits/<tag>/records.parquet`` (one row per sample × estimator),
+``audits/<tag>/summary.{parquet,csv}`` (one row per group), ``audits/<tag>/chunks.json`` (chunks
+reused and computed) and ``result.json``; an unfinished audit keeps its chunks under
+``audits/.partial/<job>/``. Every file is written atomically, so a crash never leaves half of one.
+
+Records carry ``settings_hash`` and ``weights_hash``, the fingerprints of the settings and of the
+weights they were measured with: stored work is reused only for the very same ones. This module
+imports nothing of the audit nor of the report, which both build on it.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+AUDITS = "audits"
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -27,6 +46,10 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def write_json(path: str | Path, value) -> Path:
+    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(value, indent=2)))
+
+
 def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     """Parquet or CSV by suffix, written atomically."""
     path = Path(path)
@@ -37,9 +60,151 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     raise ValueError(f"cannot write a table as {path.suffix!r}; use .parquet or .csv")
 
 
-def write_audit(folder: str | Path, records: pd.DataFrame, summary: pd.DataFrame) -> None:
-    """One audit's tables: ``records.parquet``, ``summary.parquet`` and ``summary.csv``."""
-    folder = Path(folder)
-    write_table(records, folder / "records.parquet")
+def audit_folder(output_dir: str | Path, tag: str) -> Path:
+    """Where the audit of one tag (first, middle, final) of a job lives."""
+    return Path(output_dir) / AUDITS / tag
+
+
+def write_records(folder: Path, records: pd.DataFrame) -> Path:
+    return write_table(records, folder / "records.parquet")
+
+
+def read_records(folder: Path) -> pd.DataFrame:
+    return pd.read_parquet(folder / "records.parquet")
+
+
+def write_summary(folder: Path, summary: pd.DataFrame) -> None:
+    """The per-group table, as Parquet for the report and CSV for people."""
     write_table(summary, folder / "summary.parquet")
     write_table(summary, folder / "summary.csv")
+
+
+def read_summary(folder: Path) -> pd.DataFrame:
+    return pd.read_parquet(folder / "summary.parquet")
+
+
+def stored_identity(folder: Path) -> tuple | None:
+    """(settings_hash, epoch, shard) of the records stored in ``folder`` — read from their first row
+    alone — or None when there are none."""
+    try:
+        records = pq.ParquetFile(folder / "records.parquet")
+    except FileNotFoundError:
+        return None
+    columns = [c for c in ("settings_hash", "epoch", "shard") if c in records.schema_arrow.names]
+    first = next(records.iter_batches(batch_size=1, columns=columns), None)
+    row = first.to_pylist()[0] if first is not None and first.num_rows else {}
+    return row.get("settings_hash"), row.get("epoch"), row.get("shard")
+
+
+def write_chunk_counts(folder: Path, label: str, counts: dict[str, dict[str, int]]) -> None:
+    """How many chunks of the audit ``label`` (e.g. ``first+middle``) each estimator reused and computed."""
+    write_json(folder / "chunks.json", {"label": label, "counts": counts})
+
+
+def read_chunk_counts(folder: Path) -> tuple[str, dict] | None:
+    path = folder / "chunks.json"
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    return stored["label"], stored["counts"]
+
+
+class ChunkStore:
+    """The finished chunks of one estimator's unfinished audit, so that a rerun after a crash resumes
+    where it stopped, and how many chunks were reused and computed over every attempt.
+
+    Chunks of an estimator whose results depend on the batch size (by float rounding) are kept apart
+    per ``batch_size`` (None for batch-invariant ones), so that a rerun under another batch size
+    never mixes chunks that no uninterrupted run would produce.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.counts_file = folder / "counts.json"
+        self.counts = json.loads(self.counts_file.read_text()) if self.counts_file.is_file() else \
+            {"reused": 0, "computed": 0}
+
+    def path(self, number: int, batch_size: int | None) -> Path:
+        folder = self.folder if batch_size is None else self.folder.with_name(f"{self.folder.name}-batch{batch_size}")
+        return folder / f"chunk-{number:05d}.parquet"
+
+    def read(self, number: int, samples: np.ndarray, batch_size: int | None) -> pd.DataFrame | None:
+        """The stored chunk when it covers exactly these samples (counted as reused); None when it must be computed."""
+        path = self.path(number, batch_size)
+        if not path.is_file():
+            return None
+        stored = pd.read_parquet(path)
+        if not np.array_equal(stored["sample_index"].to_numpy(), samples):
+            log.warning("%s covers other samples than expected: recomputing it", path)
+            return None
+        self._count("reused")
+        return stored
+
+    def write(self, number: int, frame: pd.DataFrame, batch_size: int | None) -> None:
+        write_table(frame, self.path(number, batch_size))
+        self._count("computed")
+
+    def _count(self, kind: str) -> None:
+        self.counts[kind] += 1
+        write_json(self.counts_file, self.counts)
+
+
+def shard_suffix(index: int, count: int) -> str:
+    """``-shard{index}of{count}``, or nothing for a whole audit: what keeps one shard's partial work and
+    checkpoints apart from another's."""
+    return f"-shard{index}of{count}" if count > 1 else ""
+
+
+def partial_folder(output_dir: str | Path, settings: str, weights: str, epoch: int, part: int, parts: int) -> Path:
+    """Where an unfinished audit keeps its chunks: one folder per settings, weights, epoch and shard."""
+    return Path(output_dir) / AUDITS / ".partial" / f"{settings}-{weights}-e{epoch}{shard_suffix(part, parts)}"
+
+
+def weights_hash(model) -> str:
+    """A fingerprint of a torch model's weights, so that stored chunks are only ever reused for the very same model."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def settings_hash(settings: dict) -> str:
+    """A fingerprint of the settings that shape a job's results (the caller leaves out the rest)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finished_result(output_dir: Path, fingerprint: str, shard: dict | None) -> dict | None:
+    """The stored result of this very job (same settings, same shard) when it already finished here,
+    so a rerun can skip it."""
+    path = output_dir / "result.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    return result if (result.get("settings_hash"), result.get("shard")) == (fingerprint, shard) else None
+
+
+def merge_shards(shards: dict[int, pd.DataFrame], num_shards: int) -> pd.DataFrame:
+    """The records of an unsharded audit from those of its ``num_shards`` shards (shard index → records).
+
+    Every shard must be there and every (estimator, sample) must appear once: a gap or a
+    duplicate is an error, never a silently smaller or larger audit.
+    """
+    missing = sorted(set(range(num_shards)) - set(shards))
+    if missing:
+        raise ValueError(f"cannot merge the audit: shard(s) {missing} of {num_shards} are missing. "
+                         f"Fix: run them (audit.shard=i audit.num_shards={num_shards}) before the report")
+    frames = [shards[i] for i in range(num_shards)]
+    for column in ("settings_hash", "weights_hash"):
+        values = set().union(*(frame[column].unique() for frame in frames if column in frame))
+        if len(values) > 1:
+            raise ValueError(f"cannot merge shards with different {column} {sorted(values)}: they audited "
+                             "different settings or weights")
+    records = pd.concat(frames, ignore_index=True)
+    duplicated = records.duplicated(["estimator", "sample_index"])
+    if duplicated.any():
+        raise ValueError(f"{int(duplicated.sum())} sample(s) appear in more than one shard, "
+                         f"e.g. {records.loc[duplicated, 'sample_index'].iloc[0]}")
+    return records.sort_values(["estimator", "sample_index"], kind="stable").reset_index(drop=True)

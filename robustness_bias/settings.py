@@ -60,9 +60,6 @@ RULES = {
     "dataset.eval_batch_size": whole(1, 256),
     "dataset.val_fraction": FRACTION,
     "dataset.test_fraction": FRACTION._replace(example="0.2"),
-    "audit.every_nth": whole(1, 1),
-    "audit.batch_size": whole(1, 256),
-    "audit.chunk_size": whole(1, 256),
     "audit.num_shards": whole(1, 1),
     "audit.min_group_size": whole(1, 5),
     "regularizer.alpha": NON_NEGATIVE._replace(example="1.0"),
@@ -80,8 +77,8 @@ ESTIMATOR_RULES = {
                       "learning_rate": positive(0.005), "confidence": NON_NEGATIVE},
     "ExactLinear": {"rtol": positive(0.0001)},
 }
-EVERY_ESTIMATOR = {"batch_size": whole(1, 256), "every_nth": optional(whole(1, 5), "for every sample"),
-                   "chunk_size": optional(whole(1, 32), "for audit.chunk_size")}
+PLAN = {"batch_size": whole(1, 256), "every_nth": whole(1, 1), "chunk_size": whole(1, 256),
+        "precision": Rule(lambda v: v in ("fp32", "bf16"), "must be fp32 or bf16", "fp32")}
 
 _UNSET = object()
 
@@ -93,12 +90,12 @@ def check_rule(key: str, value, rule: Rule) -> None:
 
 
 def estimator_rules(cfg: DictConfig) -> dict[str, Rule]:
-    """``estimator.<name>.<key>`` → rule, for the estimators this job runs."""
+    """``estimator.<name>.<key>`` and ``audit.plan.<name>.<key>`` → rule, for the estimators this job runs."""
     rules = {}
     for name, spec in cfg.estimator.items():
         kind = str(spec.get("_target_", "")).rsplit(".", 1)[-1]
-        for key, rule in {**EVERY_ESTIMATOR, **ESTIMATOR_RULES.get(kind, {})}.items():
-            rules[f"estimator.{name}.{key}"] = rule
+        rules.update({f"estimator.{name}.{key}": rule for key, rule in ESTIMATOR_RULES.get(kind, {}).items()})
+        rules.update({f"audit.plan.{name}.{key}": rule for key, rule in PLAN.items()})
     return rules
 
 

@@ -85,13 +85,15 @@ def test_unknown_estimator_lists_the_options():
 def test_speed_settings_leave_the_fingerprint_and_science_settings_change_it():
     """A job reruns or resumes under another batch size, gradient mode or with CUDA graphs (same results up
     to rounding), but not under another budget."""
-    from robustness_bias.pipeline import settings_hash
+    from robustness_bias.pipeline import job_fingerprint
 
     base = ["estimator=[deepfool,cw,rs]"]
-    fingerprint = settings_hash(compose_config(base))
-    for speed in ("estimator.deepfool.batch_size=32", "estimator.cw.cuda_graphs=true",
-                  "estimator.deepfool.cuda_graphs=true", "estimator.deepfool.gradients=replicated", "audit.batch_size=7",
-                  "estimator.rs.forward_batch=100"):
-        assert settings_hash(compose_config([*base, speed])) == fingerprint, speed
-    for science in ("estimator.deepfool.steps=7", "estimator.cw.learning_rate=0.01", "estimator.rs.n=10"):
-        assert settings_hash(compose_config([*base, science])) != fingerprint, science
+    fingerprint = job_fingerprint(compose_config(base))
+    for speed in ("audit.plan.deepfool.batch_size=32", "estimator.cw.cuda_graphs=true",
+                  "estimator.deepfool.cuda_graphs=true", "estimator.deepfool.gradients=replicated",
+                  "audit.plan.rs.chunk_size=7", "estimator.rs.forward_batch=100",
+                  "audit.plan.exact.every_nth=3"):   # exact is not selected: its plan is not used
+        assert job_fingerprint(compose_config([*base, speed])) == fingerprint, speed
+    for science in ("estimator.deepfool.steps=7", "estimator.cw.learning_rate=0.01", "estimator.rs.n=10",
+                    "audit.plan.rs.every_nth=2", "audit.plan.cw.precision=bf16"):
+        assert job_fingerprint(compose_config([*base, science])) != fingerprint, science

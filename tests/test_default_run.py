@@ -30,11 +30,13 @@ def default_run(tmp_path_factory):
 def test_records_per_audit(default_run, tag):
     records = pd.read_parquet(default_run / "audits" / tag / "records.parquet")
     expected = {"sample_index", "label", "class", "prediction", "correct", "estimator", "epoch", "epoch_tag",
-                "precision", "distance", "success", "queries"}
+                "precision", "distance", "bound", "success", "queries"}
     assert expected <= set(records.columns)
     # the 20% test split of 1,797 digits; smoothing certifies every 5th test image, as in the paper
     assert records.groupby("estimator", observed=True).size().to_dict() == {"exact": 360, "deepfool": 360, "cw": 360, "rs": 72}
     assert (records["epoch_tag"] == tag).all()
+    bounds = records.groupby("estimator", observed=True)["bound"].agg(set).to_dict()
+    assert bounds == {"exact": {"exact"}, "deepfool": {"upper"}, "cw": {"upper"}, "rs": {"lower"}}
     assert (records["epoch"] == {"first": 1, "middle": 3, "final": 6}[tag]).all()
     attacked = records[records["correct"]]
     for estimator in ("exact", "deepfool"):

@@ -274,7 +274,6 @@ def test_attacks_run_without_cudnn_autotuning_and_restore_it(affine, monkeypatch
 
 @pytest.mark.parametrize(("cls", "kwargs"), [(DeepFool, {"steps": 0}), (CarliniWagner, {"learning_rate": 0}),
                                              (RandomizedSmoothing, {"alpha": 1.5}),
-                                             (RandomizedSmoothing, {"precision": "fp8"}),
                                              (DeepFool, {"gradients": "fast"})])
 def test_impossible_settings_are_refused(cls, kwargs):
     with pytest.raises(ValueError, match=cls.name):

@@ -169,7 +169,7 @@ def test_real_cuda_graphs_give_the_eager_results(make, monkeypatch):
     same = (capturing.queries == eager.queries) & capturing.success & eager.success
     assert same.float().mean() >= 0.95 and (capturing.success == eager.success).float().mean() >= 0.98
     torch.testing.assert_close(capturing.distance[same], eager.distance[same], rtol=1e-4, atol=1e-5)
-    graphs = attack._graphed.graphs if isinstance(attack, DeepFool) else attack._graphed[-1]
+    graphs = attack.step_cache.current.graphs
     assert len(graphs.captured) >= 3
 
 

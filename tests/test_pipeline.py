@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from robustness_bias.audit import audit_schedule
+from robustness_bias.training import audit_schedule
 from robustness_bias.data import DataError
 from robustness_bias.estimators import EstimatorMismatch
 from robustness_bias.pipeline import ConfigError, run
@@ -123,10 +123,11 @@ def test_unknown_partition_names_the_choices(make_config, tmp_path):
     _assert_not_trained(tmp_path)
 
 
-@pytest.mark.parametrize(("override", "setting"), [("audit.every_nth=0", "audit.every_nth"),
+@pytest.mark.parametrize(("override", "setting"), [("audit.plan.cw.every_nth=0", "audit.plan.cw.every_nth"),
                                                    ("audit.failures=ignore", "audit.failures"),
                                                    ("audit.tau_max=-1", "audit.tau_max"),
-                                                   ("audit.chunk_size=0", "audit.chunk_size"),
+                                                   ("audit.plan.rs.chunk_size=0", "audit.plan.rs.chunk_size"),
+                                                   ("audit.plan.rs.precision=fp8", "audit.plan.rs.precision"),
                                                    ("audit.shard=2", "audit.shard=2 audit.num_shards=1")])
 def test_impossible_audit_settings(make_config, override, setting):
     with pytest.raises(ConfigError, match=setting.replace(".", r"\.")):

@@ -5,7 +5,7 @@ import torch
 
 from robustness_bias.models import logreg
 from robustness_bias.pipeline import ConfigError, run
-from robustness_bias.regularizer import RobustnessBiasPenalty, proxy_distance
+from robustness_bias.training.regularizer import RobustnessBiasPenalty, proxy_distance
 
 SHAPE = (1, 4, 4)
 NORM = {"mean": [0.5], "std": [0.25]}

@@ -15,15 +15,16 @@ import torch
 from torch import nn
 
 from conftest import TAGS
-from robustness_bias.audit import RobustnessAudit
+from robustness_bias.audit import Auditor, EstimatorPlan, Samples
 from robustness_bias.data import DigitsDataModule
 from robustness_bias.estimators import DeepFool, Estimator, RandomizedSmoothing
 from robustness_bias.pipeline import run
-from robustness_bias.resume import resumable
+from robustness_bias.records import audit_folder, read_chunk_counts
+from robustness_bias.training import resumable
 
 # Two epochs: the kill lands in the first audit, so the rerun must also resume training.
-JOB = ["logger=none", "estimator=[deepfool,rs]", "estimator.rs.n=5000", "estimator.rs.every_nth=1",
-       "audit.chunk_size=16", "trainer.max_epochs=2", "audit.progress=false", "+trainer.enable_progress_bar=false"]
+JOB = ["logger=none", "estimator=[deepfool,rs]", "estimator.rs.n=5000", "audit.plan.rs.every_nth=1",
+       "audit.plan.rs.chunk_size=16", "audit.plan.deepfool.chunk_size=16", "trainer.max_epochs=2", "audit.progress=false", "+trainer.enable_progress_bar=false"]
 
 
 def command(out) -> list[str]:
@@ -85,9 +86,14 @@ def model(digits):
     return net.eval()
 
 
-def audit(tmp_path, estimators, settings_hash="settings-a", chunk_size=16) -> RobustnessAudit:
-    return RobustnessAudit(estimators, tmp_path, ["class"], chunk_size=chunk_size, progress=False,
-                           settings_hash=settings_hash, significance={"resamples": 50, "permutations": 50})
+def audit(tmp_path, digits, plan: dict[str, EstimatorPlan], settings_hash="settings-a") -> Auditor:
+    """An auditor of the digits' test samples, with no Lightning object and no publisher in sight."""
+    return Auditor(plan, Samples(digits.table, digits.test_indices), tmp_path, settings_hash=settings_hash,
+                   progress=False)
+
+
+def chunk_counts(folder, tag="final") -> dict:
+    return read_chunk_counts(audit_folder(folder, tag))[1]
 
 
 class CrashesAfter(DeepFool):
@@ -105,25 +111,25 @@ class CrashesAfter(DeepFool):
 
 
 def test_a_rerun_reuses_only_chunks_of_the_same_settings_and_weights(tmp_path, digits, model):
+    def deepfool(attack=None, batch_size=16):
+        return {"deepfool": EstimatorPlan(attack or DeepFool(), batch_size=batch_size, chunk_size=16)}
+
     with pytest.raises(KeyboardInterrupt):
-        audit(tmp_path, {"deepfool": CrashesAfter(3, batch_size=16)}).run(model, digits, "cpu", 1, ["final"])
+        audit(tmp_path, digits, deepfool(CrashesAfter(3)))(model, 1, ["final"])
     other_weights = copy.deepcopy(model)
     with torch.no_grad():
         other_weights[-1].bias += 1e-4
     for settings, weights in (("settings-b", model), ("settings-a", other_weights)):
-        stale = audit(tmp_path, {"deepfool": DeepFool(batch_size=16)}, settings)
-        stale.run(weights, digits, "cpu", 1, ["final"])
-        assert stale.chunk_counts["final"]["deepfool"] == {"reused": 0, "computed": 6}
+        audit(tmp_path, digits, deepfool(), settings)(weights, 1, ["final"])
+        assert chunk_counts(tmp_path)["deepfool"] == {"reused": 0, "computed": 6}
 
-    resumed = audit(tmp_path, {"deepfool": DeepFool(batch_size=16)})
-    resumed.run(model, digits, "cpu", 1, ["final"])
-    assert resumed.chunk_counts["final"]["deepfool"] == {"reused": 3, "computed": 6}   # over both attempts
+    audit(tmp_path, digits, deepfool())(model, 1, ["final"])
+    assert chunk_counts(tmp_path)["deepfool"] == {"reused": 3, "computed": 6}   # over both attempts
     records = pd.read_parquet(tmp_path / "audits" / "final" / "records.parquet")
     assert (records["settings_hash"] == "settings-a").all()
     assert not list((tmp_path / "audits" / ".partial").iterdir()), "finished audits leave no chunks behind"
 
-    uninterrupted = audit(tmp_path / "whole", {"deepfool": DeepFool(batch_size=16)})
-    uninterrupted.run(model, digits, "cpu", 1, ["final"])
+    audit(tmp_path / "whole", digits, deepfool())(model, 1, ["final"])
     pd.testing.assert_frame_equal(records, pd.read_parquet(tmp_path / "whole" / "audits" / "final" / "records.parquet"))
 
 
@@ -136,11 +142,12 @@ def test_deepfool_reuses_chunks_only_from_its_own_batch_size(tmp_path, digits, m
     assert torch.allclose(by_batch[7], by_batch[96], rtol=1e-4)
 
     with pytest.raises(KeyboardInterrupt):
-        audit(tmp_path, {"deepfool": CrashesAfter(3, batch_size=16)}).run(model, digits, "cpu", 1, ["final"])
-    resumed = audit(tmp_path, {"deepfool": DeepFool(batch_size=8)})
-    resumed.run(model, digits, "cpu", 1, ["final"])
-    assert resumed.chunk_counts["final"]["deepfool"] == {"reused": 0, "computed": 9}   # 3 at 16 and 6 at 8
-    audit(tmp_path / "whole", {"deepfool": DeepFool(batch_size=8)}).run(model, digits, "cpu", 1, ["final"])
+        audit(tmp_path, digits, {"deepfool": EstimatorPlan(CrashesAfter(3), batch_size=16, chunk_size=16)})(
+            model, 1, ["final"])
+    at_8 = {"deepfool": EstimatorPlan(DeepFool(), batch_size=8, chunk_size=16)}
+    audit(tmp_path, digits, at_8)(model, 1, ["final"])
+    assert chunk_counts(tmp_path)["deepfool"] == {"reused": 0, "computed": 9}   # 3 at 16 and 6 at 8
+    audit(tmp_path / "whole", digits, at_8)(model, 1, ["final"])
     assert (tmp_path / "audits" / "final" / "records.parquet").read_bytes() == \
         (tmp_path / "whole" / "audits" / "final" / "records.parquet").read_bytes()
 
@@ -153,7 +160,8 @@ def test_result_counts_the_chunks_of_every_audit_across_resumes(tmp_path, monkey
     from conftest import compose_config
 
     job = compose_config(["logger=none", "dataset=synthetic", "dataset.n_samples=300", "partition=group",
-                          "estimator=[deepfool]", "audit.chunk_size=16", "trainer.max_epochs=2", "audit.progress=false"],
+                          "estimator=[deepfool]", "audit.plan.deepfool.chunk_size=16", "trainer.max_epochs=2",
+                          "audit.progress=false"],
                          tmp_path)
     calls, attack = iter(range(6)), DeepFool.__call__   # 4 chunks (one batch each) per audit: dies in the final one
 
@@ -175,44 +183,40 @@ class MemoryLimited:
     """Wraps an estimator: any call on more than ``limit`` images runs out of (simulated) GPU memory."""
 
     def __init__(self, estimator, limit: int):
-        self.estimator, self.limit, self.refused = estimator, limit, []
+        self.estimator, self.limit, self.refused, self.accepted = estimator, limit, [], []
 
     def __getattr__(self, name):
         return getattr(self.estimator, name)
-
-    def __setattr__(self, name, value):
-        if name == "batch_size":
-            self.estimator.batch_size = value
-        else:
-            super().__setattr__(name, value)
 
     def __call__(self, model, x, y, index=None):
         if len(x) > self.limit:
             self.refused.append(len(x))
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        self.accepted.append(len(x))
         return self.estimator(model, x, y, index=index)
 
 
-@pytest.mark.parametrize("make", [lambda b: DeepFool(batch_size=b),
-                                  lambda b: RandomizedSmoothing(n=500, forward_batch=250, batch_size=b)],
+@pytest.mark.parametrize("make", [DeepFool, lambda: RandomizedSmoothing(n=500, forward_batch=250)],
                          ids=["deepfool", "rs"])
 def test_out_of_memory_halves_the_batch_and_gives_the_records_of_the_smaller_batch(tmp_path, digits, model, make,
                                                                                    caplog, monkeypatch):
     released = []   # the graphs (and memory pools) kept for the larger batch go before each retry, and all at the end
-    monkeypatch.setattr(Estimator, "release_memory", lambda self: released.append(self.batch_size))
-    limited = MemoryLimited(make(64), limit=16)
+    monkeypatch.setattr(Estimator, "release_memory", lambda self: released.append(len(limited.refused)))
+    limited = MemoryLimited(make(), limit=16)
     with caplog.at_level(logging.WARNING, logger="robustness_bias.audit"):
-        audit(tmp_path / "retried", {"e": limited}, chunk_size=64).run(model, digits, "cpu", 1, ["final"])
-    assert limited.refused == [64, 32] and limited.batch_size == 16 and released == [64, 32, 16]
+        audit(tmp_path / "retried", digits, {"e": EstimatorPlan(limited, batch_size=64, chunk_size=64)})(
+            model, 1, ["final"])
+    assert limited.refused == [64, 32] and max(limited.accepted) == 16 and released == [1, 2, 2]
     assert "batch_size=32" in caplog.text and "batch_size=16" in caplog.text
-    audit(tmp_path / "small", {"e": make(16)}, chunk_size=64).run(model, digits, "cpu", 1, ["final"])
+    audit(tmp_path / "small", digits, {"e": EstimatorPlan(make(), batch_size=16, chunk_size=64)})(model, 1, ["final"])
     retried, small = (tmp_path / name / "audits" / "final" / "records.parquet" for name in ("retried", "small"))
     assert retried.read_bytes() == small.read_bytes()
 
 
 def test_out_of_memory_at_batch_size_one_is_not_hidden(tmp_path, digits, model):
     with pytest.raises(torch.cuda.OutOfMemoryError):
-        audit(tmp_path, {"e": MemoryLimited(DeepFool(batch_size=2), limit=0)}).run(model, digits, "cpu", 1, ["final"])
+        audit(tmp_path, digits, {"e": EstimatorPlan(MemoryLimited(DeepFool(), limit=0), batch_size=2)})(
+            model, 1, ["final"])
 
 
 def test_same_seed_gives_byte_identical_records_and_smoothing_ignores_batch_size(tmp_path, monkeypatch):
@@ -226,7 +230,7 @@ def test_same_seed_gives_byte_identical_records_and_smoothing_ignores_batch_size
     outputs, largest = [], []
     for folder, rs_batch in (("a", 16), ("b", 16), ("c", 5)):
         batch_sizes.clear()
-        run(compose_config([*job, f"estimator.rs.batch_size={rs_batch}"], tmp_path / folder))
+        run(compose_config([*job, f"audit.plan.rs.batch_size={rs_batch}"], tmp_path / folder))
         outputs.append(record_bytes(tmp_path / folder))
         largest.append(max(batch_sizes))
     assert largest == [16, 16, 5]   # the setting reached smoothing
@@ -247,7 +251,8 @@ def test_training_resumes_only_from_a_checkpoint_of_the_same_settings(tmp_path):
 
 def test_records_say_why_samples_have_no_distance(tmp_path, digits, model):
     rs = RandomizedSmoothing(n=200, forward_batch=200, sigma=1.0)   # a large σ makes it abstain often
-    audit(tmp_path, {"deepfool": DeepFool(steps=1), "rs": rs}).run(model, digits, "cpu", 1, ["final"])
+    audit(tmp_path, digits, {"deepfool": EstimatorPlan(DeepFool(steps=1)), "rs": EstimatorPlan(rs, batch_size=16)})(
+        model, 1, ["final"])
     records = pd.read_parquet(tmp_path / "audits" / "final" / "records.parquet")
     assert (records.loc[~records["correct"], "failure"] == "misclassified").all()
     attacked = records[records["correct"]]
@@ -255,3 +260,6 @@ def test_records_say_why_samples_have_no_distance(tmp_path, digits, model):
     assert set(attacked.loc[~attacked["success"], "failure"]) <= {"budget_exhausted", "abstained", "wrong_class"}
     assert not attacked.loc[~attacked["success"]].empty
     assert np.isinf(attacked.loc[~attacked["success"] & (attacked["estimator"] == "deepfool"), "distance"]).all()
+    bounds = records.groupby("estimator", observed=True)["bound"].unique()
+    assert list(bounds["deepfool"]) == ["upper"] and list(bounds["rs"]) == ["lower"]
+    assert (attacked.loc[~attacked["success"] & (attacked["estimator"] == "rs"), "distance"] == 0).all()

@@ -14,7 +14,7 @@ import pytest
 from conftest import compose_config
 
 from robustness_bias.lock import FolderBusy, folder_lock
-from robustness_bias.pipeline import run, settings_hash
+from robustness_bias.pipeline import job_fingerprint, run
 from robustness_bias.records import write_atomic
 
 TINY = ["logger=none", "dataset=synthetic", "dataset.n_samples=300", "partition=group", "estimator=[exact,deepfool]"]
@@ -40,7 +40,7 @@ def test_a_second_job_on_a_busy_folder_stops_and_the_first_finishes_intact(make_
                                          rf"{socket.gethostname()}, started {holder['started']}\)\. Fix: "):
         run(make_config(*TINY, "seed=1", "trainer.max_epochs=3"))
     assert first.wait(timeout=300) == 0, first.stderr.read()[-2000:]
-    ours = settings_hash(compose_config([*TINY, *QUIET, "seed=0", "trainer.max_epochs=3"], tmp_path))
+    ours = job_fingerprint(compose_config([*TINY, *QUIET, "seed=0", "trainer.max_epochs=3"], tmp_path))
     assert json.loads((tmp_path / "result.json").read_text())["settings_hash"] == ours
     assert (pd.read_parquet(tmp_path / "audits" / "final" / "records.parquet")["settings_hash"] == ours).all()
     assert not (tmp_path / ".lock").exists()

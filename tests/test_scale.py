@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import TAGS, compose_config
-from robustness_bias.audit import merge_shards
+from robustness_bias.records import merge_shards
 from robustness_bias.pipeline import run
 from robustness_bias.report.shards import merge_sharded_jobs
 from robustness_bias.report.tables import find_jobs

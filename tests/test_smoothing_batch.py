@@ -55,7 +55,7 @@ def test_records_are_the_same_at_two_forced_forward_batches_and_the_measured_one
     measured = RandomizedSmoothing(**SETTINGS)
     results = [RandomizedSmoothing(forward_batch=batch, **SETTINGS)(binary_linear, x, y, index=index)
                for batch in (37, 1000)] + [measured(binary_linear, x, y, index=index)]
-    assert len(probes) == 1 and measured.forward_batch_for(binary_linear, x) in smoothing.probe_batches(16 * 2000)
+    assert len(probes) == 1 and measured.forward_batch_for(binary_linear, x) in smoothing.probe_batches(len(x) * 2000)
     for result in results[1:]:
         for field in ("distance", "success", "queries", "failure"):
             assert torch.equal(getattr(result, field), getattr(results[0], field)), field
@@ -163,4 +163,4 @@ def test_the_benches_measure_smoothings_floor_at_the_measured_batch_whatever_it_
     runs_at, floor_at = bench.smoothing_batches(measured, binary_linear, images)
     assert runs_at == floor_at == measured.forward_batch_for(binary_linear, images) and len(probes) == 1
     runs_at, floor_at = bench.smoothing_batches(RandomizedSmoothing(n=2000, forward_batch=37), binary_linear, images)
-    assert runs_at == 37 and floor_at in smoothing.probe_batches(16 * 2000) and len(probes) == 2
+    assert runs_at == 37 and floor_at in smoothing.probe_batches(len(images) * 2000) and len(probes) == 2

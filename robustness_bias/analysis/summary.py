@@ -34,11 +34,10 @@ def _distance_stats(distance: np.ndarray, correct: np.ndarray, success: np.ndarr
     }
 
 
-def overall_accuracy(summary: pd.DataFrame) -> float:
-    """The accuracy on all audited test samples, from the ``(all)`` row of the estimator that saw the
-    most of them (one with its own ``every_nth`` saw only a subsample)."""
-    overall = summary[(summary["group"] == OVERALL) & (summary["partition"] == "class")]
-    return float(overall.loc[overall["size"].idxmax(), "accuracy"])
+def audited_accuracy(records: pd.DataFrame) -> float:
+    """The share of correctly classified samples among those an audit saw, each sample counted once
+    whichever estimators measured it."""
+    return float(records.drop_duplicates("sample_index")["correct"].mean())
 
 
 def sigmas_of(summary: pd.DataFrame, partition: str) -> dict[str, float]:
@@ -129,3 +128,12 @@ def _significance(distance, correct, codes, n_groups, tau_max, kw, options) -> d
     p_value = permutation_p_values(distance, correct, codes, tau_max, n_groups=n_groups,
                                    permutations=options["permutations"], seed=options["seed"], **kw)
     return {"sigma_low": low, "sigma_high": high, "p_value": p_value}
+
+
+def summarize(records: pd.DataFrame, settings: dict) -> pd.DataFrame:
+    """The per-group table of one audit's records, with its epoch: ``settings`` holds ``partitions`` and
+    the keyword options of :func:`group_summary`, as a job's ``result.json`` stores them."""
+    options = dict(settings)
+    summary = group_summary(records, options.pop("partitions"), **options)
+    summary.insert(1, "epoch", records["epoch"].iloc[0])
+    return summary

@@ -1,10 +1,10 @@
 """Distance estimators: each maps (model, x, y) to a per-sample :class:`DistanceResult` (SPEC §2)."""
 
-from .base import FAILURES, DistanceResult, Estimator, EstimatorMismatch
+from .base import EXACT, FAILURES, LOWER, UPPER, DistanceResult, Estimator, EstimatorMismatch
 from .cw import CarliniWagner
 from .deepfool import DeepFool
 from .exact import ExactLinear, affine_parameters, non_affine_layers
 from .smoothing import RandomizedSmoothing
 
-__all__ = ["FAILURES", "CarliniWagner", "DeepFool", "DistanceResult", "Estimator", "EstimatorMismatch", "ExactLinear",
+__all__ = ["EXACT", "FAILURES", "LOWER", "UPPER", "CarliniWagner", "DeepFool", "DistanceResult", "Estimator", "EstimatorMismatch", "ExactLinear",
            "RandomizedSmoothing", "affine_parameters", "non_affine_layers"]

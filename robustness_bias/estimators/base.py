@@ -8,6 +8,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .graphs import StepCache
+
+
+# Which side of the true distance an estimate lies on: attacks find an upper bound, smoothing certifies
+# a lower one, and the exact estimator gives the distance itself.
+UPPER, LOWER, EXACT = "upper", "lower", "exact"
 
 # Why a sample has no distance; ``FAILURES[code]`` names the code in ``DistanceResult.failure``.
 FAILURES = ("none", "budget_exhausted", "nonfinite_logits", "abstained", "wrong_class")
@@ -18,30 +24,35 @@ NO_FAILURE, BUDGET_EXHAUSTED, NONFINITE_LOGITS, ABSTAINED, WRONG_CLASS = range(l
 class DistanceResult:
     """Per-sample estimate of the L2 distance, in [0,1] pixel space, to the decision boundary.
 
-    ``distance`` is ``+inf`` where an attack (or the exact estimator) fails: its failure never looks
-    like a number. Randomized smoothing instead reports radius 0 for its failures (``abstained``,
-    ``wrong_class``, ``nonfinite_logits``): it certifies nothing there. ``queries`` counts the forward
-    and backward passes spent on each sample. ``failure`` says why a sample failed (a code into
-    :data:`FAILURES`; ``none`` where ``success`` holds).
+    ``bound`` says which bound ``distance`` is (:data:`UPPER`, :data:`LOWER` or :data:`EXACT`), and so what a
+    sample without a distance gets: the bound that always holds, ``+inf`` above (an attack that found no
+    adversarial point) or 0 below (smoothing certifies nothing where it abstains). ``success`` says
+    whether the estimator measured anything; ``failure`` says why not (a code into :data:`FAILURES`;
+    ``none`` where ``success`` holds). ``queries`` counts the forward and backward passes per sample.
     """
 
     distance: torch.Tensor
     success: torch.Tensor
     queries: torch.Tensor
     failure: torch.Tensor
+    bound: str
 
     def __post_init__(self):
         n = self.distance.shape[0]
         if self.success.shape != (n,) or self.queries.shape != (n,) or self.failure.shape != (n,):
             raise ValueError("distance, success, queries and failure must be 1-d and of equal length")
+        if self.bound not in (UPPER, LOWER, EXACT):
+            raise ValueError(f"bound={self.bound!r}: use one of {(UPPER, LOWER, EXACT)}")
 
     @staticmethod
     def cat(parts: list["DistanceResult"]) -> "DistanceResult":
+        """One result from the results of consecutive batches of one estimator, on the CPU."""
         return DistanceResult(
             distance=torch.cat([p.distance.detach().cpu() for p in parts]),
             success=torch.cat([p.success.detach().cpu() for p in parts]),
             queries=torch.cat([p.queries.detach().cpu() for p in parts]),
             failure=torch.cat([p.failure.detach().cpu() for p in parts]),
+            bound=parts[0].bound,
         )
 
 
@@ -50,27 +61,22 @@ class EstimatorMismatch(ValueError):
 
 
 class Estimator:
-    """A callable ``(model, x, y, index) -> DistanceResult`` for correctly classified points ``x`` of class ``y``.
+    """A callable ``(model, x, y, index) -> DistanceResult`` for correctly classified points ``x`` of class ``y``:
+    an algorithm's parameters and nothing of how an audit schedules or batches it (the audit's plan).
 
     ``index`` holds the samples' dataset indices, for estimators whose randomness is seeded per
     sample. ``check_model`` runs before any training, so a mismatch fails fast with a clear
-    message. ``batch_size`` is how many images one call should get; ``every_nth`` (when set)
-    thins the audited test points for this estimator alone; ``chunk_size`` (when set) is how
-    many samples the audit stores at a time, so that a crash loses at most one chunk of work;
-    ``precision`` is named in the records. ``batch_invariant`` says that results do not depend on
-    how samples are batched; otherwise (batched kernels round differently for other batch sizes:
-    DeepFool's distances differ by up to 4e-6 relative between batches of 7 and 256) the audit
-    reuses stored chunks only from the same batch size.
+    message. ``bound`` says which side of the true distance the results lie on.
+    ``batch_invariant`` says that results do not depend on how samples are batched; otherwise
+    (batched kernels round differently for other batch sizes: DeepFool's distances differ by up to
+    4e-6 relative between batches of 7 and 256) the audit reuses stored chunks only from the same
+    batch size. ``step_cache`` keeps an attack's step functions and CUDA graphs between calls (graphs.py).
     """
 
     name = "estimator"
-    batch_size = 256
+    bound = UPPER
     batch_invariant = False
-    every_nth: int | None = None
-    chunk_size: int | None = None
-    precision = "fp32"
-
-    _graphed = None   # an attack's CUDA graphs, kept between calls (graphs.py)
+    step_cache: StepCache | None = None
 
     def check_model(self, model: nn.Module) -> None:
         """Raise :class:`EstimatorMismatch` when this estimator cannot measure ``model``."""
@@ -78,7 +84,8 @@ class Estimator:
     def release_memory(self) -> None:
         """Forget what is kept between calls for speed (CUDA graphs and their memory pools), as the audit
         does before it retries a chunk in smaller batches after running out of GPU memory."""
-        self._graphed = None
+        if self.step_cache is not None:
+            self.step_cache.clear()
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  index: torch.Tensor | None = None) -> DistanceResult:

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
 
 from .base import DistanceResult, Estimator, failed, failure_codes, frozen, l2_norm, nonfinite_rows
-from .graphs import GraphedSteps
+from .graphs import GraphedSteps, StepCache
 
 TANH_SCALE = 0.999999  # keeps arctanh finite at the box's edges, as in foolbox
 ABORT_FACTOR = 0.9999  # a run stops when ten steps shrank its loss by less than this factor
@@ -44,14 +44,13 @@ class CarliniWagner(Estimator):
 
     def __init__(self, binary_search_steps: int = 5, steps: int = 100, initial_const: float = 0.01,
                  confidence: float = 0.0, learning_rate: float = 5e-3, abort_early: bool = True,
-                 warm_start: bool = True, refine_steps: int = 10, cuda_graphs: bool = False,
-                 batch_size: int = 256, every_nth: int | None = None):
+                 warm_start: bool = True, refine_steps: int = 10, cuda_graphs: bool = False):
         if binary_search_steps < 1 or steps < 1 or initial_const <= 0 or learning_rate <= 0:
             raise ValueError("cw needs binary_search_steps ≥ 1, steps ≥ 1, initial_const > 0 and learning_rate > 0")
         self.binary_search_steps, self.steps, self.initial_const = binary_search_steps, steps, initial_const
         self.confidence, self.learning_rate, self.abort_early = confidence, learning_rate, abort_early
         self.warm_start, self.refine_steps, self.cuda_graphs = warm_start, refine_steps, cuda_graphs
-        self.batch_size, self.every_nth = batch_size, every_nth
+        self.step_cache = StepCache(self._build_steps)
 
     @property
     def query_budget(self) -> int:
@@ -85,7 +84,7 @@ class CarliniWagner(Estimator):
             adversarial = (torch.tanh(w0 + best_delta) + 1) / 2
             self._shrink(model, x0, adversarial, y, distance, success, queries)
         return DistanceResult(distance=distance, success=success, queries=queries,
-                              failure=failure_codes(success, nonfinite))
+                              failure=failure_codes(success, nonfinite), bound=self.bound)
 
     def _adam_run(self, model, x0, w0, start, y, const, delta, distance, best_delta, queries,
                   nonfinite) -> torch.Tensor:
@@ -108,7 +107,7 @@ class CarliniWagner(Estimator):
         check_every = math.ceil(self.steps / 10)
         t = torch.arange(1, self.steps + 1, dtype=torch.float64)
         bias = torch.stack([1 - BETA1 ** t, 1 - BETA2 ** t], 1).to(x0.device, torch.float32)   # Adam's corrections
-        adam_step, graphs = self._steps(model)
+        adam_step, graphs = self.step_cache(model)
 
         def retire(keep: torch.Tensor | None, steps: int) -> None:
             """Write the rows leaving the working set, after ``steps`` Adam steps, back to the per-sample results."""
@@ -162,13 +161,8 @@ class CarliniWagner(Estimator):
                 torch.where(better.view(-1, *[1] * (d.dim() - 1)), d, best), torch.where(better, norms, distance),
                 found | is_adv, bad, loss)
 
-    def _steps(self, model: nn.Module) -> tuple[Callable[..., tuple[torch.Tensor, ...]], GraphedSteps]:
-        """The Adam step over ``model`` and its graphs, kept for later calls with it and the same constants,
-        which a captured graph holds fixed (graphs.py)."""
-        key = (model, self.confidence, self.learning_rate)
-        if self._graphed is None or self._graphed[:3] != key:
-            self._graphed = (*key, functools.partial(self._adam_step, model), GraphedSteps(self.cuda_graphs, self.name))
-        return self._graphed[3:]
+    def _build_steps(self, model: nn.Module) -> "AdamSteps":
+        return AdamSteps(functools.partial(self._adam_step, model), GraphedSteps(self.cuda_graphs, self.name))
 
     @torch.no_grad()
     def _shrink(self, model, x0, adversarial, y, distance, success, queries) -> None:
@@ -192,3 +186,11 @@ class CarliniWagner(Estimator):
             high, low = torch.where(fooled, mid, high), torch.where(fooled, low, mid)
         queries[found] += self.refine_steps
         distance[found] = torch.minimum(distance[found], l2_norm(high.view(shape) * perturbation))
+
+
+class AdamSteps(NamedTuple):
+    """CW's Adam step over one model and the graphs that replay it (graphs.py). The step reads the
+    attack's constants (κ, learning rate) when captured: they are fixed at construction."""
+
+    step: Callable[..., tuple[torch.Tensor, ...]]
+    graphs: GraphedSteps

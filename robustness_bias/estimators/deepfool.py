@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .base import DistanceResult, Estimator, failed, failure_codes, frozen, l2_norm, nonfinite_rows
-from .graphs import GraphedSteps
+from .graphs import GraphedSteps, StepCache
 
 STABILITY = 1e-4  # added to each step's length, as in foolbox, so that steps never stall on the boundary
 
@@ -71,28 +71,26 @@ class DeepFool(Estimator):
     name = "deepfool"
 
     def __init__(self, steps: int = 100, candidates: int = 10, overshoot: float = 0.02, gradients: str = "loop",
-                 cuda_graphs: bool = False, batch_size: int = 256, every_nth: int | None = None):
+                 cuda_graphs: bool = False):
         if steps < 1 or candidates < 2 or overshoot < 0:
             raise ValueError("deepfool needs steps ≥ 1, candidates ≥ 2 and overshoot ≥ 0")
         if gradients not in GRADIENT_MODES:
             raise ValueError(f"deepfool gradients={gradients!r}: use one of {GRADIENT_MODES}")
         self.steps, self.candidates, self.overshoot, self.gradients = steps, candidates, overshoot, gradients
-        self.cuda_graphs, self.batch_size, self.every_nth = cuda_graphs, batch_size, every_nth
+        self.cuda_graphs = cuda_graphs
+        self.step_cache = StepCache(self._build_steps)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index=None) -> DistanceResult:
         with frozen(model):
             return self._attack(model, x, y)
 
-    def _steps(self, model: nn.Module) -> Steps:
-        """The step over ``model`` and its graphs, kept for later calls with it (graphs.py)."""
-        if self._graphed is None or self._graphed.model is not model:
-            self._graphed = Steps(self, model)
-        return self._graphed
+    def _build_steps(self, model: nn.Module) -> Steps:
+        return Steps(self, model)
 
     def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> DistanceResult:
         distance, success, queries = failed(len(x), x.device)
         nonfinite = torch.zeros_like(success)
-        steps = self._steps(model)
+        steps = self.step_cache(model)
 
         def check(logits: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, ...]:
             """Record the working samples (at ``points``) that flipped or met non-finite logits; returns both
@@ -135,7 +133,7 @@ class DeepFool(Estimator):
                 check(model(points), points)
             queries[active] += 1
         return DistanceResult(distance=distance, success=success, queries=queries,
-                              failure=failure_codes(success, nonfinite))
+                              failure=failure_codes(success, nonfinite), bound=self.bound)
 
 
 class Steps:

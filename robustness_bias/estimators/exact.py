@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import DistanceResult, Estimator, EstimatorMismatch, failure_codes, nonfinite_rows
+from .base import EXACT, DistanceResult, Estimator, EstimatorMismatch, failure_codes, nonfinite_rows
 
 # Layers that keep a model affine in eval mode.
 _AFFINE_LAYERS = (nn.Linear, nn.Flatten, nn.Identity, nn.Dropout, nn.Sequential)
@@ -43,6 +43,7 @@ class ExactLinear(Estimator):
     """Closed-form distance for affine models; refuses anything else with a clear error."""
 
     name = "exact"
+    bound = EXACT
 
     def __init__(self, rtol: float = 1e-4):
         self.rtol = rtol
@@ -58,6 +59,10 @@ class ExactLinear(Estimator):
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index=None) -> DistanceResult:
+        with torch.autocast(x.device.type, enabled=False):   # the closed form in float64, whatever the audit's precision
+            return self._distance(model, x, y)
+
+    def _distance(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> DistanceResult:
         self.check_model(model)
         weights, bias = affine_parameters(model, tuple(x.shape[1:]))
         logits = x.flatten(1).double() @ weights.T + bias
@@ -78,4 +83,4 @@ class ExactLinear(Estimator):
         distance = ratio.min(1).values.float().masked_fill(nonfinite, float("inf"))
         success = torch.isfinite(distance)
         return DistanceResult(distance=distance.cpu(), success=success.cpu(), queries=torch.ones_like(y).cpu(),
-                              failure=failure_codes(success, nonfinite).cpu())
+                              failure=failure_codes(success, nonfinite).cpu(), bound=self.bound)

@@ -15,12 +15,33 @@ dropped; an eval-mode model treats rows independently, so they change nothing el
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, Generic, TypeVar
 
 import torch
+from torch import nn
 
 log = logging.getLogger(__name__)
 Tensors = tuple[torch.Tensor, ...]
+Steps = TypeVar("Steps")
+
+
+class StepCache(Generic[Steps]):
+    """An attack's steps over one model (its step functions and their :class:`GraphedSteps`), built by
+    ``build(model)`` on the first call with that model and kept for later calls with it."""
+
+    def __init__(self, build: Callable[[nn.Module], Steps]):
+        self.build = build
+        self.model: nn.Module | None = None
+        self.current: Steps | None = None
+
+    def __call__(self, model: nn.Module) -> Steps:
+        if self.current is None or self.model is not model:
+            self.model, self.current = model, self.build(model)
+        return self.current
+
+    def clear(self) -> None:
+        """Drop the steps and their graphs, whose memory pools training (or a smaller batch) needs."""
+        self.model = self.current = None
 
 
 class GraphedSteps:
@@ -86,7 +107,7 @@ class GraphedSteps:
                 raise
             raise RuntimeError(f"capturing a CUDA graph of {self.name}'s step failed ({error}); a model that "
                                "waits for the host inside its forward pass (a .item(), a data-dependent branch) "
-                               f"cannot be captured. Fix: set estimator.{self.name}.cuda_graphs=false") from error
+                               f"cannot be captured. Fix: turn {self.name}'s cuda_graphs off") from error
         finally:
             torch.cuda.set_stream(current)   # a failed capture leaves its stream current otherwise
         return graph, inputs, outputs

@@ -27,12 +27,10 @@ import torch
 from scipy.stats import beta, norm
 from torch import nn
 
-from .base import (ABSTAINED, NO_FAILURE, NONFINITE_LOGITS, WRONG_CLASS, DistanceResult, Estimator, is_channels_last,
-                   nonfinite_rows)
+from .base import (ABSTAINED, LOWER, NO_FAILURE, NONFINITE_LOGITS, WRONG_CLASS, DistanceResult, Estimator,
+                   is_channels_last, nonfinite_rows)
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 SMALLEST_PROBE, LARGEST_PROBE = 16, 16384   # forward batches tried, doubling from the smallest
 PROBE_SECONDS = 0.02      # timed passes per batch size: at least two, more until this much time is spent
@@ -64,28 +62,32 @@ def noisy_buffer(x: torch.Tensor, rows: int) -> torch.Tensor:
     return buffer.contiguous(memory_format=torch.channels_last) if is_channels_last(x) else buffer
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype autocast runs the forward passes in on ``device`` (an audit's plan sets it), or None."""
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 @torch.no_grad()
-def fastest_pass_seconds(forward: nn.Module, x: torch.Tensor, rows: int, precision: str) -> float | None:
+def fastest_pass_seconds(forward: nn.Module, x: torch.Tensor, rows: int) -> float | None:
     """The shortest of a few timed forward passes over ``rows`` copies of ``x[0]``, after an untimed one
     (a new shape allocates memory, and cuDNN may tune for it); None when they do not fit in memory."""
     try:
         buffer = noisy_buffer(x, rows)
         buffer.copy_(x[:1].expand_as(buffer))
-        with torch.autocast(x.device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32"):
+        forward(buffer)
+        shortest, spent, passes = math.inf, 0.0, 0
+        while passes < 2 or spent < PROBE_SECONDS:
+            synchronize(x.device)
+            start = time.perf_counter()
             forward(buffer)
-            shortest, spent, passes = math.inf, 0.0, 0
-            while passes < 2 or spent < PROBE_SECONDS:
-                synchronize(x.device)
-                start = time.perf_counter()
-                forward(buffer)
-                synchronize(x.device)
-                took = time.perf_counter() - start
-                shortest, spent, passes = min(shortest, took), spent + took, passes + 1
+            synchronize(x.device)
+            took = time.perf_counter() - start
+            shortest, spent, passes = min(shortest, took), spent + took, passes + 1
         return shortest
     except torch.cuda.OutOfMemoryError:
         return None
@@ -98,20 +100,19 @@ def probe_batches(most: int) -> list[int]:
     return [rows for rows in doubling if rows < most] + [most]
 
 
-def fastest_forward_batch(forward: nn.Module, x: torch.Tensor, precision: str = "fp32",
-                          most: int = LARGEST_PROBE) -> ForwardProbe:
+def fastest_forward_batch(forward: nn.Module, x: torch.Tensor, most: int = LARGEST_PROBE) -> ForwardProbe:
     """The batch size at which ``forward`` runs the most images/s on images like ``x``, by a short timed probe.
 
     Batch sizes double (probe_batches) and stop growing at the first that does not fit in GPU memory,
     runs clearly slower than the best so far (on a CPU throughput falls long before memory runs out),
     or takes LONG_PASS_SECONDS a pass (a GPU is busy by then; a longer probe costs more
     than it can save). The shortest of the timed passes counts, which other work on the machine
-    disturbs least. Only the images' shape, device, dtype and memory format matter; the global RNG is
-    not touched.
+    disturbs least. Only the images' shape, device, dtype, memory format and the autocast in force
+    matter; the global RNG is not touched.
     """
     rates: dict[int, float] = {}
     for rows in probe_batches(most):
-        seconds = fastest_pass_seconds(forward, x, rows, precision)
+        seconds = fastest_pass_seconds(forward, x, rows)
         if seconds is None:
             break
         rates[rows] = rows / seconds
@@ -135,22 +136,18 @@ class RandomizedSmoothing(Estimator):
     """
 
     name = "rs"
+    bound = LOWER   # of the smoothed classifier's distance (the paper's §2)
     batch_invariant = True   # noise seeded per sample and chunk of noise (tests/test_reliability.py)
 
     def __init__(self, sigma: float = 0.125, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
-                 forward_batch: int | None = None, noise_chunk: int = 500, seed: int = 0, precision: str = "fp32",
-                 batch_size: int = 16, every_nth: int | None = None, chunk_size: int | None = None,
-                 compile: bool = False):
+                 forward_batch: int | None = None, noise_chunk: int = 500, seed: int = 0, compile: bool = False):
         if sigma <= 0 or n0 < 1 or n < 1 or not 0 < alpha < 1:
             raise ValueError("rs needs sigma > 0, n0 ≥ 1, n ≥ 1 and 0 < alpha < 1")
         if (forward_batch is not None and forward_batch < 1) or noise_chunk < 1:
             raise ValueError("rs needs forward_batch ≥ 1 (or None to measure the fastest) and noise_chunk ≥ 1")
-        if precision not in PRECISIONS:
-            raise ValueError(f"rs precision={precision!r}: use one of {sorted(PRECISIONS)}")
         self.sigma, self.n0, self.n, self.alpha = sigma, n0, n, alpha
         self.forward_batch, self.noise_chunk, self.seed = forward_batch, noise_chunk, seed
-        self.precision, self.batch_size, self.every_nth = precision, batch_size, every_nth
-        self.chunk_size, self.compile = chunk_size, compile
+        self.compile = compile
         self._compiled: tuple[nn.Module, nn.Module] | None = None   # (model, its compiled forward)
         self._measured: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # model → {input kind: batch}
 
@@ -168,7 +165,8 @@ class RandomizedSmoothing(Estimator):
         certified = failure == NO_FAILURE
         radius = torch.as_tensor(self.sigma * norm.ppf(np.maximum(p_lower, 0.5)), dtype=torch.float32)
         return DistanceResult(distance=torch.where(certified, radius, torch.zeros_like(radius)), success=certified,
-                              queries=torch.full((len(x),), self.n0 + self.n, dtype=torch.long), failure=failure)
+                              queries=torch.full((len(x),), self.n0 + self.n, dtype=torch.long), failure=failure,
+                              bound=self.bound)
 
     def forward_of(self, model: nn.Module) -> nn.Module:
         """The model, or with ``compile`` its torch.compile'd version (compiled once per model, for one
@@ -181,27 +179,28 @@ class RandomizedSmoothing(Estimator):
 
     def forward_batch_for(self, model: nn.Module, x: torch.Tensor) -> int:
         """The set ``forward_batch``, or else the fastest one measured for this model on inputs like ``x``
-        (fastest_forward_batch), probed once per input shape, dtype, memory format, device and precision.
+        (fastest_forward_batch), probed once per input shape, dtype, memory format, device and autocast.
 
         The probe runs the model uncompiled: with ``compile`` every batch size tried would cost a
         compilation.
         """
         if self.forward_batch is not None:
             return self.forward_batch
-        kind = (tuple(x.shape[1:]), x.dtype, is_channels_last(x), x.device, self.precision)
+        kind = (tuple(x.shape[1:]), x.dtype, is_channels_last(x), x.device, autocast_dtype(x.device))
         measured = self._measured.setdefault(model, {})
         if kind not in measured:
             probe = self.probe(model, x)
             measured[kind] = probe.batch
-            log.info("rs: forward batch %d for %s inputs of %s on %s (%s), the fastest measured (images/s: %s)",
-                     probe.batch, type(model).__name__, "×".join(map(str, x.shape[1:])), x.device, self.precision,
+            log.info("rs: forward batch %d for %s inputs of %s on %s (autocast: %s), the fastest measured "
+                     "(images/s: %s)", probe.batch, type(model).__name__, "×".join(map(str, x.shape[1:])), x.device,
+                     autocast_dtype(x.device),
                      ", ".join(f"{rows}: {rate:,.0f}" for rows, rate in probe.rates.items()))
         return measured[kind]
 
     def probe(self, model: nn.Module, x: torch.Tensor) -> ForwardProbe:
-        """fastest_forward_batch at this estimator's precision, up to one call's noisy copies, uncached:
-        benchmarks measure smoothing's floor where it is fastest, whatever ``forward_batch`` says."""
-        return fastest_forward_batch(model, x, self.precision, most=self.batch_size * max(self.n0, self.n))
+        """fastest_forward_batch up to the noisy copies of a call on ``x``, uncached: benchmarks measure
+        smoothing's floor where it is fastest, whatever ``forward_batch`` says."""
+        return fastest_forward_batch(model, x, most=len(x) * max(self.n0, self.n))
 
     @torch.no_grad()
     def class_counts(self, model: nn.Module, x: torch.Tensor, index: torch.Tensor, num: int,
@@ -220,8 +219,7 @@ class RandomizedSmoothing(Estimator):
 
         def flush(rows: int) -> None:
             nonlocal counts
-            with torch.autocast(device.type, dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32"):
-                logits = forward(buffer)[:rows] if self.compile else forward(buffer[:rows])
+            logits = forward(buffer)[:rows] if self.compile else forward(buffer[:rows])
             if counts is None:
                 counts = torch.zeros(len(x), logits.shape[1], dtype=torch.long, device=device)
             bad = nonfinite_rows(logits).long()

@@ -11,11 +11,9 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import pandas as pd
 
-from ..audit import merge_shards, summarize
-from ..records import write_atomic, write_audit
-from ..analysis.summary import overall_accuracy, sigmas_of
+from ..analysis.summary import audited_accuracy, sigmas_of, summarize
+from ..records import audit_folder, merge_shards, read_records, write_json, write_records, write_summary
 
 
 def merge_sharded_jobs(jobs: list[Path]) -> list[Path]:
@@ -52,16 +50,15 @@ def merge_jobs(shards: dict[int, Path], count: int) -> Path:
         return target
     audits = {}
     for tag in first["audits"]:
-        records = merge_shards({i: pd.read_parquet(job / "audits" / tag / "records.parquet").drop(columns="shard")
+        records = merge_shards({i: read_records(audit_folder(job, tag)).drop(columns="shard")
                                 for i, job in shards.items()}, count)
-        summary = summarize(records, first["summary_settings"]).assign(epoch_tag=tag)
-        write_audit(target / "audits" / tag, records, summary)
-        audits[tag] = summary
-    final = audits["final"]
+        write_records(audit_folder(target, tag), records)
+        audits[tag] = summarize(records, first["summary_settings"]).assign(epoch_tag=tag)
+        write_summary(audit_folder(target, tag), audits[tag])
     if first["mode"] == "audit":   # each shard's accuracy covered its own samples only
-        first["test_accuracy"] = overall_accuracy(final)
+        first["test_accuracy"] = audited_accuracy(records)
     result = {**first, "shard": None, "merged_from": [str(shards[i]) for i in sorted(shards)],
-              "output_dir": str(target), "audits": {tag: str(target / "audits" / tag) for tag in audits},
-              "sigma": sigmas_of(final, first["partition"])}
-    write_atomic(target / "result.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
+              "output_dir": str(target), "audits": {tag: str(audit_folder(target, tag)) for tag in audits},
+              "sigma": sigmas_of(audits["final"], first["partition"])}
+    write_json(target / "result.json", result)
     return target

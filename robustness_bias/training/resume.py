@@ -17,7 +17,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from .checkpoints import UnsafeCheckpoint, load_checkpoint
+from ..checkpoints import UnsafeCheckpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,110 @@
+"""One job's audits: measure (engine.py), write the records (records.py), hand them on to be published.
+
+Who publishes them (summaries, figures, experiment loggers) is the caller's choice, passed in as a
+function of the written audit's folder: the audit never reaches into the report that reads it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..records import (ChunkStore, audit_folder, merge_shards, partial_folder, stored_identity, weights_hash,
+                       write_chunk_counts, write_records)
+from .engine import EstimatorPlan, Samples, measure
+
+Publish = Callable[[Path, str, int], None]   # (audit folder, tag, training step)
+
+
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of the running torch.distributed job; (0, 1) outside one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class Auditor:
+    """Audits a model on ``samples`` by ``plan`` and writes what it finds under ``output_dir``.
+
+    Each audit is written under one or more tags (first, middle, final: coinciding epochs are
+    audited once) as ``audits/<tag>/records.parquet``, whose rows carry the fingerprints of the
+    settings and the weights. Work in progress is stored in chunks, so a rerun after a crash
+    resumes where it stopped. ``shard``/``num_shards`` split an audit across sweep jobs (the
+    report merges them); under DDP each rank audits a share and rank 0 writes the whole.
+    ``partition`` names the attributes whose intersection the records get as an extra column.
+    """
+
+    def __init__(self, plan: dict[str, EstimatorPlan], samples: Samples, output_dir: str | Path, *,
+                 partition: list[str] = ("class",), settings_hash: str = "unhashed", shard: int = 0,
+                 num_shards: int = 1, channels_last: bool = False, progress: bool = True,
+                 publish: Publish | None = None):
+        if not 0 <= shard < num_shards:
+            raise ValueError(f"shard={shard} num_shards={num_shards}: need 0 ≤ shard < num_shards")
+        self.plan, self.samples, self.output_dir = dict(plan), samples, Path(output_dir)
+        self.partition, self.settings_hash = list(partition), settings_hash
+        self.shard, self.num_shards = shard, num_shards
+        self.channels_last, self.progress, self.publish = channels_last, progress, publish
+
+    @property
+    def shard_label(self) -> str | None:
+        """``"i/n"`` for shard i of an audit split into n sweep jobs; None for a whole audit."""
+        return f"{self.shard}/{self.num_shards}" if self.num_shards > 1 else None
+
+    @property
+    def partition_name(self) -> str:
+        return "×".join(self.partition)
+
+    def finished(self, tag: str, epoch: int) -> bool:
+        """Whether the audit of ``tag`` after ``epoch`` is on disk under these settings, published."""
+        folder = audit_folder(self.output_dir, tag)
+        published = self.publish is None or (folder / "summary.parquet").is_file()
+        return published and stored_identity(folder) == (self.settings_hash, epoch, self.shard_label)
+
+    def __call__(self, model: torch.nn.Module, epoch: int, tags: list[str], step: int = 0) -> pd.DataFrame:
+        """Audit ``model`` now (in eval mode) and write its records under each of ``tags``; returns them.
+
+        The global random state is left as it was, so that training after an audit does not
+        depend on how much of the audit a resumed run could reuse.
+        """
+        rank, world = process_group()
+        part, parts = self.shard + self.num_shards * rank, self.num_shards * world
+        weights = weights_hash(model)
+        partial = partial_folder(self.output_dir, self.settings_hash, weights, epoch, part, parts)
+        label = "+".join(tags)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                records = measure(model, self.samples, self.plan, chunks=partial, part=part, parts=parts,
+                                  channels_last=self.channels_last, progress=self.progress, label=label)
+        finally:
+            model.train(was_training)
+            for planned in self.plan.values():   # the attacks' CUDA graphs: training needs the memory
+                planned.estimator.release_memory()
+        counts = {name: ChunkStore(partial / name).counts for name in self.plan}
+        records.insert(records.columns.get_loc("estimator") + 1, "epoch", epoch)
+        records.insert(0, "settings_hash", self.settings_hash)
+        records.insert(1, "weights_hash", weights)
+        if world > 1:   # every rank audited its shard: gather them, and let rank 0 alone write
+            gathered: list = [None] * world
+            torch.distributed.all_gather_object(gathered, records)
+            records = merge_shards(dict(enumerate(gathered)), world)
+        if self.shard_label:   # this job's part of an audit split across jobs (the report merges them)
+            records.insert(2, "shard", self.shard_label)
+        if len(self.partition) > 1:
+            records[self.partition_name] = pd.Categorical(records[self.partition].astype(str).agg("×".join, axis=1))
+        if rank == 0:
+            for tag in tags:
+                folder = audit_folder(self.output_dir, tag)
+                write_records(folder, records.assign(epoch_tag=tag))
+                write_chunk_counts(folder, label, counts)
+                if self.publish is not None:
+                    self.publish(folder, tag, step)
+        if world > 1:
+            torch.distributed.barrier()   # the records are on disk before any rank drops its chunks
+        shutil.rmtree(partial, ignore_errors=True)   # the records now hold what the chunks held
+        return records

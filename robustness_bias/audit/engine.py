@@ -1,0 +1,168 @@
+"""Measuring: every estimator of a plan on the test samples, as one record per (sample, estimator).
+
+No Lightning here: an audit is a model, the samples and a plan, so the same engine serves the
+training callback, ``mode=audit`` and a notebook. Only correctly classified samples are
+attacked (the paper's §3: a misclassified point has no boundary to cross).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from ..estimators import FAILURES, DistanceResult, Estimator
+from ..estimators.base import nonfinite_rows
+from ..records import ChunkStore
+
+log = logging.getLogger(__name__)
+
+NOT_ATTACKED = "misclassified"   # the failure column of samples the model already gets wrong
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+@dataclass
+class EstimatorPlan:
+    """How one estimator audits: on every ``every_nth`` test sample, ``batch_size`` images a call, stored
+    every ``chunk_size`` samples (a crash loses at most one chunk), under autocast at ``precision``."""
+
+    estimator: Estimator
+    every_nth: int = 1
+    batch_size: int = 256
+    chunk_size: int = 256
+    precision: str = "fp32"
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}: use one of {sorted(PRECISIONS)}")
+
+
+@dataclass
+class Samples:
+    """What an audit measures: ``indices`` into ``dataset``, whose items are (image, label, attributes),
+    and a ``metadata(indices)`` table of labels and attributes (the data modules' ImageTable)."""
+
+    dataset: Dataset
+    indices: np.ndarray
+
+
+def measure(model: torch.nn.Module, samples: Samples, plan: dict[str, EstimatorPlan], *,
+            chunks: Path | None = None, part: int = 0, parts: int = 1, channels_last: bool = False,
+            progress: bool = False, label: str = "") -> pd.DataFrame:
+    """Records of every planned estimator on its samples: each takes every ``every_nth`` of ``samples``
+    and, of these, shard ``part`` of ``parts`` every ``parts``-th.
+
+    ``model`` is audited as it is (the caller puts it in eval mode), on the device of its parameters.
+    With ``chunks``, finished chunks are stored below it (a :class:`~robustness_bias.records.ChunkStore`
+    per estimator) and read back on a rerun instead of recomputed.
+    """
+    device = next(model.parameters()).device
+    meta = predictions(model, samples, device, channels_last)
+    frames = []
+    for name, step in plan.items():
+        store = ChunkStore(chunks / name) if chunks is not None else None
+        own = meta.iloc[::step.every_nth].iloc[part::parts]
+        frames.append(estimate(name, step, model, samples.dataset, own, device, store, channels_last,
+                               f"audit {label} · {name}", progress))
+    records = pd.concat(frames, ignore_index=True)
+    records["estimator"] = pd.Categorical(records["estimator"], categories=list(plan))
+    records["failure"] = pd.Categorical(records["failure"], categories=[*FAILURES, NOT_ATTACKED])
+    return records
+
+
+def batches(dataset: Dataset, indices, batch_size: int, device, channels_last: bool):
+    """(images, labels) of ``indices`` on ``device``, in order."""
+    for x, y, _ in DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, shuffle=False):
+        x = x.to(device)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        yield x, y.to(device)
+
+
+@torch.no_grad()
+def predictions(model, samples: Samples, device, channels_last: bool, batch_size: int = 256) -> pd.DataFrame:
+    """The samples' metadata with the model's ``prediction`` and whether it is ``correct``; a sample whose
+    logits are not finite gets prediction -1 (never counted correct)."""
+    predicted = []
+    for x, _ in batches(samples.dataset, samples.indices.tolist(), batch_size, device, channels_last):
+        logits = model(x)
+        predicted.append(torch.where(nonfinite_rows(logits), -1, logits.argmax(1)).cpu())
+    meta = samples.dataset.metadata(samples.indices)
+    meta["prediction"] = torch.cat(predicted).numpy()
+    meta["correct"] = meta["prediction"] == meta["label"]
+    return meta
+
+
+def chunk_frame(chunk: np.ndarray, result: DistanceResult) -> pd.DataFrame:
+    """One chunk's results as a table, keyed by sample index."""
+    return pd.DataFrame({"sample_index": chunk, "distance": result.distance.double().numpy(),
+                         "success": result.success.numpy(), "queries": result.queries.numpy(),
+                         "failure": np.asarray(FAILURES, dtype=object)[result.failure.numpy()]})
+
+
+def estimate(name: str, step: EstimatorPlan, model, dataset: Dataset, meta: pd.DataFrame, device,
+             store: ChunkStore | None, channels_last: bool, description: str, progress: bool) -> pd.DataFrame:
+    """One estimator's records on the samples in ``meta``, chunk by chunk, with a progress bar.
+
+    On running out of GPU memory the batch size halves for the rest of the audit and the chunk
+    retries; chunks are stored per batch size unless the estimator's results ignore batching.
+    """
+    attacked = meta.loc[meta["correct"], "sample_index"].to_numpy(copy=True)
+    chunks = [attacked[start:start + step.chunk_size] for start in range(0, len(attacked), step.chunk_size)]
+    batch_size, parts = step.batch_size, []
+    with tqdm(total=len(attacked), desc=description, unit="img", disable=not progress, leave=False) as bar:
+        for number, chunk in enumerate(chunks):
+            stored = None
+            if store is not None:
+                stored = store.read(number, chunk, None if step.estimator.batch_invariant else batch_size)
+            if stored is None:
+                result, batch_size = measure_chunk(name, step, model, dataset, chunk, device, batch_size, channels_last)
+                stored = chunk_frame(chunk, result)
+                if store is not None:   # under the batch size it ran at
+                    store.write(number, stored, None if step.estimator.batch_invariant else batch_size)
+            parts.append(stored)
+            bar.update(len(chunk))
+    distance = np.full(len(meta), np.nan)
+    success = np.zeros(len(meta), dtype=bool)
+    queries = np.zeros(len(meta), dtype=np.int64)
+    failure = np.full(len(meta), NOT_ATTACKED, dtype=object)
+    if parts:
+        result = pd.concat(parts, ignore_index=True)
+        correct = meta["correct"].to_numpy()
+        distance[correct] = result["distance"].to_numpy()
+        success[correct] = result["success"].to_numpy()
+        queries[correct] = result["queries"].to_numpy()
+        failure[correct] = result["failure"].to_numpy()
+    return meta.assign(estimator=name, precision=step.precision, distance=distance, bound=step.estimator.bound,
+                       success=success, queries=queries, failure=failure)
+
+
+def measure_chunk(name: str, step: EstimatorPlan, model, dataset: Dataset, chunk: np.ndarray, device,
+                  batch_size: int, channels_last: bool) -> tuple[DistanceResult, int]:
+    """The estimator on one chunk, and the batch size that fitted: on running out of GPU memory the batch
+    size halves and the chunk retries."""
+    while True:
+        try:
+            parts, start = [], 0
+            with torch.autocast(device.type, dtype=PRECISIONS[step.precision], enabled=step.precision != "fp32"):
+                for x, y in batches(dataset, chunk.tolist(), batch_size, device, channels_last):
+                    index = torch.as_tensor(chunk[start:start + len(y)])
+                    start += len(y)
+                    parts.append(step.estimator(model, x, y, index=index))
+            return DistanceResult.cat(parts), batch_size
+        except torch.cuda.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+        # outside the handler, whose traceback holds the failed call's tensors: now they can go
+        parts = None
+        step.estimator.release_memory()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        batch_size //= 2
+        log.warning("%s ran out of GPU memory: retrying the chunk with batch_size=%d", name, batch_size)

@@ -1,0 +1,10 @@
+"""The Lightning wiring: the module that trains a classifier (with the optional robustness-bias
+regularizer), the epoch checkpoints a killed run resumes from, and the callback that decides when
+to audit. The audit itself (robustness_bias.audit) knows nothing of Lightning."""
+
+from .audit_schedule import AuditSchedule, audit_schedule
+from .module import Classifier
+from .regularizer import RobustnessBiasPenalty
+from .resume import EpochCheckpoint, resumable
+
+__all__ = ["AuditSchedule", "Classifier", "EpochCheckpoint", "RobustnessBiasPenalty", "audit_schedule", "resumable"]
