@@ -30,8 +30,7 @@ bench: $(STAMP)
 	$(PY) bench/estimators.py $(BENCH_ARGS)
 
 # Training and audit throughput per model, and the projected hours of the paper's UTKFace grid
-# (on a GPU: BENCH_ARGS="--precision bf16 --channels-last --compile smoothing --data-dir /data/UTKFace";
-# 17 minutes on a 2-core CPU).
+# (on a GPU: BENCH_ARGS="--precision bf16 --channels-last --compile smoothing --data-dir /data/UTKFace").
 bench-pipeline: $(STAMP)
 	$(PY) bench/pipeline.py $(BENCH_ARGS)
 

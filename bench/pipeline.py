@@ -3,7 +3,7 @@
 For each model of the grid: training images/s (SGD + momentum, batch 64, the pipeline's training
 step), then DeepFool, Carlini–Wagner and randomized-smoothing images/s with the audit's settings on
 correctly classified test images of the briefly trained model. The projection assumes the paper's
-schedule (SPEC §3, conf/paper/faces.yaml): 15 epochs; DeepFool + CW on the whole test set after the
+schedule (conf/paper/faces.yaml): 15 epochs; DeepFool + CW on the whole test set after the
 first, middle and final epoch; smoothing at N = 100,000 on every 5th test image after the first and
 the final epoch. Smoothing is timed at ``--rs-n`` noisy copies and scaled linearly to N + N0.
 
@@ -32,7 +32,7 @@ from robustness_bias import models  # noqa: E402
 from robustness_bias.allocator import steady_cpu_allocator  # noqa: E402
 
 GRID_MODELS = ["utk_classifier", "resnet50", "alexnet", "vgg19_bn", "densenet121", "squeezenet1_0"]
-# SPEC §4: 23,705 usable UTKFace images, 80/20 split, 10% of the rest for validation.
+# The paper's split: 23,705 usable UTKFace images, 80/20 split, 10% of the rest for validation.
 TEST_IMAGES, TRAIN_IMAGES, EPOCHS = 4742, 17069, 15
 ATTACK_AUDITS, SMOOTHING_AUDITS, SMOOTHING_EVERY, SMOOTHING_N, SMOOTHING_N0 = 3, 2, 5, 100_000, 100
 CLASSES, NORMALIZATION = 5, {"mean": [0.5] * 3, "std": [0.25] * 3}

@@ -3,9 +3,9 @@
 glibc's malloc serves blocks above its mmap threshold (128 KiB at start) with fresh pages from the
 kernel and raises the threshold only as such blocks are freed. An attack on a batch of 256 images
 allocates and frees tens of megabytes per backward pass, so until the threshold has risen every
-pass page-faults its buffers anew: on a 2-core CPU our DeepFool's first call in a fresh process ran
-at 232 images/s and its second at 335, and a benchmark's ratios depended on the order of its rows. Fixing the threshold at glibc's own ceiling (32 MiB on 64-bit) puts every run in the warm state
-from the start. It is process-wide, so only entry points call it, never the library. It is the state
+pass page-faults its buffers anew: a fresh process's first calls run markedly slower than its later
+ones, and a benchmark's ratios depended on the order of its rows (docs/benchmarks.md). Fixing the
+threshold at glibc's own ceiling (32 MiB on 64-bit) puts every run in the warm state from the start. It is process-wide, so only entry points call it, never the library. It is the state
 glibc reaches by itself in any process that has freed a 32 MiB block (as training does constantly),
 so it adds no memory use that such a process would not already have.
 """

@@ -1,4 +1,4 @@
-"""σ, RB and survival curves against values computed by hand (SPEC §1)."""
+"""σ, RB and survival curves against values computed by hand."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Known answers for DeepFool, Carlini–Wagner and randomized smoothing (SPEC §2)."""
+"""Known answers for DeepFool, Carlini–Wagner and randomized smoothing."""
 
 import math
 

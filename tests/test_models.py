@@ -1,5 +1,5 @@
-"""The model zoo (SPEC §5): every model config builds, takes a training step on raw pixels, and is the
-architecture SPEC defines; ImageNet weights load from a file or say exactly which file is missing."""
+"""The model zoo: every model config builds, takes a training step on raw pixels, and is the
+architecture the paper describes; ImageNet weights load from a file or say exactly which file is missing."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def parameter_count(model: nn.Module) -> int:
 
 
 def describe(layer: nn.Module) -> str:
-    """A layer in SPEC's words, so that expected architectures below read like SPEC §5."""
+    """A layer in the paper's words, so that expected architectures below read like its description."""
     if isinstance(layer, nn.Conv2d):
         kernel, stride, padding = layer.kernel_size[0], layer.stride[0], layer.padding[0]
         return f"conv{kernel} {layer.in_channels}→{layer.out_channels} stride{stride} pad{padding}"

@@ -1,4 +1,4 @@
-"""Robustness-bias metrics of SPEC §1: survival curves, RB(P, τ) and σ(P).
+"""The paper's robustness-bias metrics: survival curves, RB(P, τ) and σ(P).
 
 Plain numpy, so that reports can be rebuilt from saved records without torch.
 

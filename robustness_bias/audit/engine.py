@@ -2,7 +2,8 @@
 
 No Lightning here: an audit is a model, the samples and a plan, so the same engine serves the
 training callback, ``mode=audit`` and a notebook. Only correctly classified samples are
-attacked (the paper's §3: a misclassified point has no boundary to cross).
+attacked: the paper's distances are to the boundary of the true class's region, which a
+misclassified point has already crossed.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 The labels live in five tab-separated fold files ``fold_{0..4}_data.txt`` (columns user_id,
 original_image, face_id, age, gender, …); images in ``aligned/<user_id>/
 landmark_aligned_face.<face_id>.<original_image>``. Folds 0–3 are the training set, fold 4 the
-test set (SPEC §4). The age column mixes the eight official groups (``OFFICIAL_AGES``, as the fold
-files spell them: "(8, 12)" is the group SPEC calls 8–13) with stray strings such as "(38, 42)",
+test set, as in the paper. The age column mixes the eight official groups (``OFFICIAL_AGES``, as the fold
+files spell them: "(8, 12)" is the group the paper calls 8–13) with stray strings such as "(38, 42)",
 "(8, 23)" or "35"; each is mapped to the group nearest to its midpoint (ties go to the older
 group); "None" and empty ages are dropped and counted.
 """

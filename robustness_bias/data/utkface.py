@@ -1,10 +1,10 @@
 """UTKFace (Zhang, Song, Qi 2017): aligned and cropped 200×200 faces, labels in the file names.
 
 File names read ``<age>_<gender>_<race>_<datetime>.jpg.chip.jpg`` with gender 0 male, 1 female and
-race 0 white, 1 black, 2 asian, 3 indian, 4 other. The task is age in five bins (SPEC §4); gender
+race 0 white, 1 black, 2 asian, 3 indian, 4 other. The task is age in five bins, as in the paper; gender
 and race are the sensitive attributes.
 
-The distribution has defects that a loader must handle (SPEC §4): names lacking a field (skipped
+The distribution has defects that a loader must handle: names lacking a field (skipped
 and counted), and byte-identical images, often under conflicting labels. Identical files are
 collapsed to one; groups whose labels disagree are dropped or keep their first file (by name),
 as configured. Files that cannot be decoded are left out and listed (``data.on_bad_file``). All

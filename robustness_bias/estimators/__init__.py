@@ -1,4 +1,5 @@
-"""Distance estimators: each maps (model, x, y) to a per-sample :class:`DistanceResult` (SPEC §2)."""
+"""Distance estimators: each maps (model, x, y) to a per-sample :class:`DistanceResult`: the
+paper's exact distance, DeepFool, Carlini–Wagner and randomized smoothing."""
 
 from .base import EXACT, FAILURES, LOWER, UPPER, DistanceResult, Estimator, EstimatorMismatch
 from .cw import CarliniWagner

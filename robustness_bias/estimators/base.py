@@ -1,4 +1,4 @@
-"""What every distance estimator returns, so that audits and reports treat them alike (SPEC §2)."""
+"""What every distance estimator returns, so that audits and reports treat them alike."""
 
 from __future__ import annotations
 
@@ -125,8 +125,8 @@ def frozen(model: nn.Module):
     """Parameters stop requiring gradients for the duration, so attacks' backward passes skip them.
 
     cuDNN's autotuner is off meanwhile: samples leave an attack's batch as they flip, so nearly every
-    step brings a new shape, and with ``cudnn.benchmark`` on each one was tuned anew (on an H200 that
-    made DeepFool on ResNet-50 run at 6.5 images/s).
+    step brings a new shape, and with ``cudnn.benchmark`` on each one would be tuned anew, which costs
+    far more than the step (docs/benchmarks.md).
     """
     flags = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in flags:

@@ -1,4 +1,4 @@
-"""Carlini–Wagner L2 (2017), batched, with the paper's budget (SPEC §2).
+"""Carlini–Wagner L2 (2017), batched, with the paper's budget.
 
 Minimises ‖x' − x‖² + c · max(Z_y(x') − max_{i≠y} Z_i(x'), −κ) with Adam over w, where
 x' = (tanh(w) + 1) / 2 keeps every iterate inside the [0,1] box. A binary search per sample

@@ -1,4 +1,4 @@
-"""DeepFool L2 (Moosavi-Dezfooli et al. 2016), batched, as parameterised in the paper's code (SPEC §2).
+"""DeepFool L2 (Moosavi-Dezfooli et al. 2016), batched, as parameterised in the paper's code.
 
 Each step linearises the model around the current iterate and jumps to the nearest linearised
 boundary among the candidate classes (the top-k of the clean logits). It is exact on affine
@@ -40,9 +40,8 @@ def candidate_gradients(logits: torch.Tensor, inputs: torch.Tensor, directions: 
     """Gradients ∇ₓ(directions[j] · logits) for every j, (J, B, *input), and the mode that gave them.
 
     ``loop`` runs one backward pass per direction over the graph of ``logits``; ``batched`` one
-    vmapped backward pass over it. The loop is the faster on CPU and, measured on an H200 with
-    ResNet-50, on GPU too (197 against 166 images/s at 32 px, 16.3 against 14.6 at 224 px).
-    ``replicated`` needs no graph: one forward and one backward pass over J copies of the inputs,
+    vmapped backward pass over it; the loop measured the faster on a CPU and on a GPU alike
+    (docs/benchmarks.md). ``replicated`` needs no graph: one forward and one backward pass over J copies of the inputs,
     J times the arithmetic of a forward pass for a tenth of the kernel launches, meant for steps
     whose few remaining samples leave a GPU waiting on launches (not yet measured on one). Where
     the model does not support vmap, ``batched`` falls back to ``loop`` on a fresh graph from

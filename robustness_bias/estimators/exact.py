@@ -1,4 +1,4 @@
-"""The exact distance for affine classifiers such as multinomial logistic regression (SPEC §2).
+"""The exact distance for affine classifiers such as multinomial logistic regression.
 
 For logits f(x) = W x + b the decision region of the predicted class ŷ is a polytope, and the
 distance to its boundary is min over k ≠ ŷ of (f_ŷ − f_k) / ‖w_ŷ − w_k‖₂. The [0,1] box is

@@ -1,10 +1,10 @@
 """An attack's step replayed from a CUDA graph: one launch instead of hundreds of operators.
 
 Eager PyTorch spends several microseconds of host time on each operator, and an attack's step is a
-forward and one or more backward passes of hundreds of operators each. On an H200 our CW on
-ResNet-50 at 32 px ran at 50.6 images/s for 512 images, about 20 ms per Adam step of the whole
-batch, for arithmetic (about 90 GFLOP by our estimate) that the GPU does in well under one: the GPU
-mostly waited for the host. A graph captured once replays the whole step with one launch.
+forward and one or more backward passes of hundreds of operators each: on a fast GPU a step of a
+small model's batch takes far longer to launch than to compute, and the GPU mostly waits for the
+host (docs/benchmarks.md has the measurement). A graph captured once replays the whole step with
+one launch.
 
 The working batch of an attack shrinks as samples finish, and a graph has fixed shapes, so the
 batch is padded to the next power of two and one graph is kept per size: a shrinking batch of 256

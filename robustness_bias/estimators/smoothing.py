@@ -136,7 +136,7 @@ class RandomizedSmoothing(Estimator):
     """
 
     name = "rs"
-    bound = LOWER   # of the smoothed classifier's distance (the paper's §2)
+    bound = LOWER   # of the smoothed classifier's distance to its boundary
     batch_invariant = True   # noise seeded per sample and chunk of noise (tests/test_reliability.py)
 
     def __init__(self, sigma: float = 0.125, n0: int = 100, n: int = 100_000, alpha: float = 0.001,

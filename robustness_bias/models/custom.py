@@ -1,6 +1,6 @@
-"""The paper's networks trained from scratch on one dataset (SPEC §5).
+"""The paper's networks trained from scratch on one dataset.
 
-Each head's first Linear is sized from the features the network actually makes, so the sizes SPEC
+Each head's first Linear is sized from the features the network actually makes, so the sizes the paper
 gives hold at the dataset's own image size (32×32 CIFAR, 200×200 UTKFace, 224×224 Adience) and
 resized images still work.
 """
@@ -48,7 +48,7 @@ def _vgg_features(in_channels: int, layers: Sequence, affine: bool = True) -> li
 def deep_cnn(input_shape: Sequence[int], num_classes: int, normalization) -> nn.Sequential:
     """The paper's CIFAR-10 Deep CNN: the classic VGG for CIFAR-10 with BatchNorm and dropout.
 
-    Of SPEC's "dropout 0.3–0.4", dropout 0.3 follows the very first conv and 0.4 every other conv
+    Of the paper's "dropout 0.3–0.4", dropout 0.3 follows the very first conv and 0.4 every other conv
     but the last of its block, as in Zagoruyko's cifar.torch. At 32×32 the features are 512.
     """
     features = _vgg_features(input_shape[0], _DEEP_CNN_LAYERS)

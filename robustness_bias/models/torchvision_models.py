@@ -1,4 +1,4 @@
-"""ImageNet architectures from torchvision, fully fine-tuned with a head for the dataset's classes (SPEC §5).
+"""ImageNet architectures from torchvision, fully fine-tuned with a head for the dataset's classes, as in the paper.
 
 The machine may be offline, so ImageNet weights are never downloaded: ``pretrained=True`` reads them
 from ``weights_path`` or from torch hub's cache, where torchvision itself would have saved them.

@@ -1,4 +1,4 @@
-"""The paper's tables (SPEC §6) from the summaries of one or more sweeps.
+"""The paper's tables, and its agreement statistics of §7.1, §7.2 and §8.1, from the summaries of one or more sweeps.
 
 Every function takes the tidy σ table of :func:`collect`: one row per (dataset, model,
 estimator, epoch tag, partition, group) with its σ(P), and the accuracy table: one row per
@@ -17,7 +17,7 @@ import pandas as pd
 from ..analysis.agreement import agreement, paired
 from ..analysis.summary import OVERALL
 
-# SPEC §6: the paper's values, printed beside ours.
+# The paper's values, printed beside ours.
 PAPER_TABLE1 = {"adience": (83.33, 79.63), "utkface": (74.24, 72.73), "cifar10": (75.00, 76.67),
                 "cifar100": (53.83, 54.00), "cifar100super": (65.83, 66.67)}
 PAPER_TABLE2 = {

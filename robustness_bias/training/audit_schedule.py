@@ -1,4 +1,5 @@
-"""When to audit during training: after the first, middle and final epoch (the paper's §3)."""
+"""When to audit during training: after the first, middle and final epoch, as the paper
+compares them (its Figs. 7 and 8, and §7.2)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from .regularizer import RobustnessBiasPenalty
 class Classifier(L.LightningModule):
     """Cross-entropy training with SGD + momentum; the wrapped ``model`` maps [0,1] pixels to logits.
 
-    With a ``penalty`` the training loss adds the robustness-bias regularizer α · RB̃ (SPEC §7);
+    With a ``penalty`` the training loss adds the robustness-bias regularizer α · RB̃ (the paper's Appendix B);
     batches that lack one side of the partition train on cross-entropy alone and are counted.
     ``channels_last`` feeds image batches in NHWC order (the model should be converted too: see
     :func:`robustness_bias.pipeline.build_model`); ``compile`` runs training and evaluation

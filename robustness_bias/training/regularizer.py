@@ -1,4 +1,4 @@
-"""The paper's mitigation (SPEC §7, Appendix B): penalise a differentiable robustness bias RB̃(P, τ).
+"""The paper's mitigation (its Appendix B): penalise a differentiable robustness bias RB̃(P, τ).
 
 d(x) is approximated DeepFool-style by the first-order distance to the runner-up class,
 (f_y − f_k) / ‖∇ₓ(f_y − f_k)‖, kept differentiable (double backpropagation); 1{d > τ} becomes a
