@@ -63,7 +63,7 @@ def measure(model: torch.nn.Module, samples: Samples, plan: dict[str, EstimatorP
     With ``chunks``, finished chunks are stored below it (a :class:`~robustness_bias.records.ChunkStore`
     per estimator) and read back on a rerun instead of recomputed.
     """
-    device = next(model.parameters()).device
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     meta = predictions(model, samples, device, channels_last)
     frames = []
     for name, step in plan.items():

@@ -176,18 +176,23 @@ def settings_table(accuracy: pd.DataFrame) -> pd.DataFrame:
         if not saved.is_file():
             continue
         cfg = OmegaConf.load(saved)
-        estimators = cfg.get("estimator") or {}
+        estimators = {name: spec for name, spec in (cfg.get("estimator") or {}).items() if "_target_" in spec}
+        plans = OmegaConf.select(cfg, "audit.plan", default=None) or {}
         row = {"dataset": job.dataset, "model": job.model,
                "image size": cfg.dataset.get("image_size") or "native", "epochs": cfg.trainer.get("max_epochs"),
                "lr": cfg.optim.lr, "test accuracy %": 100 * job.test_accuracy}
+
+        def every(name: str) -> str:
+            return f"every {(plans.get(name) or {}).get('every_nth', 1)}"
+
         if "deepfool" in estimators:
-            df = estimators.deepfool
-            row["deepfool"] = f"every {df.every_nth or 1}; {df.steps} steps, top {df.candidates}"
+            df = estimators["deepfool"]
+            row["deepfool"] = f"{every('deepfool')}; {df.steps} steps, top {df.candidates}"
         if "cw" in estimators:
-            cw = estimators.cw
-            row["cw"] = f"every {cw.every_nth or 1}; {cw.binary_search_steps} × {cw.steps} steps"
+            cw = estimators["cw"]
+            row["cw"] = f"{every('cw')}; {cw.binary_search_steps} × {cw.steps} steps"
         if "rs" in estimators:
-            rs = estimators.rs
-            row["rs"] = f"every {rs.every_nth or 1}; N = {rs.n:,}, N0 = {rs.n0}, σ = {rs.sigma}, α = {rs.alpha}"
+            rs = estimators["rs"]
+            row["rs"] = f"{every('rs')}; N = {rs.n:,}, N0 = {rs.n0}, σ = {rs.sigma}, α = {rs.alpha}"
         rows.append(row)
     return pd.DataFrame(rows)
