@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from .analysis.summary import audited_accuracy, sigmas_of
-from .audit import Auditor, EstimatorPlan, Samples
+from .auditing import Auditor, EstimatorPlan, Samples
 from .data import ImageDataModule
 from .estimators import EstimatorMismatch
 from .lock import first_process, folder_lock

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from conftest import TAGS
-from robustness_bias.audit import Auditor, EstimatorPlan, Samples
+from robustness_bias.auditing import Auditor, EstimatorPlan, Samples
 from robustness_bias.data import DigitsDataModule
 from robustness_bias.estimators import DeepFool, Estimator, RandomizedSmoothing
 from robustness_bias.pipeline import run
@@ -203,7 +203,7 @@ def test_out_of_memory_halves_the_batch_and_gives_the_records_of_the_smaller_bat
     released = []   # the graphs (and memory pools) kept for the larger batch go before each retry, and all at the end
     monkeypatch.setattr(Estimator, "release_memory", lambda self: released.append(len(limited.refused)))
     limited = MemoryLimited(make(), limit=16)
-    with caplog.at_level(logging.WARNING, logger="robustness_bias.audit"):
+    with caplog.at_level(logging.WARNING, logger="robustness_bias.auditing"):
         audit(tmp_path / "retried", digits, {"e": EstimatorPlan(limited, batch_size=64, chunk_size=64)})(
             model, 1, ["final"])
     assert limited.refused == [64, 32] and max(limited.accepted) == 16 and released == [1, 2, 2]

@@ -1,6 +1,6 @@
 """The Lightning wiring: the module that trains a classifier (with the optional robustness-bias
 regularizer), the epoch checkpoints a killed run resumes from, and the callback that decides when
-to audit. The audit itself (robustness_bias.audit) knows nothing of Lightning."""
+to audit. The audit itself (robustness_bias.auditing) knows nothing of Lightning."""
 
 from .audit_schedule import AuditSchedule, audit_schedule
 from .module import Classifier

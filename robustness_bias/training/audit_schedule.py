@@ -8,7 +8,7 @@ import math
 
 import lightning as L
 
-from ..audit import Auditor
+from ..auditing import Auditor
 
 log = logging.getLogger(__name__)
 
