@@ -16,15 +16,14 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from .audit import RobustnessAudit, shard_suffix
+from .config import ConfigError, checked
 from .data import ImageDataModule
 from .estimators import Estimator, EstimatorMismatch
 from .lock import first_process, folder_lock
 from .models import load_weights, split_checkpoint
-from .module import Classifier
 from .regularizer import RobustnessBiasPenalty
 from .records import write_atomic
 from .resume import EpochCheckpoint, resumable
-from .settings import ConfigError, check_settings
 from .analysis.summary import overall_accuracy, sigmas_of
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,7 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[torch.nn.
         epoch = load_weights(model, checkpoint) if checkpoint else None
     except ValueError as error:
         raise ConfigError(str(error)) from error
-    if cfg.speed.channels_last:
+    if cfg.module.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, epoch
 
@@ -85,25 +84,14 @@ def audit_only(cfg: DictConfig, model, epoch: int | None, datamodule: ImageDataM
 
 
 def build_penalty(cfg: DictConfig, datamodule: ImageDataModule) -> RobustnessBiasPenalty | None:
-    """The robustness-bias regularizer of ``cfg.regularizer``, its partition resolved on this dataset."""
-    settings = cfg.get("regularizer") or {}
-    if not settings:
-        return None
-    table = datamodule.table
-    attribute, group = settings.attribute, settings.group
-    if attribute == "class":
-        column, names = None, table.class_names
-    elif attribute in table.attributes:
-        column, names = list(table.attributes).index(attribute), table.categories[attribute]
-    else:
-        raise ConfigError(f"regularizer.attribute={attribute}: this dataset has no such attribute. "
-                          f"Fix: choose among {datamodule.partitions}")
-    if group is not None and str(group) not in names:
-        raise ConfigError(f"regularizer.group={group}: {attribute} has no such group. Fix: choose among {names}, "
-                          "or null for all groups")
-    return RobustnessBiasPenalty(alpha=settings.alpha, tau=settings.tau, temperature=settings.temperature,
-                                 attribute_column=column, group_code=None if group is None else names.index(str(group)),
-                                 group_names=list(names))
+    """The regularizer of ``cfg.regularizer`` (none: ``{}``), its partition looked up on this dataset."""
+    return instantiate(cfg.regularizer)(datamodule) if cfg.get("regularizer") else None
+
+
+def build_module(cfg: DictConfig, model: torch.nn.Module, penalty: RobustnessBiasPenalty | None) -> L.LightningModule:
+    """The LightningModule of ``cfg.module`` around ``model``, with the optimizer and schedule it completes."""
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    return instantiate(cfg.module)(model, optimizer=instantiate(cfg.optim), scheduler=scheduler, penalty=penalty)
 
 
 def build_estimators(cfg: DictConfig, model) -> dict[str, Estimator]:
@@ -140,7 +128,7 @@ ESTIMATOR_SPEED_SETTINGS = ("batch_size", "forward_batch", "chunk_size", "cuda_g
 def settings_hash(cfg: DictConfig) -> str:
     """A fingerprint of everything that shapes a job's results (not where it writes, how it logs, nor how fast)."""
     settings = {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-                for key, value in cfg.items() if key not in ("paths", "logger")}
+                for key, value in cfg.items() if key not in ("paths", "logger", "callbacks")}
     for section, keys in SPEED_SETTINGS.items():
         for key in keys:
             settings.get(section, {}).pop(key, None)
@@ -174,7 +162,7 @@ def choice_names(cfg: DictConfig) -> dict[str, str]:
 
 def run(cfg: DictConfig) -> dict:
     """Train ``cfg.model`` on ``cfg.dataset`` and audit it; returns the job's headline numbers."""
-    check_settings(cfg)
+    cfg = checked(cfg)
     output_dir = Path(cfg.paths.output_dir)
     with folder_lock(output_dir) if first_process() else nullcontext():
         return run_in(cfg, output_dir)
@@ -188,9 +176,9 @@ def run_in(cfg: DictConfig, output_dir: Path) -> dict:
     if done is not None:
         log.info("already finished with the same settings in %s: skipped", output_dir)
         return {**done, "skipped": True}
-    last = output_dir / "checkpoints" / "last.ckpt"
     job = fingerprint + shard_suffix(cfg.audit.shard, cfg.audit.num_shards)   # what may resume
-    resume_from = resumable(last, job) if cfg.mode == "train" else None   # a planted file stops us here
+    checkpoint: EpochCheckpoint = instantiate(cfg.callbacks.epoch_checkpoint, settings_hash=job)
+    resume_from = resumable(checkpoint.path, job) if cfg.mode == "train" else None   # a planted file stops us here
     L.seed_everything(cfg.seed, workers=True)
     datamodule: ImageDataModule = instantiate(cfg.dataset)
     datamodule.setup()
@@ -206,16 +194,15 @@ def run_in(cfg: DictConfig, output_dir: Path) -> dict:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     audit_options = {k: v for k, v in cfg.audit.items() if k != "skip_unfit_estimators"}
     audit = RobustnessAudit(estimators, output_dir, partition, **audit_options, settings_hash=fingerprint,
-                            channels_last=cfg.speed.channels_last)
+                            channels_last=cfg.module.channels_last)
     try:
         if cfg.mode == "audit":
             test_accuracy = audit_only(cfg, model, checkpoint_epoch, datamodule, audit, loggers)
         else:
-            checkpoint = EpochCheckpoint(last, job)   # before the audit: see EpochCheckpoint
+            # the checkpoint before the audit, which Lightning calls in list order: see EpochCheckpoint
             trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[checkpoint, audit], logger=loggers or False,
                                              enable_checkpointing=False)   # ours replaces Lightning's
-            module = Classifier(model, **cfg.optim, penalty=penalty, channels_last=cfg.speed.channels_last,
-                                compile=cfg.speed.compile)
+            module = build_module(cfg, model, penalty)
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
             test_accuracy = trainer.test(trainer.lightning_module, datamodule=datamodule, verbose=False)[0]["test/acc"]
             if not trainer.is_global_zero:

@@ -25,7 +25,7 @@ def tiny_utkface(tmp_path):
 
 def test_utk_race_runs_the_whole_grid_into_one_folder_per_job(tmp_path, tiny_utkface):
     sweep = tmp_path / "sweep"
-    tiny = ["pretrained=false", "dataset.image_size=64", "dataset.batch_size=8", "trainer.max_epochs=1",
+    tiny = ["imagenet.pretrained=false", "dataset.image_size=64", "dataset.batch_size=8", "trainer.max_epochs=1",
             "estimator.deepfool.steps=3", "estimator.cw.binary_search_steps=1", "estimator.cw.steps=3",
             "estimator.rs.n0=5", "estimator.rs.n=20", "estimator.rs.every_nth=2", "logger=none",
             "audit.progress=false", "+trainer.enable_progress_bar=false"]
