@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Extra Hydra overrides for `make run`, e.g. make run ARGS="+experiment=synthetic_group"
+# Extra Hydra overrides for `make run`, e.g. make run ARGS="experiment=synthetic_group"
 ARGS ?=
 PYTEST_ARGS ?=
 
@@ -58,7 +58,7 @@ REPORT := $(PY) -m robustness_bias.report $(addprefix $(SWEEP_ROOT)/,$(EXPERIMEN
 
 sweeps: $(STAMP)
 	for e in $(EXPERIMENTS); do \
-	  ROBUSTNESS_BIAS_DATA=$(DATA_DIR) $(PY) -m robustness_bias +experiment=$$e hydra.sweep.dir=$(SWEEP_ROOT)/$$e $(SWEEP_ARGS) || exit 1; \
+	  ROBUSTNESS_BIAS_DATA=$(DATA_DIR) $(PY) -m robustness_bias experiment=$$e hydra.sweep.dir=$(SWEEP_ROOT)/$$e $(SWEEP_ARGS) || exit 1; \
 	done
 
 table1: sweeps

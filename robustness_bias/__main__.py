@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import re
+import os
 import sys
-from pathlib import Path
+from typing import NoReturn
 
 import hydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException, HydraException, OverrideParseException
 from omegaconf import DictConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-
-def unknown_estimators(argv: list[str]) -> str | None:
-    """Hydra names a missing option of a list-valued group without listing the options; we do."""
-    available = sorted(p.stem for p in (CONFIG_DIR / "estimator").glob("*.yaml"))
-    for arg in argv:
-        match = re.fullmatch(r"[~+]*estimator=\[?([^\]]*)\]?", arg)
-        if match:
-            missing = [n.strip() for n in match.group(1).split(",") if n.strip() and n.strip() not in available]
-            if missing:
-                return (f"unknown estimator(s) {missing} in '{arg}'. Available options in 'estimator': "
-                        f"{', '.join(available)}. Fix: e.g. estimator=[{available[0]}]")
-    return None
+from .config import CONFIG_DIR, composition_problem
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
@@ -37,16 +26,53 @@ def main(cfg: DictConfig) -> float | None:
     try:
         result = run(cfg)
     except (ConfigError, DataError, EstimatorMismatch, MissingWeights, UnsafeCheckpoint, FolderBusy) as error:
-        print(f"robustness_bias: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(error))
     return result.get("test_accuracy")   # None on DDP ranks other than 0, which write nothing
 
 
+def fail(problem: str) -> NoReturn:
+    print(f"robustness_bias: error: {problem}", file=sys.stderr)
+    sys.exit(2)
+
+
+def experiment_as_choice(overrides: list[str]) -> list[str]:
+    """``+experiment=NAME`` as ``experiment=NAME``, which means the same here.
+
+    ``experiment`` has a place (null) in the defaults list, so Hydra takes a choice for it but refuses
+    an addition ("Multiple values for experiment"); Hydra's own parser finds the override.
+    """
+    parser = OverridesParser.create()
+
+    def as_choice(argument: str) -> str:
+        try:
+            override = parser.parse_override(argument)
+        except HydraException:
+            return argument   # a flag such as --multirun; Hydra reports malformed overrides itself
+        return argument[1:] if override.is_add() and override.key_or_group == "experiment" else argument
+
+    return [as_choice(argument) for argument in overrides]
+
+
+def main_with_one_line_errors() -> None:
+    """:func:`main`, with an error of the config's composition (an unknown option, a value of the wrong
+    type) printed in one line with exit code 2, like every other bad setting.
+
+    Hydra prints those in several lines and exits with code 1, unless HYDRA_FULL_ERROR is set: then it
+    raises them (hydra/_internal/utils.py, run_and_report). One who set it sees Hydra's full trace.
+    """
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except (ConfigCompositionException, OverrideParseException) as error:
+        fail(composition_problem(error))
+
+
 if __name__ == "__main__":
-    problem = unknown_estimators(sys.argv[1:])
-    if problem:
-        print(f"robustness_bias: error: {problem}", file=sys.stderr)
-        sys.exit(2)
     from .allocator import steady_cpu_allocator
+
+    sys.argv[1:] = experiment_as_choice(sys.argv[1:])
     steady_cpu_allocator()
-    main()
+    main_with_one_line_errors()

@@ -15,15 +15,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from .analysis.summary import audited_accuracy, sigmas_of
 from .auditing import Auditor, EstimatorPlan, Samples
+from .config import ConfigError, checked, job_fingerprint
 from .data import ImageDataModule
 from .estimators import EstimatorMismatch
 from .lock import first_process, folder_lock
 from .models import load_weights, split_checkpoint
-from .records import (audit_folder, finished_result, read_chunk_counts, read_summary, settings_hash,
-                      shard_suffix, write_json)
+from .records import audit_folder, finished_result, read_chunk_counts, read_summary, shard_suffix, write_json
 from .report.publish import Publisher
-from .training import AuditSchedule, Classifier, EpochCheckpoint, RobustnessBiasPenalty, audit_schedule, resumable
-from .settings import ConfigError, check_settings
+from .training import AuditSchedule, RobustnessBiasPenalty, audit_schedule, resumable
 
 log = logging.getLogger(__name__)
 
@@ -65,31 +64,20 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[torch.nn.
         epoch = load_weights(model, checkpoint) if checkpoint else None
     except ValueError as error:
         raise ConfigError(str(error)) from error
-    if cfg.speed.channels_last:
+    if cfg.module.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, epoch
 
 
 def build_penalty(cfg: DictConfig, datamodule: ImageDataModule) -> RobustnessBiasPenalty | None:
-    """The robustness-bias regularizer of ``cfg.regularizer``, its partition resolved on this dataset."""
-    settings = cfg.get("regularizer") or {}
-    if not settings:
-        return None
-    table = datamodule.table
-    attribute, group = settings.attribute, settings.group
-    if attribute == "class":
-        column, names = None, table.class_names
-    elif attribute in table.attributes:
-        column, names = list(table.attributes).index(attribute), table.categories[attribute]
-    else:
-        raise ConfigError(f"regularizer.attribute={attribute}: this dataset has no such attribute. "
-                          f"Fix: choose among {datamodule.partitions}")
-    if group is not None and str(group) not in names:
-        raise ConfigError(f"regularizer.group={group}: {attribute} has no such group. Fix: choose among {names}, "
-                          "or null for all groups")
-    return RobustnessBiasPenalty(alpha=settings.alpha, tau=settings.tau, temperature=settings.temperature,
-                                 attribute_column=column, group_code=None if group is None else names.index(str(group)),
-                                 group_names=list(names))
+    """The regularizer of ``cfg.regularizer`` (none: ``{}``), its partition looked up on this dataset."""
+    return instantiate(cfg.regularizer)(datamodule) if cfg.get("regularizer") else None
+
+
+def build_module(cfg: DictConfig, model: torch.nn.Module, penalty: RobustnessBiasPenalty | None) -> L.LightningModule:
+    """The LightningModule of ``cfg.module`` around ``model``, with the optimizer and schedule it completes."""
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    return instantiate(cfg.module)(model, optimizer=instantiate(cfg.optim), scheduler=scheduler, penalty=penalty)
 
 
 def build_plan(cfg: DictConfig, model) -> dict[str, EstimatorPlan]:
@@ -117,38 +105,6 @@ def build_plan(cfg: DictConfig, model) -> dict[str, EstimatorPlan]:
     return {name: EstimatorPlan(estimators[name], **(plans.get(name) or {})) for name in fitting}
 
 
-# Settings that change how fast a job runs, how it reports or which shard of the audit it takes: left out
-# of the fingerprint, so that e.g. a smaller batch chosen after running out of memory still resumes, and
-# the shards of one audit share one fingerprint. Batch sizes do change DeepFool's distances by float
-# rounding (4e-6 relative): the stored chunks of every estimator not batch-invariant are kept per batch
-# size (records.ChunkStore), so a resume never mixes chunks of two batch sizes.
-SPEED_SETTINGS = {"trainer": ("default_root_dir", "enable_progress_bar"), "audit": ("progress", "shard", "num_shards"),
-                  "dataset": ("num_workers",)}
-PLAN_SPEED_SETTINGS = ("batch_size", "chunk_size")
-ESTIMATOR_SPEED_SETTINGS = ("forward_batch", "cuda_graphs", "gradients")
-
-
-def job_fingerprint(cfg: DictConfig) -> str:
-    """A fingerprint of everything that shapes a job's results (not where it writes, how it logs, nor how
-    fast), and of the selected estimators' plans only."""
-    settings = {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-                for key, value in cfg.items() if key not in ("paths", "logger")}
-    for section, keys in SPEED_SETTINGS.items():
-        for key in keys:
-            settings.get(section, {}).pop(key, None)
-    selected = {name for name, spec in settings.get("estimator", {}).items() if "_target_" in spec}
-    plans = settings.get("audit", {}).get("plan") or {}
-    for name in list(plans):
-        if name not in selected:
-            del plans[name]
-        for key in PLAN_SPEED_SETTINGS:
-            (plans.get(name) or {}).pop(key, None)
-    for estimator in settings.get("estimator", {}).values():
-        for key in ESTIMATOR_SPEED_SETTINGS:
-            estimator.pop(key, None)
-    return settings_hash(settings)
-
-
 def summary_settings(cfg: DictConfig, datamodule: ImageDataModule, partition: list[str]) -> dict:
     """The options of the per-group summaries: every single-attribute partition of the dataset, plus the
     chosen one when it combines attributes, and how σ and RB are computed."""
@@ -172,7 +128,7 @@ def choice_names(cfg: DictConfig) -> dict[str, str]:
 
 def run(cfg: DictConfig) -> dict:
     """Train ``cfg.model`` on ``cfg.dataset`` and audit it; returns the job's headline numbers."""
-    check_settings(cfg)
+    cfg = checked(cfg)
     output_dir = Path(cfg.paths.output_dir)
     with folder_lock(output_dir) if first_process() else nullcontext():
         return run_in(cfg, output_dir)
@@ -198,9 +154,9 @@ def run_in(cfg: DictConfig, output_dir: Path) -> dict:
     if done is not None:
         log.info("already finished with the same settings in %s: skipped", output_dir)
         return {**done, "skipped": True}
-    last = output_dir / "checkpoints" / "last.ckpt"
     job = fingerprint + shard_suffix(cfg.audit.shard, cfg.audit.num_shards)   # what may resume
-    resume_from = resumable(last, job) if cfg.mode == "train" else None   # a planted file stops us here
+    checkpoint: EpochCheckpoint = instantiate(cfg.callbacks.epoch_checkpoint, settings_hash=job)
+    resume_from = resumable(checkpoint.path, job) if cfg.mode == "train" else None   # a planted file stops us here
     L.seed_everything(cfg.seed, workers=True)
     datamodule: ImageDataModule = instantiate(cfg.dataset)
     datamodule.setup()
@@ -217,7 +173,7 @@ def run_in(cfg: DictConfig, output_dir: Path) -> dict:
     summarizing = summary_settings(cfg, datamodule, partition)
     auditor = Auditor(plan, Samples(datamodule.table, datamodule.test_indices), output_dir, partition=partition,
                       settings_hash=fingerprint, shard=cfg.audit.shard, num_shards=cfg.audit.num_shards,
-                      channels_last=cfg.speed.channels_last, progress=cfg.audit.progress,
+                      channels_last=cfg.module.channels_last, progress=cfg.audit.progress,
                       publish=Publisher(output_dir / "figures", "×".join(partition), summarizing, loggers))
     try:
         if cfg.mode == "audit":   # no training: the estimators run once on the given model, as the final audit
@@ -227,11 +183,10 @@ def run_in(cfg: DictConfig, output_dir: Path) -> dict:
                 logger.log_metrics({"test/acc": test_accuracy}, step=0)
             tags = ["final"]
         else:
-            checkpoint = EpochCheckpoint(last, job)   # before the audit: see EpochCheckpoint
+            # the checkpoint before the audit, which Lightning calls in list order: see EpochCheckpoint
             trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[checkpoint, AuditSchedule(auditor)],
                                              logger=loggers or False, enable_checkpointing=False)   # ours replaces Lightning's
-            module = Classifier(model, **cfg.optim, penalty=penalty, channels_last=cfg.speed.channels_last,
-                                compile=cfg.speed.compile)
+            module = build_module(cfg, model, penalty)
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
             test_accuracy = trainer.test(trainer.lightning_module, datamodule=datamodule, verbose=False)[0]["test/acc"]
             if not trainer.is_global_zero:

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+from robustness_bias.__main__ import experiment_as_choice
+from robustness_bias.config import CONFIG_DIR, ConfigError, checked, composition_problem
+
 TAGS = ("first", "middle", "final")   # the audits of a training run
 
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -18,10 +21,23 @@ sys.path.insert(0, str(CONFIG_DIR.parent / "bench"))   # the benchmark scripts, 
 
 
 def compose_config(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
-    """The job config for these overrides, writing into ``output_dir`` (no Hydra run folder)."""
+    """The job config for these overrides as the command line composes it, writing into ``output_dir``
+    (no Hydra run folder)."""
     folder = [f"paths.output_dir={output_dir}"] if output_dir is not None else ["paths.output_dir=unused"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):   # the caller's overrides win
-        return compose(config_name="config", overrides=[*folder, *overrides])
+        return compose(config_name="config", overrides=[*folder, *experiment_as_choice(overrides)])
+
+
+def config_problem(overrides: list[str]) -> str | None:
+    """What the command line says (after ``robustness_bias: error:``) of the first bad setting among these
+    overrides, found while composing or when the job starts; None when every setting holds."""
+    try:
+        checked(compose_config(overrides))
+    except ConfigCompositionException as error:
+        return composition_problem(error)
+    except ConfigError as error:
+        return str(error)
+    return None
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +64,7 @@ def make_config(tmp_path):
     """compose_config bound to a fresh output folder, with progress bars off for quiet logs."""
 
     def make(*overrides: str) -> DictConfig:
-        return compose_config([*overrides, "audit.progress=false", "+trainer.enable_progress_bar=false"], tmp_path)
+        return compose_config([*overrides, "audit.progress=false", "trainer.enable_progress_bar=false"], tmp_path)
 
     return make
 

@@ -1,4 +1,4 @@
-"""Image files that cannot be decoded: left out and listed (data.on_bad_file=skip), or fatal (raise)."""
+"""Image files that cannot be decoded: left out and listed (dataset.on_bad_file=skip), or fatal (raise)."""
 
 import json
 
@@ -65,12 +65,12 @@ def test_a_bad_file_does_not_reshuffle_the_split(utkface):
 def test_raise_names_the_bad_files_and_the_fix(utkface):
     data = UTKFaceDataModule(root=str(utkface), normalization=NORM, on_bad_file="raise")
     with pytest.raises(DataError, match=rf"3 image file\(s\) cannot be decoded: .*{TRUNCATED} \(OSError: image file is "
-                                        rf"truncated.*{EMPTY}.*{EMPTY_TWIN}.*Fix: .*data\.on_bad_file=skip"):
+                                        rf"truncated.*{EMPTY}.*{EMPTY_TWIN}.*Fix: .*dataset\.on_bad_file=skip"):
         data.setup()
 
 
 def test_unknown_policy_names_the_setting(utkface):
-    with pytest.raises(DataError, match=r"data\.on_bad_file=ignore.*Fix: pass data\.on_bad_file=skip"):
+    with pytest.raises(DataError, match=r"dataset\.on_bad_file=ignore.*Fix: pass dataset\.on_bad_file=skip"):
         UTKFaceDataModule(root=str(utkface), normalization=NORM, on_bad_file="ignore")
 
 
@@ -123,5 +123,5 @@ def test_a_run_lists_the_bad_files_in_its_outputs(make_config, tmp_path, utkface
 def test_raise_from_the_command_line_settings_stops_before_training(make_config, tmp_path, utkface):
     with pytest.raises(DataError, match=TRUNCATED):
         run(make_config("dataset=utkface", f"dataset.root={utkface}", "model=logreg", "estimator=[exact]",
-                        "logger=none", "data.on_bad_file=raise"))
+                        "logger=none", "dataset.on_bad_file=raise"))
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "audits").exists()

@@ -25,10 +25,10 @@ def tiny_utkface(tmp_path):
 
 def test_utk_race_runs_the_whole_grid_into_one_folder_per_job(tmp_path, tiny_utkface):
     sweep = tmp_path / "sweep"
-    tiny = ["pretrained=false", "dataset.image_size=64", "dataset.batch_size=8", "trainer.max_epochs=1",
+    tiny = ["imagenet.pretrained=false", "dataset.image_size=64", "dataset.batch_size=8", "trainer.max_epochs=1",
             "estimator.deepfool.steps=3", "estimator.cw.binary_search_steps=1", "estimator.cw.steps=3",
             "estimator.rs.n0=5", "estimator.rs.n=20", "audit.plan.rs.every_nth=2", "logger=none",
-            "audit.progress=false", "+trainer.enable_progress_bar=false"]
+            "audit.progress=false", "trainer.enable_progress_bar=false"]
     done = subprocess.run([sys.executable, "-m", "robustness_bias", "+experiment=utk_race", f"dataset.root={tiny_utkface}",
                            *tiny, f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -55,7 +55,7 @@ def test_make_paper_quick_runs_its_grid_and_report_on_utkface_files(tmp_path, ti
     root = Path(__file__).resolve().parent.parent
     tiny = ("dataset.batch_size=8 estimator.deepfool.steps=3 estimator.cw.binary_search_steps=1 "
             "estimator.cw.steps=3 estimator.rs.n0=5 estimator.rs.n=20 logger=none audit.progress=false "
-            "+trainer.enable_progress_bar=false")
+            "trainer.enable_progress_bar=false")
     sweeps, out = tmp_path / "sweeps", tmp_path / "report"
     done = subprocess.run(["make", "-o", ".venv/.installed", "paper", "QUICK=1", f"PY={sys.executable}",
                            f"DATA_DIR={tiny_utkface.parent}", f"SWEEP_ROOT={sweeps}", f"REPORT_DIR={out}",

@@ -190,7 +190,7 @@ def test_pretrained_without_weights_says_what_to_download_and_where_to_put_it(na
     assert isinstance(error.value, FileNotFoundError)
     assert f"https://download.pytorch.org/models/{file_name}" in message
     assert str(empty_hub / file_name) in message
-    assert "model.weights_path=" in message and "model.pretrained=false" in message
+    assert "model.weights_path=" in message and "imagenet.pretrained=false" in message
 
 
 def test_a_missing_weights_path_is_named(tmp_path, empty_hub):

@@ -19,7 +19,7 @@ def test_audit_schedule_first_middle_final():
 
 
 def test_synthetic_planted_group_is_less_robust(make_config, tmp_path):
-    result = run(make_config("+experiment=synthetic_group", "logger=none"))
+    result = run(make_config("experiment=synthetic_group", "logger=none"))
     assert result["test_accuracy"] > 0.95
     assert result["sigma"]["exact/group=planted"] < -0.3
     assert result["sigma"]["exact/group=reference"] > 0
@@ -117,6 +117,16 @@ def test_non_positive_epochs_fail_before_training(make_config, tmp_path, epochs)
     _assert_not_trained(tmp_path)
 
 
+def test_an_experiments_settings_of_estimators_left_out_are_ignored(make_config, tmp_path):
+    """smoke_digits sets parameters of cw and rs too: with estimator=[deepfool] they come without a
+    _target_, and the job runs deepfool alone (with the experiment's settings for it)."""
+    cfg = make_config("experiment=smoke_digits", "estimator=[deepfool]", "trainer.max_epochs=1", "logger=none")
+    assert set(cfg.estimator) == {"deepfool", "cw", "rs"} and "_target_" not in cfg.estimator.rs
+    run(cfg)
+    records = pd.read_parquet(tmp_path / "audits" / "final" / "records.parquet")
+    assert set(records["estimator"]) == {"deepfool"} and (records["queries"] <= 20 * 10).all()
+
+
 def test_unknown_partition_names_the_choices(make_config, tmp_path):
     with pytest.raises(ConfigError, match=r"no \['race'\].*choose among \['class'\]"):
         run(make_config("+partition.by=[race]", "logger=none"))
@@ -138,7 +148,7 @@ def test_impossible_audit_settings(make_config, override, setting):
     (["trainer.max_epochs=0"], "trainer.max_epochs=0"),
     (["dataset=image_folder"], "dataset.root is not set"),
     (["dataset=cifar10", "dataset.root=/nowhere"], "CIFAR-10 not found under dataset.root=/nowhere"),
-    (["dataset=synthetic", "dataset.channels=3", "dataset.image_size=32", "model=resnet50", "pretrained=true",
+    (["dataset=synthetic", "dataset.channels=3", "dataset.image_size=32", "model=resnet50", "imagenet.pretrained=true",
       "estimator=[deepfool]"], "model resnet50 with model.pretrained=true needs its ImageNet weights"),
 ])
 def test_command_line_reports_bad_input_without_a_traceback(tmp_path, overrides, named):

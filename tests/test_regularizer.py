@@ -55,6 +55,22 @@ def test_a_batch_without_the_group_falls_back_to_cross_entropy():
     assert penalty is None
 
 
+def test_the_penalty_is_built_from_its_config_on_the_dataset(make_config):
+    from hydra.utils import instantiate
+
+    from robustness_bias.pipeline import build_penalty
+
+    cfg = make_config("dataset=synthetic", "dataset.n_samples=100", "partition=group", "regularizer=rb",
+                      "regularizer.attribute=group", "regularizer.group=planted", "regularizer.alpha=0.5")
+    datamodule = instantiate(cfg.dataset)
+    datamodule.setup()
+    penalty = build_penalty(cfg, datamodule)
+    assert isinstance(penalty, RobustnessBiasPenalty) and (penalty.alpha, penalty.tau) == (0.5, 2.0)
+    assert penalty.attribute_column == list(datamodule.table.attributes).index("group")
+    assert penalty.group_names[penalty.group_code] == "planted"
+    assert build_penalty(make_config("dataset=synthetic", "regularizer=none"), datamodule) is None
+
+
 def _sigma_and_accuracy(make_config, *overrides):
     result = run(make_config("dataset=synthetic", "dataset.shared_separation=1.2", "partition=group",
                              "estimator=[deepfool]", "logger=none", *overrides))

@@ -24,7 +24,7 @@ from robustness_bias.training import resumable
 
 # Two epochs: the kill lands in the first audit, so the rerun must also resume training.
 JOB = ["logger=none", "estimator=[deepfool,rs]", "estimator.rs.n=5000", "audit.plan.rs.every_nth=1",
-       "audit.plan.rs.chunk_size=16", "audit.plan.deepfool.chunk_size=16", "trainer.max_epochs=2", "audit.progress=false", "+trainer.enable_progress_bar=false"]
+       "audit.plan.rs.chunk_size=16", "audit.plan.deepfool.chunk_size=16", "trainer.max_epochs=2", "audit.progress=false", "trainer.enable_progress_bar=false"]
 
 
 def command(out) -> list[str]:

@@ -14,11 +14,12 @@ import pytest
 from conftest import compose_config
 
 from robustness_bias.lock import FolderBusy, folder_lock
-from robustness_bias.pipeline import job_fingerprint, run
+from robustness_bias.config import job_fingerprint
+from robustness_bias.pipeline import run
 from robustness_bias.records import write_atomic
 
 TINY = ["logger=none", "dataset=synthetic", "dataset.n_samples=300", "partition=group", "estimator=[exact,deepfool]"]
-QUIET = ["audit.progress=false", "+trainer.enable_progress_bar=false"]   # make_config adds these itself
+QUIET = ["audit.progress=false", "trainer.enable_progress_bar=false"]   # make_config adds these itself
 
 
 def wait_for_holder(lock, process, seconds=120) -> dict:

@@ -16,7 +16,7 @@ from robustness_bias.report.shards import merge_sharded_jobs
 from robustness_bias.report.tables import find_jobs
 
 JOB = ["estimator=[exact,deepfool,rs]", "estimator.rs.n=1000", "logger=none", "trainer.max_epochs=2",
-       "audit.progress=false", "+trainer.enable_progress_bar=false"]
+       "audit.progress=false", "trainer.enable_progress_bar=false"]
 
 
 def tables(job, tag):
@@ -140,7 +140,7 @@ def test_bench_pipeline_prints_rates_and_the_projection(capsys, caplog):
 @pytest.mark.slow
 def test_compiled_channels_last_bf16_training_saves_plain_weights_that_reaudit_identically(tmp_path):
     fast = ["model=small_cnn", "estimator=[deepfool]", "logger=none", "trainer.max_epochs=1", "audit.progress=false",
-            "+trainer.enable_progress_bar=false", "speed.channels_last=true", "speed.compile=true",
+            "trainer.enable_progress_bar=false", "module.channels_last=true", "module.compile=true",
             "trainer.precision=bf16-mixed"]
     result = run(compose_config(fast, tmp_path / "train"))
     assert result["training_precision"] == "bf16-mixed" and result["test_accuracy"] > 0.2   # chance is 0.1

@@ -1,12 +1,16 @@
-"""Every impossible setting is one line on the command line, exit code 2, before any data is read."""
+"""Every impossible setting is one line on the command line, exit code 2, before any data is read: a value
+of the wrong type while Hydra composes the config, a value out of range when the job starts."""
 
 import subprocess
 import sys
+from dataclasses import fields
 
 import pytest
-from conftest import CONFIG_DIR, compose_config
+import yaml
+from conftest import CONFIG_DIR, compose_config, config_problem
+from hydra.errors import ConfigCompositionException
 
-from robustness_bias.settings import ConfigError, check_settings
+from robustness_bias.config import SCHEMAS, ConfigError, EstimatorPlan, checked
 
 BAD_SETTINGS = [("estimator.rs.n=-5", "must be a whole number ≥ 1"),
                 ("estimator.rs.alpha=2", "must lie strictly between 0 and 1"),
@@ -15,7 +19,9 @@ BAD_SETTINGS = [("estimator.rs.n=-5", "must be a whole number ≥ 1"),
                 ("estimator.deepfool.steps=0", "must be a whole number ≥ 1"),
                 ("optim.lr=-1", "must be a positive number"),
                 ("dataset.image_size=-3", "must be a whole number ≥ 1, or null to keep the images' own size"),
-                ("dataset.image_size=0", "must be a whole number ≥ 1, or null to keep the images' own size")]
+                ("dataset.image_size=0", "must be a whole number ≥ 1, or null to keep the images' own size"),
+                ("trainer.max_epochs=abc", "must be a whole number ≥ 1"),          # a type: refused by Hydra
+                ("module.channels_last=maybe", "must be true or false")]
 
 
 @pytest.mark.parametrize(("override", "rule"), BAD_SETTINGS, ids=[o for o, _ in BAD_SETTINGS])
@@ -30,13 +36,64 @@ def test_a_bad_setting_is_one_line_and_exit_code_2_before_any_data_is_read(tmp_p
     assert not (tmp_path / "run" / "dataset.json").exists()
 
 
+def test_a_wrong_type_is_refused_while_composing_with_its_rule():
+    with pytest.raises(ConfigCompositionException):
+        compose_config(["trainer.max_epochs=abc"])
+    assert config_problem(["trainer.max_epochs=abc"]) == \
+        "trainer.max_epochs=abc: must be a whole number ≥ 1. Fix: pass trainer.max_epochs=5"
+    assert config_problem(["estimator.rs.n=2.5"]) == "estimator.rs.n=2.5: must be a whole number ≥ 1. Fix: pass " \
+                                                     "estimator.rs.n=100000"
+
+
+def test_an_unknown_key_is_one_line_that_says_how_to_add_it():
+    problem = config_problem(["trainer.max_epoch=3"])
+    assert "\n" not in problem and "trainer.max_epoch" in problem and "+trainer.max_epoch=3" in problem
+
+
 def test_the_rules_name_the_first_bad_key_in_process():
     with pytest.raises(ConfigError, match=r"^estimator\.cw\.initial_const=0: must be a positive number"):
-        check_settings(compose_config(["estimator.cw.initial_const=0"]))
+        checked(compose_config(["estimator.cw.initial_const=0"]))
     with pytest.raises(ConfigError, match=r"^dataset\.test_fraction=1\.5: must lie in \[0, 1\)"):
-        check_settings(compose_config(["dataset.test_fraction=1.5"]))
+        checked(compose_config(["dataset.test_fraction=1.5"]))
+    with pytest.raises(ConfigError, match=r"^mode=tune: must be one of train, audit\. Fix: pass mode=train$"):
+        checked(compose_config(["mode=tune"]))
+
+
+def test_a_value_that_models_take_by_interpolation_is_named_where_it_is_set():
+    assert config_problem(["model=resnet18", "imagenet.input_size=0"]) == "imagenet.input_size=0: must be a whole " \
+        "number ≥ 1, or null to keep the dataset's size. Fix: pass imagenet.input_size=224"
+
+
+RULED = [(name, spec.name, spec.metadata["rule"]) for name, schema in {**SCHEMAS, "plan": EstimatorPlan}.items()
+         for spec in fields(schema) if spec.metadata.get("rule") is not None]
+
+
+@pytest.mark.parametrize(("schema", "key", "rule"), RULED, ids=[f"{s}.{k}" for s, k, _ in RULED])
+def test_the_fix_each_rule_suggests_passes_it(schema, key, rule):
+    assert rule.holds(yaml.safe_load(rule.example))
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml")))
 def test_every_shipped_experiment_passes_the_rules(experiment):
-    check_settings(compose_config([f"+experiment={experiment}"]))
+    checked(compose_config([f"experiment={experiment}"]))
+
+
+def test_the_audit_layout_with_a_plan_per_estimator_checks_each_plan():
+    """The layout the audit moves to (``audit.plan.<estimator>``), not yet what conf/config.yaml holds."""
+    from omegaconf import OmegaConf
+
+    from robustness_bias.config import AuditConfig, check_rules
+
+    today = OmegaConf.to_container(compose_config([]).audit)
+    shared = {key: value for key, value in today.items() if key not in ("every_nth", "batch_size", "chunk_size")}
+
+    def audit_with(plan):
+        schema = OmegaConf.structured(AuditConfig)
+        check_rules(OmegaConf.to_object(OmegaConf.merge(schema, {**shared, "plan": plan})), "audit")
+
+    audit_with({"rs": {"every_nth": 5, "chunk_size": 32, "batch_size": 16, "precision": "bf16"}, "deepfool": {}})
+    with pytest.raises(ConfigError, match=r"^audit\.plan\.rs\.every_nth=0: must be a whole number ≥ 1\. "
+                                          r"Fix: pass audit\.plan\.rs\.every_nth=1$"):
+        audit_with({"rs": {"every_nth": 0}})
+    with pytest.raises(ConfigError, match=r"^audit\.plan\.cw\.precision=fp16: must be one of fp32, bf16"):
+        audit_with({"cw": {"precision": "fp16"}})

@@ -62,7 +62,7 @@ def test_small_groups_get_no_sigma():
 
 
 def test_planted_group_is_significant_in_the_audit(make_config, tmp_path):
-    run(make_config("+experiment=synthetic_group", "logger=none"))
+    run(make_config("experiment=synthetic_group", "logger=none"))
     summary = pd.read_parquet(tmp_path / "audits" / "final" / "summary.parquet")
     planted = summary[(summary["partition"] == "group") & (summary["group"] == "planted")].iloc[0]
     assert planted["p_adjusted"] < 0.01

@@ -154,9 +154,9 @@ class ImageDataModule(L.LightningDataModule):
                  on_bad_file: str = "skip"):
         super().__init__()
         if on_bad_file not in BAD_FILE_POLICIES:
-            raise DataError(f"data.on_bad_file={on_bad_file}: unknown policy for image files that cannot be decoded. "
-                            "Fix: pass data.on_bad_file=skip (leave them out, listed in dataset.json) or "
-                            "data.on_bad_file=raise (stop before training)")
+            raise DataError(f"dataset.on_bad_file={on_bad_file}: unknown policy for image files that cannot be decoded. "
+                            "Fix: pass dataset.on_bad_file=skip (leave them out, listed in dataset.json) or "
+                            "dataset.on_bad_file=raise (stop before training)")
         self.on_bad_file = on_bad_file
         self.normalization = {"mean": list(normalization["mean"]), "std": list(normalization["std"])}
         if batch_size < 1 or eval_batch_size < 1:
@@ -218,7 +218,7 @@ class ImageDataModule(L.LightningDataModule):
         examples += "; …" if len(bad) > 3 else ""
         if self.on_bad_file == "raise":
             raise DataError(f"{len(bad)} image file(s) cannot be decoded: {examples}. "
-                            "Fix: remove or replace the file(s), or pass data.on_bad_file=skip to leave them out")
+                            "Fix: remove or replace the file(s), or pass dataset.on_bad_file=skip to leave them out")
         log.warning("left out %d image file(s) that cannot be decoded (all listed in dataset.json): %s",
                     len(bad), examples)
         return sorted(reasons)

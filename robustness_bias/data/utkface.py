@@ -7,7 +7,7 @@ and race are the sensitive attributes.
 The distribution has defects that a loader must handle: names lacking a field (skipped
 and counted), and byte-identical images, often under conflicting labels. Identical files are
 collapsed to one; groups whose labels disagree are dropped or keep their first file (by name),
-as configured. Files that cannot be decoded are left out and listed (``data.on_bad_file``). All
+as configured. Files that cannot be decoded are left out and listed (``dataset.on_bad_file``). All
 counts go into the run's ``dataset.json``.
 """
 

@@ -64,7 +64,7 @@ def imagenet_weights_file(name: str, weights_path: str | os.PathLike | None = No
         f"model {name} with model.pretrained=true needs its ImageNet weights, but {problem}. "
         f"Download {file_name} on a machine with internet from {url}, then either put it at {cached} "
         f"or pass model.weights_path=/path/to/{file_name}. "
-        f"Or set model.pretrained=false to train {name} from scratch."
+        f"Or set imagenet.pretrained=false to train {name} from scratch."
     )
 
 

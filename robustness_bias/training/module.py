@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import lightning as L
 import torch
 from torch import nn
@@ -11,22 +13,29 @@ from torchmetrics import MeanMetric
 from .regularizer import RobustnessBiasPenalty
 
 
-class Classifier(L.LightningModule):
-    """Cross-entropy training with SGD + momentum; the wrapped ``model`` maps [0,1] pixels to logits.
+Optimizer = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+Scheduler = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
-    With a ``penalty`` the training loss adds the robustness-bias regularizer α · RB̃ (the paper's Appendix B);
-    batches that lack one side of the partition train on cross-entropy alone and are counted.
+
+class Classifier(L.LightningModule):
+    """Cross-entropy training of the wrapped ``model``, which maps [0,1] pixels to logits.
+
+    ``optimizer`` and ``scheduler`` come from the config half-built (Hydra's ``_partial_``): the
+    module completes them with its parameters and its optimizer; without a scheduler the learning
+    rate stays constant. With a ``penalty`` the training loss adds the robustness-bias regularizer
+    α · RB̃ (the paper's Appendix B); batches that lack one side of the partition train on
+    cross-entropy alone and are counted.
     ``channels_last`` feeds image batches in NHWC order (the model should be converted too: see
     :func:`robustness_bias.pipeline.build_model`); ``compile`` runs training and evaluation
     steps through ``torch.compile`` (the regularized step, which differentiates through input
     gradients, and the audits use the plain model; smoothing compiles its own).
     """
 
-    def __init__(self, model: nn.Module, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 0.0,
-                 nesterov: bool = False, cosine_schedule: bool = True, penalty: RobustnessBiasPenalty | None = None,
-                 channels_last: bool = False, compile: bool = False):
+    def __init__(self, model: nn.Module, optimizer: Optimizer, scheduler: Scheduler | None = None,
+                 penalty: RobustnessBiasPenalty | None = None, channels_last: bool = False, compile: bool = False):
         super().__init__()
         self.model = model
+        self.make_optimizer, self.make_scheduler = optimizer, scheduler
         self.penalty = penalty
         self.skipped_batches = 0
         self.channels_last = channels_last
@@ -35,7 +44,8 @@ class Classifier(L.LightningModule):
                                                for name in ("loss", "acc")})
         # Kept out of the module tree (plain __dict__ entry), so checkpoints hold the weights once, as model.*
         self.__dict__["step_model"] = torch.compile(model) if compile else model
-        self.save_hyperparameters(ignore=["model", "penalty"])
+        # the optimizer's settings are in the job's config; a checkpoint holds plain data only (weights_only loads)
+        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler", "penalty"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -87,10 +97,8 @@ class Classifier(L.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self):
-        hp = self.hparams
-        optimizer = torch.optim.SGD(self.model.parameters(), lr=hp.lr, momentum=hp.momentum,
-                                    weight_decay=hp.weight_decay, nesterov=hp.nesterov)
-        if not hp.cosine_schedule:
+        optimizer = self.make_optimizer(self.model.parameters())
+        if self.make_scheduler is None:
             return optimizer
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.trainer.max_epochs))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        schedule = {"scheduler": self.make_scheduler(optimizer), "interval": "epoch"}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}

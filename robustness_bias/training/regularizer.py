@@ -10,9 +10,15 @@ groups). The training loss is cross-entropy + α · RB̃.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+from ..config import ConfigError
+
+if TYPE_CHECKING:
+    from .data import ImageDataModule
 
 
 def proxy_distance(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,6 +46,25 @@ class RobustnessBiasPenalty:
     attribute_column: int | None
     group_code: int | None
     group_names: list[str]
+
+    @classmethod
+    def on_dataset(cls, datamodule: ImageDataModule, alpha: float, tau: float, temperature: float, attribute: str,
+                   group: str | None) -> RobustnessBiasPenalty:
+        """The penalty for ``attribute`` (or ``class``) and ``group`` of this dataset, as ``regularizer``
+        configures it (the config leaves the dataset to the pipeline: ``_partial_``)."""
+        table = datamodule.table
+        if attribute == "class":
+            column, names = None, table.class_names
+        elif attribute in table.attributes:
+            column, names = list(table.attributes).index(attribute), table.categories[attribute]
+        else:
+            raise ConfigError(f"regularizer.attribute={attribute}: this dataset has no such attribute. "
+                              f"Fix: choose among {datamodule.partitions}")
+        if group is not None and str(group) not in names:
+            raise ConfigError(f"regularizer.group={group}: {attribute} has no such group. Fix: choose among {names}, "
+                              "or null for all groups")
+        return cls(alpha=alpha, tau=tau, temperature=temperature, attribute_column=column,
+                   group_code=None if group is None else names.index(str(group)), group_names=list(names))
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, attributes: torch.Tensor):
         """(logits, penalty or None when the batch lacks a side, mean proxy distance per group)."""
