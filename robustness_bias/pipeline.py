@@ -13,14 +13,15 @@ from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from .analysis.summary import audited_accuracy, sigmas_of
+from .analysis.summary import SUMMARY_OPTIONS, audited_accuracy, sigmas_of
+from .analysis.summary import summary_settings as audit_summary_settings
 from .auditing import Auditor, EstimatorPlan, Samples
 from .data import ImageDataModule
 from .estimators import EstimatorMismatch
 from .lock import first_process, folder_lock
 from .models import load_weights, split_checkpoint
-from .records import (audit_folder, finished_result, read_chunk_counts, read_summary, settings_hash,
-                      shard_suffix, write_json)
+from .records import (ESTIMATOR_SPEED_SETTINGS, PLAN_SPEED_SETTINGS, audit_folder, finished_result, read_chunk_counts,
+                      read_summary, settings_hash, shard_suffix, write_json)
 from .report.publish import Publisher
 from .training import AuditSchedule, Classifier, EpochCheckpoint, RobustnessBiasPenalty, audit_schedule, resumable
 from .settings import ConfigError, check_settings
@@ -119,13 +120,9 @@ def build_plan(cfg: DictConfig, model) -> dict[str, EstimatorPlan]:
 
 # Settings that change how fast a job runs, how it reports or which shard of the audit it takes: left out
 # of the fingerprint, so that e.g. a smaller batch chosen after running out of memory still resumes, and
-# the shards of one audit share one fingerprint. Batch sizes do change DeepFool's distances by float
-# rounding (4e-6 relative): the stored chunks of every estimator not batch-invariant are kept per batch
-# size (records.ChunkStore), so a resume never mixes chunks of two batch sizes.
+# the shards of one audit share one fingerprint (a plan's and an estimator's: records.py).
 SPEED_SETTINGS = {"trainer": ("default_root_dir", "enable_progress_bar"), "audit": ("progress", "shard", "num_shards"),
                   "dataset": ("num_workers",)}
-PLAN_SPEED_SETTINGS = ("batch_size", "chunk_size")
-ESTIMATOR_SPEED_SETTINGS = ("forward_batch", "cuda_graphs", "gradients")
 
 
 def job_fingerprint(cfg: DictConfig) -> str:
@@ -152,10 +149,9 @@ def job_fingerprint(cfg: DictConfig) -> str:
 def summary_settings(cfg: DictConfig, datamodule: ImageDataModule, partition: list[str]) -> dict:
     """The options of the per-group summaries: every single-attribute partition of the dataset, plus the
     chosen one when it combines attributes, and how σ and RB are computed."""
-    keys = ("conditional", "failures", "tau_max", "rb_quantiles", "min_group_size", "significance")
-    settings = {key: OmegaConf.to_container(cfg.audit[key]) if OmegaConf.is_config(cfg.audit[key]) else cfg.audit[key]
-                for key in keys}
-    return {**settings, "partitions": [*datamodule.partitions, *(["×".join(partition)] if len(partition) > 1 else [])]}
+    options = {key: OmegaConf.to_container(cfg.audit[key]) if OmegaConf.is_config(cfg.audit[key]) else cfg.audit[key]
+               for key in SUMMARY_OPTIONS}
+    return audit_summary_settings(options, datamodule.partitions, partition)
 
 
 def choice_names(cfg: DictConfig) -> dict[str, str]:

@@ -171,6 +171,15 @@ def weights_hash(model) -> str:
     return digest.hexdigest()[:16]
 
 
+# An audit plan's and an estimator's settings that change only how fast it runs: left out of the
+# fingerprint (the command line's and the Python API's), so that a rerun with a smaller batch still
+# resumes. Batch sizes do change DeepFool's distances by float rounding (4e-6 relative): the stored
+# chunks of every estimator not batch-invariant are kept per batch size (ChunkStore), so a resume
+# never mixes chunks of two batch sizes.
+PLAN_SPEED_SETTINGS = ("batch_size", "chunk_size")
+ESTIMATOR_SPEED_SETTINGS = ("forward_batch", "cuda_graphs", "gradients")
+
+
 def settings_hash(settings: dict) -> str:
     """A fingerprint of the settings that shape a job's results (the caller leaves out the rest)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
