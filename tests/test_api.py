@@ -323,3 +323,14 @@ def test_importing_the_package_loads_nothing_and_the_api_no_lightning():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert robustness_bias.audit is audit and robustness_bias.AuditResult is AuditResult
+
+
+@pytest.mark.slow
+def test_the_example_runs(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "audit_torchvision.py"), "--out", str(tmp_path),
+                           "--quiet"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("accuracy on the 360 audited digits:") and float(lines[0].split()[-1]) > 0.5
+    assert any(line.startswith("heavy") for line in lines) and any(line.startswith("light") for line in lines)
+    assert (tmp_path / "survival_by_ink.png").read_bytes()[:4] == b"\x89PNG"
