@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 import robustness_bias
+import robustness_bias.api
 from conftest import compose_config
 from robustness_bias import AuditResult, audit
 from robustness_bias.analysis import metrics
@@ -204,7 +205,7 @@ def test_a_dataset_or_loader_gives_the_tensors_records(linear, test_digits):
         pd.testing.assert_frame_equal(audit(linear, data, estimators="deepfool", progress=False).records, from_tensor)
 
 
-def test_default_estimators_are_the_four_that_fit_the_model(linear, test_digits):
+def test_default_estimators_are_the_four_that_fit_the_model(linear, test_digits, monkeypatch):
     images, labels = test_digits
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
     cheap = {"cw": CarliniWagner(binary_search_steps=1, steps=5), "rs": RandomizedSmoothing(n=100, n0=10)}
@@ -212,19 +213,13 @@ def test_default_estimators_are_the_four_that_fit_the_model(linear, test_digits)
         audit(mlp, images, labels, estimators=["exact"], progress=False)
     assert set(audit(mlp, images[:20], labels[:20], estimators={"deepfool": DeepFool(), **cheap},
                      progress=False).records["estimator"]) == {"deepfool", "cw", "rs"}
-    # unnamed, the default four: exact only where it fits
-    import robustness_bias.api as api
-
-    defaults = {name: (lambda name=name: cheap.get(name) or ESTIMATORS[name]()) for name in ESTIMATORS}
-    original = api.ESTIMATORS
-    api.ESTIMATORS = defaults
-    try:
-        assert list(pd.unique(audit(mlp, images[:20], labels[:20], progress=False).records["estimator"])) == \
-            ["deepfool", "cw", "rs"]
-        assert list(pd.unique(audit(linear, images[:20], labels[:20], progress=False).records["estimator"])) == \
-            ["exact", "deepfool", "cw", "rs"]
-    finally:
-        api.ESTIMATORS = original
+    # unnamed, the default four (here on cheap budgets): exact only where it fits
+    monkeypatch.setattr(robustness_bias.api, "ESTIMATORS",
+                        {name: (lambda name=name: cheap.get(name) or ESTIMATORS[name]()) for name in ESTIMATORS})
+    assert list(pd.unique(audit(mlp, images[:20], labels[:20], progress=False).records["estimator"])) == \
+        ["deepfool", "cw", "rs"]
+    assert list(pd.unique(audit(linear, images[:20], labels[:20], progress=False).records["estimator"])) == \
+        ["exact", "deepfool", "cw", "rs"]
 
 
 @pytest.mark.parametrize(("change", "message"), [
