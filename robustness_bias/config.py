@@ -554,12 +554,16 @@ def results_settings(cfg: DictConfig) -> dict:
     return settings
 
 
+def shaping_no_result(schema) -> set[str]:
+    """The fields of a schema (a dataclass; None: none) that change only how fast or where a job runs."""
+    return {spec.name for spec in fields(schema) if not spec.metadata.get("shapes_results", True)} \
+        if is_dataclass(schema) else set()
+
+
 def shaping(node):
     """``node`` as plain data, interpolations resolved, less the fields its schema marks as shaping no result."""
     if OmegaConf.is_dict(node):
-        schema = OmegaConf.get_type(node)
-        left_out = {spec.name for spec in fields(schema) if not spec.metadata.get("shapes_results", True)} \
-            if is_dataclass(schema) else set()
+        left_out = shaping_no_result(OmegaConf.get_type(node))
         return {str(key): shaping(node[key]) for key in node if key not in left_out}
     if OmegaConf.is_list(node):
         return [shaping(value) for value in node]

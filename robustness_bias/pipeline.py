@@ -13,7 +13,8 @@ from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from .analysis.summary import audited_accuracy, sigmas_of
+from .analysis.summary import SUMMARY_OPTIONS, audited_accuracy, sigmas_of
+from .analysis.summary import summary_settings as audit_summary_settings
 from .auditing import Auditor, EstimatorPlan, Samples
 from .config import ConfigError, checked, job_fingerprint
 from .data import ImageDataModule
@@ -108,10 +109,9 @@ def build_plan(cfg: DictConfig, model) -> dict[str, EstimatorPlan]:
 def summary_settings(cfg: DictConfig, datamodule: ImageDataModule, partition: list[str]) -> dict:
     """The options of the per-group summaries: every single-attribute partition of the dataset, plus the
     chosen one when it combines attributes, and how σ and RB are computed."""
-    keys = ("conditional", "failures", "tau_max", "rb_quantiles", "min_group_size", "significance")
-    settings = {key: OmegaConf.to_container(cfg.audit[key]) if OmegaConf.is_config(cfg.audit[key]) else cfg.audit[key]
-                for key in keys}
-    return {**settings, "partitions": [*datamodule.partitions, *(["×".join(partition)] if len(partition) > 1 else [])]}
+    options = {key: OmegaConf.to_container(cfg.audit[key]) if OmegaConf.is_config(cfg.audit[key]) else cfg.audit[key]
+               for key in SUMMARY_OPTIONS}
+    return audit_summary_settings(options, datamodule.partitions, partition)
 
 
 def choice_names(cfg: DictConfig) -> dict[str, str]:

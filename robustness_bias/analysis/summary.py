@@ -130,6 +130,19 @@ def _significance(distance, correct, codes, n_groups, tau_max, kw, options) -> d
     return {"sigma_low": low, "sigma_high": high, "p_value": p_value}
 
 
+# The options of group_summary an audit is summarized with (the command line's audit.<key>).
+SUMMARY_OPTIONS = ("conditional", "failures", "tau_max", "rb_quantiles", "min_group_size", "significance")
+
+
+def summary_settings(options: dict, partitions: list[str], chosen: list[str]) -> dict:
+    """What :func:`summarize` takes for one audit: ``options`` (every key of :data:`SUMMARY_OPTIONS`)
+    and the partitions, each single one plus the intersection of ``chosen`` when it names several
+    attributes (``race×gender``), as the auditor names its column. The command line and the Python
+    API both build their settings here, so they summarize alike."""
+    return {**{key: options[key] for key in SUMMARY_OPTIONS},
+            "partitions": [*partitions, *(["×".join(chosen)] if len(chosen) > 1 else [])]}
+
+
 def summarize(records: pd.DataFrame, settings: dict) -> pd.DataFrame:
     """The per-group table of one audit's records, with its epoch: ``settings`` holds ``partitions`` and
     the keyword options of :func:`group_summary`, as a job's ``result.json`` stores them."""

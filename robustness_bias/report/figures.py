@@ -17,8 +17,11 @@ from ..records import write_atomic  # noqa: E402
 from ..analysis.summary import OVERALL, group_values  # noqa: E402
 
 
-def _save(fig, path: Path, also_pdf: bool) -> Path:
-    """Write the figure to ``path`` (and beside it as PDF: drawn once, saved twice); returns ``path``."""
+def _save(fig, path: Path | None, also_pdf: bool):
+    """Write the figure to ``path`` (and beside it as PDF: drawn once, saved twice); returns ``path``.
+    Without a path, returns the figure itself, open, for a notebook to show."""
+    if path is None:
+        return fig
     for target in (path, path.with_suffix(".pdf")) if also_pdf else (path,):
         suffix = target.suffix.lstrip(".")
         write_atomic(target, lambda tmp, s=suffix: fig.savefig(tmp, format=s, dpi=120, bbox_inches="tight"))
@@ -26,9 +29,9 @@ def _save(fig, path: Path, also_pdf: bool) -> Path:
     return path
 
 
-def survival_figure(records: pd.DataFrame, partition: str, path: str | Path, *, title: str = "",
+def survival_figure(records: pd.DataFrame, partition: str, path: str | Path | None, *, title: str = "",
                     conditional: bool = True, failures: str = "censor", tau_max="pooled_max",
-                    also_pdf: bool = False) -> Path:
+                    also_pdf: bool = False):
     """One panel per estimator; one step curve Î_P(τ) per group of ``partition`` on [0, τ_max]."""
     estimators = list(dict.fromkeys(records["estimator"]))
     fig, axes = plt.subplots(1, len(estimators), figsize=(4.5 * len(estimators), 3.6), squeeze=False)
@@ -48,10 +51,10 @@ def survival_figure(records: pd.DataFrame, partition: str, path: str | Path, *, 
         ax.set(title=estimator, xlabel="τ (pixel-space L2)", ylabel="Î_P(τ)", ylim=(-0.02, 1.02))
         ax.legend(fontsize="small", title=partition)
     fig.suptitle(title or f"Survival curves by {partition}")
-    return _save(fig, Path(path), also_pdf)
+    return _save(fig, None if path is None else Path(path), also_pdf)
 
 
-def sigma_figure(summary: pd.DataFrame, path: str | Path, *, title: str = "", also_pdf: bool = False) -> Path:
+def sigma_figure(summary: pd.DataFrame, path: str | Path | None, *, title: str = "", also_pdf: bool = False):
     """σ(P) per group, one panel per partition, one bar colour per estimator; σ < 0: less robust."""
     groups = summary[summary["group"] != OVERALL]
     partitions = list(dict.fromkeys(groups["partition"]))
@@ -64,7 +67,7 @@ def sigma_figure(summary: pd.DataFrame, path: str | Path, *, title: str = "", al
         ax.set(title=f"σ(P) by {partition}", xlabel=partition, ylabel="σ(P)")
         ax.tick_params(axis="x", rotation=45)
     fig.suptitle(title or "Robustness bias σ(P)")
-    return _save(fig, Path(path), also_pdf)
+    return _save(fig, None if path is None else Path(path), also_pdf)
 
 
 def sigma_heatmaps(sigma: pd.DataFrame, dataset: str, estimator: str, partition: str, path: str | Path, *,

@@ -1,7 +1,8 @@
 """Publishing one written audit: its per-group summary, its figures and its experiment-logger entries.
 
 Reads the records from disk as the report does, so what a job shows while it trains is what the
-report rebuilds later from the same files.
+report rebuilds later from the same files. The Python API (robustness_bias.api) summarizes and
+draws through the same methods, so its tables and figures are the command line's.
 """
 
 from __future__ import annotations
@@ -22,29 +23,47 @@ log = logging.getLogger(__name__)
 class Publisher:
     """Summarizes an audit folder's records by group (``settings``: the options of
     :func:`~robustness_bias.analysis.summary.summarize`), draws its survival curves by
-    ``partition`` and its σ per group into ``figures``, and logs both to ``loggers`` (Lightning
-    loggers; those that take tables and images, as W&B's, get the summary table and the figures).
+    ``partition`` and its σ per group into ``figures`` (None: no figures), and logs both to
+    ``loggers`` (Lightning loggers; those that take tables and images, as W&B's, get the summary
+    table and the figures).
     """
 
-    def __init__(self, figures: str | Path, partition: str, settings: dict, loggers=()):
-        self.figures, self.partition, self.settings, self.loggers = Path(figures), partition, settings, list(loggers)
+    def __init__(self, figures: str | Path | None, partition: str, settings: dict, loggers=()):
+        self.figures = None if figures is None else Path(figures)
+        self.partition, self.settings, self.loggers = partition, settings, list(loggers)
 
     def __call__(self, folder: Path, tag: str, step: int = 0) -> pd.DataFrame:
         records = read_records(folder)
+        summary = self.summarize(records, tag)
+        write_summary(folder, summary)
+        figures = self.draw(records, summary, tag) if self.figures is not None else {}
+        self.log(summary, tag, step, figures)
+        return summary
+
+    def summarize(self, records: pd.DataFrame, tag: str) -> pd.DataFrame:
+        """The per-group table of ``records``; groups too small for σ are named in one warning."""
         summary = summarize(records, self.settings).assign(epoch_tag=tag)
         unmeasured = groups_without_sigma(summary)
         if unmeasured:
             log.warning("audit %s (epoch %d): no σ for %s (fewer correctly classified points than "
                         "audit.min_group_size=%d)", tag, records["epoch"].iloc[0], "; ".join(unmeasured),
                         self.settings.get("min_group_size", 1))
-        write_summary(folder, summary)
-        metric_options = {key: self.settings[key] for key in ("conditional", "failures", "tau_max") if key in self.settings}
-        figures = {
-            "survival": survival_figure(records, self.partition, self.figures / f"{tag}_survival_{self.partition}.png",
-                                        title=f"Survival curves by {self.partition}, {tag} epoch", **metric_options),
-            "sigma": sigma_figure(summary, self.figures / f"{tag}_sigma.png", title=f"σ(P) per group, {tag} epoch")}
-        self.log(summary, tag, step, figures)
         return summary
+
+    def draw(self, records: pd.DataFrame, summary: pd.DataFrame, tag: str) -> dict[str, Path]:
+        """Both figures into ``figures``, under the names the report and the README give them."""
+        return {"survival": self.survival(records, tag, self.figures / f"{tag}_survival_{self.partition}.png"),
+                "sigma": self.sigma(summary, tag, self.figures / f"{tag}_sigma.png")}
+
+    def survival(self, records: pd.DataFrame, tag: str, path: Path | None):
+        """Survival curves by the partition, at ``path`` (None: the open figure)."""
+        options = {key: self.settings[key] for key in ("conditional", "failures", "tau_max") if key in self.settings}
+        return survival_figure(records, self.partition, path,
+                               title=f"Survival curves by {self.partition}, {tag} epoch", **options)
+
+    def sigma(self, summary: pd.DataFrame, tag: str, path: Path | None):
+        """σ(P) per group of every partition, at ``path`` (None: the open figure)."""
+        return sigma_figure(summary, path, title=f"σ(P) per group, {tag} epoch")
 
     def log(self, summary: pd.DataFrame, tag: str, step: int, figures: dict[str, Path]) -> None:
         """σ and adjusted p per group and the median distance per estimator as metrics; with loggers that
