@@ -1,4 +1,5 @@
-"""``python -m robustness_bias.report DIR... --out FOLDER``: the paper's tables and figures from sweeps.
+"""``robustness-bias report DIR... --out FOLDER`` (or ``python -m robustness_bias.report``): the paper's tables
+and figures from sweeps.
 
 Reads every finished job below the given sweep folders (``multirun/...``) and writes Markdown and
 CSV tables and PNG + PDF figures into ``--out``; with ``--wandb`` it logs them to a W&B run too.
@@ -89,8 +90,8 @@ def log_to_wandb(tables: dict[str, pd.DataFrame], images: list[Path], out: Path,
         run.finish()
 
 
-def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
-    parser = argparse.ArgumentParser(prog="python -m robustness_bias.report", description=__doc__,
+def main(argv: list[str] | None = None, prog: str = "python -m robustness_bias.report") -> dict[str, pd.DataFrame]:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweeps", nargs="+", help="sweep folders, e.g. multirun/utk_race")
     parser.add_argument("--out", default="reports/latest", help="where the tables and figures go")
