@@ -22,7 +22,9 @@ def main(cfg: DictConfig) -> float | None:
     from .lock import FolderBusy
     from .models import MissingWeights
     from .pipeline import ConfigError, run
+    from .console import quiet_libraries
 
+    quiet_libraries()   # after Lightning's import, which gives its loggers console handlers of their own
     try:
         result = run(cfg)
     except (ConfigError, DataError, EstimatorMismatch, MissingWeights, UnsafeCheckpoint, FolderBusy) as error:

@@ -126,7 +126,7 @@ def _sweep(folder: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 
 def _jobs_that_ran(folder: Path) -> int:
-    logs = "".join(p.read_text() for p in folder.glob("*/__main__.log"))
+    logs = "".join(p.read_text() for p in folder.glob("*/robustness_bias.log"))
     return logs.count("test accuracy") - logs.count("skipped")
 
 
@@ -136,13 +136,13 @@ def test_submitit_sweep_feeds_the_report_and_a_rerun_recomputes_nothing(tmp_path
     done = _sweep(folder, "hydra/launcher=local")
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in folder.glob("*-logreg")) == ["0-logreg", "1-logreg"]
-    logs = "".join(p.read_text() for p in folder.glob("*/__main__.log"))
+    logs = "".join(p.read_text() for p in folder.glob("*/robustness_bias.log"))
     assert logs.count("test accuracy") == 2 and "skipped" not in logs
     stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*/audits/final/records.parquet")}
 
     again = _sweep(folder, "hydra/launcher=local")
     assert again.returncode == 0, again.stderr[-3000:]
-    logs = "".join(p.read_text() for p in folder.glob("*/__main__.log"))
+    logs = "".join(p.read_text() for p in folder.glob("*/robustness_bias.log"))
     assert logs.count("skipped") == 2                        # both jobs were skipped …
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps   # … and nothing was rewritten
 
@@ -156,7 +156,7 @@ def test_changed_settings_rerun_the_job(tmp_path):
     folder = tmp_path / "sweep"
     assert _sweep(folder).returncode == 0
     assert _sweep(folder, "estimator.deepfool.overshoot=0.05").returncode == 0
-    logs = "".join(p.read_text() for p in folder.glob("*/__main__.log"))
+    logs = "".join(p.read_text() for p in folder.glob("*/robustness_bias.log"))
     assert "skipped" not in logs and logs.count("test accuracy") == 4
 
 

@@ -15,6 +15,7 @@ import seaborn as sns  # noqa: E402
 from ..analysis import metrics  # noqa: E402
 from ..records import write_atomic  # noqa: E402
 from ..analysis.summary import OVERALL, group_values  # noqa: E402
+from .console import partition_label  # noqa: E402
 
 
 def _save(fig, path: Path | None, also_pdf: bool):
@@ -31,7 +32,7 @@ def _save(fig, path: Path | None, also_pdf: bool):
 
 def survival_figure(records: pd.DataFrame, partition: str, path: str | Path | None, *, title: str = "",
                     conditional: bool = True, failures: str = "censor", tau_max="pooled_max",
-                    also_pdf: bool = False):
+                    also_pdf: bool = False, names: dict[str, str] | None = None):
     """One panel per estimator; one step curve Î_P(τ) per group of ``partition`` on [0, τ_max]."""
     estimators = list(dict.fromkeys(records["estimator"]))
     fig, axes = plt.subplots(1, len(estimators), figsize=(4.5 * len(estimators), 3.6), squeeze=False)
@@ -49,24 +50,54 @@ def survival_figure(records: pd.DataFrame, partition: str, path: str | Path | No
             if d.size:
                 ax.plot(taus, metrics.survival(d, taus), drawstyle="steps-post", color=colour, label=f"{group} (n={d.size})")
         ax.set(title=estimator, xlabel="τ (pixel-space L2)", ylabel="Î_P(τ)", ylim=(-0.02, 1.02))
-        ax.legend(fontsize="small", title=partition)
-    fig.suptitle(title or f"Survival curves by {partition}")
+        ax.legend(fontsize="small", title=partition_label(partition, names))
+    fig.suptitle(title or f"Survival curves by {partition_label(partition, names)}")
     return _save(fig, None if path is None else Path(path), also_pdf)
 
 
-def sigma_figure(summary: pd.DataFrame, path: str | Path | None, *, title: str = "", also_pdf: bool = False):
-    """σ(P) per group, one panel per partition, one bar colour per estimator; σ < 0: less robust."""
+def sigma_figure(summary: pd.DataFrame, path: str | Path | None, *, title: str = "", also_pdf: bool = False,
+                 names: dict[str, str] | None = None, min_group_size: int | None = None):
+    """σ(P) per group with its bootstrap interval, one panel per partition, one bar colour per estimator
+    (σ < 0: less robust). A group without σ gets no bar but its reason, written where the bar would be:
+    how many of its points were correctly classified (the only ones attacked), too few for σ."""
     groups = summary[summary["group"] != OVERALL]
     partitions = list(dict.fromkeys(groups["partition"]))
+    estimators = list(dict.fromkeys(groups["estimator"].astype(str)))
+    palette = sns.color_palette("colorblind", max(len(estimators), 1))
     fig, axes = plt.subplots(1, len(partitions), figsize=(max(4.5, 0.6 * groups["group"].nunique()) * len(partitions), 3.6),
                              squeeze=False)
+    width = 0.8 / max(len(estimators), 1)
+    missing = False
     for ax, partition in zip(axes[0], partitions):
-        sns.barplot(data=groups[groups["partition"] == partition], x="group", y="sigma", hue="estimator",
-                    ax=ax, palette="colorblind")
+        mine = groups[groups["partition"] == partition].astype({"group": str, "estimator": str})
+        order = list(dict.fromkeys(mine["group"]))
+        for k, estimator in enumerate(estimators):
+            rows = mine[mine["estimator"] == estimator].set_index("group").reindex(order)
+            x = np.arange(len(order)) - 0.4 + width * (k + 0.5)
+            sigma = rows["sigma"].to_numpy(float)
+            shown = np.isfinite(sigma)
+            ax.bar(x[shown], sigma[shown], width, color=palette[k], label=estimator)
+            low, high = rows["sigma_low"].to_numpy(float), rows["sigma_high"].to_numpy(float)
+            ranged = shown & np.isfinite(low) & np.isfinite(high)
+            ax.errorbar(x[ranged], sigma[ranged], yerr=[sigma[ranged] - low[ranged], high[ranged] - sigma[ranged]],
+                        fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+            for xi, row in zip(x[~shown], rows[~shown].itertuples()):
+                if pd.isna(row.size):
+                    continue   # the estimator did not audit this partition
+                missing = True
+                ax.text(xi, 0, f" no σ: {int(row.attacked)} of {int(row.size)} correct", rotation=90, ha="center",
+                        va="bottom", fontsize="x-small", color=palette[k])
         ax.axhline(0, color="black", linewidth=0.8)
-        ax.set(title=f"σ(P) by {partition}", xlabel=partition, ylabel="σ(P)")
-        ax.tick_params(axis="x", rotation=45)
+        ax.set_xticks(np.arange(len(order)), order, rotation=45, ha="right")
+        label = partition_label(str(partition), names)
+        ax.set(title=f"σ(P) by {label}", xlabel=label, ylabel="σ(P)")
+        ax.legend(fontsize="small", title="estimator", loc="upper left", bbox_to_anchor=(1, 1))
     fig.suptitle(title or "Robustness bias σ(P)")
+    note = "bars: σ with its bootstrap interval; σ < 0: closer to the boundary than the rest"
+    if missing:
+        rule = f" (audit.min_group_size={min_group_size})" if min_group_size else ""
+        note += f". no σ: too few correctly classified points{rule}"
+    fig.text(0.5, -0.02, note, ha="center", va="top", fontsize="small")
     return _save(fig, None if path is None else Path(path), also_pdf)
 
 
