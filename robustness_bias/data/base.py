@@ -149,8 +149,8 @@ def split_official(is_test: np.ndarray, val_fraction: float, seed: int) -> tuple
 class ImageDataModule(L.LightningDataModule):
     """Seeded train/validation/test split of an :class:`ImageTable`, with the dataset's normalization.
 
-    ``label_name`` says what the classes are where "class" does not (the age bin of a face): figures and the
-    console call the ``class`` partition by it; records and summaries keep the column ``class``.
+    ``label_name`` says what the classes are where "class" does not say it (the age bin of a face): figures
+    and the console call the ``class`` partition by it; records and summaries keep the column ``class``.
     """
 
     label_name: str | None = None

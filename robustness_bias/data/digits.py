@@ -11,8 +11,6 @@ from .base import ImageDataModule, TensorImages
 class DigitsDataModule(ImageDataModule):
     """1,797 grey-scale digits scaled to [0,1]; ten classes, partitioned by class."""
 
-    label_name = "digit"
-
     def load(self) -> TensorImages:
         digits = load_digits()
         images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
