@@ -299,6 +299,7 @@ class ImageFolderData(FileData):
     test_fraction: float = setting(fraction(0.2))
     csv: str = MISSING
     channels: int = setting(CHANNELS)
+    attributes: Optional[List[str]] = None   # null: every column but path, label and split
 
 
 # ---------------------------------------------------------------- conf/model, conf/imagenet
