@@ -1,5 +1,6 @@
 """``robustness-bias [overrides]`` (or ``python -m robustness_bias``): train and audit one model per Hydra job;
-``robustness-bias report SWEEP... --out FOLDER``: the paper's tables and figures from finished jobs."""
+``robustness-bias report SWEEP... --out FOLDER``: the paper's tables and figures from finished jobs;
+``robustness-bias check [overrides]``: whether every job those overrides make has its data and weights."""
 
 from __future__ import annotations
 
@@ -55,12 +56,17 @@ def main_with_one_line_errors() -> None:
 
 
 def cli() -> None:
-    """The console command ``robustness-bias``: ``report`` as its first word runs the report, anything else
-    is a job's (or a sweep's) Hydra overrides."""
+    """The console command ``robustness-bias``: ``report`` as its first word runs the report, ``check`` the
+    pre-flight of the jobs its overrides make; anything else is a job's (or a sweep's) Hydra overrides."""
     if sys.argv[1:2] == ["report"]:
         from .report.cli import main as report
 
         report(sys.argv[2:], prog="robustness-bias report")
+        return
+    if sys.argv[1:2] == ["check"]:
+        from .preflight import main as check
+
+        check(sys.argv[2:])
         return
     from .allocator import steady_cpu_allocator
 

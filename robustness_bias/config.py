@@ -324,6 +324,7 @@ class ImageNetConfig:
 
     pretrained: bool = setting(FLAG)
     input_size: Optional[int] = setting(optional(whole(1, 224), "to keep the dataset's size"))
+    download: bool = setting(FLAG, False, shapes_results=False)   # where the weights come from, not what they are
 
 
 @dataclass
@@ -331,6 +332,7 @@ class TorchvisionModel(ModelConfig):
     pretrained: bool = setting(FLAG)
     weights_path: Optional[str] = None
     input_size: Optional[int] = setting(optional(whole(1, 224), "to keep the dataset's size"))
+    download: bool = setting(FLAG, False, shapes_results=False)
 
 
 @dataclass

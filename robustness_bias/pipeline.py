@@ -21,7 +21,8 @@ from .console import interactive
 from .data import ImageDataModule
 from .estimators import EstimatorMismatch
 from .lock import first_process, folder_lock
-from .models import load_weights, split_checkpoint
+from .models import MissingWeights, load_weights, split_checkpoint
+from .preflight import model_problem
 from .records import audit_folder, finished_result, read_chunk_counts, read_summary, shard_suffix, write_json
 from .report.console import job_answer
 from .report.publish import Publisher
@@ -176,6 +177,9 @@ def run_in(cfg: DictConfig, output_dir: Path) -> dict:
     resume_from = resumable(checkpoint.path, job) if cfg.mode == "train" else None   # a planted file stops us here
     L.seed_everything(cfg.seed, workers=True)
     datamodule: ImageDataModule = instantiate(cfg.dataset)
+    missing = model_problem(cfg.model, reach=lambda url: None)   # before reading the data, which can take long
+    if missing:                                                   # (a download is tried when the model is built)
+        raise MissingWeights(missing)
     datamodule.setup()
     write_json(output_dir / "dataset.json", datamodule.facts)
     partition = chosen_partition(cfg)

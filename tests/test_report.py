@@ -130,6 +130,15 @@ def _jobs_that_ran(folder: Path) -> int:
     return logs.count("test accuracy") - logs.count("skipped")
 
 
+def _sweep_lines(done: subprocess.CompletedProcess, ending: str = "") -> list[str]:
+    """The jobs named in the lines a sweep ends with, each with its accuracy and least robust class."""
+    _, _, tail = done.stdout.partition(f"sweep {done.args[-1].split('=', 1)[1]}: ")
+    lines = [line.strip() for line in tail.splitlines()[1:]]
+    assert all(": test accuracy 0." in line and "; least robust class: exact " in line and "deepfool" in line
+               and line.endswith(ending) for line in lines), lines
+    return [line.split(":")[0] for line in lines]
+
+
 @pytest.mark.slow
 def test_submitit_sweep_feeds_the_report_and_a_rerun_recomputes_nothing(tmp_path):
     folder = tmp_path / "sweep"
@@ -138,12 +147,14 @@ def test_submitit_sweep_feeds_the_report_and_a_rerun_recomputes_nothing(tmp_path
     assert sorted(p.name for p in folder.glob("*-logreg")) == ["0-logreg", "1-logreg"]
     logs = "".join(p.read_text() for p in folder.glob("*/robustness_bias.log"))
     assert logs.count("test accuracy") == 2 and "skipped" not in logs
+    assert _sweep_lines(done) == ["0-logreg", "1-logreg"]   # the sweep's last word: a line per job
     stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*/audits/final/records.parquet")}
 
     again = _sweep(folder, "hydra/launcher=local")
     assert again.returncode == 0, again.stderr[-3000:]
     logs = "".join(p.read_text() for p in folder.glob("*/robustness_bias.log"))
     assert logs.count("skipped") == 2                        # both jobs were skipped …
+    assert _sweep_lines(again, "[finished before: skipped]") == ["0-logreg", "1-logreg"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps   # … and nothing was rewritten
 
     tables = report.main([str(folder), "--out", str(tmp_path / "report"), "--only", "table2", "agreement"])

@@ -70,10 +70,13 @@ def test_the_console_command_audits_outside_the_repository(fresh):
     job = elsewhere / "job"
     summary = pd.read_parquet(job / "audits" / "final" / "summary.parquet")
     assert set(summary["estimator"]) == {"exact"} and (job / "robustness_bias.log").is_file()
-    assert "exact · class (digit)" in done.stdout and "◀ least robust" in done.stdout and f"files in {job}" in done.stdout
+    assert "exact · class\n" in done.stdout and "◀ least robust" in done.stdout and f"files in {job}" in done.stdout
 
     report = subprocess.run([fresh["command"], "report", "job", "--out", "report", "--only", "table2"],
                             capture_output=True, text=True, env=fresh["env"], cwd=elsewhere, timeout=300)
     assert report.returncode == 0, report.stderr[-3000:]
     assert pd.read_csv(elsewhere / "report" / "table2.csv")["model"].tolist() == ["logreg"]
 
+    check = subprocess.run([fresh["command"], "check", "model=logreg,small_cnn"], capture_output=True, text=True,
+                           env=fresh["env"], cwd=elsewhere, timeout=300)
+    assert check.returncode == 0 and "pre-flight: 2 job(s) can run" in check.stdout, check.stderr[-3000:]
