@@ -104,6 +104,22 @@ def test_heatmaps_from_hand_built_records(sweep, tmp_path):
             assert (tmp_path / "out" / "figures" / f"heatmap_utkface_{estimator}_race.{suffix}").stat().st_size > 0
 
 
+def test_figures_call_the_class_partition_by_what_the_job_says_it_is(tmp_path, monkeypatch):
+    """A UTKFace job writes partition_names {"class": "age"} into result.json: the heatmaps say age."""
+    from robustness_bias.report import figures
+
+    write_job(tmp_path / "sweep" / "job", "utkface", "logreg", 0.5, {"deepfool": [-0.1, 0.2, 0.0]})
+    result = tmp_path / "sweep" / "job" / "result.json"
+    result.write_text(json.dumps({**json.loads(result.read_text()), "partition_names": {"class": "age"}}))
+    for summary in (tmp_path / "sweep" / "job" / "audits").glob("*/summary.parquet"):
+        pd.read_parquet(summary).assign(partition="class").to_parquet(summary)
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path, also_pdf: drawn.append(fig) or path)
+    report.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--only", "figures"])
+    titles = [fig._suptitle.get_text() for fig in drawn]
+    assert titles and all(title.startswith("utkface, class (age): σ(P) by ") for title in titles), titles
+
+
 def test_final_sigmas_with_their_intervals(sweep, tmp_path):
     tables = report.main([str(sweep), "--out", str(tmp_path / "out"), "--only", "sigma_final", "settings"])
     assert "settings" not in tables            # hand-built jobs have no saved config

@@ -102,7 +102,7 @@ def sigma_figure(summary: pd.DataFrame, path: str | Path | None, *, title: str =
 
 
 def sigma_heatmaps(sigma: pd.DataFrame, dataset: str, estimator: str, partition: str, path: str | Path, *,
-                   also_pdf: bool = False) -> Path:
+                   also_pdf: bool = False, names: dict[str, str] | None = None) -> Path:
     """σ(P) of the groups of one partition as models × groups, "after epoch 1" beside "final", on a
     diverging colormap centred on 0."""
     frame = sigma[(sigma["dataset"] == dataset) & (sigma["estimator"] == estimator) & (sigma["partition"] == partition)]
@@ -124,15 +124,16 @@ def sigma_heatmaps(sigma: pd.DataFrame, dataset: str, estimator: str, partition:
         labels = grid.map(lambda v: f"{v:.2f}") + (p_value < 0.05).map(lambda s: "*" if s else "")
         sns.heatmap(grid, ax=ax, cmap="RdBu", center=0, vmin=-limit, vmax=limit,
                     annot=labels.to_numpy() if grid.shape[1] <= 12 else False, fmt="", cbar_kws={"label": "σ(P)"})
-        ax.set(title=title, xlabel=partition, ylabel="model")
-    fig.suptitle(f"{dataset}, {partition}: σ(P) by {estimator} (red: less robust than the rest; *: BH-adjusted p < 0.05)")
+        ax.set(title=title, xlabel=partition_label(partition, names), ylabel="model")
+    fig.suptitle(f"{dataset}, {partition_label(partition, names)}: σ(P) by {estimator} (red: less robust than the rest; "
+                 "*: BH-adjusted p < 0.05)")
     fig.text(0.5, -0.02, "blank: no σ (fewer correctly classified points in the group than audit.min_group_size)",
              ha="center", va="top", fontsize="small")
     return _save(fig, Path(path), also_pdf)
 
 
 def distance_distributions(records: pd.DataFrame, partition: str, path: str | Path, *, title: str = "",
-                           also_pdf: bool = False) -> Path:
+                           also_pdf: bool = False, names: dict[str, str] | None = None) -> Path:
     """Distances of the correctly classified points per group, one box per model, one panel per estimator."""
     solved = records[records["correct"] & records["success"] & np.isfinite(records["distance"])]
     estimators = list(dict.fromkeys(solved["estimator"].astype(str)))
@@ -143,7 +144,7 @@ def distance_distributions(records: pd.DataFrame, partition: str, path: str | Pa
                              "distance": mine["distance"].to_numpy()})
         sns.boxplot(data=mine, x="group", y="distance", hue="model", ax=ax, palette="colorblind", fliersize=1,
                     order=sorted(mine["group"].unique()), hue_order=sorted(mine["model"].unique()))
-        ax.set(title=estimator, xlabel=partition, ylabel="L2 distance to the boundary")
+        ax.set(title=estimator, xlabel=partition_label(partition, names), ylabel="L2 distance to the boundary")
         ax.tick_params(axis="x", rotation=45)
     fig.suptitle(title or f"Distances by {partition}")
     return _save(fig, Path(path), also_pdf)
