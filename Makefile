@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench bench-pipeline clean sweeps table1 table2 agreement figures paper
+.PHONY: install run test wheel bench bench-pipeline clean check sweeps table1 table2 agreement figures paper
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The wheel (configs inside; console command robustness-bias) into dist/; tests/test_wheel.py installs and runs it.
+wheel: $(STAMP)
+	$(PY) -m pip wheel --no-deps --no-build-isolation --wheel-dir dist .
 
 # Our estimators against foolbox, torchattacks and the reference certify loop (small CNN on the CPU;
 # pass BENCH_ARGS="--model resnet50 --image-size 224 --device cuda" on a GPU).
@@ -56,7 +60,14 @@ REPORT_DIR ?= reports/paper
 endif
 REPORT := $(PY) -m robustness_bias.report $(addprefix $(SWEEP_ROOT)/,$(EXPERIMENTS)) --out $(REPORT_DIR)
 
-sweeps: $(STAMP)
+# Pre-flight of every job of every experiment (data present, ImageNet weights present or downloadable) before
+# the first one trains; `sweeps` runs it first.
+check: $(STAMP)
+	for e in $(EXPERIMENTS); do \
+	  ROBUSTNESS_BIAS_DATA=$(DATA_DIR) $(PY) -m robustness_bias check experiment=$$e $(SWEEP_ARGS) || exit 1; \
+	done
+
+sweeps: check
 	for e in $(EXPERIMENTS); do \
 	  ROBUSTNESS_BIAS_DATA=$(DATA_DIR) $(PY) -m robustness_bias experiment=$$e hydra.sweep.dir=$(SWEEP_ROOT)/$$e $(SWEEP_ARGS) || exit 1; \
 	done
@@ -77,4 +88,4 @@ paper: sweeps
 	$(REPORT)
 
 clean:
-	rm -rf outputs .pytest_cache
+	rm -rf outputs .pytest_cache build dist

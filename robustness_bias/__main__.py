@@ -1,4 +1,6 @@
-"""``python -m robustness_bias [overrides]``: train and audit one model per Hydra job."""
+"""``robustness-bias [overrides]`` (or ``python -m robustness_bias``): train and audit one model per Hydra job;
+``robustness-bias report SWEEP... --out FOLDER``: the paper's tables and figures from finished jobs;
+``robustness-bias check [overrides]``: whether every job those overrides make has its data and weights."""
 
 from __future__ import annotations
 
@@ -7,11 +9,10 @@ import sys
 from typing import NoReturn
 
 import hydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import ConfigCompositionException, HydraException, OverrideParseException
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from omegaconf import DictConfig
 
-from .config import CONFIG_DIR, composition_problem
+from .config import CONFIG_DIR, composition_problem, experiment_as_choice  # noqa: F401 (tests import it here)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
@@ -22,7 +23,9 @@ def main(cfg: DictConfig) -> float | None:
     from .lock import FolderBusy
     from .models import MissingWeights
     from .pipeline import ConfigError, run
+    from .console import quiet_libraries
 
+    quiet_libraries()   # after Lightning's import, which gives its loggers console handlers of their own
     try:
         result = run(cfg)
     except (ConfigError, DataError, EstimatorMismatch, MissingWeights, UnsafeCheckpoint, FolderBusy) as error:
@@ -33,24 +36,6 @@ def main(cfg: DictConfig) -> float | None:
 def fail(problem: str) -> NoReturn:
     print(f"robustness_bias: error: {problem}", file=sys.stderr)
     sys.exit(2)
-
-
-def experiment_as_choice(overrides: list[str]) -> list[str]:
-    """``+experiment=NAME`` as ``experiment=NAME``, which means the same here.
-
-    ``experiment`` has a place (null) in the defaults list, so Hydra takes a choice for it but refuses
-    an addition ("Multiple values for experiment"); Hydra's own parser finds the override.
-    """
-    parser = OverridesParser.create()
-
-    def as_choice(argument: str) -> str:
-        try:
-            override = parser.parse_override(argument)
-        except HydraException:
-            return argument   # a flag such as --multirun; Hydra reports malformed overrides itself
-        return argument[1:] if override.is_add() and override.key_or_group == "experiment" else argument
-
-    return [as_choice(argument) for argument in overrides]
 
 
 def main_with_one_line_errors() -> None:
@@ -70,9 +55,25 @@ def main_with_one_line_errors() -> None:
         fail(composition_problem(error))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console command ``robustness-bias``: ``report`` as its first word runs the report, ``check`` the
+    pre-flight of the jobs its overrides make; anything else is a job's (or a sweep's) Hydra overrides."""
+    if sys.argv[1:2] == ["report"]:
+        from .report.cli import main as report
+
+        report(sys.argv[2:], prog="robustness-bias report")
+        return
+    if sys.argv[1:2] == ["check"]:
+        from .preflight import main as check
+
+        check(sys.argv[2:])
+        return
     from .allocator import steady_cpu_allocator
 
     sys.argv[1:] = experiment_as_choice(sys.argv[1:])
     steady_cpu_allocator()
     main_with_one_line_errors()
+
+
+if __name__ == "__main__":
+    cli()

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from hydra.errors import MissingConfigException
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -29,7 +30,19 @@ from .records import settings_hash
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+def find_config_dir() -> Path:
+    """Hydra's ``conf/``: inside the installed package (the wheel ships it as ``robustness_bias/conf``),
+    else at the top of the checkout this package runs from (a clone, an editable install)."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "conf", package.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"no conf/config.yaml in {package} nor in {package.parent}: this installation of "
+                            "robustness_bias lacks its configs. Fix: reinstall it from a wheel or a clone")
+
+
+CONFIG_DIR = find_config_dir()
 
 
 class ConfigError(ValueError):
@@ -286,6 +299,7 @@ class ImageFolderData(FileData):
     test_fraction: float = setting(fraction(0.2))
     csv: str = MISSING
     channels: int = setting(CHANNELS)
+    attributes: Optional[List[str]] = None   # null: every column but path, label and split
 
 
 # ---------------------------------------------------------------- conf/model, conf/imagenet
@@ -310,6 +324,7 @@ class ImageNetConfig:
 
     pretrained: bool = setting(FLAG)
     input_size: Optional[int] = setting(optional(whole(1, 224), "to keep the dataset's size"))
+    download: bool = setting(FLAG, False, shapes_results=False)   # where the weights come from, not what they are
 
 
 @dataclass
@@ -317,6 +332,7 @@ class TorchvisionModel(ModelConfig):
     pretrained: bool = setting(FLAG)
     weights_path: Optional[str] = None
     input_size: Optional[int] = setting(optional(whole(1, 224), "to keep the dataset's size"))
+    download: bool = setting(FLAG, False, shapes_results=False)
 
 
 @dataclass
@@ -607,6 +623,24 @@ def rule_of(schema, name) -> Rule | None:
     if not (isinstance(schema, type) and is_dataclass(schema)):
         return None
     return next((spec.metadata.get("rule") for spec in fields(schema) if spec.name == name), None)
+
+
+def experiment_as_choice(overrides: list[str]) -> list[str]:
+    """``+experiment=NAME`` as ``experiment=NAME``, which means the same here.
+
+    ``experiment`` has a place (null) in the defaults list, so Hydra takes a choice for it but refuses
+    an addition ("Multiple values for experiment"); Hydra's own parser finds the override.
+    """
+    parser = OverridesParser.create()
+
+    def as_choice(argument: str) -> str:
+        try:
+            override = parser.parse_override(argument)
+        except HydraException:
+            return argument   # a flag such as --multirun; Hydra reports malformed overrides itself
+        return argument[1:] if override.is_add() and override.key_or_group == "experiment" else argument
+
+    return [as_choice(argument) for argument in overrides]
 
 
 register_schemas()

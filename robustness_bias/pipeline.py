@@ -17,13 +17,16 @@ from .analysis.summary import SUMMARY_OPTIONS, audited_accuracy, sigmas_of
 from .analysis.summary import summary_settings as audit_summary_settings
 from .auditing import Auditor, EstimatorPlan, Samples
 from .config import ConfigError, checked, job_fingerprint
+from .console import interactive
 from .data import ImageDataModule
 from .estimators import EstimatorMismatch
 from .lock import first_process, folder_lock
-from .models import load_weights, split_checkpoint
+from .models import MissingWeights, load_weights, split_checkpoint
+from .preflight import model_problem
 from .records import audit_folder, finished_result, read_chunk_counts, read_summary, shard_suffix, write_json
+from .report.console import job_answer
 from .report.publish import Publisher
-from .training import AuditSchedule, RobustnessBiasPenalty, audit_schedule, resumable
+from .training import AuditSchedule, EpochLog, RobustnessBiasPenalty, audit_schedule, resumable
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +134,22 @@ def run(cfg: DictConfig) -> dict:
     cfg = checked(cfg)
     output_dir = Path(cfg.paths.output_dir)
     with folder_lock(output_dir) if first_process() else nullcontext():
-        return run_in(cfg, output_dir)
+        result = run_in(cfg, output_dir)
+    if result:   # empty on DDP ranks other than 0
+        show_answer(result)   # after the experiment loggers closed: the answer is the console's last word
+    return result
+
+
+def partition_names(datamodule: ImageDataModule) -> dict[str, str]:
+    """What the partitions are called where their column's name does not say it: ``class`` is the age
+    bin on UTKFace and Adience. Shown in figures and on the console; records keep the column ``class``."""
+    return {"class": datamodule.label_name} if datamodule.label_name else {}
+
+
+def show_answer(result: dict) -> None:
+    """The final audit's per-group table and where the job's files are: on the console and in the job's log."""
+    summary = read_summary(audit_folder(Path(result["output_dir"]), "final"))
+    log.info("%s", job_answer(summary, result, result.get("partition_names")))
 
 
 def audit_device(cfg: DictConfig) -> torch.device:
@@ -159,6 +177,9 @@ def run_in(cfg: DictConfig, output_dir: Path) -> dict:
     resume_from = resumable(checkpoint.path, job) if cfg.mode == "train" else None   # a planted file stops us here
     L.seed_everything(cfg.seed, workers=True)
     datamodule: ImageDataModule = instantiate(cfg.dataset)
+    missing = model_problem(cfg.model, reach=lambda url: None)   # before reading the data, which can take long
+    if missing:                                                   # (a download is tried when the model is built)
+        raise MissingWeights(missing)
     datamodule.setup()
     write_json(output_dir / "dataset.json", datamodule.facts)
     partition = chosen_partition(cfg)
@@ -171,10 +192,12 @@ def run_in(cfg: DictConfig, output_dir: Path) -> dict:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     summarizing = summary_settings(cfg, datamodule, partition)
+    names = partition_names(datamodule)
+    bars = interactive()   # a redirected console gets a line per epoch and per audit instead of progress bars
     auditor = Auditor(plan, Samples(datamodule.table, datamodule.test_indices), output_dir, partition=partition,
                       settings_hash=fingerprint, shard=cfg.audit.shard, num_shards=cfg.audit.num_shards,
-                      channels_last=cfg.module.channels_last, progress=cfg.audit.progress,
-                      publish=Publisher(output_dir / "figures", "×".join(partition), summarizing, loggers))
+                      channels_last=cfg.module.channels_last, progress=cfg.audit.progress and bars,
+                      publish=Publisher(output_dir / "figures", "×".join(partition), summarizing, loggers, names))
     try:
         if cfg.mode == "audit":   # no training: the estimators run once on the given model, as the final audit
             records = auditor(model.to(audit_device(cfg)).eval(), checkpoint_epoch or 0, ["final"])
@@ -184,7 +207,9 @@ def run_in(cfg: DictConfig, output_dir: Path) -> dict:
             tags = ["final"]
         else:
             # the checkpoint before the audit, which Lightning calls in list order: see EpochCheckpoint
-            trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[checkpoint, AuditSchedule(auditor)],
+            shown = cfg.trainer.enable_progress_bar and bars
+            callbacks = [checkpoint, *([] if shown else [EpochLog()]), AuditSchedule(auditor)]
+            trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, enable_progress_bar=shown,
                                              logger=loggers or False, enable_checkpointing=False)   # ours replaces Lightning's
             module = build_module(cfg, model, penalty)
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
@@ -198,10 +223,9 @@ def run_in(cfg: DictConfig, output_dir: Path) -> dict:
                   "regularizer": OmegaConf.to_container(cfg.regularizer) if cfg.get("regularizer") else None,
                   "output_dir": str(output_dir), "bad_files": datamodule.facts.get("bad_files", []),
                   "audits": audits, "audit_chunks": chunks, "partition": auditor.partition_name,
-                  "summary_settings": summarizing, "shard": shard,
+                  "summary_settings": summarizing, "shard": shard, "partition_names": names,
                   "sigma": sigmas_of(read_summary(audit_folder(output_dir, "final")), auditor.partition_name)}
         write_json(output_dir / "result.json", result)
-        log.info("test accuracy %.4f; records and figures in %s", result["test_accuracy"], output_dir)
         return result
     finally:
         for logger in loggers:

@@ -4,6 +4,7 @@ import logging
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -106,3 +107,82 @@ def test_images_of_mixed_sizes_fail_while_decoding_before_training(make_config, 
         run(make_config("dataset=image_folder", f"dataset.root={root}", "logger=none", "estimator=[exact]"))
     assert not (tmp_path / "checkpoints").exists()
     assert load(root, HEADER + rows(), image_size=6).input_shape == (3, 6, 6)
+
+
+# ---------------------------------------------------------------- the CSV's own split, and the attributes it names
+
+
+def split_rows(splits) -> str:
+    """rows() with a split column: image i gets splits(i)."""
+    return "".join(f"img/{i:02d}.png,{['cat', 'dog'][i % 2]},{splits(i)},{['north', 'south'][i % 3 == 0]},"
+                   f"batch{i % 4}\n" for i in range(20))
+
+
+def paths_of(data, indices) -> list[str]:
+    return [data.table.source(int(i)).rsplit("/", 2)[-1] for i in indices]
+
+
+def test_a_split_column_is_kept_as_it_is(root):
+    splits = {**dict.fromkeys(range(14), "train"), 14: "val", 15: " Val", 16: "val", 17: "test", 18: "TEST", 19: "test"}
+    data = load(root, "path,label,split,site,origin\n" + split_rows(splits.get))
+    assert paths_of(data, data.train_indices) == [f"{i:02d}.png" for i in range(14)]
+    assert paths_of(data, data.val_indices) == ["14.png", "15.png", "16.png"]
+    assert paths_of(data, data.test_indices) == ["17.png", "18.png", "19.png"]
+    assert data.facts["split"] == {"train": 14, "val": 3, "test": 3}
+    assert data.facts["split_from"] == "the CSV's split column"
+    assert set(data.table.attributes) == {"site", "origin"} and "split" not in data.partitions
+
+
+def test_without_val_rows_a_seeded_share_of_the_train_rows_validates(root):
+    data = load(root, "path,label,split,site,origin\n" + split_rows(lambda i: "test" if i >= 15 else "train"),
+                val_fraction=0.2)
+    assert paths_of(data, data.test_indices) == [f"{i}.png" for i in range(15, 20)]
+    assert len(data.val_indices) == 3 and len(data.train_indices) == 12   # ⌈0.2 · 15⌉ of the 15 train rows
+    assert set(paths_of(data, data.val_indices)) < {f"{i:02d}.png" for i in range(15)}
+    again = load(root, "path,label,split,site,origin\n" + split_rows(lambda i: "test" if i >= 15 else "train"),
+                 val_fraction=0.2)
+    assert list(again.val_indices) == list(data.val_indices)
+
+
+def test_without_a_split_column_the_split_is_random_and_says_so(root):
+    data = load(root, HEADER + rows())
+    assert data.facts["split"] == {"train": 14, "val": 2, "test": 4}   # ⌈0.2 · 20⌉ test, ⌈0.1 · 20⌉ val
+    assert data.facts["split_from"] == "random: test_fraction=0.2, val_fraction=0.1, split_seed=42"
+
+
+@pytest.mark.parametrize(("splits", "message"), [
+    (lambda i: "holdout" if i in (3, 7) else "train" if i < 15 else "test",
+     r"the split column holds \['holdout'\] on line\(s\) 5, 9\. Fix: write train, val or test there"),
+    (lambda i: "train" if i < 15 else "val", r"the split column has no test row\. Fix"),
+    (lambda i: "test", r"the split column has no train row\. Fix")])
+def test_a_split_column_with_other_values_or_no_test_row_is_refused(root, splits, message):
+    one_line_error(root, message, text="path,label,split,site,origin\n" + split_rows(splits))
+
+
+def test_named_attributes_are_the_only_partitions(root):
+    text = "path,label,split,site,origin\n" + split_rows(lambda i: "test" if i >= 15 else "train")
+    text = text.replace("batch3\n", "\n")   # the ignored column may have gaps
+    data = load(root, text, attributes=["site"])
+    assert data.partitions == ["class", "site"] and data.table.categories["site"] == ["north", "south"]
+    assert data.test_metadata().columns.tolist() == ["sample_index", "label", "class", "site"]
+    with pytest.raises(DataError, match="has empty cells: origin"):
+        load(root, text)   # with every column audited, the gap is a missing value
+
+
+@pytest.mark.parametrize(("named", "message"), [
+    (["site", "camera"], r"dataset\.attributes names \['camera'\], but the attribute columns of .*labels\.csv are "
+                         r"\['site', 'origin'\]\. Fix: pass dataset\.attributes=\[site\]"),
+    (["split"], r"names \['split'\] \(split cannot be an attribute\)")])
+def test_attributes_that_are_not_columns_are_refused(root, named, message):
+    one_line_error(root, message, text="path,label,split,site,origin\n" + split_rows(lambda i: "test" if i > 15 else "train"),
+                   attributes=named)
+
+
+def test_the_command_line_audits_the_named_attribute_on_the_csvs_test_set(make_config, tmp_path, root):
+    (root / "labels.csv").write_text("path,label,split,site,origin\n" + split_rows(lambda i: "test" if i >= 12 else "train"))
+    run(make_config("dataset=image_folder", f"dataset.root={root}", "dataset.attributes=[site]", "logger=none",
+                    "trainer.max_epochs=1", "estimator=[exact]", "+partition.by=[site]"))
+    records = pd.read_parquet(tmp_path / "audits" / "final" / "records.parquet")
+    assert sorted(records["sample_index"]) == list(range(12, 20)) and "origin" not in records.columns
+    summary = pd.read_parquet(tmp_path / "audits" / "final" / "summary.parquet")
+    assert set(summary["partition"]) == {"class", "site"}

@@ -104,6 +104,22 @@ def test_heatmaps_from_hand_built_records(sweep, tmp_path):
             assert (tmp_path / "out" / "figures" / f"heatmap_utkface_{estimator}_race.{suffix}").stat().st_size > 0
 
 
+def test_figures_call_the_class_partition_by_what_the_job_says_it_is(tmp_path, monkeypatch):
+    """A UTKFace job writes partition_names {"class": "age"} into result.json: the heatmaps say age."""
+    from robustness_bias.report import figures
+
+    write_job(tmp_path / "sweep" / "job", "utkface", "logreg", 0.5, {"deepfool": [-0.1, 0.2, 0.0]})
+    result = tmp_path / "sweep" / "job" / "result.json"
+    result.write_text(json.dumps({**json.loads(result.read_text()), "partition_names": {"class": "age"}}))
+    for summary in (tmp_path / "sweep" / "job" / "audits").glob("*/summary.parquet"):
+        pd.read_parquet(summary).assign(partition="class").to_parquet(summary)
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path, also_pdf: drawn.append(fig) or path)
+    report.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--only", "figures"])
+    titles = [fig._suptitle.get_text() for fig in drawn]
+    assert titles and all(title.startswith("utkface, class (age): σ(P) by ") for title in titles), titles
+
+
 def test_final_sigmas_with_their_intervals(sweep, tmp_path):
     tables = report.main([str(sweep), "--out", str(tmp_path / "out"), "--only", "sigma_final", "settings"])
     assert "settings" not in tables            # hand-built jobs have no saved config
@@ -126,8 +142,17 @@ def _sweep(folder: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 
 def _jobs_that_ran(folder: Path) -> int:
-    logs = "".join(p.read_text() for p in folder.glob("*/__main__.log"))
+    logs = "".join(p.read_text() for p in folder.glob("*/robustness_bias.log"))
     return logs.count("test accuracy") - logs.count("skipped")
+
+
+def _sweep_lines(done: subprocess.CompletedProcess, ending: str = "") -> list[str]:
+    """The jobs named in the lines a sweep ends with, each with its accuracy and least robust class."""
+    _, _, tail = done.stdout.partition(f"sweep {done.args[-1].split('=', 1)[1]}: ")
+    lines = [line.strip() for line in tail.splitlines()[1:]]
+    assert all(": test accuracy 0." in line and "; least robust class: exact " in line and "deepfool" in line
+               and line.endswith(ending) for line in lines), lines
+    return [line.split(":")[0] for line in lines]
 
 
 @pytest.mark.slow
@@ -136,14 +161,16 @@ def test_submitit_sweep_feeds_the_report_and_a_rerun_recomputes_nothing(tmp_path
     done = _sweep(folder, "hydra/launcher=local")
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in folder.glob("*-logreg")) == ["0-logreg", "1-logreg"]
-    logs = "".join(p.read_text() for p in folder.glob("*/__main__.log"))
+    logs = "".join(p.read_text() for p in folder.glob("*/robustness_bias.log"))
     assert logs.count("test accuracy") == 2 and "skipped" not in logs
+    assert _sweep_lines(done) == ["0-logreg", "1-logreg"]   # the sweep's last word: a line per job
     stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*/audits/final/records.parquet")}
 
     again = _sweep(folder, "hydra/launcher=local")
     assert again.returncode == 0, again.stderr[-3000:]
-    logs = "".join(p.read_text() for p in folder.glob("*/__main__.log"))
+    logs = "".join(p.read_text() for p in folder.glob("*/robustness_bias.log"))
     assert logs.count("skipped") == 2                        # both jobs were skipped …
+    assert _sweep_lines(again, "[finished before: skipped]") == ["0-logreg", "1-logreg"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps   # … and nothing was rewritten
 
     tables = report.main([str(folder), "--out", str(tmp_path / "report"), "--only", "table2", "agreement"])
@@ -156,7 +183,7 @@ def test_changed_settings_rerun_the_job(tmp_path):
     folder = tmp_path / "sweep"
     assert _sweep(folder).returncode == 0
     assert _sweep(folder, "estimator.deepfool.overshoot=0.05").returncode == 0
-    logs = "".join(p.read_text() for p in folder.glob("*/__main__.log"))
+    logs = "".join(p.read_text() for p in folder.glob("*/robustness_bias.log"))
     assert "skipped" not in logs and logs.count("test accuracy") == 4
 
 

@@ -6,7 +6,9 @@ function of the written audit's folder: the audit never reaches into the report 
 
 from __future__ import annotations
 
+import logging
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +18,8 @@ import torch
 from ..records import (ChunkStore, audit_folder, merge_shards, partial_folder, stored_identity, weights_hash,
                        write_chunk_counts, write_records)
 from .engine import EstimatorPlan, Samples, measure
+
+log = logging.getLogger(__name__)
 
 Publish = Callable[[Path, str, int], None]   # (audit folder, tag, training step)
 
@@ -77,6 +81,7 @@ class Auditor:
         label = "+".join(tags)
         was_training = model.training
         model.eval()
+        started = time.perf_counter()
         try:
             with torch.random.fork_rng(devices=[]):
                 records = measure(model, self.samples, self.plan, chunks=partial, part=part, parts=parts,
@@ -86,6 +91,10 @@ class Auditor:
             for planned in self.plan.values():   # the attacks' CUDA graphs: training needs the memory
                 planned.estimator.release_memory()
         counts = {name: ChunkStore(partial / name).counts for name in self.plan}
+        attacked = records[records["correct"]].groupby("estimator", observed=True).size()
+        log.info("audit %s (epoch %d): %s in %.1f s", label, epoch,
+                 ", ".join(f"{name} {attacked.get(name, 0)} images" for name in self.plan),
+                 time.perf_counter() - started)
         records.insert(records.columns.get_loc("estimator") + 1, "epoch", epoch)
         records.insert(0, "settings_hash", self.settings_hash)
         records.insert(1, "weights_hash", weights)

@@ -45,6 +45,8 @@ def age_group(text: str) -> int | None:
 class AdienceDataModule(ImageDataModule):
     """Adience with 8 age groups as classes and gender as attribute; folds 0–3 train, fold 4 test."""
 
+    label_name = "age"
+
     def __init__(self, root: str | None = None, image_size: int | None = 224, cache: bool = False,
                  drop_unknown_gender: bool = False, **kwargs):
         super().__init__(**kwargs)

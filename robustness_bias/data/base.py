@@ -147,7 +147,13 @@ def split_official(is_test: np.ndarray, val_fraction: float, seed: int) -> tuple
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Seeded train/validation/test split of an :class:`ImageTable`, with the dataset's normalization."""
+    """Seeded train/validation/test split of an :class:`ImageTable`, with the dataset's normalization.
+
+    ``label_name`` says what the classes are where "class" does not say it (the age bin of a face): figures
+    and the console call the ``class`` partition by it; records and summaries keep the column ``class``.
+    """
+
+    label_name: str | None = None
 
     def __init__(self, normalization: dict, batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0,
                  val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 42,
@@ -189,7 +195,7 @@ class ImageDataModule(L.LightningDataModule):
                             "test images (see the warning above). Fix: remove or replace the broken files")
         self.table = table
         self.warn_thin_classes()
-        self.facts.update(samples=len(table), classes=table.class_names,
+        self.facts.update(samples=len(table), classes=table.class_names, label_name=self.label_name,
                           split={"train": len(self.train_indices), "val": len(self.val_indices),
                                  "test": len(self.test_indices)})
 

@@ -1,7 +1,12 @@
 """Your own images: a folder of image files plus a CSV naming each file's label and attributes.
 
-``labels.csv`` needs the columns ``path`` (relative to the folder) and ``label``; every other
-column is a categorical attribute and becomes a partition (``partition=<column>``).
+``labels.csv`` needs the columns ``path`` (relative to the folder) and ``label``. An optional column
+``split`` (train, val or test per image) keeps the dataset's own split: a published test set stays the
+test set (without val rows, a seeded ``val_fraction`` of the train rows validates); without it the split
+is random (``test_fraction``, then ``val_fraction`` of the rest, seeded by ``split_seed``). The other
+columns are categorical attributes, each a partition (``partition.by=[<column>]``): those that
+``dataset.attributes`` names, or every one when it names none, so that a bookkeeping column is never
+audited as a group once the attributes are named.
 
 The CSV is input we do not control: every path must stay inside the folder once symlinks are
 resolved (an audit must never read, or write into ``dataset.json`` the name of, a file elsewhere),
@@ -11,15 +16,20 @@ since each would silently change the split or invent a group.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .base import DataError, ImageDataModule, existing_root
+from .base import DataError, ImageDataModule, existing_root, split_official
 from .files import FileImages, check_channels, codes_of, missing_files
 
+log = logging.getLogger(__name__)
+
 SHOWN = 5   # lines named per problem; the count says how many there are
+RESERVED = ("path", "label", "split")   # every other column is an attribute
+SPLITS = ("train", "val", "test")
 
 
 def lines_of(rows) -> str:
@@ -92,12 +102,54 @@ def confined_paths(table: pd.DataFrame, root: Path, csv_path: Path) -> list[Path
     return paths
 
 
+def audited_columns(table: pd.DataFrame, named: list[str] | None, csv_path: Path) -> list[str]:
+    """The attribute columns: those ``dataset.attributes`` names (each must exist), or all but path, label
+    and split when it names none; the columns left out are named in the log."""
+    extra = [column for column in table.columns if column not in RESERVED]
+    if named is None:
+        return extra
+    named = [str(column) for column in named]
+    unknown = [column for column in named if column not in extra]
+    if unknown:
+        reserved = [column for column in unknown if column in RESERVED]
+        why = f" ({', '.join(reserved)} cannot be an attribute)" if reserved else ""
+        raise DataError(f"dataset.attributes names {unknown}{why}, but the attribute columns of {csv_path} are "
+                        f"{extra}. Fix: pass dataset.attributes=[{','.join(c for c in named if c in extra)}] or "
+                        "add the column(s)")
+    ignored = [column for column in extra if column not in named]
+    if ignored:
+        log.info("%s: column(s) %s not audited (dataset.attributes=[%s])", csv_path.name, ", ".join(ignored),
+                 ",".join(named))
+    return named
+
+
+def split_of(table: pd.DataFrame, csv_path: Path) -> np.ndarray | None:
+    """The ``split`` column as train/val/test per row (case and spaces ignored), or None without one; an
+    error names the lines with any other value, and a split with no train or no test row."""
+    if "split" not in table.columns:
+        return None
+    split = table["split"].str.strip().str.lower().to_numpy(dtype=object)
+    wrong = np.flatnonzero(~np.isin(split, SPLITS))
+    if wrong.size:
+        values = sorted({str(table["split"].iloc[row]) for row in wrong})[:SHOWN]
+        raise DataError(f"{csv_path}: the split column holds {values} on line(s) {lines_of(table.index[wrong])}. "
+                        "Fix: write train, val or test there (or drop the column for a random split)")
+    missing = [name for name in ("train", "test") if name not in split]
+    if missing:
+        raise DataError(f"{csv_path}: the split column has no {' and no '.join(missing)} row. Fix: mark the images "
+                        "to train on as train and those to audit as test (val is optional)")
+    return split
+
+
 class ImageFolderDataModule(ImageDataModule):
     """Images listed in ``<root>/<csv>``; rows sorted by path so the split ignores file-system order."""
 
     def __init__(self, root: str | None = None, csv: str = "labels.csv", channels: int = 3,
-                 image_size: int | None = None, cache: bool = False, **kwargs):
+                 image_size: int | None = None, cache: bool = False, attributes: list[str] | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.attributes = None if attributes is None else list(attributes)
+        self.assigned: np.ndarray | None = None   # the CSV's split per (sorted) row, when it has one
         self.root = existing_root(root, "dataset.root", f"It must be the folder that holds your images and {csv}. "
                                   "Fix: pass dataset.root=/path/to/folder")
         self.csv_path = self.root / csv
@@ -109,14 +161,29 @@ class ImageFolderDataModule(ImageDataModule):
 
     def load(self) -> FileImages:
         table = read_labels(self.csv_path)
+        columns = audited_columns(table, self.attributes, self.csv_path)
+        table = table[[c for c in RESERVED if c in table.columns] + columns]   # an ignored column may have gaps
         check_cells(table, self.csv_path)
         paths = confined_paths(table, self.root, self.csv_path)
+        split = split_of(table, self.csv_path)
         order = np.argsort(table["path"].to_numpy(), kind="stable")
         table, paths = table.iloc[order].reset_index(drop=True), [paths[i] for i in order]
+        self.assigned = None if split is None else split[order]
+        self.facts["split_from"] = "the CSV's split column" if split is not None else \
+            f"random: test_fraction={self.test_fraction}, val_fraction={self.val_fraction}, split_seed={self.split_seed}"
         missing_files(paths, str(self.csv_path))
         labels, class_names = codes_of(table["label"])
         attributes, categories = {}, {}
-        for column in table.columns.drop(["path", "label"]):
+        for column in columns:
             attributes[column], categories[column] = codes_of(table[column])
         return FileImages(paths, labels, class_names, attributes, categories, self.channels, self.image_size,
                           self.cache)
+
+    def split(self, table: FileImages) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The CSV's own split when it has a split column (its val rows, or else a seeded ``val_fraction`` of
+        its train rows, validate); otherwise the seeded random split."""
+        if self.assigned is None:
+            return super().split(table)
+        if "val" not in self.assigned:
+            return split_official(self.assigned == "test", self.val_fraction, self.split_seed)
+        return tuple(np.flatnonzero(self.assigned == name) for name in SPLITS)

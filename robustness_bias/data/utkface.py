@@ -85,6 +85,8 @@ def deduplicate(paths: list[Path], labels: list[tuple], on_conflict: str) -> tup
 class UTKFaceDataModule(ImageDataModule):
     """UTKFace with age bins as classes and gender and race as attributes; 80/20 split, seed 42."""
 
+    label_name = "age"
+
     def __init__(self, root: str | None = None, image_size: int | None = None, cache: bool = False,
                  deduplicate: bool = True, on_conflict: str = "drop", **kwargs):
         super().__init__(**kwargs)

@@ -1,7 +1,9 @@
 """ImageNet architectures from torchvision, fully fine-tuned with a head for the dataset's classes, as in the paper.
 
-The machine may be offline, so ImageNet weights are never downloaded: ``pretrained=True`` reads them
-from ``weights_path`` or from torch hub's cache, where torchvision itself would have saved them.
+The machine may be offline, so ImageNet weights are downloaded only when asked (``imagenet.download=true``):
+``pretrained=True`` reads them from ``weights_path`` or from torch hub's cache, where torchvision itself
+would have saved them and where the opt-in download puts them, from the URL of torchvision's weights
+enum and checked against the hash in its file name, as torchvision checks it.
 """
 
 from __future__ import annotations
@@ -48,24 +50,70 @@ _OLD_DENSENET_KEY = re.compile(
 )
 
 
-def imagenet_weights_file(name: str, weights_path: str | os.PathLike | None = None) -> Path:
-    """The file ``pretrained=True`` loads for ``name``: ``weights_path``, else torch hub's cached copy."""
+def hub_file(name: str) -> tuple[str, Path]:
+    """The URL of ``name``'s ImageNet weights (torchvision's weights enum) and their place in torch hub's cache."""
     url = _ARCHITECTURES[name].weights.url
-    file_name = os.path.basename(urlparse(url).path)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
+    return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def imagenet_weights_file(name: str, weights_path: str | os.PathLike | None = None, download: bool = False) -> Path:
+    """The file ``pretrained=True`` loads for ``name``: ``weights_path``, else torch hub's cached copy, which
+    ``download`` fetches when it is missing."""
+    url, cached = hub_file(name)
     path = Path(weights_path).expanduser() if weights_path else cached
     if path.is_file():
         return path
+    if download and not weights_path:
+        return download_weights(name)
+    raise MissingWeights(missing_weights_message(name, path if weights_path else None))
+
+
+def missing_weights_message(name: str, weights_path: Path | None = None, failure: str = "") -> str:
+    url, cached = hub_file(name)
     if weights_path:
-        problem = f"model.weights_path={path} does not exist"
+        problem = f"model.weights_path={weights_path} does not exist"
     else:
-        problem = f"{file_name} is not in torch hub's cache"
-    raise MissingWeights(
-        f"model {name} with model.pretrained=true needs its ImageNet weights, but {problem}. "
-        f"Download {file_name} on a machine with internet from {url}, then either put it at {cached} "
-        f"or pass model.weights_path=/path/to/{file_name}. "
-        f"Or set imagenet.pretrained=false to train {name} from scratch."
-    )
+        problem = f"{cached.name} is not in torch hub's cache{failure}"
+    return (f"model {name} with model.pretrained=true needs its ImageNet weights, but {problem}. "
+            f"Download {cached.name} on a machine with internet from {url}, then either put it at {cached} "
+            f"or pass model.weights_path=/path/to/{cached.name}. "
+            f"Or set imagenet.pretrained=false to train {name} from scratch. "
+            "With internet here, imagenet.download=true fetches them into torch hub's cache.")
+
+
+def download_weights(name: str) -> Path:
+    """Fetch ``name``'s ImageNet weights into torch hub's cache, checked against the SHA-256 prefix their file
+    name carries (torchvision's own check); no network, a proxy or a bad hash is :class:`MissingWeights`."""
+    from ..console import interactive
+
+    url, cached = hub_file(name)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(cached), hash_prefix=torch.hub.HASH_REGEX.search(cached.name).group(1),
+                                       progress=interactive())
+    except Exception as error:   # URLError, a proxy's HTTPError, the hash's RuntimeError, a full disk: all the same
+        raise MissingWeights(missing_weights_message(
+            name, failure=f" and imagenet.download=true could not fetch it ({type(error).__name__}: {error})")) from error
+    return cached
+
+
+def weights_problem(name: str, pretrained: bool, weights_path: str | None = None, download: bool = False,
+                    reachable: Callable[[str], str | None] | None = None) -> str | None:
+    """Why a job with this torchvision model would stop for its ImageNet weights, or None: they are there,
+    not needed, or to be downloaded from a URL that ``reachable`` (URL → problem or None) finds reachable.
+    Nothing is downloaded or loaded: a sweep's pre-flight asks this of every job."""
+    if name not in _ARCHITECTURES or not pretrained:
+        return None
+    try:
+        imagenet_weights_file(name, weights_path)
+        return None
+    except MissingWeights as missing:
+        if not (download and not weights_path):
+            return str(missing)
+    url, _ = hub_file(name)
+    failure = reachable(url) if reachable is not None else None
+    return None if failure is None else missing_weights_message(
+        name, failure=f" and imagenet.download=true cannot reach {url} ({failure})")
 
 
 def _imagenet_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -107,6 +155,7 @@ def _torchvision_model(
     pretrained: bool = False,
     weights_path: str | None = None,
     input_size: int | None = None,
+    download: bool = False,
 ) -> nn.Sequential:
     """Normalize, then torchvision's network; ``pretrained`` loads ImageNet weights, then replaces the head.
 
@@ -118,7 +167,7 @@ def _torchvision_model(
     channels = input_shape[0]
     _check_input(name, (channels, input_size, input_size) if input_size else input_shape, architecture.min_side)
     if pretrained:
-        path = imagenet_weights_file(name, weights_path)
+        path = imagenet_weights_file(name, weights_path, download)
         network = architecture.constructor(weights=None)
         try:
             network.load_state_dict(_imagenet_state_dict(path))

@@ -1,4 +1,5 @@
-"""``python -m robustness_bias.report DIR... --out FOLDER``: the paper's tables and figures from sweeps.
+"""``robustness-bias report DIR... --out FOLDER`` (or ``python -m robustness_bias.report``): the paper's tables
+and figures from sweeps.
 
 Reads every finished job below the given sweep folders (``multirun/...``) and writes Markdown and
 CSV tables and PNG + PDF figures into ``--out``; with ``--wandb`` it logs them to a W&B run too.
@@ -7,6 +8,7 @@ CSV tables and PNG + PDF figures into ``--out``; with ``--wandb`` it logs them t
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pandas as pd
 
 from ..records import write_atomic, write_table
 from . import figures
+from .console import partition_label
 from .shards import merge_sharded_jobs
 from .tables import (agreement_statistics, collect, find_jobs, originals, regularization_table, settings_table,
                              sigma_table, single_attributes, table1, table2)
@@ -47,12 +50,23 @@ def both_formats(path: Path, draw, *args, **kwargs) -> list[Path]:
     return [png, png.with_suffix(".pdf")]
 
 
+def partition_names(accuracy: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """Per dataset, what its jobs call their partitions where the column's name does not say it (the class
+    is the age bin on UTKFace and Adience): from result.json, where jobs since issue 19 write it."""
+    names: dict[str, dict[str, str]] = {}
+    for job in accuracy.itertuples():
+        result = Path(job.job) / "result.json"
+        if result.is_file():
+            names.setdefault(job.dataset, {}).update(json.loads(result.read_text()).get("partition_names") or {})
+    return names
+
+
 def write_figures(sigma: pd.DataFrame, accuracy: pd.DataFrame, out: Path) -> list[Path]:
     """Heatmaps from the σ table; distance distributions and survival curves from each job's final records."""
-    written = []
+    written, names = [], partition_names(accuracy)
     for (dataset, estimator, partition), _ in sigma.groupby(["dataset", "estimator", "partition"]):
         written += both_formats(out / "figures" / f"heatmap_{dataset}_{estimator}_{partition}", figures.sigma_heatmaps,
-                                sigma, dataset, estimator, partition)
+                                sigma, dataset, estimator, partition, names=names.get(dataset))
     for dataset, jobs in accuracy.groupby("dataset"):
         finals = [pd.read_parquet(Path(job.job) / "audits" / "final" / "records.parquet").assign(model=job.model)
                   for job in jobs.itertuples() if (Path(job.job) / "audits" / "final" / "records.parquet").is_file()]
@@ -60,12 +74,15 @@ def write_figures(sigma: pd.DataFrame, accuracy: pd.DataFrame, out: Path) -> lis
             continue
         records = pd.concat(finals, ignore_index=True)
         for partition in dict.fromkeys(sigma.loc[sigma["dataset"] == dataset, "partition"]):
+            label = partition_label(partition, names.get(dataset))
             written += both_formats(out / "figures" / f"distances_{dataset}_{partition}", figures.distance_distributions,
-                                    records, partition, title=f"{dataset}: distances by {partition} (final)")
+                                    records, partition, title=f"{dataset}: distances by {label} (final)",
+                                    names=names.get(dataset))
             for model, mine in records.groupby("model"):
                 written += both_formats(out / "figures" / f"survival_{dataset}_{model}_{partition}",
                                         figures.survival_figure, mine.drop(columns="model"), partition,
-                                        title=f"{dataset}, {model}: survival by {partition} (final)")
+                                        title=f"{dataset}, {model}: survival by {label} (final)",
+                                        names=names.get(dataset))
     return written
 
 
@@ -89,8 +106,8 @@ def log_to_wandb(tables: dict[str, pd.DataFrame], images: list[Path], out: Path,
         run.finish()
 
 
-def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
-    parser = argparse.ArgumentParser(prog="python -m robustness_bias.report", description=__doc__,
+def main(argv: list[str] | None = None, prog: str = "python -m robustness_bias.report") -> dict[str, pd.DataFrame]:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweeps", nargs="+", help="sweep folders, e.g. multirun/utk_race")
     parser.add_argument("--out", default="reports/latest", help="where the tables and figures go")

@@ -15,6 +15,7 @@ import seaborn as sns  # noqa: E402
 from ..analysis import metrics  # noqa: E402
 from ..records import write_atomic  # noqa: E402
 from ..analysis.summary import OVERALL, group_values  # noqa: E402
+from .console import partition_label  # noqa: E402
 
 
 def _save(fig, path: Path | None, also_pdf: bool):
@@ -31,7 +32,7 @@ def _save(fig, path: Path | None, also_pdf: bool):
 
 def survival_figure(records: pd.DataFrame, partition: str, path: str | Path | None, *, title: str = "",
                     conditional: bool = True, failures: str = "censor", tau_max="pooled_max",
-                    also_pdf: bool = False):
+                    also_pdf: bool = False, names: dict[str, str] | None = None):
     """One panel per estimator; one step curve Î_P(τ) per group of ``partition`` on [0, τ_max]."""
     estimators = list(dict.fromkeys(records["estimator"]))
     fig, axes = plt.subplots(1, len(estimators), figsize=(4.5 * len(estimators), 3.6), squeeze=False)
@@ -49,29 +50,59 @@ def survival_figure(records: pd.DataFrame, partition: str, path: str | Path | No
             if d.size:
                 ax.plot(taus, metrics.survival(d, taus), drawstyle="steps-post", color=colour, label=f"{group} (n={d.size})")
         ax.set(title=estimator, xlabel="τ (pixel-space L2)", ylabel="Î_P(τ)", ylim=(-0.02, 1.02))
-        ax.legend(fontsize="small", title=partition)
-    fig.suptitle(title or f"Survival curves by {partition}")
+        ax.legend(fontsize="small", title=partition_label(partition, names))
+    fig.suptitle(title or f"Survival curves by {partition_label(partition, names)}")
     return _save(fig, None if path is None else Path(path), also_pdf)
 
 
-def sigma_figure(summary: pd.DataFrame, path: str | Path | None, *, title: str = "", also_pdf: bool = False):
-    """σ(P) per group, one panel per partition, one bar colour per estimator; σ < 0: less robust."""
+def sigma_figure(summary: pd.DataFrame, path: str | Path | None, *, title: str = "", also_pdf: bool = False,
+                 names: dict[str, str] | None = None, min_group_size: int | None = None):
+    """σ(P) per group with its bootstrap interval, one panel per partition, one bar colour per estimator
+    (σ < 0: less robust). A group without σ gets no bar but its reason, written where the bar would be:
+    how many of its points were correctly classified (the only ones attacked), too few for σ."""
     groups = summary[summary["group"] != OVERALL]
     partitions = list(dict.fromkeys(groups["partition"]))
+    estimators = list(dict.fromkeys(groups["estimator"].astype(str)))
+    palette = sns.color_palette("colorblind", max(len(estimators), 1))
     fig, axes = plt.subplots(1, len(partitions), figsize=(max(4.5, 0.6 * groups["group"].nunique()) * len(partitions), 3.6),
                              squeeze=False)
+    width = 0.8 / max(len(estimators), 1)
+    missing = False
     for ax, partition in zip(axes[0], partitions):
-        sns.barplot(data=groups[groups["partition"] == partition], x="group", y="sigma", hue="estimator",
-                    ax=ax, palette="colorblind")
+        mine = groups[groups["partition"] == partition].astype({"group": str, "estimator": str})
+        order = list(dict.fromkeys(mine["group"]))
+        for k, estimator in enumerate(estimators):
+            rows = mine[mine["estimator"] == estimator].set_index("group").reindex(order)
+            x = np.arange(len(order)) - 0.4 + width * (k + 0.5)
+            sigma = rows["sigma"].to_numpy(float)
+            shown = np.isfinite(sigma)
+            ax.bar(x[shown], sigma[shown], width, color=palette[k], label=estimator)
+            low, high = rows["sigma_low"].to_numpy(float), rows["sigma_high"].to_numpy(float)
+            ranged = shown & np.isfinite(low) & np.isfinite(high)
+            ax.errorbar(x[ranged], sigma[ranged], yerr=[sigma[ranged] - low[ranged], high[ranged] - sigma[ranged]],
+                        fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+            for xi, row in zip(x[~shown], rows[~shown].itertuples()):
+                if pd.isna(row.size):
+                    continue   # the estimator did not audit this partition
+                missing = True
+                ax.text(xi, 0, f" no σ: {int(row.attacked)} of {int(row.size)} correct", rotation=90, ha="center",
+                        va="bottom", fontsize="x-small", color=palette[k])
         ax.axhline(0, color="black", linewidth=0.8)
-        ax.set(title=f"σ(P) by {partition}", xlabel=partition, ylabel="σ(P)")
-        ax.tick_params(axis="x", rotation=45)
+        ax.set_xticks(np.arange(len(order)), order, rotation=45, ha="right")
+        label = partition_label(str(partition), names)
+        ax.set(title=f"σ(P) by {label}", xlabel=label, ylabel="σ(P)")
+        ax.legend(fontsize="small", title="estimator", loc="upper left", bbox_to_anchor=(1, 1))
     fig.suptitle(title or "Robustness bias σ(P)")
+    note = "bars: σ with its bootstrap interval; σ < 0: closer to the boundary than the rest"
+    if missing:
+        rule = f" (audit.min_group_size={min_group_size})" if min_group_size else ""
+        note += f". no σ: too few correctly classified points{rule}"
+    fig.text(0.5, -0.02, note, ha="center", va="top", fontsize="small")
     return _save(fig, None if path is None else Path(path), also_pdf)
 
 
 def sigma_heatmaps(sigma: pd.DataFrame, dataset: str, estimator: str, partition: str, path: str | Path, *,
-                   also_pdf: bool = False) -> Path:
+                   also_pdf: bool = False, names: dict[str, str] | None = None) -> Path:
     """σ(P) of the groups of one partition as models × groups, "after epoch 1" beside "final", on a
     diverging colormap centred on 0."""
     frame = sigma[(sigma["dataset"] == dataset) & (sigma["estimator"] == estimator) & (sigma["partition"] == partition)]
@@ -93,15 +124,16 @@ def sigma_heatmaps(sigma: pd.DataFrame, dataset: str, estimator: str, partition:
         labels = grid.map(lambda v: f"{v:.2f}") + (p_value < 0.05).map(lambda s: "*" if s else "")
         sns.heatmap(grid, ax=ax, cmap="RdBu", center=0, vmin=-limit, vmax=limit,
                     annot=labels.to_numpy() if grid.shape[1] <= 12 else False, fmt="", cbar_kws={"label": "σ(P)"})
-        ax.set(title=title, xlabel=partition, ylabel="model")
-    fig.suptitle(f"{dataset}, {partition}: σ(P) by {estimator} (red: less robust than the rest; *: BH-adjusted p < 0.05)")
+        ax.set(title=title, xlabel=partition_label(partition, names), ylabel="model")
+    fig.suptitle(f"{dataset}, {partition_label(partition, names)}: σ(P) by {estimator} (red: less robust than the rest; "
+                 "*: BH-adjusted p < 0.05)")
     fig.text(0.5, -0.02, "blank: no σ (fewer correctly classified points in the group than audit.min_group_size)",
              ha="center", va="top", fontsize="small")
     return _save(fig, Path(path), also_pdf)
 
 
 def distance_distributions(records: pd.DataFrame, partition: str, path: str | Path, *, title: str = "",
-                           also_pdf: bool = False) -> Path:
+                           also_pdf: bool = False, names: dict[str, str] | None = None) -> Path:
     """Distances of the correctly classified points per group, one box per model, one panel per estimator."""
     solved = records[records["correct"] & records["success"] & np.isfinite(records["distance"])]
     estimators = list(dict.fromkeys(solved["estimator"].astype(str)))
@@ -112,7 +144,7 @@ def distance_distributions(records: pd.DataFrame, partition: str, path: str | Pa
                              "distance": mine["distance"].to_numpy()})
         sns.boxplot(data=mine, x="group", y="distance", hue="model", ax=ax, palette="colorblind", fliersize=1,
                     order=sorted(mine["group"].unique()), hue_order=sorted(mine["model"].unique()))
-        ax.set(title=estimator, xlabel=partition, ylabel="L2 distance to the boundary")
+        ax.set(title=estimator, xlabel=partition_label(partition, names), ylabel="L2 distance to the boundary")
         ax.tick_params(axis="x", rotation=45)
     fig.suptitle(title or f"Distances by {partition}")
     return _save(fig, Path(path), also_pdf)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..analysis.summary import OVERALL, groups_without_sigma, summarize
 from ..records import read_records, write_summary
+from .console import partition_label
 from .figures import sigma_figure, survival_figure
 
 log = logging.getLogger(__name__)
@@ -25,12 +26,15 @@ class Publisher:
     :func:`~robustness_bias.analysis.summary.summarize`), draws its survival curves by
     ``partition`` and its σ per group into ``figures`` (None: no figures), and logs both to
     ``loggers`` (Lightning loggers; those that take tables and images, as W&B's, get the summary
-    table and the figures).
+    table and the figures). ``names`` says what partitions are where their column's name does not
+    (``{"class": "age"}``): the figures show it beside the column's name.
     """
 
-    def __init__(self, figures: str | Path | None, partition: str, settings: dict, loggers=()):
+    def __init__(self, figures: str | Path | None, partition: str, settings: dict, loggers=(),
+                 names: dict[str, str] | None = None):
         self.figures = None if figures is None else Path(figures)
         self.partition, self.settings, self.loggers = partition, settings, list(loggers)
+        self.names = dict(names or {})
 
     def __call__(self, folder: Path, tag: str, step: int = 0) -> pd.DataFrame:
         records = read_records(folder)
@@ -58,12 +62,14 @@ class Publisher:
     def survival(self, records: pd.DataFrame, tag: str, path: Path | None):
         """Survival curves by the partition, at ``path`` (None: the open figure)."""
         options = {key: self.settings[key] for key in ("conditional", "failures", "tau_max") if key in self.settings}
-        return survival_figure(records, self.partition, path,
-                               title=f"Survival curves by {self.partition}, {tag} epoch", **options)
+        return survival_figure(records, self.partition, path, names=self.names,
+                               title=f"Survival curves by {partition_label(self.partition, self.names)}, {tag} epoch",
+                               **options)
 
     def sigma(self, summary: pd.DataFrame, tag: str, path: Path | None):
         """σ(P) per group of every partition, at ``path`` (None: the open figure)."""
-        return sigma_figure(summary, path, title=f"σ(P) per group, {tag} epoch")
+        return sigma_figure(summary, path, title=f"σ(P) per group, {tag} epoch", names=self.names,
+                            min_group_size=self.settings.get("min_group_size"))
 
     def log(self, summary: pd.DataFrame, tag: str, step: int, figures: dict[str, Path]) -> None:
         """σ and adjusted p per group and the median distance per estimator as metrics; with loggers that

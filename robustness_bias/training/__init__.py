@@ -4,7 +4,8 @@ to audit. The audit itself (robustness_bias.auditing) knows nothing of Lightning
 
 from .audit_schedule import AuditSchedule, audit_schedule
 from .module import Classifier
+from .progress import EpochLog
 from .regularizer import RobustnessBiasPenalty
 from .resume import EpochCheckpoint, resumable
 
-__all__ = ["AuditSchedule", "Classifier", "EpochCheckpoint", "RobustnessBiasPenalty", "audit_schedule", "resumable"]
+__all__ = ["AuditSchedule", "Classifier", "EpochCheckpoint", "EpochLog", "RobustnessBiasPenalty", "audit_schedule", "resumable"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 import lightning as L
 
 from ..auditing import Auditor
+from .progress import exclude_from_epoch_bar
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,10 @@ class AuditSchedule(L.Callback):
         epoch = trainer.current_epoch + 1
         tags = audit_schedule(trainer.max_epochs).get(epoch)
         if tags and not trainer.sanity_checking:
+            started = time.perf_counter()
             self.auditor(pl_module.model, epoch, tags, trainer.global_step)
+            # the epoch bar's speed is training's; the audit has its own bars
+            exclude_from_epoch_bar(trainer, time.perf_counter() - started)
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         self._resumed_epoch = checkpoint.get("epochs_completed")   # see resume.EpochCheckpoint

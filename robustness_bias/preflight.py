@@ -1,0 +1,131 @@
+"""Pre-flight: what every job of a sweep needs (a valid config, its data, its ImageNet weights), checked before
+the first job trains.
+
+A sweep runs its jobs one after another; before this, ``experiment=utk_race`` trained logistic regression and
+the UTK classifier for hours and only then stopped at ResNet-50's missing weights. Each check is cheap: the
+data modules check their files when they are made (nothing is decoded; CIFAR with ``dataset.download=true``
+fetches its archive there, once for the sweep), weights are looked up, not loaded, and a download that is
+asked for is only tried for reachability. ``robustness-bias check [overrides]`` runs it alone (the Makefile's
+``sweeps`` does, for every experiment, before training any); a sweep runs it first by itself
+(:class:`robustness_bias.sweep.SweepCallback`), and every job checks its weights before it reads its data.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .config import ConfigError, checked
+from .models.torchvision_models import weights_problem
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER_OUTPUT = "paths.output_dir=/pre-flight/writes/nothing"   # outside a Hydra job, ${hydra:...} is unset
+
+
+def reachable(url: str, timeout: float = 10.0) -> str | None:
+    """None when ``url`` answers a HEAD request; else why not (no network, a proxy, a timeout)."""
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+        return None
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        return f"{type(error).__name__}: {getattr(error, 'reason', error)}"
+
+
+def model_problem(model: DictConfig, reach: Callable[[str], str | None] = reachable) -> str | None:
+    """Why this job's model cannot be built for want of its ImageNet weights, or None."""
+    name = str(model.get("_target_", "")).rsplit(".", 1)[-1]
+    return weights_problem(name, bool(model.get("pretrained")), model.get("weights_path"), bool(model.get("download")),
+                           reach)
+
+
+def job_problems(cfg: DictConfig, reach: Callable[[str], str | None] = reachable) -> list[str]:
+    """Everything that would stop this job before or while it trains, each in the words the job would use."""
+    from .data import DataError   # the data modules import Lightning: not before a job needs it
+
+    try:
+        cfg = checked(cfg)
+    except ConfigError as error:
+        return [str(error)]
+    problems = []
+    try:
+        instantiate(cfg.dataset)   # the data module checks its folder and files; it reads no image
+    except InstantiationException as error:   # Hydra wraps what the constructor raised
+        problems.append(str(error.__cause__) if isinstance(error.__cause__, (DataError, ValueError, OSError))
+                        else str(error))
+    weights = model_problem(cfg.model, reach)
+    if weights:
+        problems.append(weights)
+    return problems
+
+
+def sweep_jobs(overrides: Iterable[str], sweeper_params: dict | None = None) -> list[list[str]]:
+    """Each job's overrides, as Hydra's basic sweeper expands them: the sweeper's ``params`` (an experiment's
+    grid) and the command line's, comma lists crossed."""
+    arguments = [f"{key}={value}" for key, value in (sweeper_params or {}).items()] + list(overrides)
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    batches = BasicSweeper.split_arguments(parsed, None)
+    return batches[0] if batches else [[]]
+
+
+def sweep_problems(jobs: list[list[str]], compose: Callable[[list[str]], DictConfig],
+                   reach: Callable[[str], str | None] = reachable) -> list[str]:
+    """Every problem of every job, each once, naming the jobs it stops (``#2 model=resnet50``)."""
+    found: dict[str, list[str]] = {}
+    cache: dict[str, str | None] = {}
+
+    def reach_once(url: str) -> str | None:   # several jobs may download the same weights
+        if url not in cache:
+            cache[url] = reach(url)
+        return cache[url]
+
+    shared = set.intersection(*(set(overrides) for overrides in jobs)) if jobs else set()
+    for number, overrides in enumerate(jobs):
+        varying = " ".join(o for o in overrides if o not in shared)   # what tells this job from the others
+        for problem in job_problems(compose(overrides), reach_once):
+            found.setdefault(problem, []).append(f"#{number} {varying}".strip())
+    return [f"{problem} [job(s) {'; '.join(jobs_)}]" for problem, jobs_ in found.items()]
+
+
+def report(problems: list[str], jobs: int) -> None:
+    """The problems on stderr, one per line, then exit with code 2 (a bad setting's code)."""
+    print(f"robustness_bias: error: {len(problems)} problem(s) would stop {jobs} job(s) of this sweep; none was "
+          "started:", file=sys.stderr)
+    for problem in problems:
+        print(f"  - {problem}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(arguments: list[str]) -> None:
+    """``robustness-bias check [overrides]``: compose every job the overrides (and their experiment's grid)
+    make, and check what each needs; exit 0 when every job can run."""
+    from hydra import compose, initialize_config_dir
+
+    from .config import CONFIG_DIR, composition_problem, experiment_as_choice
+
+    arguments = [a for a in experiment_as_choice(arguments) if a not in ("-m", "--multirun")]
+    hydra_overrides = [a for a in arguments if a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    task = [a for a in arguments if a not in hydra_overrides]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        try:   # the experiment's grid (hydra.sweeper.params), from the overrides that are not swept
+            parser = OverridesParser.create()
+            fixed = [a for a in task + hydra_overrides if not parser.parse_override(a).is_sweep_override()]
+            base = compose(config_name="config", overrides=fixed, return_hydra_config=True)
+        except Exception as error:   # a malformed override, an unknown option: in the job's words
+            report([composition_problem(error)], 1)
+        params = OmegaConf.to_container(base.hydra.sweeper.params) if base.hydra.sweeper.get("params") else {}
+        jobs = sweep_jobs(task, params)
+        problems = sweep_problems(jobs, lambda overrides: compose(config_name="config",
+                                                                  overrides=[*overrides, PLACEHOLDER_OUTPUT]))
+    if problems:
+        report(problems, len(jobs))
+    print(f"pre-flight: {len(jobs)} job(s) can run")

@@ -1,0 +1,88 @@
+"""The answer of a job, as text for the console: its per-group table and where its files are.
+
+A run used to end with one line under W&B's summary dump; the table below is what the audit found, in
+the terms of the paper (σ < 0: the group sits closer to the boundary than the rest, i.e. is less robust),
+read from the final audit's ``summary.parquet`` as the report reads it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from ..analysis.summary import OVERALL
+
+LEAST_ROBUST = "◀ least robust"
+
+
+def number(value: float, digits: int = 3, sign: bool = False) -> str:
+    if value is None or not math.isfinite(value):
+        return "–" if value is None or math.isnan(value) else ("∞" if value > 0 else "−∞")
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def partition_label(partition: str, names: dict[str, str] | None) -> str:
+    """``class (age)`` where the dataset names what its classes are; the column keeps its name ``class``."""
+    shown = (names or {}).get(partition)
+    return f"{partition} ({shown})" if shown and shown != partition else partition
+
+
+def least_robust(rows: pd.DataFrame) -> str | None:
+    """The group with the lowest σ among those that have one; None when none has."""
+    sized = rows[rows["sigma"].notna()]
+    return None if sized.empty else str(sized.loc[sized["sigma"].idxmin(), "group"])
+
+
+def group_table(summary: pd.DataFrame, *, names: dict[str, str] | None = None, min_group_size: int | None = None,
+                level: float = 0.95) -> str:
+    """Per estimator and partition: each group's size, accuracy, median distance, σ with its interval and
+    its Benjamini–Hochberg-adjusted p, the least robust group marked; a group without σ says why."""
+    interval = f"{round(level * 100)}% interval"
+    header = f"  {'group':<16} {'size':>5} {'acc':>6} {'median':>7} {'σ':>7}  {interval:<18} {'p adj':>6}"
+    blocks = []
+    for (estimator, partition), rows in summary.groupby(["estimator", "partition"], sort=False, observed=True):
+        lines = [f"{estimator} · {partition_label(str(partition), names)}", header]
+        marked = least_robust(rows[rows["group"] != OVERALL])
+        for row in rows.itertuples():
+            line = (f"  {str(row.group)[:16]:<16} {row.size:>5} {number(row.accuracy):>6} "
+                    f"{number(row.median_distance):>7} ")
+            if row.group == OVERALL:
+                lines.append(line.rstrip())
+            elif row.too_small or not math.isfinite(row.sigma):
+                rule = f" < audit.min_group_size={min_group_size}" if min_group_size else ""
+                lines.append(line + f"{'–':>7}  no σ: {row.attacked} correctly classified{rule}")
+            else:
+                bounds = f"[{number(row.sigma_low, sign=True)}, {number(row.sigma_high, sign=True)}]"
+                lines.append(line + f"{number(row.sigma, sign=True):>7}  {bounds:<18} {number(row.p_adjusted):>6}"
+                             + (f"  {LEAST_ROBUST}" if str(row.group) == marked else ""))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def job_answer(summary: pd.DataFrame, result: dict, names: dict[str, str] | None = None) -> str:
+    """What the console shows when a job ends: the final audit's table and where everything was written."""
+    settings = result.get("summary_settings") or {}
+    significance = settings.get("significance") or {}
+    epoch = int(summary["epoch"].iloc[0]) if "epoch" in summary and len(summary) else None
+    title = (f"σ(P) per group, final audit{f' (epoch {epoch})' if epoch is not None else ''}; test accuracy "
+             f"{number(result.get('test_accuracy'))}. σ < 0: closer to the decision boundary than the rest "
+             "(less robust); p adj: permutation test, Benjamini–Hochberg")
+    table = group_table(summary, names=names, min_group_size=settings.get("min_group_size"),
+                        level=significance.get("level", 0.95))
+    return f"{title}\n\n{table}\n\n{where_the_files_are(Path(result['output_dir']))}"
+
+
+def where_the_files_are(output_dir: Path) -> str:
+    """The job's folder and what lies in it, one line per kind of file."""
+    tags = [tag for tag in ("first", "middle", "final") if (output_dir / "audits" / tag).is_dir()]
+    rows = [(f"audits/{{{','.join(tags)}}}/", "records.parquet (a row per sample and estimator), summary.csv "
+                                                 "and summary.parquet (this table, every column)"),
+            ("figures/", "survival curves and σ per group, per audit (PNG)"),
+            ("result.json, dataset.json", "headline numbers and settings; the data's split and cleaning")]
+    rows += [(log.name, "the job's full log") for log in sorted(output_dir.glob("*.log"))[:1]]
+    rows += [(f"wandb/{run.name}/", f"the W&B run, offline (upload: wandb sync {run})")
+             for run in sorted((output_dir / "wandb").glob("offline-run-*"))[-1:]]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join([f"files in {output_dir}:", *(f"  {name:<{width}}  {what}" for name, what in rows)])
