@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from robustness_bias.auditing import EstimatorPlan, Samples, measure
 from robustness_bias.estimators import CarliniWagner, DeepFool
-from robustness_bias.estimators.base import BUDGET_EXHAUSTED, NO_FAILURE, NONFINITE_LOGITS
+from robustness_bias.estimators.base import BUDGET_EXHAUSTED, NO_FAILURE, NONFINITE_LOGITS, Estimator
 from robustness_bias.estimators.cw import ABORT_FACTOR, BETA1, BETA2, EPS, TANH_SCALE
 from robustness_bias.estimators.deepfool import STABILITY
 from robustness_bias.estimators.pool import Pool
@@ -138,6 +139,37 @@ def test_cw_runs_exactly_its_counted_passes():
     assert model.forward_rows == int((adam_steps + refined).sum())
     # the refinement's passes run a pool's width at a time
     assert max(model.widths) == WIDTH
+
+
+class Recorder(Estimator):
+    """Records what the audit hands it: the inputs' count, the dataset indices and the batch size."""
+
+    name = "recorder"
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, model, x, y, index=None, batch_size=None):
+        self.calls.append((len(x), index.tolist(), batch_size))
+        return DeepFool(steps=3)(model, x, y, index=index, batch_size=batch_size)
+
+
+def test_the_audit_hands_an_attack_whole_chunks_and_the_pool_width():
+    from robustness_bias.data import DigitsDataModule
+
+    digits = DigitsDataModule(normalization={"mean": [0.3], "std": [0.4]})
+    digits.setup()
+    indices = digits.test_indices[:50]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+    recorder = Recorder()
+    records = measure(model, Samples(digits.table, indices), {"r": EstimatorPlan(recorder, batch_size=4,
+                                                                                 chunk_size=16)})
+    attacked = records.loc[records["correct"], "sample_index"].tolist()
+    assert [count for count, _, _ in recorder.calls] == [len(chunk) for chunk in
+                                                         (attacked[i:i + 16] for i in range(0, len(attacked), 16))]
+    assert sum((index for _, index, _ in recorder.calls), []) == attacked
+    assert {width for *_, width in recorder.calls} == {4}
 
 
 def test_an_empty_call_and_a_pool_wider_than_its_samples():
