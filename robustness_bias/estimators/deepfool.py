@@ -181,11 +181,11 @@ class Steps:
             graph = self.model(inputs) if self.mode != "replicated" else logits
             grads, self.mode = candidate_gradients(graph, inputs, candidate_directions(classes, graph), self.mode,
                                                    self.model)
-        grads = grads.detach().transpose(0, 1)                                             # (n, k − 1, *input)
+        grads = grads.detach()                                                            # (k − 1, n, *input)
         losses = logits.gather(1, classes[:, 1:]) - logits.gather(1, classes[:, :1])      # f_c − f_label
-        norms = grads.flatten(2).norm(dim=2) + 1e-8                                       # ‖∇f_c − ∇f_label‖
+        norms = grads.flatten(2).norm(dim=2).T + 1e-8                                     # ‖∇f_c − ∇f_label‖
         best = (losses.abs() / norms).argmin(1)
         rows = torch.arange(len(points), device=points.device)
         scale = (losses[rows, best].abs() / norms[rows, best] + STABILITY) / norms[rows, best]
-        perturbation = perturbation + scale.view(-1, *[1] * (points.dim() - 1)) * grads[rows, best]
+        perturbation = perturbation + scale.view(-1, *[1] * (points.dim() - 1)) * grads[best, rows]
         return (origin + (1 + self.overshoot) * perturbation).clamp(0, 1), perturbation
