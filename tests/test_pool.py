@@ -37,18 +37,25 @@ def cnn(seed=0):
 class RowByRow(nn.Module):
     """Runs ``net`` on one row at a time, so that a row's arithmetic is the same in any batch: batched
     kernels round differently for other batch sizes, which would hide a real difference. Counts the
-    rows of its forward passes and of the backward passes through its output."""
+    rows of its forward passes (with and without a graph) and of the backward passes through its output."""
 
     def __init__(self, net):
         super().__init__()
-        self.net, self.forward_rows, self.backward_rows, self.widths = net, 0, 0, []
+        self.net, self.widths = net, []
+        self.reset()
+
+    def reset(self):
+        self.forward_rows = self.graphed_rows = self.backward_rows = 0
+        self.widths.clear()
 
     def forward(self, x):
-        self.forward_rows += len(x)
         self.widths.append(len(x))
         out = torch.cat([self.net(row[None]) for row in x])
         if out.requires_grad:
+            self.graphed_rows += len(x)
             out.register_hook(self.count_backward)
+        else:
+            self.forward_rows += len(x)
         return out
 
     def count_backward(self, grad):
@@ -110,33 +117,37 @@ def test_a_pool_agrees_with_one_sample_at_a_time_on_a_batched_model(name):
 
 
 def test_deepfool_charges_no_backward_pass_to_a_sample_that_flipped():
-    """Each iterate is checked before the gradient pass: the backward passes are exactly the counted ones,
-    and the forward passes the counted ones and one repeat per move (the check keeps no graph). With
-    ``replicated`` the step needs no repeat: every pass run is counted."""
-    for gradients, repeats in (("loop", 1), ("replicated", 0)):
+    """Each iterate is checked before the gradient pass: the backward passes run are exactly the counted
+    ones, and besides the counted passes only one forward pass per move that keeps a graph runs (the
+    check keeps none). ``replicated`` needs no such repeat: every pass it runs is counted."""
+    for gradients in ("loop", "replicated"):
         model = RowByRow(cnn())
         x, y = inputs(model)
-        model.forward_rows = model.backward_rows = 0
-        result = DeepFool(steps=30, gradients=gradients)(model, x, y, batch_size=WIDTH)
-        k = 5   # candidates: all five classes
-        per_move = (k - 1) * (2 if gradients == "replicated" else 1)
-        moves = (result.queries - 1) // (1 + per_move)
-        assert torch.equal(1 + moves + per_move * moves, result.queries)
-        assert model.backward_rows == int(((k - 1) * moves).sum())
-        assert model.forward_rows == int((result.queries - (k - 1) * moves + repeats * moves).sum())
+        model.reset()
+        attack = DeepFool(steps=30, gradients=gradients)
+        result = attack(model, x, y, batch_size=WIDTH)
+        passes = attack.passes(result, classes=5)
+        assert torch.equal(passes.forward + passes.graphed + passes.backward, result.queries)
+        moves = passes.backward // 4   # one backward pass for each of the 4 candidates other than the label
+        assert len(moves.unique()) >= 3 and torch.equal(passes.forward, 1 + moves)   # s moves, s + 1 checks
+        assert model.forward_rows == int(passes.forward.sum()) and model.backward_rows == int(passes.backward.sum())
+        if gradients == "replicated":   # a forward pass for each candidate's copy
+            assert torch.equal(passes.graphed, 4 * moves) and model.graphed_rows == int(passes.graphed.sum())
+        else:
+            assert not passes.graphed.any() and model.graphed_rows == int(moves.sum())
 
 
 def test_cw_runs_exactly_its_counted_passes():
     model = RowByRow(cnn())
     x, y = inputs(model)
-    model.forward_rows = model.backward_rows = 0
-    model.widths.clear()
+    model.reset()
     attack = CarliniWagner(binary_search_steps=3, steps=30)
     result = attack(model, x, y, batch_size=WIDTH)
-    refined = attack.refine_steps * result.success.long()
-    adam_steps = (result.queries - refined) // 2
-    assert model.backward_rows == int(adam_steps.sum())
-    assert model.forward_rows == int((adam_steps + refined).sum())
+    passes = attack.passes(result, classes=5)
+    assert torch.equal(passes.forward + passes.graphed + passes.backward, result.queries)
+    assert len(passes.backward.unique()) >= 3 and torch.equal(passes.forward, 10 * result.success.long())
+    assert model.graphed_rows == int(passes.graphed.sum()) == model.backward_rows == int(passes.backward.sum())
+    assert model.forward_rows == int(passes.forward.sum())
     # the refinement's passes run a pool's width at a time
     assert max(model.widths) == WIDTH
 
@@ -283,8 +294,8 @@ def test_a_pool_gives_what_a_sample_alone_gets_from_the_papers_loop(name):
     x, y = inputs(model)
     attack = ATTACKS[name]()
     pooled = attack(model, x, y, batch_size=WIDTH)
-    alone = [deepfool_alone(model, x[i], attack) if isinstance(attack, DeepFool) else cw_alone(model, x[i], y[i], attack)
-             for i in range(COUNT)]
+    alone = [deepfool_alone(model, x[i], attack) if isinstance(attack, DeepFool)
+             else cw_alone(model, x[i], y[i], attack) for i in range(COUNT)]
     distance, success, queries, failure = zip(*alone)
     assert pooled.success.tolist() == list(success) and pooled.failure.tolist() == list(failure)
     assert pooled.queries.tolist() == list(queries)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -56,6 +57,15 @@ class DistanceResult:
         )
 
 
+class Passes(NamedTuple):
+    """Each sample's queries by kind: forward passes without a graph, forward passes that keep one for
+    backward passes (slower: they store activations), and backward passes."""
+
+    forward: torch.Tensor
+    graphed: torch.Tensor
+    backward: torch.Tensor
+
+
 class EstimatorMismatch(ValueError):
     """The estimator cannot measure this model (e.g. the exact estimator on a non-linear network)."""
 
@@ -103,6 +113,12 @@ class Estimator:
     def batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> DistanceResult:
         """The results of one batch, for estimators that measure a batch at a time."""
         raise NotImplementedError
+
+    def passes(self, result: DistanceResult, classes: int) -> Passes:
+        """Each sample's ``queries`` by kind, on a model with ``classes`` outputs: what a benchmark's arithmetic
+        floor counts. Forward passes without a graph alone, unless an estimator says otherwise."""
+        none = torch.zeros_like(result.queries)
+        return Passes(forward=result.queries, graphed=none, backward=none)
 
 
 def failed(n: int, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

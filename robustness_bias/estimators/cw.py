@@ -30,7 +30,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from .base import DistanceResult, Estimator, failed, failure_codes, frozen, l2_norm, nonfinite_rows
+from .base import DistanceResult, Estimator, Passes, failed, failure_codes, frozen, l2_norm, nonfinite_rows
 from .graphs import GraphedSteps, StepCache
 from .pool import Pool, Rows
 
@@ -66,6 +66,13 @@ class CarliniWagner(Estimator):
         """Passes per sample when no run stops early: a forward and a backward pass per Adam step, then the
         refinement's forward passes."""
         return 2 * self.binary_search_steps * self.steps + self.refine_steps
+
+    def passes(self, result: DistanceResult, classes: int) -> Passes:
+        """Per Adam step a forward pass that keeps its graph and a backward pass; the refinement's forward
+        passes, without a graph, where a point was found."""
+        refined = self.refine_steps * result.success.long()
+        adam_steps = (result.queries - refined) // 2
+        return Passes(forward=refined, graphed=adam_steps, backward=adam_steps)
 
     @property
     def check_every(self) -> int:
@@ -153,7 +160,8 @@ class CarliniWagner(Estimator):
         norms = l2_norm(adv - x0)
         better = is_adv & (norms < distance)
         per_row = [-1] + [1] * (d.dim() - 1)
-        best, distance, found = torch.where(better.view(per_row), d, best), torch.where(better, norms, distance), found | is_adv
+        best, distance = torch.where(better.view(per_row), d, best), torch.where(better, norms, distance)
+        found = found | is_adv
         m = BETA1 * m + (1 - BETA1) * grad
         v = BETA2 * v + (1 - BETA2) * grad * grad
         bias = corrections[t]

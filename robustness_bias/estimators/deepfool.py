@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import DistanceResult, Estimator, failed, failure_codes, frozen, l2_norm, nonfinite_rows
+from .base import DistanceResult, Estimator, Passes, failed, failure_codes, frozen, l2_norm, nonfinite_rows
 from .graphs import GraphedSteps, StepCache
 from .pool import Pool, Rows
 
@@ -97,6 +97,16 @@ class DeepFool(Estimator):
 
     def _build_steps(self, model: nn.Module) -> Steps:
         return Steps(self, model)
+
+    def passes(self, result: DistanceResult, classes: int) -> Passes:
+        """A sample that made s moves made s + 1 checks (forward passes without a graph) and per move one
+        backward pass per candidate other than the label through one graph (``replicated``: through a
+        graph of its own, from a forward pass over its copy)."""
+        others = min(self.candidates, classes) - 1
+        replicated = self.gradients == "replicated"
+        moves = (result.queries - 1) // (1 + others * (2 if replicated else 1))
+        return Passes(forward=1 + moves, graphed=others * moves if replicated else torch.zeros_like(moves),
+                      backward=others * moves)
 
     def _attack(self, model: nn.Module, x: torch.Tensor, width: int) -> DistanceResult:
         distance, success, queries = failed(len(x), x.device)
