@@ -98,14 +98,18 @@ def ours(estimator, batch_size: int | None = None, precision: str = "fp32"):
     return measure
 
 
-def seconds_per_row(device: str, fn, rows: int, seconds: float) -> float:
-    """Seconds per row of ``fn`` on a batch of ``rows``, after a warm-up, over at least ``seconds``."""
+def seconds_per_row(device: str, fn, rows: int, seconds: float, windows: int = 5) -> float:
+    """Seconds per row of ``fn`` on a batch of ``rows``, after a warm-up: the fastest of ``windows`` windows
+    of at least ``seconds / windows`` each (other load on the machine only ever slows one down)."""
     timed(device, fn)
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or done < 2:
-        timed(device, fn)
-        done += 1
-    return (time.perf_counter() - start) / (done * rows)
+    fastest = math.inf
+    for _ in range(windows):
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / windows or done < 2:
+            timed(device, fn)
+            done += 1
+        fastest = min(fastest, (time.perf_counter() - start) / (done * rows))
+    return fastest
 
 
 def pass_seconds(model, x, device: str, widths, seconds: float = 0.5) -> tuple[float, float, float]:
@@ -172,7 +176,7 @@ def profile_attacks(model, x, y, device: str, deepfool_steps: int, names: list[s
               f"image: mean {queries.mean():.0f}, max {queries.max():.0f} (the table's totals against the wall time)")
         if name == "deepfool":   # a sample that flipped after s steps made s backward passes per other candidate
             others = min(attack.candidates, int(model(x[:1]).shape[1])) - 1
-            steps = (attack.passes(result, others + 1)[1] // others)[result.success].cpu()
+            steps = (attack.passes(result, others + 1).backward // others)[result.success].cpu()
             print(f"DeepFool steps per flipped sample: median {steps.median():.0f}, 90th percentile "
                   f"{steps.float().quantile(0.9):.0f}, max {steps.max():.0f}; still active after 1, 2, 5, 10, "
                   "20 steps: " + ", ".join(str(int((steps > s).sum())) for s in (1, 2, 5, 10, 20)))
@@ -180,12 +184,22 @@ def profile_attacks(model, x, y, device: str, deepfool_steps: int, names: list[s
                                         row_limit=12))
 
 
-def row(method, peer_of, distances, seconds, count, floor_seconds, passes):
-    """A failure is +inf (attacks) or a zero radius (smoothing): neither counts as solved."""
+def row(method, peer_of, distances, seconds, count, passes, floor):
+    """A failure is +inf (attacks) or a zero radius (smoothing): neither counts as solved. ``passes``: the
+    forward passes, those keeping a graph and the backward passes the method ran; ``floor``: which floor's
+    seconds per pass they count at (``"attacks"`` or ``"smoothing"``), filled in once all rows have run."""
     d = distances.numpy()
     return {"method": method, "peer_of": peer_of, "images": count, "seconds": seconds, "images/s": count / seconds,
-            "of floor": floor_seconds / seconds, "passes/img": passes / count,
-            "success": float((np.isfinite(d) & (d > 0)).mean()), "median L2": float(np.median(d)), "_d": d}
+            "of floor": np.nan, "passes/img": sum(passes) / count,
+            "success": float((np.isfinite(d) & (d > 0)).mean()), "median L2": float(np.median(d)), "_d": d,
+            "_passes": passes, "_floor": floor}
+
+
+def floor_shares(rows: list[dict], floors: dict[str, tuple[float, float, float]]) -> None:
+    """Each row's share of its floor: the time its passes take at the floor's seconds per pass of each kind,
+    over the time it took."""
+    for r in rows:
+        r["of floor"] = sum(n * t for n, t in zip(r["_passes"], floors[r["_floor"]])) / r["seconds"]
 
 
 def compare(rows: list[dict]) -> pd.DataFrame:
@@ -198,7 +212,7 @@ def compare(rows: list[dict]) -> pd.DataFrame:
             r["ours ÷ peer speed"] = mine["images/s"] / r["images/s"]
             both = np.isfinite(mine["_d"][:n]) & np.isfinite(r["_d"]) & (mine["_d"][:n] > 0) & (r["_d"] > 0)
             r["median ours/peer L2"] = float(np.median(mine["_d"][:n][both] / r["_d"][both])) if both.any() else np.nan
-    return pd.DataFrame(rows).drop(columns="_d")
+    return pd.DataFrame(rows).drop(columns=["_d", "_passes", "_floor"])
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -221,6 +235,8 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
                         help="add rows for our attacks with cuda_graphs=True (default: on a GPU; elsewhere they run eagerly)")
     parser.add_argument("--skip", nargs="*", default=[], help="peers to leave out: torchattacks, foolbox, cohen")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed calls per method after its warm-up; the table keeps the fastest")
     parser.add_argument("--profile", nargs="*", choices=["deepfool", "cw"], default=None,
                         help="instead of the table: profile our DeepFool and CW (or those named) on the same inputs")
     args = parser.parse_args(argv)
@@ -242,29 +258,32 @@ def main(argv=None) -> pd.DataFrame:
         return pd.DataFrame()
     with torch.no_grad():
         classes = int(model(x[:1]).shape[1])
-    attack_floor = pass_seconds(model, x, args.device, (min(args.batch_size, len(x)), len(x)))
-    forward, graphed, backward = (seconds * 1e3 for seconds in attack_floor)
-    print(f"  floor per image: a forward pass {forward:.3f} ms, one keeping its graph {graphed:.3f} ms, a backward pass "
-          f"{backward:.3f} ms (each the faster of batches {min(args.batch_size, len(x))} and {len(x)})", flush=True)
+    widths = (min(args.batch_size, len(x)), len(x))
+    # the attacks' floor, measured before and after the rows: the faster of the two counts, since other load on
+    # the machine only ever slows a measurement down
+    attack_floor = pass_seconds(model, x, args.device, widths)
     counted = peers.Counted(model)   # the peers' model: it counts the passes they run
     rows = []
 
-    def run(method, peer_of, fn, xs, ys, estimator=None, floor=attack_floor, warm_up_on_all=False):
+    def run(method, peer_of, fn, xs, ys, estimator=None, floor="attacks", warm_up_on_all=False):
         """Time ``fn`` after a warm-up on one input, or with ``warm_up_on_all`` (CUDA graphs) on all of
-        them: that call captures the graphs an audit's first chunk would, and the timed one replays them.
-        ``estimator``: ours, whose queries count its passes; else a peer, which gets the counted model."""
+        them: that call captures the graphs an audit's first chunk would, and the timed ones replay them.
+        The fastest of ``--repeats`` timed calls counts. ``estimator``: ours, whose queries count its
+        passes; else a peer, which gets the counted model."""
         target = model if estimator is not None else counted
         warm = timed(args.device, fn, target, *((xs, ys) if warm_up_on_all else (xs[:1], ys[:1])))[1]
-        counted.reset()
-        out, seconds = timed(args.device, fn, target, xs, ys)
+        seconds = math.inf
+        for _ in range(args.repeats):
+            counted.reset()
+            out, took = timed(args.device, fn, target, xs, ys)
+            seconds = min(seconds, took)
         if estimator is not None:
             passes = [int(kind.sum()) for kind in estimator.passes(out, classes)]
             distances = out.distance.cpu()
         else:
             passes, distances = [counted.forward_rows, counted.graphed_rows, counted.backward_rows], out
-        rows.append(row(method, peer_of, distances, seconds, len(xs), sum(n * t for n, t in zip(passes, floor)),
-                        sum(passes)))
-        print(f"  {method}: {len(xs) / seconds:.1f} images/s, {rows[-1]['of floor']:.0%} of its floor"
+        rows.append(row(method, peer_of, distances, seconds, len(xs), passes, floor))
+        print(f"  {method}: {len(xs) / seconds:.1f} images/s, {rows[-1]['passes/img']:.1f} passes per image"
               + (f" (the capturing call: {len(xs) / warm:.1f})" if warm_up_on_all else ""), flush=True)
 
     def attack(method, make, peer_of=None, **kwargs):
@@ -299,10 +318,15 @@ def main(argv=None) -> pd.DataFrame:
     rs_method = f"rs (ours, N={args.rs_n}, {args.rs_precision})"
     # forward passes alone: neither smoothing nor the loop runs another kind
     run(rs_method, None, ours(smoothing, precision=args.rs_precision), x[:k], y[:k], estimator=smoothing,
-        floor=(1 / rate, 0.0, 0.0))
+        floor="smoothing")
     if "cohen" not in args.skip:   # the floor of smoothing's precision: the loop's fp32 passes count at that rate
         run("Cohen-style certify loop", rs_method, lambda m, a, b: peers.cohen_certify(m, a, b, n=args.rs_n), x[:k],
-            y[:k], floor=(1 / rate, 0.0, 0.0))
+            y[:k], floor="smoothing")
+    attack_floor = tuple(map(min, attack_floor, pass_seconds(model, x, args.device, widths)))
+    forward, graphed, backward = (seconds * 1e3 for seconds in attack_floor)
+    print(f"  the attacks' floor per image: a forward pass {forward:.3f} ms, one keeping its graph {graphed:.3f} ms, "
+          f"a backward pass {backward:.3f} ms (each the faster of batches {widths[0]} and {widths[1]})", flush=True)
+    floor_shares(rows, {"attacks": attack_floor, "smoothing": (1 / rate, 0.0, 0.0)})
     table = compare(rows)
     floor = rate / (args.rs_n + smoothing.n0)
     ours_rs = table.loc[table["method"] == rs_method, "images/s"].iloc[0]

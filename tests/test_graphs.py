@@ -195,7 +195,7 @@ def test_a_model_that_cannot_be_captured_names_the_setting_to_turn_off():
 def test_bench_times_the_graphed_attacks_against_foolbox(stand_in_graphs, capsys):
     import estimators as bench   # bench/, on the path through conftest
 
-    table = bench.main(["--images", "8", "--image-size", "16", "--rs-n", "100", "--rs-images", "1",
+    table = bench.main(["--images", "8", "--image-size", "16", "--rs-n", "100", "--rs-images", "1", "--repeats", "1",
                         "--skip", "torchattacks", "cohen", "--cuda-graphs"])
     printed = capsys.readouterr().out
     graphed = table.set_index("method").loc[["deepfool (ours, cuda graphs)", "cw (ours, cuda graphs)"]]

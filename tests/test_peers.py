@@ -87,7 +87,7 @@ def test_the_counted_model_counts_the_passes_a_peer_runs():
 
 
 def test_bench_prints_the_share_of_its_floor_for_every_row(capsys):
-    table = bench.main(["--images", "8", "--batch-size", "4", "--image-size", "16", "--rs-n", "100",
+    table = bench.main(["--images", "8", "--batch-size", "4", "--image-size", "16", "--rs-n", "100", "--repeats", "1",
                         "--rs-images", "1", "--torchattacks-images", "2", "--deepfool-steps", "10"])
     printed = capsys.readouterr().out
     assert "of floor" in printed and "floor per image: a forward pass" in printed
