@@ -6,7 +6,8 @@
 # (CUDA-graphed attacks against eager ones, GPU tests) and the graphed rows added since are not yet timed.
 # Within one 600 s call (limits 90 + 200 + 280 s): STAGES="graphs estimators_32 pipeline", carrying .whl
 # and .bench-data; then STAGES="profile_32 estimators_224" in a second call if time is left.
-# GRAPHS=0 leaves the CUDA-graphed attacks out of the bench stages (should the graphs stage fail).
+# GRAPHS=0 leaves the CUDA-graphed attacks out of the bench stages (should the graphs stage fail). Our attacks'
+# pools are a quarter of their images wide (as an audit's chunk is 4× its pool): not yet run on a GPU since.
 # The device machines' python3 has torch, torchvision, lightning, pandas and scipy, not foolbox,
 # torchattacks, eagerpy or pytest: put those wheels (and GitPython, gitdb, smmap, which foolbox
 # imports; iniconfig, pluggy, pygments, packaging, exceptiongroup, tomli for pytest) in .whl/ and
@@ -46,18 +47,18 @@ for stage in $STAGES; do
         -k "not bench" ;;
     pipeline)   # #9: training and audit rates of the UTKFace grid's six models at 200 px, and the projected hours
       timeout "${PIPELINE_S:-280}" $PY bench/pipeline.py --device "$DEVICE" --precision bf16 --channels-last \
-        --compile smoothing "${GRAPHS_ARG[@]}" "${DATA[@]}" --train-steps 30 --audit-images 32 --attack-batch 32 \
+        --compile smoothing "${GRAPHS_ARG[@]}" "${DATA[@]}" --train-steps 30 --audit-images 32 --attack-batch 8 \
         --rs-images 4 ;;
     estimators_32)   # #3: ResNet-50 at 32 px against the peers, smoothing at N = 100,000
       timeout "${ESTIMATORS_32_S:-200}" $PY bench/estimators.py --model resnet50 --image-size 32 --device "$DEVICE" \
-        --images 512 --rs-n 100000 --rs-precision bf16 --channels-last --rs-compile "${GRAPHS_ARG[@]}" \
+        --images 512 --batch-size 128 --rs-n 100000 --rs-precision bf16 --channels-last --rs-compile "${GRAPHS_ARG[@]}" \
         "${SKIP_ARGS[@]}" ;;
     profile_32)   # where our DeepFool's and CW's time goes on the same inputs
       timeout "${PROFILE_S:-90}" $PY bench/estimators.py --model resnet50 --image-size 32 --device "$DEVICE" \
-        --images 512 --channels-last --profile ;;
+        --images 512 --batch-size 128 --channels-last --profile ;;
     estimators_224)   # #3: ResNet-50 at 224 px, smoothing at N = 10,000
       timeout "${ESTIMATORS_224_S:-200}" $PY bench/estimators.py --model resnet50 --image-size 224 --device "$DEVICE" \
-        --images 64 --torchattacks-images 8 --rs-n 10000 --rs-precision bf16 --channels-last --rs-compile \
+        --images 64 --batch-size 16 --torchattacks-images 8 --rs-n 10000 --rs-precision bf16 --channels-last --rs-compile \
         "${GRAPHS_ARG[@]}" "${SKIP_ARGS[@]}" ;;
     *) echo "unknown stage $stage: use graphs, pipeline, estimators_32, profile_32 or estimators_224" >&2; exit 2 ;;
   esac 2>&1 | tee "$OUT/$stage.txt"

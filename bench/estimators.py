@@ -1,8 +1,17 @@
 """Our estimators against foolbox, torchattacks and the reference certify loop, in one process.
 
-Same model, same correctly classified inputs for everyone. Prints one table: images/s, our speed
-over each peer's, success rate, median distance (failures count as +inf), and the median of our
-distance over the peer's on the samples both solved.
+Same model, same correctly classified inputs for everyone. Prints one table: images/s, the share of
+its arithmetic floor each method reaches, our speed over each peer's, success rate, median distance
+(failures count as +inf), and the median of our distance over the peer's on the samples both solved.
+
+The floor of a row is the time its forward and backward passes would take at the model's measured
+full-batch rates, each kind timed on its own (none assumed to cost some multiple of another): forward
+passes without a graph, forward passes that keep one, and backward passes to the inputs through a kept
+graph, each at the faster of our attacks' pool width and all the inputs at once; smoothing's forward
+passes at the fastest batch its probe finds. Our estimators' passes are those their queries count
+(``Estimator.passes``); a peer's are all it runs, counted by a wrapper around the model
+(peers.Counted): work on samples it has already finished counts towards its floor, though not
+towards ours.
 
     python bench/estimators.py                                  # small CNN on CPU (make bench)
     python bench/estimators.py --model resnet50 --image-size 32 --device cuda --images 512
@@ -13,6 +22,7 @@ distance over the peer's on the samples both solved.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -26,7 +36,7 @@ import peers  # noqa: E402
 
 from robustness_bias.data import DigitsDataModule  # noqa: E402
 from robustness_bias.estimators import CarliniWagner, DeepFool, RandomizedSmoothing  # noqa: E402
-from robustness_bias.estimators.base import is_channels_last  # noqa: E402
+from robustness_bias.estimators.base import frozen, is_channels_last  # noqa: E402
 from robustness_bias import models  # noqa: E402
 from robustness_bias.allocator import steady_cpu_allocator  # noqa: E402
 
@@ -79,12 +89,47 @@ def timed(device: str, fn, *args):
     return out, time.perf_counter() - start
 
 
-def ours(estimator, precision: str = "fp32"):
-    """Our estimator as a peer's function, under autocast at ``precision`` as an audit's plan runs it."""
+def ours(estimator, batch_size: int | None = None, precision: str = "fp32"):
+    """Our estimator as a peer's function that returns its whole result, working on ``batch_size`` samples at
+    once (the attacks' pool width) under autocast at ``precision``, as an audit's plan runs it."""
     def measure(model, x, y):
         with autocast(x.device.type, precision):
-            return estimator(model, x, y, index=torch.arange(len(x))).distance.cpu()
+            return estimator(model, x, y, index=torch.arange(len(x)), batch_size=batch_size)
     return measure
+
+
+def seconds_per_row(device: str, fn, rows: int, seconds: float, windows: int = 5) -> float:
+    """Seconds per row of ``fn`` on a batch of ``rows``, after a warm-up: the fastest of ``windows`` windows
+    of at least ``seconds / windows`` each (other load on the machine only ever slows one down)."""
+    timed(device, fn)
+    fastest = math.inf
+    for _ in range(windows):
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / windows or done < 2:
+            timed(device, fn)
+            done += 1
+        fastest = min(fastest, (time.perf_counter() - start) / (done * rows))
+    return fastest
+
+
+def pass_seconds(model, x, device: str, widths, seconds: float = 0.5) -> tuple[float, float, float]:
+    """Seconds per image of a forward pass without a graph, of one that keeps its graph and of a backward
+    pass to the inputs through a kept graph (parameters frozen, as in our attacks), each at whichever batch
+    of ``widths`` rows of ``x`` runs it fastest: the rates of the attacks' arithmetic floor."""
+    forward = graphed = backward = math.inf
+    with frozen(model):
+        for width in sorted(set(widths)):
+            batch = x[torch.arange(width, device=x.device) % len(x)]
+            with torch.no_grad():
+                forward = min(forward, seconds_per_row(device, lambda: model(batch), width, seconds))
+            inputs = batch.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                graphed = min(graphed, seconds_per_row(device, lambda: model(inputs), width, seconds))
+                out = model(inputs)
+            direction = torch.randn_like(out)
+            backward = min(backward, seconds_per_row(
+                device, lambda: torch.autograd.grad(out, inputs, direction, retain_graph=True), width, seconds))
+    return forward, graphed, backward
 
 
 def autocast(device: str, precision: str):
@@ -114,7 +159,7 @@ def smoothing_batches(smoothing: RandomizedSmoothing, model, x, precision: str =
         return runs_at, runs_at if smoothing.forward_batch is None else smoothing.probe(model, x).batch
 
 
-def profile_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str]) -> None:
+def profile_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str], batch_size: int) -> None:
     """Where our DeepFool's and CW's time goes: the operators that cost most, and the device's and the
     host's totals, which against the wall time tell a launch-bound attack from a compute-bound one."""
     from torch.profiler import ProfilerActivity, profile
@@ -125,13 +170,13 @@ def profile_attacks(model, x, y, device: str, deepfool_steps: int, names: list[s
     for name, attack in ((name, attacks[name]) for name in names):
         ours(attack)(model, x[:4], y[:4])   # warm-up
         with profile(activities=activities) as prof:
-            result, seconds = timed(device, attack, model, x, y)
+            result, seconds = timed(device, ours(attack, batch_size), model, x, y)
         queries = result.queries.float()
         print(f"\n{name} (ours) under the profiler: {len(x) / seconds:.1f} images/s, {seconds:.2f} s wall; queries per "
               f"image: mean {queries.mean():.0f}, max {queries.max():.0f} (the table's totals against the wall time)")
-        if name == "deepfool":   # a sample that flipped after s steps made 1 + s·k queries
-            k = min(attack.candidates, int(model(x[:1]).shape[1]))
-            steps = ((result.queries - 1) // k)[result.success].cpu()
+        if name == "deepfool":   # a sample that flipped after s steps made s backward passes per other candidate
+            others = min(attack.candidates, int(model(x[:1]).shape[1])) - 1
+            steps = (attack.passes(result, others + 1).backward // others)[result.success].cpu()
             print(f"DeepFool steps per flipped sample: median {steps.median():.0f}, 90th percentile "
                   f"{steps.float().quantile(0.9):.0f}, max {steps.max():.0f}; still active after 1, 2, 5, 10, "
                   "20 steps: " + ", ".join(str(int((steps > s).sum())) for s in (1, 2, 5, 10, 20)))
@@ -139,11 +184,22 @@ def profile_attacks(model, x, y, device: str, deepfool_steps: int, names: list[s
                                         row_limit=12))
 
 
-def row(method, peer_of, distances, seconds, count):
-    """A failure is +inf (attacks) or a zero radius (smoothing): neither counts as solved."""
+def row(method, peer_of, distances, seconds, count, passes, floor):
+    """A failure is +inf (attacks) or a zero radius (smoothing): neither counts as solved. ``passes``: the
+    forward passes, those keeping a graph and the backward passes the method ran; ``floor``: which floor's
+    seconds per pass they count at (``"attacks"`` or ``"smoothing"``), filled in once all rows have run."""
     d = distances.numpy()
     return {"method": method, "peer_of": peer_of, "images": count, "seconds": seconds, "images/s": count / seconds,
-            "success": float((np.isfinite(d) & (d > 0)).mean()), "median L2": float(np.median(d)), "_d": d}
+            "of floor": np.nan, "passes/img": sum(passes) / count,
+            "success": float((np.isfinite(d) & (d > 0)).mean()), "median L2": float(np.median(d)), "_d": d,
+            "_passes": passes, "_floor": floor}
+
+
+def floor_shares(rows: list[dict], floors: dict[str, tuple[float, float, float]]) -> None:
+    """Each row's share of its floor: the time its passes take at the floor's seconds per pass of each kind,
+    over the time it took."""
+    for r in rows:
+        r["of floor"] = sum(n * t for n, t in zip(r["_passes"], floors[r["_floor"]])) / r["seconds"]
 
 
 def compare(rows: list[dict]) -> pd.DataFrame:
@@ -156,7 +212,7 @@ def compare(rows: list[dict]) -> pd.DataFrame:
             r["ours ÷ peer speed"] = mine["images/s"] / r["images/s"]
             both = np.isfinite(mine["_d"][:n]) & np.isfinite(r["_d"]) & (mine["_d"][:n] > 0) & (r["_d"] > 0)
             r["median ours/peer L2"] = float(np.median(mine["_d"][:n][both] / r["_d"][both])) if both.any() else np.nan
-    return pd.DataFrame(rows).drop(columns="_d")
+    return pd.DataFrame(rows).drop(columns=["_d", "_passes", "_floor"])
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -165,6 +221,8 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--images", type=int, default=256, help="inputs for DeepFool and CW")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="our attacks' pool width (audit.plan.<attack>.batch_size); the peers get all inputs at once")
     parser.add_argument("--torchattacks-images", type=int, default=32, help="torchattacks DeepFool is one image at a time")
     parser.add_argument("--deepfool-steps", type=int, default=50)
     parser.add_argument("--rs-images", type=int, default=4)
@@ -177,6 +235,8 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
                         help="add rows for our attacks with cuda_graphs=True (default: on a GPU; elsewhere they run eagerly)")
     parser.add_argument("--skip", nargs="*", default=[], help="peers to leave out: torchattacks, foolbox, cohen")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed calls per method after its warm-up; the table keeps the fastest")
     parser.add_argument("--profile", nargs="*", choices=["deepfool", "cw"], default=None,
                         help="instead of the table: profile our DeepFool and CW (or those named) on the same inputs")
     args = parser.parse_args(argv)
@@ -189,36 +249,61 @@ def main(argv=None) -> pd.DataFrame:
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    print(f"{args.model} {args.image_size}px on {args.device}: {len(x)} correctly classified inputs; malloc's mmap "
-          f"threshold {'fixed at 32 MiB' if steady else 'left as it was (not glibc)'}", flush=True)
+    print(f"{args.model} {args.image_size}px on {args.device}: {len(x)} correctly classified inputs, our attacks' pool "
+          f"{args.batch_size} wide; malloc's mmap threshold "
+          f"{'fixed at 32 MiB' if steady else 'left as it was (not glibc)'}", flush=True)
     if args.profile is not None:
-        profile_attacks(model, x, y, args.device, args.deepfool_steps, args.profile or ["deepfool", "cw"])
+        profile_attacks(model, x, y, args.device, args.deepfool_steps, args.profile or ["deepfool", "cw"],
+                        args.batch_size)
         return pd.DataFrame()
+    with torch.no_grad():
+        classes = int(model(x[:1]).shape[1])
+    widths = (min(args.batch_size, len(x)), len(x))
+    # the attacks' floor, measured before and after the rows: the faster of the two counts, since other load on
+    # the machine only ever slows a measurement down
+    attack_floor = pass_seconds(model, x, args.device, widths)
+    counted = peers.Counted(model)   # the peers' model: it counts the passes they run
     rows = []
 
-    def run(method, peer_of, fn, xs, ys, warm_up_on_all=False):
+    def run(method, peer_of, fn, xs, ys, estimator=None, floor="attacks", warm_up_on_all=False):
         """Time ``fn`` after a warm-up on one input, or with ``warm_up_on_all`` (CUDA graphs) on all of
-        them: that call captures the graphs an audit's first chunk would, and the timed one replays them."""
-        warm = timed(args.device, fn, model, *((xs, ys) if warm_up_on_all else (xs[:1], ys[:1])))[1]
-        distances, seconds = timed(args.device, fn, model, xs, ys)
-        rows.append(row(method, peer_of, distances, seconds, len(xs)))
-        print(f"  {method}: {len(xs) / seconds:.1f} images/s"
+        them: that call captures the graphs an audit's first chunk would, and the timed ones replay them.
+        The fastest of ``--repeats`` timed calls counts. ``estimator``: ours, whose queries count its
+        passes; else a peer, which gets the counted model."""
+        target = model if estimator is not None else counted
+        warm = timed(args.device, fn, target, *((xs, ys) if warm_up_on_all else (xs[:1], ys[:1])))[1]
+        seconds = math.inf
+        for _ in range(args.repeats):
+            counted.reset()
+            out, took = timed(args.device, fn, target, xs, ys)
+            seconds = min(seconds, took)
+        if estimator is not None:
+            passes = [int(kind.sum()) for kind in estimator.passes(out, classes)]
+            distances = out.distance.cpu()
+        else:
+            passes, distances = [counted.forward_rows, counted.graphed_rows, counted.backward_rows], out
+        rows.append(row(method, peer_of, distances, seconds, len(xs), passes, floor))
+        print(f"  {method}: {len(xs) / seconds:.1f} images/s, {rows[-1]['passes/img']:.1f} passes per image"
               + (f" (the capturing call: {len(xs) / warm:.1f})" if warm_up_on_all else ""), flush=True)
 
-    run("deepfool (ours)", None, ours(DeepFool(steps=args.deepfool_steps)), x, y)
+    def attack(method, make, peer_of=None, **kwargs):
+        estimator = make()
+        run(method, peer_of, ours(estimator, args.batch_size), x, y, estimator=estimator, **kwargs)
+
+    attack("deepfool (ours)", lambda: DeepFool(steps=args.deepfool_steps))
     for mode in ("batched", "replicated"):   # the other ways to the candidates' gradients
-        run(f"deepfool (ours, {mode})", None, ours(DeepFool(steps=args.deepfool_steps, gradients=mode)), x, y)
+        attack(f"deepfool (ours, {mode})", lambda: DeepFool(steps=args.deepfool_steps, gradients=mode))
     if args.cuda_graphs:
-        run("deepfool (ours, cuda graphs)", None, ours(DeepFool(steps=args.deepfool_steps, cuda_graphs=True)), x, y,
-            warm_up_on_all=True)
+        attack("deepfool (ours, cuda graphs)", lambda: DeepFool(steps=args.deepfool_steps, cuda_graphs=True),
+               warm_up_on_all=True)
     if "foolbox" not in args.skip:
         run("foolbox L2DeepFoolAttack", "deepfool (ours)", lambda m, a, b: peers.foolbox_deepfool(m, a, b, steps=args.deepfool_steps), x, y)
     if "torchattacks" not in args.skip:
         k = args.torchattacks_images
         run("torchattacks DeepFool", "deepfool (ours)", lambda m, a, b: peers.torchattacks_deepfool(m, a, b, steps=args.deepfool_steps), x[:k], y[:k])
-    run("cw (ours)", None, ours(CarliniWagner()), x, y)
+    attack("cw (ours)", CarliniWagner)
     if args.cuda_graphs:
-        run("cw (ours, cuda graphs)", None, ours(CarliniWagner(cuda_graphs=True)), x, y, warm_up_on_all=True)
+        attack("cw (ours, cuda graphs)", lambda: CarliniWagner(cuda_graphs=True), warm_up_on_all=True)
     if "foolbox" not in args.skip:
         run("foolbox L2CarliniWagnerAttack", "cw (ours)", peers.foolbox_cw, x, y)
     if "torchattacks" not in args.skip:
@@ -230,22 +315,30 @@ def main(argv=None) -> pd.DataFrame:
           flush=True)
     # the floor first: its warm-up also compiles smoothing's forward pass (--rs-compile) outside the timed call
     rate = forward_rate(smoothing.forward_of(model), x, args.device, args.rs_precision, 2.0, fastest)
-    run(f"rs (ours, N={args.rs_n}, {args.rs_precision})", None, ours(smoothing, args.rs_precision), x[:k], y[:k])
-    if "cohen" not in args.skip:
-        run("Cohen-style certify loop", f"rs (ours, N={args.rs_n}, {args.rs_precision})",
-            lambda m, a, b: peers.cohen_certify(m, a, b, n=args.rs_n), x[:k], y[:k])
+    rs_method = f"rs (ours, N={args.rs_n}, {args.rs_precision})"
+    # forward passes alone: neither smoothing nor the loop runs another kind
+    run(rs_method, None, ours(smoothing, precision=args.rs_precision), x[:k], y[:k], estimator=smoothing,
+        floor="smoothing")
+    if "cohen" not in args.skip:   # the floor of smoothing's precision: the loop's fp32 passes count at that rate
+        run("Cohen-style certify loop", rs_method, lambda m, a, b: peers.cohen_certify(m, a, b, n=args.rs_n), x[:k],
+            y[:k], floor="smoothing")
+    attack_floor = tuple(map(min, attack_floor, pass_seconds(model, x, args.device, widths)))
+    forward, graphed, backward = (seconds * 1e3 for seconds in attack_floor)
+    print(f"  the attacks' floor per image: a forward pass {forward:.3f} ms, one keeping its graph {graphed:.3f} ms, "
+          f"a backward pass {backward:.3f} ms (each the faster of batches {widths[0]} and {widths[1]})", flush=True)
+    floor_shares(rows, {"attacks": attack_floor, "smoothing": (1 / rate, 0.0, 0.0)})
     table = compare(rows)
     floor = rate / (args.rs_n + smoothing.n0)
-    ours_rs = table.loc[table["method"].str.startswith("rs (ours"), "images/s"].iloc[0]
-    pd.set_option("display.width", 200)
+    ours_rs = table.loc[table["method"] == rs_method, "images/s"].iloc[0]
+    pd.set_option("display.width", 220)
     pd.set_option("display.max_columns", 20)
     print()
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     rate_of = dict(zip(table["method"], table["images/s"]))
-    for attack, peer in (("deepfool", "foolbox L2DeepFoolAttack"), ("cw", "foolbox L2CarliniWagnerAttack")):
-        graphed = rate_of.get(f"{attack} (ours, cuda graphs)")
+    for name, peer in (("deepfool", "foolbox L2DeepFoolAttack"), ("cw", "foolbox L2CarliniWagnerAttack")):
+        graphed = rate_of.get(f"{name} (ours, cuda graphs)")
         if graphed and peer in rate_of:
-            print(f"{attack} with cuda graphs: {graphed / rate_of[peer]:.2f}× {peer}'s images/s")
+            print(f"{name} with cuda graphs: {graphed / rate_of[peer]:.2f}× {peer}'s images/s")
     print(f"\nforward pass ({args.rs_precision}{', compiled' if args.rs_compile else ''}, batch {fastest}): "
           f"{rate:,.0f} images/s → smoothing floor at N+N0={args.rs_n + smoothing.n0}: {floor:.3f} images/s; "
           f"ours (forward batch {runs_at}) reaches {ours_rs / floor:.0%} of it")

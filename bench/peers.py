@@ -16,6 +16,33 @@ from robustness_bias.estimators.base import l2_norm
 from robustness_bias.estimators.smoothing import lower_confidence_bound
 
 
+class Counted(torch.nn.Module):
+    """The model, counting the rows of its forward passes, with and without a graph, and of the backward
+    passes through its output: the passes a peer runs, for its arithmetic floor (ours count theirs in
+    ``queries``)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.train(model.training)
+        self.reset()
+
+    def reset(self) -> None:
+        self.forward_rows = self.graphed_rows = self.backward_rows = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        if out.requires_grad:
+            self.graphed_rows += len(x)
+            out.register_hook(self._count_backward)
+        else:
+            self.forward_rows += len(x)
+        return out
+
+    def _count_backward(self, grad: torch.Tensor) -> None:
+        self.backward_rows += len(grad)
+
+
 def checked_distances(model, x: torch.Tensor, y: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
     """‖adv − x‖₂ where adv is really misclassified and inside the box, else +inf."""
     with torch.no_grad():

@@ -6,6 +6,8 @@ correctly classified test images of the briefly trained model. The projection as
 schedule (conf/paper/faces.yaml): 15 epochs; DeepFool + CW on the whole test set after the
 first, middle and final epoch; smoothing at N = 100,000 on every 5th test image after the first and
 the final epoch. Smoothing is timed at ``--rs-n`` noisy copies and scaled linearly to N + N0.
+Beside each estimator's images/s, the share of its arithmetic floor it reached (as bench/estimators.py
+measures it: its counted passes at the model's measured full-batch rates).
 
     python bench/pipeline.py                                        # make bench-pipeline
     python bench/pipeline.py --models utk_classifier --image-size 32 # a quick look on a CPU
@@ -25,7 +27,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from estimators import correct_inputs, forward_rate, smoothing_batches, timed  # noqa: E402
+from estimators import correct_inputs, forward_rate, pass_seconds, smoothing_batches, timed  # noqa: E402
 
 from robustness_bias.estimators import CarliniWagner, DeepFool, RandomizedSmoothing  # noqa: E402
 from robustness_bias import models  # noqa: E402
@@ -93,19 +95,25 @@ def correct(model, images, labels, count: int, device: torch.device, channels_la
     return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
 
 
-def images_per_second(estimator, model, x, y, device: torch.device, batch_size: int,
-                      precision: str = "fp32") -> tuple[float, float]:
-    """The estimator's images/s on ``x`` in batches of ``batch_size`` (under autocast at ``precision``, as an
-    audit's plan runs it) and its mean queries (forward + backward passes) per image. No warm-up here:
-    training has initialised CUDA, and smoothing's floor is measured (and compiled) first."""
-    def every_batch():
+def images_per_second(estimator, model, x, y, device: torch.device, batch_size: int, precision: str = "fp32"):
+    """The estimator's images/s on ``x``, handed whole as an audit hands it a chunk, working on ``batch_size``
+    at once (the attacks' pool width), under autocast at ``precision`` as an audit's plan runs it; and its
+    result. No warm-up here: training has initialised CUDA, and smoothing's floor is measured (and
+    compiled) first."""
+    def call():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            return [estimator(model, x[start:start + batch_size], y[start:start + batch_size],
-                              index=torch.arange(start, min(start + batch_size, len(x)))).queries
-                    for start in range(0, len(x), batch_size)]
+            return estimator(model, x, y, index=torch.arange(len(x)), batch_size=batch_size)
 
-    queries, seconds = timed(device.type, every_batch)
-    return len(x) / seconds, float(torch.cat(queries).float().mean())
+    result, seconds = timed(device.type, call)
+    return len(x) / seconds, result
+
+
+def share_of_floor(estimator, result, rate: float, floor: tuple[float, float, float], classes: int) -> float:
+    """The share of its arithmetic floor an estimator reached at ``rate`` images/s: the time its counted
+    passes of each kind (forward, forward keeping a graph, backward) would take at ``floor``'s seconds per
+    image, over the time it took."""
+    passes = estimator.passes(result, classes)
+    return rate * sum(float(kind.float().mean()) * seconds for kind, seconds in zip(passes, floor))
 
 
 def projected_hours(row: dict) -> dict:
@@ -136,8 +144,15 @@ def measure(name: str, args, images, labels, device: torch.device) -> dict:
         for attack in (deepfool, cw):
             images_per_second(attack, model, x, y, device, args.attack_batch)
     row = {"model": name, "train_img_s": train_rate, "rs_n": args.rs_n, "audited": len(x)}
-    row["deepfool_img_s"], _ = images_per_second(deepfool, model, x, y, device, args.attack_batch)
-    row["cw_img_s"], row["cw_queries"] = images_per_second(cw, model, x, y, device, args.attack_batch)
+    # the attacks' floor: each kind of pass at the faster of the pool's width and all the audited images at once
+    floor = pass_seconds(model, x, device.type, (min(args.attack_batch, len(x)), len(x)), seconds=0.2)
+    with torch.no_grad():
+        classes = int(model(x[:1]).shape[1])
+    for attack, key in ((deepfool, "deepfool"), (cw, "cw")):
+        row[f"{key}_img_s"], result = images_per_second(attack, model, x, y, device, args.attack_batch)
+        row[f"{key}_of_floor"] = share_of_floor(attack, result, row[f"{key}_img_s"], floor, classes)
+        if key == "cw":
+            row["cw_queries"] = float(result.queries.float().mean())
     # a briefly trained model may stop CW early more often than a final one: bound it by its whole budget
     row["cw_budget_queries"] = cw.query_budget
     # smoothing's floor, the forward passes alone at the fastest batch (same precision; compiled here with --compile)
@@ -165,7 +180,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--train-steps", type=int, default=None, help="default: 200 on a GPU, 2 on a CPU")
     parser.add_argument("--audit-images", type=int, default=None, help="default: 256 on a GPU, 4 on a CPU")
-    parser.add_argument("--attack-batch", type=int, default=256)
+    parser.add_argument("--attack-batch", type=int, default=256, help="the attacks' pool width (audit.plan's batch_size)")
     parser.add_argument("--rs-images", type=int, default=16, help="images certified (of the audited ones)")
     parser.add_argument("--rs-n", type=int, default=None, help="default: 10,000 on a GPU, 100 on a CPU")
     parser.add_argument("--rs-forward-batch", type=int, default=None,
@@ -195,8 +210,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()),
               flush=True)   # each model's figures as soon as they exist, should a later one run out of time
     table = pd.DataFrame(rows)
-    rates = ["train_img_s", "deepfool_img_s", "cw_img_s", "rs_img_s", "rs_of_floor", "rs_batch", "floor_batch", "rs_n",
-             "audited", "cw_queries"]
+    rates = ["train_img_s", "deepfool_img_s", "deepfool_of_floor", "cw_img_s", "cw_of_floor", "rs_img_s", "rs_of_floor",
+             "rs_batch", "floor_batch", "rs_n", "audited", "cw_queries"]
     print(table[["model", *rates]].round(3).to_string(index=False))
     stages = ["train_h", "deepfool_h", "cw_h", "rs_h"]
     table["total_h"] = table[stages].sum(axis=1)

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 ESTIMATORS = {"exact": ExactLinear, "deepfool": DeepFool, "cw": CarliniWagner, "rs": RandomizedSmoothing}
 SCHEMAS = {ExactLinear: config.ExactConfig, DeepFool: config.DeepFoolConfig, CarliniWagner: config.CarliniWagnerConfig,
            RandomizedSmoothing: config.SmoothingConfig}   # their parameters' types, ranges and fingerprint roles
-PLANS = {"rs": {"every_nth": 5, "batch_size": 16, "chunk_size": 32}}
+PLANS = {"deepfool": {"chunk_size": 1024}, "cw": {"chunk_size": 1024}, "rs": {"every_nth": 5, "batch_size": 16, "chunk_size": 32}}
 TAG = "final"   # an audit of given weights is written as mode=audit writes it
 
 # Record columns a sensitive feature may not be named after.

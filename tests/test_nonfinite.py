@@ -87,9 +87,11 @@ def test_the_model_is_clean_at_the_inputs_and_nan_past_the_boundary(model):
     (DeepFool(steps=1), BUDGET_EXHAUSTED),          # the NaN turns up in the final check
     (CarliniWagner(binary_search_steps=3, steps=100, initial_const=0.1), NO_FAILURE),
 ], ids=["deepfool-loop", "deepfool-batched", "deepfool-one-step", "cw"])
-def test_attacks_fail_only_the_poisoned_samples(model, attack, healthy):
+@pytest.mark.parametrize("width", [None, 2], ids=["one-batch", "pool-of-2"])
+def test_attacks_fail_only_the_poisoned_samples(model, attack, healthy, width):
+    """In a pool of 2 the poisoned samples leave early and healthy ones take their rows."""
     x, y, marked = _inputs()
-    mixed = attack(model, x, y)
+    mixed = attack(model, x, y, batch_size=width)
     assert (~mixed.success[marked]).all() and torch.isinf(mixed.distance[marked]).all()
     assert (mixed.failure[marked] == NONFINITE_LOGITS).all()
     assert (mixed.failure[~marked] == healthy).all()
@@ -97,7 +99,7 @@ def test_attacks_fail_only_the_poisoned_samples(model, attack, healthy):
         assert torch.isfinite(mixed.distance[~marked]).all()
         # the poisoned samples left early, while the healthy ones took several steps
         assert mixed.queries[marked].max() < mixed.queries[~marked].min()
-    _assert_same(mixed, attack(model, x[~marked], y[~marked]), ~marked)
+    _assert_same(mixed, attack(model, x[~marked], y[~marked], batch_size=width), ~marked)
 
 
 def test_cw_keeps_the_adversarial_point_found_before_the_logits_went_nan():

@@ -71,6 +71,46 @@ def test_bench_profile_shows_where_our_attacks_spend_their_time(capsys):
         assert "malloc's mmap threshold fixed at 32 MiB" in printed
 
 
+def test_the_counted_model_counts_the_passes_a_peer_runs():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)).eval()
+    counted = peers.Counted(model)
+    assert not counted.training
+    x = torch.rand(5, 3, 2, 2)
+    with torch.no_grad():
+        counted(x)
+    inputs = x.clone().requires_grad_(True)
+    out = counted(inputs)
+    for column in range(2):   # two backward passes through one graph, as DeepFool's candidates take them
+        torch.autograd.grad(out[:, column].sum(), inputs, retain_graph=True)
+    assert (counted.forward_rows, counted.graphed_rows, counted.backward_rows) == (5, 5, 10)
+
+
+def test_bench_prints_the_share_of_its_floor_for_every_row(capsys):
+    table = bench.main(["--images", "8", "--batch-size", "4", "--image-size", "16", "--rs-n", "100", "--repeats", "1",
+                        "--rs-images", "1", "--torchattacks-images", "2", "--deepfool-steps", "10"])
+    printed = capsys.readouterr().out
+    assert "of floor" in printed and "floor per image: a forward pass" in printed
+    assert len(table) == 10 and table["of floor"].between(0, float("inf"), inclusive="neither").all(), table
+    assert (table["passes/img"] > 0).all()
+    by_method = table.set_index("method")
+    # foolbox runs one forward and one backward pass per candidate and step, for every sample until the last flips
+    assert by_method.loc["foolbox L2DeepFoolAttack", "passes/img"] > by_method.loc["deepfool (ours)", "passes/img"]
+    # smoothing's rows: forward passes alone, N + N0 of ours and the loop's two more (its tally's shape)
+    assert by_method.loc["rs (ours, N=100, fp32)", "passes/img"] == 200
+    assert by_method.loc["Cohen-style certify loop", "passes/img"] == 202
+
+
+def test_pipeline_bench_prints_each_attacks_share_of_its_floor(capsys):
+    import pipeline
+
+    table = pipeline.main(["--models", "small_cnn", "--image-size", "16", "--train-steps", "2", "--audit-images", "8",
+                           "--attack-batch", "4", "--rs-n", "20", "--rs-images", "1"])
+    printed = capsys.readouterr().out
+    for column in ("deepfool_of_floor", "cw_of_floor", "rs_of_floor"):
+        assert column in printed and 0 < table[column].iloc[0] < float("inf"), column
+
+
 STEADY_ALLOCATOR_PROBE = """
 import ctypes, sys, torch
 from robustness_bias.allocator import steady_cpu_allocator

@@ -97,7 +97,7 @@ def chunk_counts(folder, tag="final") -> dict:
 
 
 class CrashesAfter(DeepFool):
-    """DeepFool that dies (as a killed process would) once it has done ``calls`` batches."""
+    """DeepFool that dies (as a killed process would) once it has measured ``calls`` chunks."""
 
     def __init__(self, calls: int, **kwargs):
         super().__init__(**kwargs)
@@ -163,7 +163,7 @@ def test_result_counts_the_chunks_of_every_audit_across_resumes(tmp_path, monkey
                           "estimator=[deepfool]", "audit.plan.deepfool.chunk_size=16", "trainer.max_epochs=2",
                           "audit.progress=false"],
                          tmp_path)
-    calls, attack = iter(range(6)), DeepFool.__call__   # 4 chunks (one batch each) per audit: dies in the final one
+    calls, attack = iter(range(6)), DeepFool.__call__   # 4 chunks (one call each) per audit: dies in the final one
 
     def crashing(self, *args, **kwargs):
         if next(calls, None) is None:
@@ -180,7 +180,8 @@ def test_result_counts_the_chunks_of_every_audit_across_resumes(tmp_path, monkey
 
 
 class MemoryLimited:
-    """Wraps an estimator: any call on more than ``limit`` images runs out of (simulated) GPU memory."""
+    """Wraps an estimator: any call that works on more than ``limit`` images at once (its batch size, the
+    attacks' pool width) runs out of (simulated) GPU memory."""
 
     def __init__(self, estimator, limit: int):
         self.estimator, self.limit, self.refused, self.accepted = estimator, limit, [], []
@@ -188,12 +189,13 @@ class MemoryLimited:
     def __getattr__(self, name):
         return getattr(self.estimator, name)
 
-    def __call__(self, model, x, y, index=None):
-        if len(x) > self.limit:
-            self.refused.append(len(x))
+    def __call__(self, model, x, y, index=None, batch_size=None):
+        width = min(batch_size or len(x), len(x))
+        if width > self.limit:
+            self.refused.append(width)
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
-        self.accepted.append(len(x))
-        return self.estimator(model, x, y, index=index)
+        self.accepted.append(width)
+        return self.estimator(model, x, y, index=index, batch_size=batch_size)
 
 
 @pytest.mark.parametrize("make", [DeepFool, lambda: RandomizedSmoothing(n=500, forward_batch=250)],
@@ -224,8 +226,8 @@ def test_same_seed_gives_byte_identical_records_and_smoothing_ignores_batch_size
 
     job = ["estimator=[exact,deepfool,cw,rs]", "estimator.rs.n=2000", "logger=none", "trainer.max_epochs=2",
            "estimator.cw.steps=20", "estimator.cw.binary_search_steps=2", "audit.progress=false"]
-    certify, batch_sizes = RandomizedSmoothing.__call__, []
-    monkeypatch.setattr(RandomizedSmoothing, "__call__",
+    certify, batch_sizes = RandomizedSmoothing.batch, []
+    monkeypatch.setattr(RandomizedSmoothing, "batch",
                         lambda self, model, x, *a, **k: batch_sizes.append(len(x)) or certify(self, model, x, *a, **k))
     outputs, largest = [], []
     for folder, rs_batch in (("a", 16), ("b", 16), ("c", 5)):

@@ -30,8 +30,10 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 @dataclass
 class EstimatorPlan:
-    """How one estimator audits: on every ``every_nth`` test sample, ``batch_size`` images a call, stored
-    every ``chunk_size`` samples (a crash loses at most one chunk), under autocast at ``precision``."""
+    """How one estimator audits: on every ``every_nth`` test sample, handed ``chunk_size`` samples a call and
+    stored after each (a crash loses at most one chunk), working on ``batch_size`` of them at once (the
+    attacks' pool width: a chunk several times larger keeps the pool full for most of it), under
+    autocast at ``precision``."""
 
     estimator: Estimator
     every_nth: int = 1
@@ -146,22 +148,20 @@ def estimate(name: str, step: EstimatorPlan, model, dataset: Dataset, meta: pd.D
 
 def measure_chunk(name: str, step: EstimatorPlan, model, dataset: Dataset, chunk: np.ndarray, device,
                   batch_size: int, channels_last: bool) -> tuple[DistanceResult, int]:
-    """The estimator on one chunk, and the batch size that fitted: on running out of GPU memory the batch
-    size halves and the chunk retries."""
+    """The estimator on one chunk, handed whole with its dataset indices, and the batch size that fitted:
+    on running out of GPU memory the batch size halves and the chunk retries."""
+    x, y = (torch.cat(parts) for parts in zip(*batches(dataset, chunk.tolist(), 256, device, channels_last)))
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
     while True:
         try:
-            parts, start = [], 0
             with torch.autocast(device.type, dtype=PRECISIONS[step.precision], enabled=step.precision != "fp32"):
-                for x, y in batches(dataset, chunk.tolist(), batch_size, device, channels_last):
-                    index = torch.as_tensor(chunk[start:start + len(y)])
-                    start += len(y)
-                    parts.append(step.estimator(model, x, y, index=index))
-            return DistanceResult.cat(parts), batch_size
+                result = step.estimator(model, x, y, index=torch.as_tensor(chunk), batch_size=batch_size)
+            return DistanceResult.cat([result]), batch_size
         except torch.cuda.OutOfMemoryError:
             if batch_size == 1:
                 raise
         # outside the handler, whose traceback holds the failed call's tensors: now they can go
-        parts = None
         step.estimator.release_memory()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

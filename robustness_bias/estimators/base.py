@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -56,21 +57,35 @@ class DistanceResult:
         )
 
 
+class Passes(NamedTuple):
+    """Each sample's queries by kind: forward passes without a graph, forward passes that keep one for
+    backward passes (slower: they store activations), and backward passes."""
+
+    forward: torch.Tensor
+    graphed: torch.Tensor
+    backward: torch.Tensor
+
+
 class EstimatorMismatch(ValueError):
     """The estimator cannot measure this model (e.g. the exact estimator on a non-linear network)."""
 
 
 class Estimator:
-    """A callable ``(model, x, y, index) -> DistanceResult`` for correctly classified points ``x`` of class ``y``:
-    an algorithm's parameters and nothing of how an audit schedules or batches it (the audit's plan).
+    """A callable ``(model, x, y, index, batch_size) -> DistanceResult`` for correctly classified points ``x`` of
+    class ``y``: an algorithm's parameters and nothing of how an audit schedules it (the audit's plan).
 
-    ``index`` holds the samples' dataset indices, for estimators whose randomness is seeded per
-    sample. ``check_model`` runs before any training, so a mismatch fails fast with a clear
-    message. ``bound`` says which side of the true distance the results lie on.
-    ``batch_invariant`` says that results do not depend on how samples are batched; otherwise
-    (batched kernels round differently for other batch sizes: DeepFool's distances differ by up to
-    4e-6 relative between batches of 7 and 256) the audit reuses stored chunks only from the same
-    batch size. ``step_cache`` keeps an attack's step functions and CUDA graphs between calls (graphs.py).
+    The audit hands an estimator a whole chunk of samples and ``batch_size``, how many it may work on
+    at once (None: all), which bounds its memory: the audit halves it after running out of GPU
+    memory. Estimators that measure a batch at a time implement :meth:`batch`, which the default
+    ``__call__`` runs on consecutive batches; the attacks keep a pool of ``batch_size`` working rows
+    full instead, refilled as samples finish (pool.py). ``index`` holds the samples' dataset
+    indices, for estimators whose randomness is seeded per sample. ``check_model`` runs before any
+    training, so a mismatch fails fast with a clear message. ``bound`` says which side of the true
+    distance the results lie on. ``batch_invariant`` says that results do not depend on
+    ``batch_size``; otherwise (batched kernels round differently for other batch sizes: DeepFool's
+    distances differ by up to 4e-6 relative between batches of 7 and 256) the audit reuses stored
+    chunks only from the same batch size. ``step_cache`` keeps an attack's step functions and CUDA
+    graphs between calls (graphs.py).
     """
 
     name = "estimator"
@@ -87,9 +102,23 @@ class Estimator:
         if self.step_cache is not None:
             self.step_cache.clear()
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 index: torch.Tensor | None = None) -> DistanceResult:
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None,
+                 batch_size: int | None = None) -> DistanceResult:
+        index = torch.arange(len(x)) if index is None else torch.as_tensor(index)
+        size = batch_size or max(len(x), 1)
+        parts = [self.batch(model, x[start:start + size], y[start:start + size], index[start:start + size])
+                 for start in range(0, max(len(x), 1), size)]
+        return parts[0] if len(parts) == 1 else DistanceResult.cat(parts)
+
+    def batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> DistanceResult:
+        """The results of one batch, for estimators that measure a batch at a time."""
         raise NotImplementedError
+
+    def passes(self, result: DistanceResult, classes: int) -> Passes:
+        """Each sample's ``queries`` by kind, on a model with ``classes`` outputs: what a benchmark's arithmetic
+        floor counts. Forward passes without a graph alone, unless an estimator says otherwise."""
+        none = torch.zeros_like(result.queries)
+        return Passes(forward=result.queries, graphed=none, backward=none)
 
 
 def failed(n: int, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -124,9 +153,10 @@ def is_channels_last(x: torch.Tensor) -> bool:
 def frozen(model: nn.Module):
     """Parameters stop requiring gradients for the duration, so attacks' backward passes skip them.
 
-    cuDNN's autotuner is off meanwhile: samples leave an attack's batch as they flip, so nearly every
-    step brings a new shape, and with ``cudnn.benchmark`` on each one would be tuned anew, which costs
-    far more than the step (docs/benchmarks.md).
+    cuDNN's autotuner is off meanwhile: an attack's pool stays at one width while its queue lasts, but
+    the rows it admits and the rows that drain it at the end come in batches of every size, and with
+    ``cudnn.benchmark`` on each new shape would be tuned anew, which costs far more than the step
+    (docs/benchmarks.md).
     """
     flags = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in flags:

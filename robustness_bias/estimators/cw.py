@@ -6,11 +6,14 @@ finds the smallest constant c that still yields an adversarial point; the smalle
 perturbation seen over all searches is kept.
 
 Beyond foolbox: each sample stops its Adam run on its own once its loss stalls (foolbox checks
-the loss of the whole batch) and leaves the working batch; each binary-search step starts from
-the best adversarial point found so far (``warm_start``) instead of from the clean image; and
-the kept point is finally moved back along its own direction onto the boundary by bisection
-(``refine_steps`` forward passes). Each change can only shorten the reported perturbation.
-With ``cuda_graphs`` on a GPU, each Adam step replays from a CUDA graph (graphs.py).
+the loss of the whole batch) and goes on to its next binary-search step at once; each
+binary-search step starts from the best adversarial point found so far (``warm_start``) instead
+of from the clean image; and the kept point is finally moved back along its own direction onto
+the boundary by bisection (``refine_steps`` forward passes). Each change can only shorten the
+reported perturbation. Samples run in a pool of working rows (pool.py), each row at its own
+step of its own search, and a finished sample's row goes to the next queued one: every Adam step
+runs on a full batch until the queue drains. With ``cuda_graphs`` on a GPU, each Adam step
+replays from one CUDA graph (graphs.py).
 
 A sample whose logits or loss turn NaN or infinite leaves the attack for good: it keeps the best
 adversarial point found before, if any (a valid result), and fails as ``nonfinite_logits``
@@ -27,18 +30,24 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from .base import DistanceResult, Estimator, failed, failure_codes, frozen, l2_norm, nonfinite_rows
+from .base import DistanceResult, Estimator, Passes, failed, failure_codes, frozen, l2_norm, nonfinite_rows
 from .graphs import GraphedSteps, StepCache
+from .pool import Pool, Rows
 
 TANH_SCALE = 0.999999  # keeps arctanh finite at the box's edges, as in foolbox
 ABORT_FACTOR = 0.9999  # a run stops when ten steps shrank its loss by less than this factor
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8   # Adam's
-STEP_INPUTS = ("delta", "m", "v", "w0", "y", "const", "start", "x0", "best", "distance", "found", "bad")
-STEP_OUTPUTS = ("delta", "m", "v", "best", "distance", "found", "bad")
+# A row's state, which each Adam step renews, and what stays fixed over its search
+STATE = ("delta", "m", "v", "t", "const", "lower", "upper", "best", "distance", "found", "bad", "previous", "search",
+         "spent")
+STEP_INPUTS = (*STATE, "w0", "start", "x0", "y")
 
 
 class CarliniWagner(Estimator):
-    """CW-L2: binary search over c, Adam on the tanh change of variables, per-sample early abort."""
+    """CW-L2: binary search over c, Adam on the tanh change of variables, per-sample early abort.
+
+    ``batch_size`` is the pool's width: how many samples step together.
+    """
 
     name = "cw"
 
@@ -58,90 +67,85 @@ class CarliniWagner(Estimator):
         refinement's forward passes."""
         return 2 * self.binary_search_steps * self.steps + self.refine_steps
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index=None) -> DistanceResult:
-        with frozen(model):
-            return self._attack(model, x, y)
+    def passes(self, result: DistanceResult, classes: int) -> Passes:
+        """Per Adam step a forward pass that keeps its graph and a backward pass; the refinement's forward
+        passes, without a graph, where a point was found."""
+        refined = self.refine_steps * result.success.long()
+        adam_steps = (result.queries - refined) // 2
+        return Passes(forward=refined, graphed=adam_steps, backward=adam_steps)
 
-    def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> DistanceResult:
+    @property
+    def check_every(self) -> int:
+        """Adam steps between a row's checks for a stall or non-finite values: ten checks per run."""
+        return math.ceil(self.steps / 10)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index=None,
+                 batch_size: int | None = None) -> DistanceResult:
+        with frozen(model):
+            return self._attack(model, x.detach(), y, batch_size or max(len(x), 1))
+
+    def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, width: int) -> DistanceResult:
+        """Every sample's binary search in a pool of ``width`` rows (pool.py), then the refinement of the
+        adversarial points found, ``width`` at a time."""
         n = len(x)
         distance, _, queries = failed(n, x.device)
         nonfinite = torch.zeros(n, dtype=torch.bool, device=x.device)
-        x0 = x.detach()
-        w0 = torch.atanh((x0 * 2 - 1) * TANH_SCALE)
-        start = (torch.tanh(w0) + 1) / 2        # x0 as the tanh map reproduces it
-        const = torch.full((n,), self.initial_const, device=x.device)
-        lower = torch.zeros(n, device=x.device)
-        upper = torch.full((n,), math.inf, device=x.device)
-        best_delta = torch.zeros_like(w0)
-        for _ in range(self.binary_search_steps):
-            initial = best_delta if self.warm_start else torch.zeros_like(w0)   # _adam_run works on a copy
-            found = self._adam_run(model, x0, w0, start, y, const, initial, distance, best_delta, queries, nonfinite)
-            upper = torch.where(found, const, upper)
-            lower = torch.where(found, lower, const)
-            const = torch.where(torch.isinf(upper), const * 10, (lower + upper) / 2)
+        adversarial = torch.empty_like(x)   # each sample's best point, once its search has ended
+        adam_step, graphs = self.step_cache(model)
+        t = torch.arange(1, self.steps + 1, dtype=torch.float64)
+        corrections = torch.stack([1 - BETA1 ** t, 1 - BETA2 ** t], 1).to(x.device, torch.float32)   # Adam's, per step
+
+        def admit(samples: torch.Tensor) -> Rows:
+            """Rows at the start of the samples' first run: Adam from the clean input at the initial constant."""
+            x0 = x[samples]
+            w0 = torch.atanh((x0 * 2 - 1) * TANH_SCALE)
+            zero, rows = torch.zeros_like(w0), len(samples)
+
+            def full(value, dtype=torch.float32):
+                return torch.full((rows,), value, dtype=dtype, device=x.device)
+
+            return {"x0": x0, "w0": w0, "start": (torch.tanh(w0) + 1) / 2, "y": y[samples],   # x0 as tanh reproduces it
+                    "delta": zero, "m": zero, "v": zero, "t": full(0, torch.long), "const": full(self.initial_const),
+                    "lower": full(0.0), "upper": full(math.inf), "best": zero, "distance": full(math.inf),
+                    "found": full(False, torch.bool), "bad": full(False, torch.bool), "previous": full(math.inf),
+                    "search": full(0, torch.long), "spent": full(0, torch.long)}
+
+        def retire(rows: Rows) -> None:
+            """Record the results of the rows whose search ended, and their best points for the refinement."""
+            if rows:
+                sample = rows["sample"]
+                distance[sample], nonfinite[sample], queries[sample] = rows["distance"], rows["bad"], rows["spent"]
+                adversarial[sample] = (torch.tanh(rows["w0"] + rows["best"]) + 1) / 2
+
+        pool = Pool(width, n, admit, x.device)
+        while True:
+            pool.fill()
+            if not len(pool):
+                break
+            *state, leave = graphs(adam_step, tuple(pool.rows[key] for key in STEP_INPUTS), (corrections,), width=width)
+            pool.update(**dict(zip(STATE, state)))
+            retire(pool.leave(leave))
         success = torch.isfinite(distance)
         if self.refine_steps:
-            adversarial = (torch.tanh(w0 + best_delta) + 1) / 2
-            self._shrink(model, x0, adversarial, y, distance, success, queries)
+            found = success.nonzero()[:, 0]
+            for start in range(0, len(found), width):
+                self._shrink(model, x, adversarial, y, distance, queries, found[start:start + width])
         return DistanceResult(distance=distance, success=success, queries=queries,
                               failure=failure_codes(success, nonfinite), bound=self.bound)
 
-    def _adam_run(self, model, x0, w0, start, y, const, delta, distance, best_delta, queries,
-                  nonfinite) -> torch.Tensor:
-        """Adam from ``delta`` (read, never written) at fixed constants; returns which samples turned adversarial.
+    def _adam_step(self, model: nn.Module, delta, m, v, t, const, lower, upper, best, distance, found, bad, previous,
+                   search, spent, w0, start, x0, y, corrections) -> tuple[torch.Tensor, ...]:
+        """One Adam step of every row and what follows from it, as new tensors (``STATE`` and which rows
+        leave): pure and free of host synchronisation, so that a CUDA graph can replay it.
 
-        The best distance and perturbation and the queries per sample are updated in place. Samples that stall
-        leave the working set (its tensors are gathered anew only then, every tenth of the run), and
-        so do samples that met non-finite logits or loss: these stop counting as adversarial at once,
-        are marked in ``nonfinite`` and take no part in later runs. (Their rows run on until the
-        next check, which keeps the loop free of host synchronisations in between.)
+        Each row is at step ``t`` of its run, at constant ``const`` (``corrections[t]`` holds Adam's two
+        bias corrections there). A run ends at its last step, or at a check (every ``check_every``
+        steps from the first) when its loss stalled or turned non-finite; then the binary search moves
+        the row's constant between ``lower`` and ``upper`` and the next run starts, from the best point
+        so far with ``warm_start``. A row leaves after its last run, or at once where it met non-finite
+        logits or loss: it keeps its best point from before, if any. Until its next check such a row
+        runs on, as every row does: the check needs no host synchronisation then.
         """
-        n = len(x0)
-        found = torch.zeros(n, dtype=torch.bool, device=x0.device)
-        rows = (~nonfinite).nonzero()[:, 0]
-        work = {"x0": x0, "w0": w0, "start": start, "y": y, "const": const, "delta": delta, "distance": distance,
-                "best": best_delta}
-        work = {key: value[rows] for key, value in work.items()}   # copies: the arguments stay as they are
-        work.update(m=torch.zeros_like(work["w0"]), v=torch.zeros_like(work["w0"]), found=found[rows],
-                    bad=torch.zeros_like(found[rows]), previous=torch.full((len(rows),), math.inf, device=x0.device))
-        check_every = math.ceil(self.steps / 10)
-        t = torch.arange(1, self.steps + 1, dtype=torch.float64)
-        bias = torch.stack([1 - BETA1 ** t, 1 - BETA2 ** t], 1).to(x0.device, torch.float32)   # Adam's corrections
-        adam_step, graphs = self.step_cache(model)
-
-        def retire(keep: torch.Tensor | None, steps: int) -> None:
-            """Write the rows leaving the working set, after ``steps`` Adam steps, back to the per-sample results."""
-            leaving = rows if keep is None else rows[~keep]
-            mask = slice(None) if keep is None else ~keep
-            distance[leaving] = work["distance"][mask]
-            best_delta[leaving] = work["best"][mask]
-            found[leaving] = work["found"][mask]
-            nonfinite[leaving] = work["bad"][mask]
-            queries[leaving] += 2 * steps   # one forward and one backward pass per Adam step
-
-        for step in range(self.steps):
-            if len(rows) == 0:
-                break
-            *updated, loss = graphs(adam_step, tuple(work[key] for key in STEP_INPUTS), (bias[step],))
-            work.update(zip(STEP_OUTPUTS, updated))
-            if step % check_every == 0:
-                keep = ~work["bad"]
-                if self.abort_early:
-                    keep &= loss <= ABORT_FACTOR * work["previous"]
-                    work["previous"] = loss
-                if not keep.all():
-                    retire(keep, step + 1)
-                    work = {key: value[keep] for key, value in work.items()}
-                    rows = rows[keep]
-        if len(rows):   # the loop ran to its end: only an empty working set breaks it
-            retire(None, self.steps)
-        return found
-
-    def _adam_step(self, model: nn.Module, delta, m, v, w0, y, const, start, x0, best, distance, found, bad,
-                   bias) -> tuple[torch.Tensor, ...]:
-        """One Adam step of every working row, as new tensors (``STEP_OUTPUTS`` and the loss): pure and free
-        of host synchronisation, so that a CUDA graph can replay it. ``bias`` holds Adam's two bias
-        corrections for this step."""
         d = delta.detach().requires_grad_(True)
         with torch.enable_grad():
             adv = (torch.tanh(w0 + d) + 1) / 2
@@ -155,37 +159,55 @@ class CarliniWagner(Estimator):
         is_adv = (logits.argmax(1) != y) & ~bad
         norms = l2_norm(adv - x0)
         better = is_adv & (norms < distance)
+        per_row = [-1] + [1] * (d.dim() - 1)
+        best, distance = torch.where(better.view(per_row), d, best), torch.where(better, norms, distance)
+        found = found | is_adv
         m = BETA1 * m + (1 - BETA1) * grad
         v = BETA2 * v + (1 - BETA2) * grad * grad
-        return (d - self.learning_rate * (m / bias[0]) / ((v / bias[1]).sqrt() + EPS), m, v,
-                torch.where(better.view(-1, *[1] * (d.dim() - 1)), d, best), torch.where(better, norms, distance),
-                found | is_adv, bad, loss)
+        bias = corrections[t]
+        delta = d - self.learning_rate * (m / bias[:, 0].view(per_row)) / ((v / bias[:, 1].view(per_row)).sqrt() + EPS)
+        # the run's checks: a stall (its loss fell by less than ABORT_FACTOR since the last check) or a non-finite value
+        checked = t % self.check_every == 0
+        stalled = ~(loss <= ABORT_FACTOR * previous) if self.abort_early else torch.zeros_like(checked)
+        previous = torch.where(checked, loss, previous)
+        ended = (checked & (bad | stalled)) | (t + 1 == self.steps)
+        # the binary search over c: the smallest constant known to succeed, the largest known to fail
+        upper = torch.where(ended & found, const, upper)
+        lower = torch.where(ended & ~found, const, lower)
+        const = torch.where(ended, torch.where(torch.isinf(upper), const * 10, (lower + upper) / 2), const)
+        search = search + ended.long()
+        leave = ended & (bad | (search == self.binary_search_steps))
+        restart = ended.view(per_row)
+        delta = torch.where(restart, best if self.warm_start else torch.zeros_like(d), delta)
+        m, v = torch.where(restart, 0.0, m), torch.where(restart, 0.0, v)
+        t = torch.where(ended, 0, t + 1)
+        found, previous = found & ~ended, torch.where(ended, math.inf, previous)
+        return (delta, m, v, t, const, lower, upper, best, distance, found, bad, previous, search, spent + 2, leave)
 
     def _build_steps(self, model: nn.Module) -> "AdamSteps":
         return AdamSteps(functools.partial(self._adam_step, model), GraphedSteps(self.cuda_graphs, self.name))
 
     @torch.no_grad()
-    def _shrink(self, model, x0, adversarial, y, distance, success, queries) -> None:
-        """Bisect along each kept perturbation for the smallest multiple that still fools the model.
+    def _shrink(self, model, x0, adversarial, y, distance, queries, samples) -> None:
+        """Bisect along the kept perturbation of each of ``samples`` for the smallest multiple that still
+        fools the model.
 
         Adam stops a little beyond the boundary; this moves the kept point back onto it along its
         own direction, so the distance can only shrink (``refine_steps`` forward passes). Non-finite
         logits count as not fooled there: the kept, already valid, multiple stays.
         """
-        found = success.nonzero()[:, 0]
-        if len(found) == 0:
-            return
-        x0, perturbation, label = x0[found], adversarial[found] - x0[found], y[found]
-        low = torch.zeros(len(found), device=x0.device)
-        high = torch.ones(len(found), device=x0.device)
+        x0, label = x0[samples], y[samples]
+        perturbation = adversarial[samples] - x0
+        low = torch.zeros(len(samples), device=x0.device)
+        high = torch.ones(len(samples), device=x0.device)
         shape = [-1] + [1] * (x0.dim() - 1)
         for _ in range(self.refine_steps):
             mid = (low + high) / 2
             logits = model(x0 + mid.view(shape) * perturbation)
             fooled = (logits.argmax(1) != label) & ~nonfinite_rows(logits)   # NaN: keep the valid ``high``
             high, low = torch.where(fooled, mid, high), torch.where(fooled, low, mid)
-        queries[found] += self.refine_steps
-        distance[found] = torch.minimum(distance[found], l2_norm(high.view(shape) * perturbation))
+        queries[samples] += self.refine_steps
+        distance[samples] = torch.minimum(distance[samples], l2_norm(high.view(shape) * perturbation))
 
 
 class AdamSteps(NamedTuple):

@@ -5,10 +5,17 @@ boundary among the candidate classes (the top-k of the clean logits). It is exac
 models: one step lands on the boundary, times (1 + overshoot).
 
 Unlike foolbox, the gradients of all candidates come from one forward pass (foolbox runs one
-forward and one backward pass per candidate), and samples leave the working batch as soon as
-they flip (foolbox runs the whole batch until its slowest sample flips). A sample whose logits
-turn NaN or infinite leaves it too, as a ``nonfinite_logits`` failure: the others' steps do not
-depend on it. With ``cuda_graphs`` on a GPU, every step replays from a CUDA graph (graphs.py).
+forward and one backward pass per candidate), and samples run in a pool of working rows
+(pool.py): a sample leaves it as soon as it flips and the next queued one takes its row, where
+foolbox runs the whole batch until its slowest sample flips. A sample whose logits turn NaN or
+infinite leaves too, as a ``nonfinite_logits`` failure: the others' steps do not depend on it.
+
+Each iterate is first checked by a forward pass without gradients, and only the rows that go on
+take the gradient pass: a row that flips is not charged the backward passes of its candidates,
+at the price of repeating the forward pass of the rows that go on (the check's pass keeps no
+graph). Most samples flip within a few steps, so this costs far less than the candidates'
+backward passes would. With ``cuda_graphs`` on a GPU, the check and the step replay from one
+CUDA graph each (graphs.py).
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import DistanceResult, Estimator, failed, failure_codes, frozen, l2_norm, nonfinite_rows
+from .base import DistanceResult, Estimator, Passes, failed, failure_codes, frozen, l2_norm, nonfinite_rows
 from .graphs import GraphedSteps, StepCache
+from .pool import Pool, Rows
 
 STABILITY = 1e-4  # added to each step's length, as in foolbox, so that steps never stall on the boundary
 
@@ -65,7 +73,10 @@ def candidate_gradients(logits: torch.Tensor, inputs: torch.Tensor, directions: 
 
 
 class DeepFool(Estimator):
-    """DeepFool L2 with fixed top-k candidates, overshoot, [0,1] box and early exit per sample."""
+    """DeepFool L2 with fixed top-k candidates, overshoot, [0,1] box and early exit per sample.
+
+    ``batch_size`` is the pool's width: how many samples step together.
+    """
 
     name = "deepfool"
 
@@ -79,83 +90,112 @@ class DeepFool(Estimator):
         self.cuda_graphs = cuda_graphs
         self.step_cache = StepCache(self._build_steps)
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index=None) -> DistanceResult:
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index=None,
+                 batch_size: int | None = None) -> DistanceResult:
         with frozen(model):
-            return self._attack(model, x, y)
+            return self._attack(model, x.detach(), batch_size or max(len(x), 1))
 
     def _build_steps(self, model: nn.Module) -> Steps:
         return Steps(self, model)
 
-    def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> DistanceResult:
+    def passes(self, result: DistanceResult, classes: int) -> Passes:
+        """A sample that made s moves made s + 1 checks (forward passes without a graph) and per move one
+        backward pass per candidate other than the label through one graph (``replicated``: through a
+        graph of its own, from a forward pass over its copy)."""
+        others = min(self.candidates, classes) - 1
+        replicated = self.gradients == "replicated"
+        moves = (result.queries - 1) // (1 + others * (2 if replicated else 1))
+        return Passes(forward=1 + moves, graphed=others * moves if replicated else torch.zeros_like(moves),
+                      backward=others * moves)
+
+    def _attack(self, model: nn.Module, x: torch.Tensor, width: int) -> DistanceResult:
         distance, success, queries = failed(len(x), x.device)
         nonfinite = torch.zeros_like(success)
         steps = self.step_cache(model)
 
-        def check(logits: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            """Record the working samples (at ``points``) that flipped or met non-finite logits; returns both
-            masks. Written through ``active`` without boolean indexing, so it needs no host sync.
+        def look(points: torch.Tensor) -> torch.Tensor:
+            """The logits at ``points``: each row's check, counted as one query."""
+            return steps.graphs(steps.look, (points,), width=width)[0]
 
-            A row with a NaN or an infinite logit has no meaningful argmax: it never counts as flipped.
-            """
-            bad = nonfinite_rows(logits)
-            flipped = (logits.argmax(1) != classes[:, 0]) & ~bad
-            success[active] |= flipped
-            distance[active] = torch.where(flipped, l2_norm(points - origin), distance[active])
-            nonfinite[active] |= bad
-            return flipped, bad
+        def admit(samples: torch.Tensor) -> Rows:
+            """Rows at the samples' clean inputs, whose logits fix the candidates (column 0: the predicted class)."""
+            origin = x[samples]
+            logits = look(origin)
+            classes = logits.topk(min(self.candidates, logits.shape[1]), dim=1).indices
+            return {"origin": origin, "points": origin, "perturbation": torch.zeros_like(origin), "classes": classes,
+                    "logits": logits, "moves": torch.zeros(len(samples), dtype=torch.long, device=x.device)}
 
-        # the working rows: their samples, clean inputs, candidates (column 0: the label), iterates and perturbations
-        origin = points = x.detach()
-        logits, grads, classes = steps.graphs(steps.step, (origin,))
-        active, p_total = torch.arange(len(x), device=x.device), torch.zeros_like(origin)
-        for iteration in range(self.steps):
-            if iteration:
-                logits, grads = steps.graphs(steps.step, (points, classes))
-            queries[active] += 1
-            flipped, bad = check(logits, points)
-            keep = (~(flipped | bad)).nonzero()[:, 0]   # the rows that stay, as indices: one sync, not one per mask
-            if len(keep) == 0:
-                active = active[:0]
+        def finished(rows: Rows) -> torch.Tensor:
+            """Rows whose iterate flipped or met non-finite logits, or that used up their steps."""
+            flipped, bad = verdict(rows["logits"], rows["classes"])
+            return flipped | bad | (rows["moves"] >= self.steps)
+
+        def retire(rows: Rows) -> None:
+            """Record the results of the rows leaving the pool. A row that made s moves made s + 1 checks
+            and, per move, one backward pass per candidate (replicated: and a forward pass per copy)."""
+            if not rows:
+                return
+            flipped, bad = verdict(rows["logits"], rows["classes"])
+            sample, moves = rows["sample"], rows["moves"]
+            success[sample] = flipped
+            distance[sample] = torch.where(flipped, l2_norm(rows["points"] - rows["origin"]), distance[sample])
+            nonfinite[sample] = bad
+            per_move = (rows["classes"].shape[1] - 1) * (2 if steps.mode == "replicated" else 1)
+            queries[sample] = 1 + moves + per_move * moves
+
+        pool = Pool(width, len(x), admit, x.device)
+        while True:
+            while pool.fill():   # admitted rows come checked at their clean inputs
+                retire(pool.leave(finished(pool.rows)))
+            if not len(pool):
                 break
-            losses = (logits.gather(1, classes[:, 1:]) - logits.gather(1, classes[:, :1]))[keep]   # f_c − f_label
-            norms = grads.flatten(2).norm(dim=2)[keep] + 1e-8                                     # (n, k − 1)
-            best = (losses.abs() / norms).argmin(1)
-            chosen = torch.arange(len(keep), device=x.device)
-            scale = (losses[chosen, best].abs() / norms[chosen, best] + STABILITY) / norms[chosen, best]
-            move = scale.view(-1, *[1] * (x.dim() - 1)) * grads[keep, best]   # only the chosen candidate's gradient
-            active, origin, classes, p_total = active[keep], origin[keep], classes[keep], p_total[keep] + move
-            # one backward pass per candidate; replicated adds a forward pass per copy
-            queries[active] += (classes.shape[1] - 1) * (2 if steps.mode == "replicated" else 1)
-            points = (origin + (1 + self.overshoot) * p_total).clamp(0, 1)
-        if len(active):  # the last step's iterates have not been checked yet
-            with torch.no_grad():
-                check(model(points), points)
-            queries[active] += 1
+            rows = pool.rows
+            points, perturbation = steps.graphs(steps.move, tuple(rows[key] for key in MOVE_INPUTS), width=width)
+            pool.update(points=points, perturbation=perturbation, moves=rows["moves"] + 1, logits=look(points))
+            retire(pool.leave(finished(pool.rows)))
         return DistanceResult(distance=distance, success=success, queries=queries,
                               failure=failure_codes(success, nonfinite), bound=self.bound)
 
 
-class Steps:
-    """DeepFool's step over one model, the gradient mode it settled on and the graphs that replay it.
+MOVE_INPUTS = ("origin", "points", "perturbation", "classes", "logits")
 
-    The first step (``classes`` None, at the clean inputs) fixes the candidates from the logits and
-    returns them too; ``batched`` may fall back to ``loop`` there (eagerly, or in the warm-up before a
-    capture), and every later step keeps ``loop``.
-    """
+
+def verdict(logits: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which rows flipped (their argmax left the predicted class) and which met non-finite logits. A row
+    with a NaN or an infinite logit has no meaningful argmax: it never counts as flipped."""
+    bad = nonfinite_rows(logits)
+    return (logits.argmax(1) != classes[:, 0]) & ~bad, bad
+
+
+class Steps:
+    """DeepFool's check and step over one model, the gradient mode it settled on and the graphs that replay
+    them: ``batched`` may fall back to ``loop`` in the first step (eagerly, or in the warm-up before a
+    capture), and every later step keeps ``loop``."""
 
     def __init__(self, attack: DeepFool, model: nn.Module):
-        self.model, self.candidates, self.mode = model, attack.candidates, attack.gradients
+        self.model, self.overshoot, self.mode = model, attack.overshoot, attack.gradients
         self.graphs = GraphedSteps(attack.cuda_graphs, attack.name)
 
-    def step(self, points: torch.Tensor, classes: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        """The logits at ``points`` and the gradients of f_c − f_label for each candidate c, rows first."""
-        points = points.detach().requires_grad_(self.mode != "replicated")   # replicated builds its own graph
+    @torch.no_grad()
+    def look(self, points: torch.Tensor) -> tuple[torch.Tensor]:
+        """The logits at ``points``, without a graph."""
+        return (self.model(points),)
+
+    def move(self, origin: torch.Tensor, points: torch.Tensor, perturbation: torch.Tensor, classes: torch.Tensor,
+             logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One DeepFool step from the checked iterates ``points`` (whose ``logits`` the check gave): to the
+        nearest linearised boundary f_c − f_label = 0 among the candidates c; returns the new iterates and
+        accumulated perturbations r. The iterate is origin + (1 + overshoot)·r, inside the box."""
+        inputs = points.detach().requires_grad_(self.mode != "replicated")   # replicated builds its own graph
         with torch.enable_grad():
-            logits = self.model(points)
-            fixed = classes is not None
-            if not fixed:   # column 0: the predicted class
-                classes = logits.detach().topk(min(self.candidates, logits.shape[1]), dim=1).indices
-            grads, self.mode = candidate_gradients(logits, points, candidate_directions(classes, logits), self.mode,
+            graph = self.model(inputs) if self.mode != "replicated" else logits
+            grads, self.mode = candidate_gradients(graph, inputs, candidate_directions(classes, graph), self.mode,
                                                    self.model)
-        grads = grads.detach().transpose(0, 1)
-        return (logits.detach(), grads) if fixed else (logits.detach(), grads, classes)
+        grads = grads.detach()                                                            # (k − 1, n, *input)
+        losses = logits.gather(1, classes[:, 1:]) - logits.gather(1, classes[:, :1])      # f_c − f_label
+        norms = grads.flatten(2).norm(dim=2).T + 1e-8                                     # ‖∇f_c − ∇f_label‖
+        best = (losses.abs() / norms).argmin(1)
+        rows = torch.arange(len(points), device=points.device)
+        scale = (losses[rows, best].abs() / norms[rows, best] + STABILITY) / norms[rows, best]
+        perturbation = perturbation + scale.view(-1, *[1] * (points.dim() - 1)) * grads[best, rows]
+        return (origin + (1 + self.overshoot) * perturbation).clamp(0, 1), perturbation

@@ -58,7 +58,7 @@ class ExactLinear(Estimator):
             )
 
     @torch.no_grad()
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index=None) -> DistanceResult:
+    def batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> DistanceResult:
         with torch.autocast(x.device.type, enabled=False):   # the closed form in float64, whatever the audit's precision
             return self._distance(model, x, y)
 

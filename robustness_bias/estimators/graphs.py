@@ -6,10 +6,11 @@ small model's batch takes far longer to launch than to compute, and the GPU most
 host (docs/benchmarks.md has the measurement). A graph captured once replays the whole step with
 one launch.
 
-The working batch of an attack shrinks as samples finish, and a graph has fixed shapes, so the
-batch is padded to the next power of two and one graph is kept per size: a shrinking batch of 256
-needs at most nine. Padding rows hold whatever earlier rows left there and their results are
-dropped; an eval-mode model treats rows independently, so they change nothing else.
+A graph has fixed shapes, and the attacks keep a pool of working rows full (pool.py), so every
+step but those of the pool's last rows, once its queue has drained, has the pool's width. Those
+are padded to it: one graph per step function serves them all. Padding rows hold whatever earlier
+rows left there and their results are dropped; an eval-mode model treats rows independently, so
+they change nothing else.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ class GraphedSteps:
 
     A ``step`` must be pure (it reads its arguments and returns new tensors, batch first), must not
     synchronise with the host, and may run autograd inside. ``batch`` tensors share their first
-    dimension, the rows; ``shared`` tensors (a step counter's constants, say) are copied whole.
-    There is one graph per step function, device, batch size and layout, so an audit's later calls
+    dimension, the rows, at most ``width`` of them (the pool's width; by default their number), to
+    which they are padded; ``shared`` tensors (a table of constants, say) are copied whole.
+    There is one graph per step function, device, width and layout, so an audit's later calls
     replay those its first call captured; the audit releases them when it ends, for training to have
     the memory. Graphs capture the model's parameters by address: they follow in-place updates (an
     audit between training epochs), and another model needs other step functions.
@@ -64,7 +66,8 @@ class GraphedSteps:
         # graph may reuse another's scratch memory, and the graphs share memory instead of each holding its own.
         self.pool = self.stream = None   # created with the first capture
 
-    def __call__(self, step: Callable[..., Tensors], batch: Tensors, shared: Tensors = ()) -> Tensors:
+    def __call__(self, step: Callable[..., Tensors], batch: Tensors, shared: Tensors = (),
+                 width: int | None = None) -> Tensors:
         if not (self.enabled and capturable(batch[0])):
             if self.enabled and not self.warned:
                 log.warning("%s: cuda_graphs=true has no effect on %s tensors; its steps run eagerly", self.name,
@@ -72,7 +75,7 @@ class GraphedSteps:
                 self.warned = True
             return step(*batch, *shared)
         rows, device = len(batch[0]), batch[0].device
-        size = 1 << max(rows - 1, 0).bit_length()   # the next power of two
+        size = max(rows, width or 0)
         key = (step, device, size, *((t.dtype, t.shape[1:], t.stride()[1:]) for t in batch),
                *((t.dtype, t.shape) for t in shared))
         with torch.cuda.device(device):   # the tensors' GPU, whichever is current

@@ -151,8 +151,7 @@ class RandomizedSmoothing(Estimator):
         self._compiled: tuple[nn.Module, nn.Module] | None = None   # (model, its compiled forward)
         self._measured: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # model → {input kind: batch}
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index=None) -> DistanceResult:
-        index = torch.arange(len(x)) if index is None else torch.as_tensor(index)
+    def batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> DistanceResult:
         guess_counts, guess_nonfinite = self.class_counts(model, x, index, self.n0, stream=0)
         guess = guess_counts.argmax(1)
         counts, nonfinite = self.class_counts(model, x, index, self.n, stream=1)
