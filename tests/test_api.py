@@ -246,7 +246,7 @@ def test_bad_input_is_named(linear, test_digits, change, message):
 
 
 class CrashingDeepFool(DeepFool):
-    """DeepFool that dies (as a killed kernel would) after ``calls`` batches of all its instances."""
+    """DeepFool that dies (as a killed kernel would) after ``calls`` calls (chunks) of all its instances."""
 
     calls: int | None = None
 
@@ -267,7 +267,7 @@ def test_a_folder_makes_the_audit_resumable_by_chunk(linear, test_digits, tmp_pa
 
     CrashingDeepFool.calls = None
     whole = run_in(tmp_path / "whole")
-    CrashingDeepFool.calls = 4   # two chunks of two batches each, then the crash
+    CrashingDeepFool.calls = 2   # two chunks (an attack is handed a whole chunk per call), then the crash
     with pytest.raises(KeyboardInterrupt):
         run_in(tmp_path / "killed")
     CrashingDeepFool.calls = None
