@@ -131,7 +131,8 @@ def test_bench_pipeline_prints_rates_and_the_projection(capsys, caplog):
     assert list(table["model"]) == ["utk_classifier"]
     assert (table[["train_img_s", "deepfool_img_s", "cw_img_s", "rs_img_s"]] > 0).all(axis=None)
     assert "rs_batch" in printed and "floor_batch" in printed   # smoothing ran at the batch its floor was measured at
-    assert table["rs_batch"].iloc[0] == table["floor_batch"].iloc[0] <= 4 * 50   # no more than one call's copies
+    # no more than one call's copies: 4 images × the larger of N0 (100, the default) and N (50)
+    assert table["rs_batch"].iloc[0] == table["floor_batch"].iloc[0] <= 4 * 100
     assert "with every CW run spending its whole budget" in printed
     assert 0 < table["cw_queries"].iloc[0] <= table["cw_budget_queries"].iloc[0]
     assert table["total_h"].iloc[0] == pytest.approx(table[["train_h", "deepfool_h", "cw_h", "rs_h"]].iloc[0].sum())
