@@ -190,6 +190,7 @@ class AuditConfig:
 class JobConfig:
     """The composed config: one node per config group, and the job's own settings."""
 
+    learning_rates: Dict[str, float] = setting(None, shapes_results=False)   # acts through optim.lr
     seed: int = setting(whole(0, 0))
     mode: str = setting(one_of("train", "audit"))   # train: train, then audit; audit: audit model.checkpoint
     name: str = MISSING
@@ -311,6 +312,9 @@ class ModelConfig:
 
     _target_: str = MISSING
     _partial_: bool = True
+    # the learning rate optim.lr takes by default: its family's (learning_rates); only through optim.lr does it
+    # shape a result, and there the fingerprint holds it
+    lr: float = setting(positive(0.05), MISSING, shapes_results=False)
     checkpoint: Optional[str] = None   # weights to load (mode=audit audits them)
 
 

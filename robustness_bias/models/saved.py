@@ -14,9 +14,10 @@ from ..checkpoints import load_checkpoint
 def split_checkpoint(spec: dict) -> tuple[dict, str | None]:
     """A model config without its ``checkpoint`` (the builder's options), and the checkpoint.
 
-    TorchScript keeps it: for that model the file *is* the model.
+    TorchScript keeps it: for that model the file *is* the model. The family's learning rate ``lr`` is the
+    optimizer's (optim.lr takes it), not the builder's: it is left out.
     """
-    spec = dict(spec)
+    spec = {key: value for key, value in spec.items() if key != "lr"}
     if str(spec.get("_target_", "")).endswith(".torchscript"):
         return spec, None
     return spec, spec.pop("checkpoint", None)
