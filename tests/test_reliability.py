@@ -15,11 +15,14 @@ import torch
 from torch import nn
 
 from conftest import TAGS
+from robustness_bias.analysis.summary import summarize
 from robustness_bias.auditing import Auditor, EstimatorPlan, Samples
 from robustness_bias.data import DigitsDataModule
 from robustness_bias.estimators import DeepFool, Estimator, RandomizedSmoothing
 from robustness_bias.pipeline import run
 from robustness_bias.records import audit_folder, read_chunk_counts
+from robustness_bias.report import publish
+from robustness_bias.report.publish import Publisher
 from robustness_bias.training import resumable
 
 # Two epochs: the kill lands in the first audit, so the rerun must also resume training.
@@ -265,3 +268,19 @@ def test_records_say_why_samples_have_no_distance(tmp_path, digits, model):
     bounds = records.groupby("estimator", observed=True)["bound"].unique()
     assert list(bounds["deepfool"]) == ["upper"] and list(bounds["rs"]) == ["lower"]
     assert (attacked.loc[~attacked["success"] & (attacked["estimator"] == "rs"), "distance"] == 0).all()
+
+
+def test_an_audit_under_coinciding_tags_is_summarized_once_and_published_under_each(tmp_path, digits, model,
+                                                                                   monkeypatch):
+    calls = []
+    monkeypatch.setattr(publish, "summarize", lambda records, settings: calls.append(1) or summarize(records, settings))
+    plan = {"deepfool": EstimatorPlan(DeepFool(), batch_size=32, chunk_size=64, every_nth=4)}
+    Auditor(plan, Samples(digits.table, digits.test_indices), tmp_path, progress=False,
+            publish=Publisher(tmp_path / "figures", "class", {"partitions": ["class"]}))(model, 1, ["first", "middle"])
+    assert len(calls) == 1
+    summaries = {tag: pd.read_parquet(tmp_path / "audits" / tag / "summary.parquet") for tag in ("first", "middle")}
+    assert set(summaries["first"]["epoch_tag"]) == {"first"} and set(summaries["middle"]["epoch_tag"]) == {"middle"}
+    pd.testing.assert_frame_equal(summaries["first"].drop(columns="epoch_tag"),
+                                  summaries["middle"].drop(columns="epoch_tag"))
+    assert {p.name for p in (tmp_path / "figures").iterdir()} == {
+        f"{tag}_{kind}.png" for tag in ("first", "middle") for kind in ("survival_class", "sigma")}

@@ -21,7 +21,7 @@ from .engine import EstimatorPlan, Samples, measure
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[Path, str, int], None]   # (audit folder, tag, training step)
+Publish = Callable[[dict[str, Path], int], None]   # ({tag: its audit folder}, training step)
 
 
 def process_group() -> tuple[int, int]:
@@ -107,12 +107,12 @@ class Auditor:
         if len(self.partition) > 1:
             records[self.partition_name] = pd.Categorical(records[self.partition].astype(str).agg("×".join, axis=1))
         if rank == 0:
-            for tag in tags:
-                folder = audit_folder(self.output_dir, tag)
+            folders = {tag: audit_folder(self.output_dir, tag) for tag in tags}
+            for tag, folder in folders.items():
                 write_records(folder, records.assign(epoch_tag=tag))
                 write_chunk_counts(folder, label, counts)
-                if self.publish is not None:
-                    self.publish(folder, tag, step)
+            if self.publish is not None:
+                self.publish(folders, step)
         if world > 1:
             torch.distributed.barrier()   # the records are on disk before any rank drops its chunks
         shutil.rmtree(partial, ignore_errors=True)   # the records now hold what the chunks held

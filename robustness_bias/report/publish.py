@@ -36,16 +36,21 @@ class Publisher:
         self.partition, self.settings, self.loggers = partition, settings, list(loggers)
         self.names = dict(names or {})
 
-    def __call__(self, folder: Path, tag: str, step: int = 0) -> pd.DataFrame:
-        records = read_records(folder)
-        summary = self.summarize(records, tag)
-        write_summary(folder, summary)
-        figures = self.draw(records, summary, tag) if self.figures is not None else {}
-        self.log(summary, tag, step, figures)
+    def __call__(self, folders: dict[str, Path], step: int = 0) -> pd.DataFrame:
+        """Publishes one audit written under one or more tags (coinciding epochs): summarized once,
+        then written, drawn and logged under each tag."""
+        records = read_records(next(iter(folders.values())))
+        summary = self.summarize(records, "+".join(folders))
+        for tag, folder in folders.items():
+            tagged = summary.assign(epoch_tag=tag)
+            write_summary(folder, tagged)
+            figures = self.draw(records, tagged, tag) if self.figures is not None else {}
+            self.log(tagged, tag, step, figures)
         return summary
 
     def summarize(self, records: pd.DataFrame, tag: str) -> pd.DataFrame:
-        """The per-group table of ``records``; groups too small for σ are named in one warning."""
+        """The per-group table of ``records`` (audited under ``tag``); groups too small for σ are named
+        in one warning."""
         summary = summarize(records, self.settings).assign(epoch_tag=tag)
         unmeasured = groups_without_sigma(summary)
         if unmeasured:
