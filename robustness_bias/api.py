@@ -179,13 +179,13 @@ class AuditResult:
 
     def survival_figure(self, path: str | Path | None = None):
         """Survival curves Î_P(τ) by the audited partition, one panel per estimator: the command line's
-        ``figures/final_survival_<partition>.png``. Saved at ``path`` (returned), or without one the
-        open matplotlib figure."""
+        ``figures/final_survival_<partition>.png``. Saved at ``path`` (returned), or without one a
+        matplotlib Figure (a notebook shows it inline)."""
         return self._publisher(None).survival(self.records, TAG, None if path is None else Path(path))
 
     def sigma_figure(self, path: str | Path | None = None):
         """σ(P) per group of every partition: the command line's ``figures/final_sigma.png``. Saved at
-        ``path`` (returned), or without one the open matplotlib figure."""
+        ``path`` (returned), or without one a matplotlib Figure (a notebook shows it inline)."""
         return self._publisher(None).sigma(self.summary, TAG, None if path is None else Path(path))
 
     def save(self, folder: str | Path, *, dataset: str = "data", model: str | None = None) -> Path:

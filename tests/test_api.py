@@ -322,6 +322,22 @@ def test_importing_the_package_loads_nothing_and_the_api_no_lightning():
     assert robustness_bias.audit is audit and robustness_bias.AuditResult is AuditResult
 
 
+def test_the_figures_leave_the_users_matplotlib_backend_alone():
+    """A notebook's backend (inline) must survive importing the API and drawing: the figures are made
+    without pyplot and returned for the notebook to show."""
+    probe = ("import matplotlib, robustness_bias.api, robustness_bias.report.publish; "
+             "from robustness_bias.report.figures import sigma_figure; import pandas as pd; "
+             "summary = pd.DataFrame({'estimator': ['deepfool'] * 3, 'partition': ['site'] * 3, "
+             "'group': ['(all)', 'a', 'b'], 'sigma': [float('nan'), -0.2, 0.2], 'sigma_low': [float('nan'), -0.3, 0.1], "
+             "'sigma_high': [float('nan'), -0.1, 0.3], 'p_adjusted': [float('nan'), 0.01, 0.01], "
+             "'correct': [20, 10, 10]}); figure = sigma_figure(summary, None); "
+             "assert type(figure).__name__ == 'Figure', figure; print(matplotlib.get_backend())")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MPLBACKEND": "svg"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["svg"]
+
+
 @pytest.mark.slow
 def test_the_example_runs(tmp_path):
     # one thread: a network this small spends more on splitting its work than on the work, and a shared

@@ -4,29 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+from ..analysis import metrics
+from ..analysis.summary import OVERALL, group_values
+from ..records import write_atomic
+from .console import partition_label
 
-from ..analysis import metrics  # noqa: E402
-from ..records import write_atomic  # noqa: E402
-from ..analysis.summary import OVERALL, group_values  # noqa: E402
-from .console import partition_label  # noqa: E402
+
+def _panels(count: int, figsize: tuple[float, float]):
+    """A figure of ``count`` panels in a row, made without pyplot: no global state and no backend chosen
+    for the user (a notebook shows the returned figure inline; a job writes it to a file)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(1, count, squeeze=False)
 
 
 def _save(fig, path: Path | None, also_pdf: bool):
     """Write the figure to ``path`` (and beside it as PDF: drawn once, saved twice); returns ``path``.
-    Without a path, returns the figure itself, open, for a notebook to show."""
+    Without a path, returns the figure itself for a notebook to show."""
     if path is None:
         return fig
     for target in (path, path.with_suffix(".pdf")) if also_pdf else (path,):
         suffix = target.suffix.lstrip(".")
         write_atomic(target, lambda tmp, s=suffix: fig.savefig(tmp, format=s, dpi=120, bbox_inches="tight"))
-    plt.close(fig)
     return path
 
 
@@ -35,7 +38,7 @@ def survival_figure(records: pd.DataFrame, partition: str, path: str | Path | No
                     also_pdf: bool = False, names: dict[str, str] | None = None):
     """One panel per estimator; one step curve Î_P(τ) per group of ``partition`` on [0, τ_max]."""
     estimators = list(dict.fromkeys(records["estimator"]))
-    fig, axes = plt.subplots(1, len(estimators), figsize=(4.5 * len(estimators), 3.6), squeeze=False)
+    fig, axes = _panels(len(estimators), (4.5 * len(estimators), 3.6))
     kw = dict(conditional=conditional, failures=failures)
     palette = sns.color_palette("colorblind")
     for ax, estimator in zip(axes[0], estimators):
@@ -64,8 +67,7 @@ def sigma_figure(summary: pd.DataFrame, path: str | Path | None, *, title: str =
     partitions = list(dict.fromkeys(groups["partition"]))
     estimators = list(dict.fromkeys(groups["estimator"].astype(str)))
     palette = sns.color_palette("colorblind", max(len(estimators), 1))
-    fig, axes = plt.subplots(1, len(partitions), figsize=(max(4.5, 0.6 * groups["group"].nunique()) * len(partitions), 3.6),
-                             squeeze=False)
+    fig, axes = _panels(len(partitions), (max(4.5, 0.6 * groups["group"].nunique()) * len(partitions), 3.6))
     width = 0.8 / max(len(estimators), 1)
     missing = False
     for ax, partition in zip(axes[0], partitions):
@@ -114,8 +116,7 @@ def sigma_heatmaps(sigma: pd.DataFrame, dataset: str, estimator: str, partition:
                                                              dropna=False).reindex_like(g) for (tag, _), g in zip(panels, grids)]
     limit = max([float(np.nanmax(np.abs(g.to_numpy()))) for g in grids if g.size] + [1e-9])
     width = max(6.0, 0.55 * max((g.shape[1] for g in grids), default=1))
-    fig, axes = plt.subplots(1, 2, figsize=(2 * width, 0.5 * max((g.shape[0] for g in grids), default=1) + 2.5),
-                             squeeze=False)
+    fig, axes = _panels(2, (2 * width, 0.5 * max((g.shape[0] for g in grids), default=1) + 2.5))
     for ax, grid, p_value, (_, title) in zip(axes[0], grids, p_values, panels):
         if grid.empty:
             ax.set_axis_off()
@@ -137,7 +138,7 @@ def distance_distributions(records: pd.DataFrame, partition: str, path: str | Pa
     """Distances of the correctly classified points per group, one box per model, one panel per estimator."""
     solved = records[records["correct"] & records["success"] & np.isfinite(records["distance"])]
     estimators = list(dict.fromkeys(solved["estimator"].astype(str)))
-    fig, axes = plt.subplots(1, max(1, len(estimators)), figsize=(5 * max(1, len(estimators)), 3.8), squeeze=False)
+    fig, axes = _panels(max(1, len(estimators)), (5 * max(1, len(estimators)), 3.8))
     for ax, estimator in zip(axes[0], estimators):
         mine = solved[solved["estimator"].astype(str) == estimator]
         mine = pd.DataFrame({"group": mine[partition].astype(str).to_numpy(), "model": mine["model"].astype(str).to_numpy(),
@@ -153,7 +154,7 @@ def distance_distributions(records: pd.DataFrame, partition: str, path: str | Pa
 def regularization_figure(rows: pd.DataFrame, path: str | Path, *, title: str = "", also_pdf: bool = False) -> Path:
     """σ of the target group against α, one line per τ, the original model as a dashed line."""
     estimators = [c.removeprefix("σ ") for c in rows.columns if c.startswith("σ ")]
-    fig, axes = plt.subplots(1, len(estimators) + 1, figsize=(4.2 * (len(estimators) + 1), 3.6), squeeze=False)
+    fig, axes = _panels(len(estimators) + 1, (4.2 * (len(estimators) + 1), 3.6))
     panels = [(f"σ {e}", f"original σ {e}", f"σ(target) by {e}") for e in estimators]
     panels.append(("accuracy %", "original accuracy %", "test accuracy %"))
     for ax, (value, original, label) in zip(axes[0], panels):
