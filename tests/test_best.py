@@ -81,3 +81,32 @@ def test_an_audit_records_the_best_bound_beside_the_attacks():
     assert (distances.loc[attacked, "best"] >= distances.loc[attacked, "exact"] * (1 - 1e-5)).all()
     assert records.loc[records["estimator"] == "best", "failure"].eq("misclassified").sum() == 4
     assert "best" in set(result.summary["estimator"])
+
+
+def sigma_rows(estimator, sigmas, p=0.01):
+    """The report's σ table (report.tables.collect) for one model's final audit: race groups a, b, c."""
+    return pd.DataFrame({"estimator": estimator, "epoch_tag": "final", "partition": "race", "group": ["a", "b", "c"],
+                         "attacked": [30, 40, 50], "sigma": sigmas, "sigma_low": np.nan, "sigma_high": np.nan,
+                         "p_adjusted": p, "dataset": "utkface", "model": "cnn", "job": "j", "target": "", "alpha": np.nan,
+                         "tau": np.nan})
+
+
+def test_the_tightness_tables_set_sigma_side_by_side_with_agreement_and_the_largest_shift():
+    from robustness_bias.report.tightness import tightness_tables
+
+    sigma = pd.concat([sigma_rows("deepfool", [0.3, -0.2, -0.1]), sigma_rows("cw", [0.5, -0.2, 0.1], p=[0.01, 0.01, 0.2]),
+                       sigma_rows("fmn", [0.3, -0.3, -0.05]), sigma_rows("best", [0.25, -0.25, -0.05], p=[0.01, 0.01, 0.3]),
+                       sigma_rows("rs", [0.1, 0.1, 0.1])], ignore_index=True)
+    tables = tightness_tables(sigma, pd.DataFrame(columns=["job", "dataset", "model"]))
+    side = tables["tightness_sigma"].set_index("group")
+    np.testing.assert_allclose(side["best − deepfool"], [-0.05, -0.05, 0.05])
+    np.testing.assert_allclose(side["best − cw"], [-0.25, -0.05, -0.15])
+    assert list(side["sign cw = best"]) == ["yes", "yes", "no"]
+    agreement = tables["tightness_agreement"].set_index("comparison")
+    assert agreement.loc["deepfool vs best", "agree"] == 3 and agreement.loc["cw vs best", "agree"] == 2
+    assert agreement.loc["cw vs best", "largest shift"] == pytest.approx(-0.25)
+    assert agreement.loc["cw vs best", "where"].startswith("cnn race=a")
+    # significant under deepfool: all three; under best, c is not (p 0.3)
+    assert agreement.loc["deepfool vs best", "significant (first)"] == 3
+    assert agreement.loc["deepfool vs best", "kept"] == 2
+    assert tightness_tables(sigma[sigma["estimator"] != "best"], pd.DataFrame()) == {}
