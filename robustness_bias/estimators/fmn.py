@@ -98,10 +98,12 @@ class FastMinimumNorm(Estimator):
             first = norm + (1 + gamma) * to_boundary   # before the first adversarial point: past the linearised boundary
             epsilon = torch.where(is_adv, torch.minimum(epsilon * (1 - gamma), distance),
                                   torch.where(found | (grown > first) & torch.isfinite(grown), grown, first))
-            moved = delta - alpha * grad / grad_norm.clamp_min(1e-12).view(per_row)
-            moved = moved * (epsilon / l2_norm(moved).clamp_min(1e-12)).clamp(max=1).view(per_row)   # into the ball
-            moved = (x + moved).clamp(0, 1) - x                                                       # into the box
-            delta = torch.where(bad.view(per_row), delta, moved.to(delta.dtype))
+            # a step of α along the normalised gradient, into the ball, then into the box: in place, where
+            # elementwise passes over the images cost as much as a small model's own
+            moved = delta - grad.mul_((alpha / grad_norm.clamp_min(1e-12)).view(per_row))
+            moved.mul_((epsilon / l2_norm(moved).clamp_min(1e-12)).clamp(max=1).view(per_row))
+            moved.add_(x).clamp_(0, 1).sub_(x)
+            delta = torch.where(bad.view(per_row), delta, moved)
             queries += 2   # every row runs the step's passes, a bad one too (it no longer moves)
         success = torch.isfinite(distance)
         if self.refine_steps:
