@@ -5,13 +5,19 @@ and CW for a fraction of CW's passes (docs/benchmarks.md).
 Each step takes one forward pass that keeps its graph and one backward pass of the logit
 difference f_y − max_{k≠y} f_k. The perturbation δ moves by α along the normalised gradient
 that lowers it and is projected onto the L2 ball of radius ε, then into the [0,1] box. The
-radius adapts per sample: before the first adversarial point it is set to ‖δ‖ plus the
-linearised distance to the boundary, |f_y − max f_k| / ‖∇‖ (DeepFool's step); once one is
-found it shrinks by (1 − γ) at adversarial iterates (never above the smallest adversarial norm
-found) and grows by (1 + γ) at others. α and γ are annealed by a cosine from α₀, γ₀ to α_T, γ_T
-over the ``steps`` steps. The smallest adversarial perturbation seen is kept. On an affine model
-the first step lands on the boundary, so the distance is exact up to the annealed ε's last
-relative step γ_T.
+radius adapts per sample: once an adversarial point is found it shrinks by (1 − γ) at
+adversarial iterates (never above the smallest adversarial norm found) and grows by (1 + γ) at
+others. α and γ are annealed by a cosine from α₀, γ₀ to α_T, γ_T over the ``steps`` steps. The
+smallest adversarial perturbation seen is kept.
+
+Before the first adversarial point the reference sets ε to ‖δ‖ plus the linearised distance to
+the boundary, |f_y − max f_k| / ‖∇‖ (DeepFool's step). Here it goes a factor (1 + γ) of that
+distance past it, and never shrinks until a point is found: on an affine model the reference's
+first step lands exactly on the boundary, where the argmax may stay put for good, and on a
+curved boundary it can creep towards it from inside for every step (both measured:
+docs/benchmarks.md). On an affine model FMN reaches the boundary of the class with the largest
+other logit, up to the annealed ε's last relative step γ_T: the nearest boundary for most
+points, not for all (the exact distance takes the nearest over every class).
 
 Unlike the reference code (and adv-lib's ``fmn``), the kept point is finally moved back along its
 own direction onto the boundary by bisection (``refine_steps`` forward passes, as our CW does):
@@ -98,8 +104,8 @@ class FastMinimumNorm(Estimator):
             first = norm + (1 + gamma) * to_boundary   # before the first adversarial point: past the linearised boundary
             epsilon = torch.where(is_adv, torch.minimum(epsilon * (1 - gamma), distance),
                                   torch.where(found | (grown > first) & torch.isfinite(grown), grown, first))
-            # a step of α along the normalised gradient, into the ball, then into the box: in place, where
-            # elementwise passes over the images cost as much as a small model's own
+            # a step of α along the normalised gradient, into the ball, then into the box (in place: fewer
+            # passes over the images)
             moved = delta - grad.mul_((alpha / grad_norm.clamp_min(1e-12)).view(per_row))
             moved.mul_((epsilon / l2_norm(moved).clamp_min(1e-12)).clamp(max=1).view(per_row))
             moved.add_(x).clamp_(0, 1).sub_(x)
