@@ -99,7 +99,7 @@ tightness: sweeps
 	    experiment=utk_quick_tight model=$${job#*-} model.checkpoint=$(SWEEP_ROOT)/utk_quick/$$job/checkpoints/last.ckpt \
 	    hydra.run.dir=$(SWEEP_ROOT)/utk_quick_tight/$$job $(SWEEP_ARGS) || exit 1; \
 	done
-	$(PY) -m robustness_bias.report $(SWEEP_ROOT)/utk_quick_tight --out $(REPORT_DIR)/tightness --only tightness
+	$(PY) -m robustness_bias.report $(SWEEP_ROOT)/utk_quick_tight --out $(REPORT_DIR)/tightness --only tightness settings
 
 clean:
 	rm -rf outputs .pytest_cache build dist
