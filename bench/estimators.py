@@ -246,6 +246,8 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--torchattacks-images", type=int, default=32, help="torchattacks DeepFool is one image at a time")
     parser.add_argument("--deepfool-steps", type=int, default=50)
     parser.add_argument("--fmn-steps", type=int, default=100, help="steps of FMN (ours and adv-lib's) and adv-lib's DDN")
+    parser.add_argument("--fmn-batch-size", type=int, default=256,
+                        help="our FMN's batch (audit.plan.fmn.batch_size): it runs in plain batches, not a pool")
     parser.add_argument("--alma-steps", type=int, default=1000, help="steps of adv-lib's ALMA")
     parser.add_argument("--rs-images", type=int, default=4)
     parser.add_argument("--rs-n", type=int, default=10_000)
@@ -330,7 +332,8 @@ def main(argv=None) -> pd.DataFrame:
         run("foolbox L2CarliniWagnerAttack", "cw (ours)", peers.foolbox_cw, x, y)
     if "torchattacks" not in args.skip:
         run("torchattacks CW (c=1)", "cw (ours)", peers.torchattacks_cw, x, y)
-    attack("fmn (ours)", lambda: FastMinimumNorm(steps=args.fmn_steps))
+    fmn = FastMinimumNorm(steps=args.fmn_steps)   # plain batches, at audit.plan.fmn's batch_size
+    run("fmn (ours)", None, ours(fmn, args.fmn_batch_size), x, y, estimator=fmn)
     if "adv-lib" not in args.skip and peers.adv_lib_attacks() is None:
         print("  adv-lib is not installed: its rows are skipped (make bench installs it)", flush=True)
     elif "adv-lib" not in args.skip:
