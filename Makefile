@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test wheel bench bench-pipeline clean check sweeps table1 table2 agreement figures paper
+.PHONY: install run test wheel bench bench-pipeline clean check sweeps table1 table2 agreement figures paper tightness
 
 install: $(STAMP)
 
@@ -27,10 +27,13 @@ test: $(STAMP)
 wheel: $(STAMP)
 	$(PY) -m pip wheel --no-deps --no-build-isolation --wheel-dir dist .
 
-# Our estimators against foolbox, torchattacks and the reference certify loop (small CNN on the CPU;
-# pass BENCH_ARGS="--model resnet50 --image-size 224 --device cuda" on a GPU).
+# Our estimators against foolbox, torchattacks, adv-lib and the reference certify loop (small CNN on the CPU;
+# pass BENCH_ARGS="--model resnet50 --image-size 224 --device cuda" on a GPU). adv-lib is installed without its
+# dependencies (it wants visdom for live plots alone); without the registry its rows are skipped.
 BENCH_ARGS ?=
 bench: $(STAMP)
+	$(PY) -c "import adv_lib" 2>/dev/null || $(PY) -m pip install --quiet --no-deps 'adv-lib==0.2.8' \
+	  || echo "adv-lib could not be installed: the bench skips its rows"
 	$(PY) bench/estimators.py $(BENCH_ARGS)
 
 # Training and audit throughput per model, and the projected hours of the paper's UTKFace grid
@@ -86,6 +89,17 @@ figures: sweeps
 
 paper: sweeps
 	$(REPORT)
+
+# σ at tighter distances (QUICK=1): the quick tier's trained models audited again with DeepFool, CW, FMN and each
+# face's best bound (conf/experiment/utk_quick_tight.yaml), then the report's tightness tables. Finished jobs are skipped.
+TIGHT_JOBS ?= 0-logreg 1-utk_classifier 2-resnet18 3-densenet121
+tightness: sweeps
+	for job in $(TIGHT_JOBS); do \
+	  test -f $(SWEEP_ROOT)/utk_quick_tight/$$job/result.json || ROBUSTNESS_BIAS_DATA=$(DATA_DIR) $(PY) -m robustness_bias \
+	    experiment=utk_quick_tight model=$${job#*-} model.checkpoint=$(SWEEP_ROOT)/utk_quick/$$job/checkpoints/last.ckpt \
+	    hydra.run.dir=$(SWEEP_ROOT)/utk_quick_tight/$$job $(SWEEP_ARGS) || exit 1; \
+	done
+	$(PY) -m robustness_bias.report $(SWEEP_ROOT)/utk_quick_tight --out $(REPORT_DIR)/tightness --only tightness settings
 
 clean:
 	rm -rf outputs .pytest_cache build dist

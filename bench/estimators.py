@@ -1,8 +1,10 @@
-"""Our estimators against foolbox, torchattacks and the reference certify loop, in one process.
+"""Our estimators against foolbox, torchattacks, adv-lib and the reference certify loop, in one process.
 
 Same model, same correctly classified inputs for everyone. Prints one table: images/s, the share of
 its arithmetic floor each method reaches, our speed over each peer's, success rate, median distance
-(failures count as +inf), and the median of our distance over the peer's on the samples both solved.
+(failures count as +inf), the median of our distance over the peer's on the samples both solved, and
+each attack's median over the samples of its distance ÷ the smallest any attack row found for the sample
+("÷ best": how far it overstates the tightest upper bound we have).
 
 The floor of a row is the time its forward and backward passes would take at the model's measured
 full-batch rates, each kind timed on its own (none assumed to cost some multiple of another): forward
@@ -36,6 +38,7 @@ import peers  # noqa: E402
 
 from robustness_bias.data import DigitsDataModule  # noqa: E402
 from robustness_bias.estimators import CarliniWagner, DeepFool, RandomizedSmoothing  # noqa: E402
+from robustness_bias.estimators.fmn import FastMinimumNorm  # noqa: E402
 from robustness_bias.estimators.base import frozen, is_channels_last  # noqa: E402
 from robustness_bias import models  # noqa: E402
 from robustness_bias.allocator import steady_cpu_allocator  # noqa: E402
@@ -202,8 +205,25 @@ def floor_shares(rows: list[dict], floors: dict[str, tuple[float, float, float]]
         r["of floor"] = sum(n * t for n, t in zip(r["_passes"], floors[r["_floor"]])) / r["seconds"]
 
 
+def best_ratios(rows: list[dict]) -> None:
+    """Each attack row's median, over its samples, of its distance ÷ the smallest distance any attack row
+    found for that sample (failures count as +inf: a ratio of +inf). Smoothing's rows, lower bounds, are
+    not attacks and get none."""
+    attacks = [r for r in rows if r["_floor"] == "attacks"]
+    longest = max(len(r["_d"]) for r in attacks)
+    best = np.full(longest, np.inf)
+    for r in attacks:
+        best[:len(r["_d"])] = np.minimum(best[:len(r["_d"])], np.where(r["_d"] > 0, r["_d"], np.inf))
+    for r in attacks:
+        n = len(r["_d"])
+        with np.errstate(invalid="ignore"):
+            ratio = np.where(np.isfinite(best[:n]), r["_d"] / best[:n], np.nan)
+        r["÷ best"] = float(np.nanmedian(ratio)) if np.isfinite(best[:n]).any() else np.nan
+
+
 def compare(rows: list[dict]) -> pd.DataFrame:
     """Add our speed over each peer's and the median distance ratio on the samples both solved."""
+    best_ratios(rows)
     by_method = {r["method"]: r for r in rows}
     for r in rows:
         if r["peer_of"]:
@@ -225,6 +245,10 @@ def main(argv=None) -> pd.DataFrame:
                         help="our attacks' pool width (audit.plan.<attack>.batch_size); the peers get all inputs at once")
     parser.add_argument("--torchattacks-images", type=int, default=32, help="torchattacks DeepFool is one image at a time")
     parser.add_argument("--deepfool-steps", type=int, default=50)
+    parser.add_argument("--fmn-steps", type=int, default=100, help="steps of FMN (ours and adv-lib's) and adv-lib's DDN")
+    parser.add_argument("--fmn-batch-size", type=int, default=256,
+                        help="our FMN's batch (audit.plan.fmn.batch_size): it runs in plain batches, not a pool")
+    parser.add_argument("--alma-steps", type=int, default=1000, help="steps of adv-lib's ALMA")
     parser.add_argument("--rs-images", type=int, default=4)
     parser.add_argument("--rs-n", type=int, default=10_000)
     parser.add_argument("--rs-precision", default="fp32", choices=["fp32", "bf16"])
@@ -234,7 +258,7 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--rs-compile", action="store_true", help="torch.compile smoothing's forward passes")
     parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
                         help="add rows for our attacks with cuda_graphs=True (default: on a GPU; elsewhere they run eagerly)")
-    parser.add_argument("--skip", nargs="*", default=[], help="peers to leave out: torchattacks, foolbox, cohen")
+    parser.add_argument("--skip", nargs="*", default=[], help="peers to leave out: torchattacks, foolbox, adv-lib, cohen")
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed calls per method after its warm-up; the table keeps the fastest")
     parser.add_argument("--profile", nargs="*", choices=["deepfool", "cw"], default=None,
@@ -308,6 +332,20 @@ def main(argv=None) -> pd.DataFrame:
         run("foolbox L2CarliniWagnerAttack", "cw (ours)", peers.foolbox_cw, x, y)
     if "torchattacks" not in args.skip:
         run("torchattacks CW (c=1)", "cw (ours)", peers.torchattacks_cw, x, y)
+    fmn = FastMinimumNorm(steps=args.fmn_steps)   # plain batches, at audit.plan.fmn's batch_size
+    run("fmn (ours)", None, ours(fmn, args.fmn_batch_size), x, y, estimator=fmn)
+    if "adv-lib" not in args.skip and peers.adv_lib_attacks() is None:
+        print("  adv-lib is not installed: its rows are skipped (make bench installs it)", flush=True)
+    elif "adv-lib" not in args.skip:
+        run("adv-lib df", "deepfool (ours)", lambda m, a, b: peers.adv_lib_deepfool(m, a, b, steps=args.deepfool_steps),
+            x, y)
+        run("adv-lib carlini_wagner_l2", "cw (ours)", peers.adv_lib_cw, x, y)
+        run(f"adv-lib fmn ({args.fmn_steps} steps)", "fmn (ours)",
+            lambda m, a, b: peers.adv_lib_fmn(m, a, b, steps=args.fmn_steps), x, y)
+        run(f"adv-lib ddn ({args.fmn_steps} steps)", "fmn (ours)",
+            lambda m, a, b: peers.adv_lib_ddn(m, a, b, steps=args.fmn_steps), x, y)
+        run(f"adv-lib alma ({args.alma_steps} steps)", "fmn (ours)",
+            lambda m, a, b: peers.adv_lib_alma(m, a, b, steps=args.alma_steps), x, y)
     k = args.rs_images
     smoothing = RandomizedSmoothing(n=args.rs_n, compile=args.rs_compile, forward_batch=args.rs_forward_batch)
     runs_at, fastest = smoothing_batches(smoothing, model, x, args.rs_precision)

@@ -3,7 +3,9 @@
 Every wrapper re-checks success itself (prediction on the returned point ≠ label) and reports
 +inf for failures, since foolbox returns zeros or the clean input and torchattacks the clean
 input when they fail; foolbox CW's zeros are failures even where the model misclassifies them.
-foolbox and torchattacks are development-only dependencies.
+foolbox and torchattacks are development-only dependencies; adv-lib (Rony et al.) is optional: the
+bench installs it without its dependencies (``make bench``), since it needs visdom only for its
+attacks' live plots, which a stub stands in for here. Without adv-lib its rows are skipped.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy.stats import norm
+
+import importlib.util
+import sys
+import types
 
 from robustness_bias.estimators.base import l2_norm
 from robustness_bias.estimators.smoothing import lower_confidence_bound
@@ -84,6 +90,47 @@ def torchattacks_cw(model, x, y, c=1.0, steps=100, learning_rate=5e-3):
     import torchattacks
 
     return checked_distances(model, x, y, torchattacks.CW(model, c=c, kappa=0, steps=steps, lr=learning_rate)(x, y))
+
+
+def adv_lib_attacks():
+    """adv-lib's ``adv_lib.attacks``, or None when it is not installed. Its modules import visdom at the top
+    for an optional live-plot callback that the bench never passes: a stub module stands in for it."""
+    if importlib.util.find_spec("adv_lib") is None:
+        return None
+    if "visdom" not in sys.modules and importlib.util.find_spec("visdom") is None:
+        sys.modules["visdom"] = types.ModuleType("visdom")
+    import adv_lib.attacks
+
+    return adv_lib.attacks
+
+
+def adv_lib_deepfool(model, x, y, steps=50, overshoot=0.02):
+    """adv-lib's DeepFool L2 over all classes (it has no top-k candidates)."""
+    return checked_distances(model, x, y, adv_lib_attacks().df(model, x, y, steps=steps, overshoot=overshoot))
+
+
+def adv_lib_cw(model, x, y, binary_search_steps=5, steps=100, initial_const=0.01, learning_rate=5e-3):
+    """adv-lib's CW L2 at our CW's budget (it returns the clean input where it fails: re-checked)."""
+    adv = adv_lib_attacks().carlini_wagner_l2(model, x, y, binary_search_steps=binary_search_steps,
+                                              max_iterations=steps, initial_const=initial_const,
+                                              learning_rate=learning_rate)
+    return checked_distances(model, x, y, adv)
+
+
+def adv_lib_fmn(model, x, y, steps=100):
+    """adv-lib's FMN L2 (Pintor et al. 2021) at its defaults otherwise."""
+    return checked_distances(model, x, y, adv_lib_attacks().fmn(model, x, y, norm=2, steps=steps))
+
+
+def adv_lib_ddn(model, x, y, steps=100):
+    """adv-lib's DDN (Rony et al. 2019), without its 256-level quantisation of the output: ours are not
+    quantised either."""
+    return checked_distances(model, x, y, adv_lib_attacks().ddn(model, x, y, steps=steps, levels=None))
+
+
+def adv_lib_alma(model, x, y, steps=1000):
+    """adv-lib's ALMA L2 (Rony et al. 2021) at its defaults (lr 0.1 decaying to 0.001, penalty P2)."""
+    return checked_distances(model, x, y, adv_lib_attacks().alma(model, x, y, num_steps=steps, distance="l2"))
 
 
 @torch.no_grad()

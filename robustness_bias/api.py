@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from .analysis.summary import OVERALL, SIGNIFICANCE, audited_accuracy, sigmas_of, summary_settings
 from .auditing import Auditor, EstimatorPlan, Samples
-from .estimators import CarliniWagner, DeepFool, Estimator, EstimatorMismatch, ExactLinear, RandomizedSmoothing
+from .estimators import (CarliniWagner, DeepFool, Estimator, EstimatorMismatch, ExactLinear, FastMinimumNorm,
+                         RandomizedSmoothing)
 from .models.common import Normalize
 from .records import (audit_folder, read_chunk_counts, read_records,
                       read_summary, settings_hash, weights_hash, write_chunk_counts, write_json, write_records,
@@ -38,12 +39,16 @@ from . import config
 log = logging.getLogger(__name__)
 
 # The estimators by the command line's names, each at its class's defaults: the paper's settings, as
-# conf/estimator/*.yaml gives them; and the command line's plans where they differ from EstimatorPlan's
-# defaults (conf/config.yaml, audit.plan). tests/test_api.py holds both to the config.
+# conf/estimator/*.yaml gives them (ESTIMATORS: the default four; NAMED: these and those run only when
+# named); and the command line's plans where they differ from EstimatorPlan's defaults (conf/config.yaml,
+# audit.plan). tests/test_api.py holds both to the config.
 ESTIMATORS = {"exact": ExactLinear, "deepfool": DeepFool, "cw": CarliniWagner, "rs": RandomizedSmoothing}
+NAMED = {**ESTIMATORS, "fmn": FastMinimumNorm}
 SCHEMAS = {ExactLinear: config.ExactConfig, DeepFool: config.DeepFoolConfig, CarliniWagner: config.CarliniWagnerConfig,
-           RandomizedSmoothing: config.SmoothingConfig}   # their parameters' types, ranges and fingerprint roles
-PLANS = {"deepfool": {"chunk_size": 1024}, "cw": {"chunk_size": 1024}, "rs": {"every_nth": 5, "batch_size": 16, "chunk_size": 32}}
+           RandomizedSmoothing: config.SmoothingConfig,
+           FastMinimumNorm: config.FastMinimumNormConfig}   # their parameters' types, ranges and fingerprint roles
+PLANS = {"deepfool": {"chunk_size": 1024}, "cw": {"chunk_size": 1024}, "rs": {"every_nth": 5, "batch_size": 16, "chunk_size": 32},
+         "fmn": {"chunk_size": 1024}}
 TAG = "final"   # an audit of given weights is written as mode=audit writes it
 
 # Record columns a sensitive feature may not be named after.
@@ -61,7 +66,7 @@ def audit(model: nn.Module, X, y=None, *, sensitive_features=None, estimators=No
           device=None, every_nth: int | Mapping[str, int] | None = None, conditional: bool = True,
           failures: str = "censor", tau_max="pooled_max", rb_quantiles: Sequence[float] = (0.25, 0.5, 0.75),
           min_group_size: int = 5, significance: Mapping | None = None, class_names: Sequence[str] | None = None,
-          sample_index=None, folder: str | Path | None = None, progress: bool = True) -> AuditResult:
+          sample_index=None, folder: str | Path | None = None, progress: bool = True, best: bool = False) -> AuditResult:
     """Audit ``model`` for robustness bias on the images ``X``: how far each correctly classified image
     lies from the decision boundary, and σ(P), RB(P, τ) per group.
 
@@ -69,7 +74,7 @@ def audit(model: nn.Module, X, y=None, *, sensitive_features=None, estimators=No
     (or a ``DataLoader`` of one, read in the dataset's own order) whose items start with (image, label).
     ``sensitive_features``: a DataFrame (one partition per column, their intersection too when there
     are several), a dict of arrays or one array, a group per image; the class is always a partition.
-    ``estimators``: names among exact, deepfool, cw, rs (at the paper's settings), configured
+    ``estimators``: names among exact, deepfool, cw, rs (at the paper's settings) and fmn, configured
     :class:`~robustness_bias.estimators.Estimator` objects, :class:`~robustness_bias.auditing.EstimatorPlan`
     objects, or a dict name → any of these; by default all four, less those that cannot measure the
     model (exact needs an affine one). ``normalization``: ``{"mean": ..., "std": ...}`` (or a
@@ -78,7 +83,9 @@ def audit(model: nn.Module, X, y=None, *, sensitive_features=None, estimators=No
     stays where it is). The summary options are the command line's ``audit.*`` with its defaults.
     ``sample_index``: an id per image, as the records' ``sample_index`` (by default 0..N−1;
     smoothing seeds its noise by it). ``folder``: write the command line's files there while auditing;
-    an interrupted call resumes from its last chunk, and a finished one is read back.
+    an interrupted call resumes from its last chunk, and a finished one is read back. ``best``: also
+    record, per sample, the smallest distance any of the attacks found, as estimator ``best``
+    (the command line's ``audit.best``).
 
     The model is audited in eval mode; each module's mode is restored after.
     """
@@ -94,13 +101,13 @@ def audit(model: nn.Module, X, y=None, *, sensitive_features=None, estimators=No
         plan = _plan(estimators, every_nth, audited)
         data = _AuditedImages(source, index, names, groups)
         fingerprint = settings_hash({"api": data.fingerprint(), "estimators": _plan_settings(plan),
-                                     "summary": settings})
+                                     "summary": settings, **({"best": True} if best else {})})
         with ExitStack() as stack:
             out = Path(folder) if folder is not None else \
                 Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="robustness_bias-")))
             publisher = Publisher(out / "figures" if folder is not None else None, "×".join(chosen), settings)
             auditor = Auditor(plan, Samples(data, index), out, partition=chosen, settings_hash=fingerprint,
-                              progress=progress, publish=publisher)
+                              progress=progress, publish=publisher, best=best)
             written = audit_folder(out, TAG)
             if folder is not None and _finished(auditor, written, weights_hash(audited)):
                 log.info("%s already holds this audit: read back", written)
@@ -408,9 +415,9 @@ def _plan(estimators, every_nth, model: nn.Module) -> dict[str, EstimatorPlan]:
     plan = {}
     for name, spec in named:
         if isinstance(spec, str):
-            if spec not in ESTIMATORS:
-                raise ValueError(f"unknown estimator {spec!r}: use one of {list(ESTIMATORS)}, or an Estimator object")
-            spec = ESTIMATORS[spec]()
+            if spec not in NAMED:
+                raise ValueError(f"unknown estimator {spec!r}: use one of {list(NAMED)}, or an Estimator object")
+            spec = NAMED[spec]()
         if isinstance(spec, Estimator):
             spec = EstimatorPlan(spec, **PLANS.get(name, {}))
         if not isinstance(spec, EstimatorPlan):

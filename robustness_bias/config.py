@@ -179,6 +179,7 @@ class AuditConfig:
     min_group_size: int = setting(whole(1, 5))
     significance: Significance = MISSING
     skip_unfit_estimators: bool = setting(FLAG)
+    best: bool = setting(FLAG, False)   # also record the attacks' per-sample best bound as estimator ``best``
 
     def check(self, key: str) -> None:
         if self.shard >= self.num_shards:
@@ -384,6 +385,19 @@ class CarliniWagnerConfig:
 
 
 @dataclass
+class FastMinimumNormConfig:
+    """Fast Minimum-Norm L2, Pintor et al. 2021 (an upper bound on the distance to the boundary)."""
+
+    _target_: str = MISSING
+    steps: int = setting(whole(1, 100))
+    alpha_init: float = setting(positive(1.0))                  # α₀, the initial step length
+    alpha_final: Optional[float] = setting(optional(positive(0.01), "for alpha_init / 100", "null"))
+    gamma_init: float = setting(probability(0.05))              # γ₀: ε changes by a factor 1 ± γ per step
+    gamma_final: float = setting(probability(0.001))
+    refine_steps: int = setting(whole(0, 10), 10)
+
+
+@dataclass
 class SmoothingConfig:
     """Randomized smoothing's certified radius (a lower bound, of the smoothed classifier)."""
 
@@ -497,7 +511,7 @@ SCHEMAS = {
     "model/network": ModelConfig, "model/torchvision": TorchvisionModel, "model/small_cnn": SmallCNN,
     "model/pyramidnet": PyramidNet, "imagenet": ImageNetConfig,
     "estimator/deepfool": DeepFoolConfig, "estimator/cw": CarliniWagnerConfig, "estimator/rs": SmoothingConfig,
-    "estimator/exact": ExactConfig,
+    "estimator/exact": ExactConfig, "estimator/fmn": FastMinimumNormConfig,
     "trainer": TrainerConfig, "optim/sgd": SGDConfig, "scheduler/cosine": CosineConfig,
     "regularizer": RegularizerConfig, "module": ModuleConfig, "callbacks": CallbacksConfig, "paths": PathsConfig,
 }

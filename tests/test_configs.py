@@ -105,7 +105,7 @@ def test_unknown_names_list_the_options(override):
 def test_unknown_estimator_lists_the_options():
     """Hydra names a missing option of a list-valued group without listing the options; we do."""
     assert config_problem(["model=logreg", "estimator=[exact,deepfol]"]) == \
-        "'deepfol' is not an option of estimator. Available options in 'estimator': cw, deepfool, exact, rs"
+        "'deepfol' is not an option of estimator. Available options in 'estimator': cw, deepfool, exact, fmn, rs"
     assert config_problem(["model=resnet_typo"]).startswith("'resnet_typo' is not an option of model. Available "
                                                            "options in 'model': adience_classifier, alexnet, ")
 
@@ -115,7 +115,7 @@ def test_the_command_line_lists_the_estimators_in_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == ("robustness_bias: error: 'deepfol' is not an option of estimator. "
-                                   "Available options in 'estimator': cw, deepfool, exact, rs")
+                                   "Available options in 'estimator': cw, deepfool, exact, fmn, rs")
 
 
 def test_the_module_optimizer_and_schedule_are_built_from_the_config():

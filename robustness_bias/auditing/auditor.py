@@ -39,19 +39,20 @@ class Auditor:
     settings and the weights. Work in progress is stored in chunks, so a rerun after a crash
     resumes where it stopped. ``shard``/``num_shards`` split an audit across sweep jobs (the
     report merges them); under DDP each rank audits a share and rank 0 writes the whole.
-    ``partition`` names the attributes whose intersection the records get as an extra column.
+    ``partition`` names the attributes whose intersection the records get as an extra column. With
+    ``best`` the records gain the attacks' per-sample best bound as estimator ``best`` (best.py).
     """
 
     def __init__(self, plan: dict[str, EstimatorPlan], samples: Samples, output_dir: str | Path, *,
                  partition: list[str] = ("class",), settings_hash: str = "unhashed", shard: int = 0,
                  num_shards: int = 1, channels_last: bool = False, progress: bool = True,
-                 publish: Publish | None = None):
+                 publish: Publish | None = None, best: bool = False):
         if not 0 <= shard < num_shards:
             raise ValueError(f"shard={shard} num_shards={num_shards}: need 0 ≤ shard < num_shards")
         self.plan, self.samples, self.output_dir = dict(plan), samples, Path(output_dir)
         self.partition, self.settings_hash = list(partition), settings_hash
         self.shard, self.num_shards = shard, num_shards
-        self.channels_last, self.progress, self.publish = channels_last, progress, publish
+        self.channels_last, self.progress, self.publish, self.best = channels_last, progress, publish, best
 
     @property
     def shard_label(self) -> str | None:
@@ -85,7 +86,8 @@ class Auditor:
         try:
             with torch.random.fork_rng(devices=[]):
                 records = measure(model, self.samples, self.plan, chunks=partial, part=part, parts=parts,
-                                  channels_last=self.channels_last, progress=self.progress, label=label)
+                                  channels_last=self.channels_last, progress=self.progress, label=label,
+                                  best=self.best)
         finally:
             model.train(was_training)
             for planned in self.plan.values():   # the attacks' CUDA graphs: training needs the memory

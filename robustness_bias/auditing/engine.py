@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from ..estimators import FAILURES, DistanceResult, Estimator
 from ..estimators.base import nonfinite_rows
 from ..records import ChunkStore
+from .best import BEST, best_bound
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,14 @@ class Samples:
 
 def measure(model: torch.nn.Module, samples: Samples, plan: dict[str, EstimatorPlan], *,
             chunks: Path | None = None, part: int = 0, parts: int = 1, channels_last: bool = False,
-            progress: bool = False, label: str = "") -> pd.DataFrame:
+            progress: bool = False, label: str = "", best: bool = False) -> pd.DataFrame:
     """Records of every planned estimator on its samples: each takes every ``every_nth`` of ``samples``
     and, of these, shard ``part`` of ``parts`` every ``parts``-th.
 
     ``model`` is audited as it is (the caller puts it in eval mode), on the device of its parameters.
     With ``chunks``, finished chunks are stored below it (a :class:`~robustness_bias.records.ChunkStore`
-    per estimator) and read back on a rerun instead of recomputed.
+    per estimator) and read back on a rerun instead of recomputed. With ``best``, the records gain the
+    per-sample best bound of the attacks that ran, as estimator ``best`` (best.py).
     """
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     meta = predictions(model, samples, device, channels_last)
@@ -73,8 +75,13 @@ def measure(model: torch.nn.Module, samples: Samples, plan: dict[str, EstimatorP
         own = meta.iloc[::step.every_nth].iloc[part::parts]
         frames.append(estimate(name, step, model, samples.dataset, own, device, store, channels_last,
                                f"audit {label} · {name}", progress))
+    derived = best_bound(frames) if best else None
+    if best and derived is None:
+        log.warning("audit.best: no attack (upper-bound estimator) ran, so there is no best bound")
+    if derived is not None:
+        frames.append(derived)
     records = pd.concat(frames, ignore_index=True)
-    records["estimator"] = pd.Categorical(records["estimator"], categories=list(plan))
+    records["estimator"] = pd.Categorical(records["estimator"], categories=[*plan, *([BEST] if derived is not None else [])])
     records["failure"] = pd.Categorical(records["failure"], categories=[*FAILURES, NOT_ATTACKED])
     return records
 

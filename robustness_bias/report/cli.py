@@ -20,8 +20,9 @@ from .console import partition_label
 from .shards import merge_sharded_jobs
 from .tables import (agreement_statistics, collect, find_jobs, originals, regularization_table, settings_table,
                              sigma_table, single_attributes, table1, table2)
+from .tightness import tightness_tables
 
-PARTS = ("table1", "table2", "agreement", "sigma_final", "settings", "regularized", "figures")
+PARTS = ("table1", "table2", "agreement", "sigma_final", "settings", "regularized", "tightness", "figures")
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -129,6 +130,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m robustness_bias.r
                 "sigma_final": lambda: sigma_table(originals(sigma)), "settings": lambda: settings_table(accuracy),
                 "regularized": lambda: regularization_table(sigma, accuracy)}
     tables = {name: build() for name, build in builders.items() if name in args.only}
+    if "tightness" in args.only:   # sweeps audited with audit.best=true: σ at DeepFool, CW and the best bound
+        tables.update(tightness_tables(paper_cells, originals(accuracy)))
     for name in ("regularized", "settings"):   # no regularized runs, or no saved configs, among these sweeps
         if tables.get(name) is not None and tables[name].empty:
             del tables[name]

@@ -191,6 +191,8 @@ def settings_table(accuracy: pd.DataFrame) -> pd.DataFrame:
         if "cw" in estimators:
             cw = estimators["cw"]
             row["cw"] = f"{every('cw')}; {cw.binary_search_steps} × {cw.steps} steps"
+        if "fmn" in estimators:
+            row["fmn"] = f"{every('fmn')}; {estimators['fmn'].steps} steps"
         if "rs" in estimators:
             rs = estimators["rs"]
             row["rs"] = f"{every('rs')}; N = {rs.n:,}, N0 = {rs.n0}, σ = {rs.sigma}, α = {rs.alpha}"

@@ -1,0 +1,166 @@
+"""Known answers for Fast Minimum-Norm (estimators/fmn.py): exact on affine models where its loss's class is
+the nearest, tighter than DeepFool on the bench's CNN."""
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from robustness_bias.estimators import DeepFool, ExactLinear, FastMinimumNorm, affine_parameters
+from robustness_bias.estimators.base import FAILURES
+from robustness_bias.models import logreg
+
+SHAPE = (1, 6, 6)
+NORM = {"mean": [0.5], "std": [0.25]}
+
+
+def affine_model(classes: int, seed: int = 0) -> nn.Module:
+    """A random logistic regression whose boundaries lie 0.05–0.3 from typical points in [0.3, 0.7]."""
+    torch.manual_seed(seed)
+    model = logreg(SHAPE, classes, NORM)
+    with torch.no_grad():
+        model[2].weight.mul_(0.1)
+    return model.eval()
+
+
+def interior_points(model, count, seed=0):
+    """Points whose nearest boundary point stays well inside the box (the exact distance ignores the box)."""
+    torch.manual_seed(seed)
+    x = 0.3 + 0.4 * torch.rand(count * 40, *SHAPE)
+    y = model(x).argmax(1)
+    exact = ExactLinear()(model, x, y).distance
+    keep = exact * 1.05 < 0.3
+    return x[keep][:count], y[keep][:count], exact[keep][:count]
+
+
+def test_fmn_is_exact_within_1_percent_on_a_binary_affine_model():
+    model = affine_model(2)
+    x, y, exact = interior_points(model, 64, seed=1)
+    assert len(x) == 64
+    result = FastMinimumNorm()(model, x, y)
+    assert result.success.all()
+    ratio = result.distance / exact
+    assert (ratio >= 1 - 1e-5).all() and (ratio <= 1.01).all(), ratio
+    assert (result.queries == 2 * 100 + 10).all()   # a forward and a backward pass per step, then the bisection
+
+
+def test_fmn_lands_on_the_boundary_of_the_class_its_loss_follows_on_a_ten_class_affine_model():
+    """FMN descends f_y − max_{k≠y} f_k: on an affine model it reaches the boundary of the runner-up class k,
+    which is the nearest boundary for most points but not all (the exact distance takes the minimum of
+    (f_y − f_k) / ‖w_y − w_k‖ over every k)."""
+    model = affine_model(10)
+    x, y, exact = interior_points(model, 64)
+    weights, bias = affine_parameters(model, SHAPE)
+    logits = x.flatten(1).double() @ weights.T + bias
+    runner_up = logits.topk(2, 1).indices[:, 1]
+    own = logits.gather(1, y[:, None])[:, 0]
+    to_runner_up = (own - logits.gather(1, runner_up[:, None])[:, 0]) / (weights[y] - weights[runner_up]).norm(dim=1)
+    result = FastMinimumNorm()(model, x, y)
+    assert result.success.all()
+    torch.testing.assert_close(result.distance.double(), to_runner_up, rtol=1e-3, atol=0)
+    ratio = result.distance / exact
+    assert (ratio >= 1 - 1e-5).all()
+    assert ratio.median() <= 1.01
+
+
+@pytest.fixture(scope="module")
+def bench_model():
+    """The bench's small CNN trained on real digits and 256 of its correctly classified inputs (bench/estimators.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        import estimators as bench
+    finally:
+        sys.path.pop(0)
+    model, images, labels = bench.trained_model("small_cnn", 32, "cpu")
+    x, y = bench.correct_inputs(model, images, labels, 256)
+    return model, x, y
+
+
+def test_fmn_is_tighter_than_deepfool_on_the_bench_model(bench_model):
+    """At most 0.95× DeepFool's median distance (at the bench's 50 steps), succeeding as often."""
+    model, x, y = bench_model
+    deepfool = DeepFool(steps=50)(model, x, y, batch_size=64)
+    fmn = FastMinimumNorm()(model, x, y, batch_size=64)
+    assert fmn.success.sum() >= deepfool.success.sum()
+    assert fmn.distance.median() <= 0.95 * deepfool.distance.median(), (fmn.distance.median(), deepfool.distance.median())
+    # an upper bound: each distance is that of a point the model misclassifies
+    assert (fmn.distance[fmn.success] > 0).all()
+
+
+def test_fmn_results_do_not_depend_on_the_batch_size_beyond_rounding():
+    model = affine_model(10)
+    x, y, _ = interior_points(model, 20)
+    whole = FastMinimumNorm(steps=30)(model, x, y)
+    batched = FastMinimumNorm(steps=30)(model, x, y, batch_size=7)
+    torch.testing.assert_close(batched.distance, whole.distance, rtol=1e-4, atol=1e-6)
+    assert torch.equal(batched.queries, whole.queries)
+
+
+class OutsideSphere(nn.Module):
+    """Class 0 outside a sphere, class 1 inside: a hard, curved boundary."""
+
+    def __init__(self, centre, radius):
+        super().__init__()
+        self.centre, self.radius, self.scale = centre, radius, nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, x):
+        s = self.scale * ((x - self.centre).flatten(1).pow(2).sum(1) - self.radius ** 2)
+        return torch.stack([s, -s], 1)
+
+
+def test_fmn_given_one_step_on_a_hard_point_reports_failure_and_solves_it_with_more():
+    centre = torch.full(SHAPE, 0.5)
+    model = OutsideSphere(centre, radius=0.2).eval()
+    x = centre.clone()[None]
+    x[0, 0, 0, 0] += 0.6          # 0.4 from the sphere: one linearised step of ε ≈ 1.33 r falls short of 2 r
+    y = torch.zeros(1, dtype=torch.long)
+    failed = FastMinimumNorm(steps=1)(model, x, y)
+    assert not failed.success.any() and math.isinf(failed.distance.item())
+    assert FAILURES[int(failed.failure)] == "budget_exhausted"
+    solved = FastMinimumNorm()(model, x, y)
+    assert solved.success.all() and 0.4 <= solved.distance.item() <= 0.4 * 1.01
+
+
+class NaNFor(nn.Module):
+    """An affine model whose logits are NaN for inputs whose first pixel exceeds ``threshold``."""
+
+    def __init__(self, model, threshold):
+        super().__init__()
+        self.model, self.threshold = model, threshold
+
+    def forward(self, x):
+        out = self.model(x)
+        return torch.where((x.flatten(1)[:, :1] > self.threshold), torch.nan, out)
+
+
+def test_fmn_reports_nonfinite_logits_and_the_other_samples_run_on():
+    model = affine_model(10)
+    x, y, exact = interior_points(model, 8)
+    x[0, 0, 0, 0] = 0.95   # NaN from the start for this sample alone
+    nan_model = NaNFor(model, 0.9).eval()
+    y[0] = 0
+    result = FastMinimumNorm()(nan_model, x, y)
+    assert not result.success[0] and FAILURES[int(result.failure[0])] == "nonfinite_logits"
+    alone = FastMinimumNorm()(nan_model, x[1:], y[1:])
+    torch.testing.assert_close(result.distance[1:], alone.distance, rtol=1e-5, atol=1e-7)
+
+
+def test_fmn_counts_its_passes_and_leaves_the_model_trainable():
+    model = affine_model(10)
+    x, y, _ = interior_points(model, 4)
+    estimator = FastMinimumNorm(steps=20, refine_steps=5)
+    result = estimator(model, x, y)
+    passes = estimator.passes(result, 10)
+    assert torch.equal(passes.forward + passes.graphed + passes.backward, result.queries)
+    assert (passes.graphed == 20).all() and (passes.backward == 20).all()
+    assert all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("kwargs", [{"steps": 0}, {"alpha_init": 0}, {"gamma_init": 0.01, "gamma_final": 0.1},
+                                    {"gamma_init": 1.0}, {"refine_steps": -1}])
+def test_fmn_refuses_impossible_settings(kwargs):
+    with pytest.raises(ValueError, match="fmn"):
+        FastMinimumNorm(**kwargs)
