@@ -13,9 +13,9 @@ from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from .analysis.summary import SUMMARY_OPTIONS, audited_accuracy, sigmas_of
+from .analysis.summary import SUMMARY_OPTIONS, sigmas_of
 from .analysis.summary import summary_settings as audit_summary_settings
-from .auditing import Auditor, EstimatorPlan, Samples
+from .auditing import Auditor, EstimatorPlan, Samples, accuracy
 from .config import ConfigError, checked, job_fingerprint
 from .console import interactive
 from .data import ImageDataModule
@@ -201,8 +201,9 @@ def run_in(cfg: DictConfig, output_dir: Path) -> dict:
                       best=cfg.audit.best)
     try:
         if cfg.mode == "audit":   # no training: the estimators run once on the given model, as the final audit
-            records = auditor(model.to(audit_device(cfg)).eval(), checkpoint_epoch or 0, ["final"])
-            test_accuracy = audited_accuracy(records)
+            audited = model.to(audit_device(cfg)).eval()
+            auditor(audited, checkpoint_epoch or 0, ["final"])
+            test_accuracy = accuracy(audited, auditor.samples, cfg.module.channels_last)   # the whole test set's
             for logger in loggers:
                 logger.log_metrics({"test/acc": test_accuracy}, step=0)
             tags = ["final"]

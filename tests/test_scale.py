@@ -70,6 +70,12 @@ def test_sharded_audits_of_a_checkpoint_merge_with_the_whole_test_accuracy(tmp_p
     result = json.loads((merged / "result.json").read_text())
     assert result["test_accuracy"] == pytest.approx(whole["test_accuracy"]) and result["sigma"] == whole["sigma"]
     pd.testing.assert_frame_equal(*(tables(job, "final")[0] for job in (merged, tmp_path / "whole")))
+    # the accuracy is the whole test set's, also where every estimator measures only some of it
+    thinned = run(compose_config([*audit, *(f"audit.plan.{name}.every_nth=7" for name in ("exact", "deepfool", "rs"))],
+                                 tmp_path / "thinned"))
+    records, _ = tables(tmp_path / "thinned", "final")
+    assert records["sample_index"].nunique() < 60
+    assert thinned["test_accuracy"] == whole["test_accuracy"] != records.drop_duplicates("sample_index")["correct"].mean()
 
 
 def test_a_missing_or_duplicated_shard_is_an_error():

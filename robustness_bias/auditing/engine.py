@@ -95,6 +95,13 @@ def batches(dataset: Dataset, indices, batch_size: int, device, channels_last: b
         yield x, y.to(device)
 
 
+def accuracy(model: torch.nn.Module, samples: Samples, channels_last: bool = False) -> float:
+    """The share of ``samples`` the model classifies correctly, whichever of them an audit measures (an
+    estimator's ``every_nth`` or a shard audits only some)."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return float(predictions(model, samples, device, channels_last)["correct"].mean())
+
+
 @torch.no_grad()
 def predictions(model, samples: Samples, device, channels_last: bool, batch_size: int = 256) -> pd.DataFrame:
     """The samples' metadata with the model's ``prediction`` and whether it is ``correct``; a sample whose

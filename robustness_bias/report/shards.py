@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 
-from ..analysis.summary import audited_accuracy, sigmas_of, summarize
+from ..analysis.summary import sigmas_of, summarize
 from ..records import audit_folder, merge_shards, read_records, write_json, write_records, write_summary
 
 
@@ -55,8 +55,6 @@ def merge_jobs(shards: dict[int, Path], count: int) -> Path:
         write_records(audit_folder(target, tag), records)
         audits[tag] = summarize(records, first["summary_settings"]).assign(epoch_tag=tag)
         write_summary(audit_folder(target, tag), audits[tag])
-    if first["mode"] == "audit":   # each shard's accuracy covered its own samples only
-        first["test_accuracy"] = audited_accuracy(records)
     result = {**first, "shard": None, "merged_from": [str(shards[i]) for i in sorted(shards)],
               "output_dir": str(target), "audits": {tag: str(audit_folder(target, tag)) for tag in audits},
               "sigma": sigmas_of(audits["final"], first["partition"])}
