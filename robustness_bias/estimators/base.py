@@ -144,6 +144,27 @@ def l2_norm(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).norm(dim=1)
 
 
+@torch.no_grad()
+def shrunk_onto_boundary(model, x0: torch.Tensor, perturbation: torch.Tensor, y: torch.Tensor,
+                         steps: int) -> torch.Tensor:
+    """The length of the smallest multiple of each ``perturbation`` that still fools the model at
+    ``x0 + multiple · perturbation``, bisected over (0, 1] in ``steps`` forward passes.
+
+    An attack stops a little beyond the boundary; this moves its point back onto it along its own
+    direction, so the distance can only shrink. Non-finite logits count as not fooled there: the
+    kept, already valid, multiple stays.
+    """
+    low = torch.zeros(len(x0), device=x0.device)
+    high = torch.ones(len(x0), device=x0.device)
+    shape = [-1] + [1] * (x0.dim() - 1)
+    for _ in range(steps):
+        mid = (low + high) / 2
+        logits = model(x0 + mid.view(shape) * perturbation)
+        fooled = (logits.argmax(1) != y) & ~nonfinite_rows(logits)
+        high, low = torch.where(fooled, mid, high), torch.where(fooled, low, mid)
+    return l2_norm(high.view(shape) * perturbation)
+
+
 def is_channels_last(x: torch.Tensor) -> bool:
     """An image batch laid out channels-last (NHWC), as a channels-last model wants its inputs."""
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)

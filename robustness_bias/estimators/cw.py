@@ -30,7 +30,8 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from .base import DistanceResult, Estimator, Passes, failed, failure_codes, frozen, l2_norm, nonfinite_rows
+from .base import (DistanceResult, Estimator, Passes, failed, failure_codes, frozen, l2_norm, nonfinite_rows,
+                   shrunk_onto_boundary)
 from .graphs import GraphedSteps, StepCache
 from .pool import Pool, Rows
 
@@ -187,27 +188,12 @@ class CarliniWagner(Estimator):
     def _build_steps(self, model: nn.Module) -> "AdamSteps":
         return AdamSteps(functools.partial(self._adam_step, model), GraphedSteps(self.cuda_graphs, self.name))
 
-    @torch.no_grad()
     def _shrink(self, model, x0, adversarial, y, distance, queries, samples) -> None:
-        """Bisect along the kept perturbation of each of ``samples`` for the smallest multiple that still
-        fools the model.
-
-        Adam stops a little beyond the boundary; this moves the kept point back onto it along its
-        own direction, so the distance can only shrink (``refine_steps`` forward passes). Non-finite
-        logits count as not fooled there: the kept, already valid, multiple stays.
-        """
-        x0, label = x0[samples], y[samples]
-        perturbation = adversarial[samples] - x0
-        low = torch.zeros(len(samples), device=x0.device)
-        high = torch.ones(len(samples), device=x0.device)
-        shape = [-1] + [1] * (x0.dim() - 1)
-        for _ in range(self.refine_steps):
-            mid = (low + high) / 2
-            logits = model(x0 + mid.view(shape) * perturbation)
-            fooled = (logits.argmax(1) != label) & ~nonfinite_rows(logits)   # NaN: keep the valid ``high``
-            high, low = torch.where(fooled, mid, high), torch.where(fooled, low, mid)
+        """The kept points of ``samples`` moved back onto the boundary (base.shrunk_onto_boundary)."""
+        shrunk = shrunk_onto_boundary(model, x0[samples], adversarial[samples] - x0[samples], y[samples],
+                                      self.refine_steps)
         queries[samples] += self.refine_steps
-        distance[samples] = torch.minimum(distance[samples], l2_norm(high.view(shape) * perturbation))
+        distance[samples] = torch.minimum(distance[samples], shrunk)
 
 
 class AdamSteps(NamedTuple):

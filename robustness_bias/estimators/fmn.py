@@ -37,7 +37,8 @@ import math
 import torch
 from torch import nn
 
-from .base import DistanceResult, Estimator, Passes, failed, failure_codes, frozen, l2_norm, nonfinite_rows
+from .base import (DistanceResult, Estimator, Passes, failed, failure_codes, frozen, l2_norm, nonfinite_rows,
+                   shrunk_onto_boundary)
 
 
 class FastMinimumNorm(Estimator):
@@ -117,21 +118,10 @@ class FastMinimumNorm(Estimator):
         return DistanceResult(distance=distance, success=success, queries=queries,
                               failure=failure_codes(success, bad), bound=self.bound)
 
-    @torch.no_grad()
     def _shrink(self, model, x, best, y, distance, queries, success) -> None:
-        """Bisect along each kept perturbation for the smallest multiple that still fools the model (as CW's
-        refinement): the distance can only shrink. Non-finite logits count as not fooled there."""
+        """The kept perturbations moved back onto the boundary (base.shrunk_onto_boundary, as CW's)."""
         rows = success.nonzero()[:, 0]
-        if not len(rows):
-            return
-        x0, label, perturbation = x[rows], y[rows], best[rows]
-        low = torch.zeros(len(rows), device=x.device)
-        high = torch.ones(len(rows), device=x.device)
-        shape = [-1] + [1] * (x.dim() - 1)
-        for _ in range(self.refine_steps):
-            mid = (low + high) / 2
-            logits = model(x0 + mid.view(shape) * perturbation)
-            fooled = (logits.argmax(1) != label) & ~nonfinite_rows(logits)
-            high, low = torch.where(fooled, mid, high), torch.where(fooled, low, mid)
-        queries[rows] += self.refine_steps
-        distance[rows] = torch.minimum(distance[rows], l2_norm(high.view(shape) * perturbation))
+        if len(rows):
+            shrunk = shrunk_onto_boundary(model, x[rows], best[rows], y[rows], self.refine_steps)
+            queries[rows] += self.refine_steps
+            distance[rows] = torch.minimum(distance[rows], shrunk)
