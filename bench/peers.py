@@ -10,13 +10,13 @@ attacks' live plots, which a stub stands in for here. Without adv-lib its rows a
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-from scipy.stats import norm
-
 import importlib.util
 import sys
 import types
+
+import numpy as np
+import torch
+from scipy.stats import norm
 
 from robustness_bias.estimators.base import l2_norm
 from robustness_bias.estimators.smoothing import lower_confidence_bound

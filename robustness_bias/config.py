@@ -308,11 +308,17 @@ class ImageFolderData(FileData):
 
 
 @dataclass
-class ModelConfig:
-    """A network builder; the pipeline calls it with the dataset's input shape, classes and normalization."""
+class PartialConfig:
+    """An object the pipeline completes with what the job knows only when it runs (Hydra's ``_partial_``)."""
 
     _target_: str = MISSING
     _partial_: bool = True
+
+
+@dataclass
+class ModelConfig(PartialConfig):
+    """A network builder; the pipeline calls it with the dataset's input shape, classes and normalization."""
+
     # the learning rate optim.lr takes by default: its family's (learning_rates); only through optim.lr does it
     # shape a result, and there the fingerprint holds it
     lr: float = setting(positive(0.05), MISSING, shapes_results=False)
@@ -442,11 +448,9 @@ class TrainerConfig:
 
 
 @dataclass
-class SGDConfig:
-    """torch.optim.SGD, given the network's parameters by the module (``_partial_``)."""
+class SGDConfig(PartialConfig):
+    """torch.optim.SGD, given the network's parameters by the module."""
 
-    _target_: str = MISSING
-    _partial_: bool = True
     lr: float = setting(positive(0.05))
     momentum: float = setting(fraction(0.9))
     weight_decay: float = setting(at_least_zero(0))
@@ -454,20 +458,16 @@ class SGDConfig:
 
 
 @dataclass
-class CosineConfig:
-    """A cosine learning-rate schedule, given the optimizer by the module (``_partial_``)."""
+class CosineConfig(PartialConfig):
+    """A cosine learning-rate schedule, given the optimizer by the module."""
 
-    _target_: str = MISSING
-    _partial_: bool = True
     T_max: int = setting(whole(1, 5))   # epochs
 
 
 @dataclass
-class RegularizerConfig:
+class RegularizerConfig(PartialConfig):
     """The robustness-bias regularizer (the paper's Appendix B), completed with the dataset's partition."""
 
-    _target_: str = MISSING
-    _partial_: bool = True
     alpha: float = setting(at_least_zero(1.0))
     tau: float = setting(at_least_zero(2.0))
     temperature: float = setting(positive(0.1))
@@ -476,11 +476,9 @@ class RegularizerConfig:
 
 
 @dataclass
-class ModuleConfig:
+class ModuleConfig(PartialConfig):
     """The LightningModule; the pipeline hands it the network, the optimizer, the schedule and the regularizer."""
 
-    _target_: str = MISSING
-    _partial_: bool = True
     channels_last: bool = setting(FLAG)
     compile: bool = setting(FLAG)
 

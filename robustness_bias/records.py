@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 log = logging.getLogger(__name__)
 
 AUDITS = "audits"
+BEST_BOUND = "best"   # the estimator name of the per-sample best bound in the records (auditing/best.py)
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from peers import Counted   # bench/, on the path through conftest
 from robustness_bias.auditing import EstimatorPlan, Samples, measure
 from robustness_bias.estimators import CarliniWagner, DeepFool
 from robustness_bias.estimators.base import BUDGET_EXHAUSTED, NO_FAILURE, NONFINITE_LOGITS, Estimator
@@ -34,32 +35,33 @@ def cnn(seed=0):
     return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 3 * 3, 5)).eval()
 
 
-class RowByRow(nn.Module):
-    """Runs ``net`` on one row at a time, so that a row's arithmetic is the same in any batch: batched
-    kernels round differently for other batch sizes, which would hide a real difference. Counts the
-    rows of its forward passes (with and without a graph) and of the backward passes through its output."""
+class OneRowAtATime(nn.Module):
+    """``net`` on one row at a time, so that a row's arithmetic is the same in any batch: batched kernels
+    round differently for other batch sizes, which would hide a real difference."""
 
     def __init__(self, net):
         super().__init__()
-        self.net, self.widths = net, []
-        self.reset()
+        self.net = net
+        self.train(net.training)
+
+    def forward(self, x):
+        return torch.cat([self.net(row[None]) for row in x])
+
+
+class RowByRow(Counted):
+    """The bench's counted model (rows of forward passes, with and without a graph, and of backward passes)
+    around ``net`` run one row at a time; ``widths`` holds each call's batch size."""
+
+    def __init__(self, net):
+        super().__init__(OneRowAtATime(net))
 
     def reset(self):
-        self.forward_rows = self.graphed_rows = self.backward_rows = 0
-        self.widths.clear()
+        super().reset()
+        self.widths = []
 
     def forward(self, x):
         self.widths.append(len(x))
-        out = torch.cat([self.net(row[None]) for row in x])
-        if out.requires_grad:
-            self.graphed_rows += len(x)
-            out.register_hook(self.count_backward)
-        else:
-            self.forward_rows += len(x)
-        return out
-
-    def count_backward(self, grad):
-        self.backward_rows += len(grad)
+        return super().forward(x)
 
 
 def inputs(model, count=COUNT, seed=1):

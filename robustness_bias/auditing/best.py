@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ..estimators import FAILURES, UPPER
+from ..records import BEST_BOUND as BEST
 
-BEST = "best"
 NONE = FAILURES[0]
 
 

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.agreement import CELL, agreement, paired
+from ..records import BEST_BOUND as BEST
 
 ATTACKS = ("deepfool", "cw", "fmn")
-BEST = "best"
 PAIRS = (("deepfool", BEST), ("cw", BEST), ("fmn", BEST), ("deepfool", "cw"))
 LEVEL = 0.05
 
