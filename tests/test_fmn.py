@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from test_estimators import OutsideSphere   # tests/, on the path as pytest runs them
 from robustness_bias.estimators import DeepFool, ExactLinear, FastMinimumNorm, affine_parameters
 from robustness_bias.estimators.base import FAILURES
 from robustness_bias.models import logreg
@@ -99,21 +100,11 @@ def test_fmn_results_do_not_depend_on_the_batch_size_beyond_rounding():
     assert torch.equal(batched.queries, whole.queries)
 
 
-class OutsideSphere(nn.Module):
-    """Class 0 outside a sphere, class 1 inside: a hard, curved boundary."""
-
-    def __init__(self, centre, radius):
-        super().__init__()
-        self.centre, self.radius, self.scale = centre, radius, nn.Parameter(torch.tensor(10.0))
-
-    def forward(self, x):
-        s = self.scale * ((x - self.centre).flatten(1).pow(2).sum(1) - self.radius ** 2)
-        return torch.stack([s, -s], 1)
-
-
 def test_fmn_given_one_step_on_a_hard_point_reports_failure_and_solves_it_with_more():
     centre = torch.full(SHAPE, 0.5)
     model = OutsideSphere(centre, radius=0.2).eval()
+    with torch.no_grad():
+        model.scale.fill_(10.0)
     x = centre.clone()[None]
     x[0, 0, 0, 0] += 0.6          # 0.4 from the sphere: one linearised step of ε ≈ 1.33 r falls short of 2 r
     y = torch.zeros(1, dtype=torch.long)
