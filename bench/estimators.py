@@ -19,6 +19,7 @@ towards ours.
     python bench/estimators.py --model resnet50 --image-size 32 --device cuda --images 512
     python bench/estimators.py --model resnet50 --image-size 224 --device cuda --rs-n 10000
     python bench/estimators.py --rs-compile                     # smoothing through torch.compile
+    python bench/estimators.py --split                          # our attacks' time in their model's passes (CPU)
 """
 
 from __future__ import annotations
@@ -187,6 +188,29 @@ def profile_attacks(model, x, y, device: str, deepfool_steps: int, names: list[s
                                         row_limit=12))
 
 
+def split_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str], batch_size: int) -> None:
+    """Our DeepFool's and CW's share of their floor, split in two: the share of the attack's time that its
+    model's passes take (timed inside the attack, peers.Timed), and how near the floor's rates those passes
+    run there. On a CPU, where a pass has ended when its call returns."""
+    floor = pass_seconds(model, x, device, (min(batch_size, len(x)), len(x)))
+    attacks = {"deepfool": DeepFool(steps=deepfool_steps), "cw": CarliniWagner()}
+    timed_model = peers.Timed(model)
+    with torch.no_grad():
+        classes = int(model(x[:1]).shape[1])
+    for name, attack in ((name, attacks[name]) for name in names):
+        ours(attack, batch_size)(timed_model, x[:1], y[:1])   # warm-up
+        timed_model.reset()
+        result, seconds = timed(device, ours(attack, batch_size), timed_model, x, y)
+        ran = (timed_model.forward_rows, timed_model.graphed_rows, timed_model.backward_rows)
+        passes = timed_model.forward_seconds + timed_model.backward_seconds
+        ran_at_floor = sum(n * t for n, t in zip(ran, floor))
+        counted_at_floor = sum(int(n.sum()) * t for n, t in zip(attack.passes(result, classes), floor))
+        print(f"{name} (ours): {seconds:.2f} s, {counted_at_floor / seconds:.0%} of its floor. Its model's passes took "
+              f"{passes:.2f} s ({passes / seconds:.0%} of the time: forward {timed_model.forward_seconds:.2f} s, "
+              f"backward {timed_model.backward_seconds:.2f} s); at the floor's rates they take {ran_at_floor:.2f} s "
+              f"({ran_at_floor / passes:.0%}), the passes its queries count {counted_at_floor:.2f} s", flush=True)
+
+
 def row(method, peer_of, distances, seconds, count, passes, floor):
     """A failure is +inf (attacks) or a zero radius (smoothing): neither counts as solved. ``passes``: the
     forward passes, those keeping a graph and the backward passes the method ran; ``floor``: which floor's
@@ -263,7 +287,13 @@ def main(argv=None) -> pd.DataFrame:
                         help="timed calls per method after its warm-up; the table keeps the fastest")
     parser.add_argument("--profile", nargs="*", choices=["deepfool", "cw"], default=None,
                         help="instead of the table: profile our DeepFool and CW (or those named) on the same inputs")
+    parser.add_argument("--split", nargs="*", choices=["deepfool", "cw"], default=None,
+                        help="instead of the table: the time our DeepFool's and CW's (or those named) model passes take "
+                             "inside the attack, against the floor's rates (CPU)")
     args = parser.parse_args(argv)
+    if args.split is not None and args.device != "cpu":
+        parser.error("--split times passes as their calls return, which a GPU does before it has run them: "
+                     "use --device cpu")
 
     args.cuda_graphs = args.device == "cuda" if args.cuda_graphs is None else args.cuda_graphs
     steady = steady_cpu_allocator()   # every row in the allocator's warm state, whatever ran before it
@@ -279,6 +309,9 @@ def main(argv=None) -> pd.DataFrame:
     if args.profile is not None:
         profile_attacks(model, x, y, args.device, args.deepfool_steps, args.profile or ["deepfool", "cw"],
                         args.batch_size)
+        return pd.DataFrame()
+    if args.split is not None:
+        split_attacks(model, x, y, args.device, args.deepfool_steps, args.split or ["deepfool", "cw"], args.batch_size)
         return pd.DataFrame()
     with torch.no_grad():
         classes = int(model(x[:1]).shape[1])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 import types
 
 import numpy as np
@@ -47,6 +48,45 @@ class Counted(torch.nn.Module):
 
     def _count_backward(self, grad: torch.Tensor) -> None:
         self.backward_rows += len(grad)
+
+
+class Timed(Counted):
+    """Counted, and timing its passes: the seconds spent in its forward passes, and in its backward passes
+    from the gradient at its output to the gradient at its input. Meaningful on a CPU, where a pass has
+    ended when its call returns (a GPU runs them asynchronously)."""
+
+    def reset(self) -> None:
+        super().reset()
+        self.forward_seconds = self.backward_seconds = 0.0
+        self._backward_from = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        out = super().forward(_BackwardEnd.apply(x, self) if x.requires_grad else x)
+        if out.requires_grad:
+            out.register_hook(self._backward_starts)
+        self.forward_seconds += time.perf_counter() - start
+        return out
+
+    def _backward_starts(self, grad: torch.Tensor) -> None:
+        self._backward_from = time.perf_counter()
+
+    def backward_ended(self) -> None:
+        self.backward_seconds += time.perf_counter() - self._backward_from
+
+
+class _BackwardEnd(torch.autograd.Function):
+    """The identity, telling a Timed model when a backward pass has reached its input."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, timed: Timed) -> torch.Tensor:
+        ctx.timed = timed
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        ctx.timed.backward_ended()
+        return grad, None
 
 
 def checked_distances(model, x: torch.Tensor, y: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:

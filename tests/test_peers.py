@@ -4,6 +4,7 @@
 import platform
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -84,6 +85,44 @@ def test_the_counted_model_counts_the_passes_a_peer_runs():
     for column in range(2):   # two backward passes through one graph, as DeepFool's candidates take them
         torch.autograd.grad(out[:, column].sum(), inputs, retain_graph=True)
     assert (counted.forward_rows, counted.graphed_rows, counted.backward_rows) == (5, 5, 10)
+
+
+class _Slow(torch.autograd.Function):
+    """The identity, sleeping ``forward`` seconds in its forward pass and ``backward`` seconds in its backward pass."""
+
+    @staticmethod
+    def forward(ctx, x, forward, backward):
+        time.sleep(forward)
+        ctx.backward = backward
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        time.sleep(ctx.backward)
+        return grad, None, None
+
+
+def test_the_timed_model_times_its_own_passes_and_nothing_around_them():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(12, 3)
+    model = torch.nn.Sequential(torch.nn.Flatten(), linear).eval()
+    model.forward = lambda x: linear(_Slow.apply(x.flatten(1), 0.02, 0.03))   # 20 ms forward, 30 ms backward
+    timed = peers.Timed(model)
+    inputs = torch.rand(5, 3, 2, 2).requires_grad_(True)
+    around = _Slow.apply(inputs, 0.05, 0.05)   # work of the attack's own, before and after the model's passes
+    out = timed(around)
+    for column in range(2):
+        torch.autograd.grad(_Slow.apply(out[:, column], 0.05, 0.05).sum(), inputs, retain_graph=True)
+    assert (timed.forward_rows, timed.graphed_rows, timed.backward_rows) == (0, 5, 10)
+    assert 0.02 <= timed.forward_seconds < 0.045   # none of the 50 ms before them
+    assert 0.06 <= timed.backward_seconds < 0.1   # two backward passes of 30 ms; none of the 50 ms around them
+
+
+def test_bench_split_prints_how_much_of_our_attacks_time_their_passes_take(capsys):
+    bench.main(["--images", "8", "--device", "cpu", "--split", "--image-size", "16", "--batch-size", "4"])
+    printed = capsys.readouterr().out
+    for attack in ("deepfool", "cw"):
+        assert f"{attack} (ours): " in printed and "of its floor. Its model's passes took" in printed
 
 
 def test_bench_prints_the_share_of_its_floor_for_every_row(capsys):
