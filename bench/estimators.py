@@ -189,9 +189,10 @@ def profile_attacks(model, x, y, device: str, deepfool_steps: int, names: list[s
 
 
 def split_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str], batch_size: int) -> None:
-    """Our DeepFool's and CW's share of their floor, split in two: the share of the attack's time that its
-    model's passes take (timed inside the attack, peers.Timed), and how near the floor's rates those passes
-    run there. On a CPU, where a pass has ended when its call returns."""
+    """Our DeepFool's and CW's share of their floor as the product of three: the share of the attack's time
+    that its model's passes take (timed inside the attack, peers.Timed), how near the floor's rates those
+    passes run there, and how much of them the queries count. On a CPU, where a pass has ended when its call
+    returns."""
     floor = pass_seconds(model, x, device, (min(batch_size, len(x)), len(x)))
     attacks = {"deepfool": DeepFool(steps=deepfool_steps), "cw": CarliniWagner()}
     timed_model = peers.Timed(model)
