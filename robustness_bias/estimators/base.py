@@ -145,15 +145,19 @@ def l2_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def shrunk_onto_boundary(model, x0: torch.Tensor, perturbation: torch.Tensor, y: torch.Tensor,
-                         steps: int) -> torch.Tensor:
-    """The length of the smallest multiple of each ``perturbation`` that still fools the model at
-    ``x0 + multiple · perturbation``, bisected over (0, 1] in ``steps`` forward passes.
+def shorten_onto_boundary(model, x0: torch.Tensor, perturbation: torch.Tensor, y: torch.Tensor, rows: torch.Tensor,
+                          steps: int, distance: torch.Tensor, queries: torch.Tensor) -> None:
+    """Moves the adversarial points ``x0 + perturbation`` of ``rows`` back onto the boundary along their own
+    direction: the smallest multiple of each perturbation in (0, 1] that still fools the model, bisected in
+    ``steps`` forward passes, which the rows' ``queries`` count. Their ``distance`` becomes that multiple's
+    length where it is shorter.
 
-    An attack stops a little beyond the boundary; this moves its point back onto it along its own
-    direction, so the distance can only shrink. Non-finite logits count as not fooled there: the
-    kept, already valid, multiple stays.
+    An attack stops a little beyond the boundary, so the distance can only shrink. Non-finite logits
+    count as not fooled there: the kept, already valid, multiple stays.
     """
+    if len(rows) == 0:
+        return
+    x0, perturbation, y = x0[rows], perturbation[rows], y[rows]
     low = torch.zeros(len(x0), device=x0.device)
     high = torch.ones(len(x0), device=x0.device)
     shape = [-1] + [1] * (x0.dim() - 1)
@@ -162,7 +166,8 @@ def shrunk_onto_boundary(model, x0: torch.Tensor, perturbation: torch.Tensor, y:
         logits = model(x0 + mid.view(shape) * perturbation)
         fooled = (logits.argmax(1) != y) & ~nonfinite_rows(logits)
         high, low = torch.where(fooled, mid, high), torch.where(fooled, low, mid)
-    return l2_norm(high.view(shape) * perturbation)
+    queries[rows] += steps
+    distance[rows] = torch.minimum(distance[rows], l2_norm(high.view(shape) * perturbation))
 
 
 def is_channels_last(x: torch.Tensor) -> bool:

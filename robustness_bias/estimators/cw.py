@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .base import (DistanceResult, Estimator, Passes, failed, failure_codes, frozen, l2_norm, nonfinite_rows,
-                   shrunk_onto_boundary)
+                   shorten_onto_boundary)
 from .graphs import GraphedSteps, StepCache
 from .pool import Pool, Rows
 
@@ -128,9 +128,10 @@ class CarliniWagner(Estimator):
             retire(pool.leave(leave))
         success = torch.isfinite(distance)
         if self.refine_steps:
-            found = success.nonzero()[:, 0]
+            found, perturbation = success.nonzero()[:, 0], adversarial - x
             for start in range(0, len(found), width):
-                self._shrink(model, x, adversarial, y, distance, queries, found[start:start + width])
+                shorten_onto_boundary(model, x, perturbation, y, found[start:start + width], self.refine_steps,
+                                      distance, queries)
         return DistanceResult(distance=distance, success=success, queries=queries,
                               failure=failure_codes(success, nonfinite), bound=self.bound)
 
@@ -187,13 +188,6 @@ class CarliniWagner(Estimator):
 
     def _build_steps(self, model: nn.Module) -> "AdamSteps":
         return AdamSteps(functools.partial(self._adam_step, model), GraphedSteps(self.cuda_graphs, self.name))
-
-    def _shrink(self, model, x0, adversarial, y, distance, queries, samples) -> None:
-        """The kept points of ``samples`` moved back onto the boundary (base.shrunk_onto_boundary)."""
-        shrunk = shrunk_onto_boundary(model, x0[samples], adversarial[samples] - x0[samples], y[samples],
-                                      self.refine_steps)
-        queries[samples] += self.refine_steps
-        distance[samples] = torch.minimum(distance[samples], shrunk)
 
 
 class AdamSteps(NamedTuple):

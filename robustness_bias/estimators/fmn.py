@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from .base import (DistanceResult, Estimator, Passes, failed, failure_codes, frozen, l2_norm, nonfinite_rows,
-                   shrunk_onto_boundary)
+                   shorten_onto_boundary)
 
 
 class FastMinimumNorm(Estimator):
@@ -114,14 +114,6 @@ class FastMinimumNorm(Estimator):
             queries += 2   # every row runs the step's passes, a bad one too (it no longer moves)
         success = torch.isfinite(distance)
         if self.refine_steps:
-            self._shrink(model, x, best, y, distance, queries, success)
+            shorten_onto_boundary(model, x, best, y, success.nonzero()[:, 0], self.refine_steps, distance, queries)
         return DistanceResult(distance=distance, success=success, queries=queries,
                               failure=failure_codes(success, bad), bound=self.bound)
-
-    def _shrink(self, model, x, best, y, distance, queries, success) -> None:
-        """The kept perturbations moved back onto the boundary (base.shrunk_onto_boundary, as CW's)."""
-        rows = success.nonzero()[:, 0]
-        if len(rows):
-            shrunk = shrunk_onto_boundary(model, x[rows], best[rows], y[rows], self.refine_steps)
-            queries[rows] += self.refine_steps
-            distance[rows] = torch.minimum(distance[rows], shrunk)
