@@ -74,6 +74,12 @@ def read_records(folder: Path) -> pd.DataFrame:
     return pd.read_parquet(folder / "records.parquet")
 
 
+def read_final_records(job: str | Path) -> pd.DataFrame | None:
+    """A job's final audit's records, or None where the job has written none (it failed, or has not got there)."""
+    folder = audit_folder(job, "final")
+    return read_records(folder) if (folder / "records.parquet").is_file() else None
+
+
 def write_summary(folder: Path, summary: pd.DataFrame) -> None:
     """The per-group table, as Parquet for the report and CSV for people."""
     write_table(summary, folder / "summary.parquet")

@@ -45,6 +45,6 @@ def best_bound(frames: list[pd.DataFrame], name: str = BEST) -> pd.DataFrame | N
     shared = (failures == failures[0]).all(0)
     failure = np.where(success, NONE, np.where(shared, failures[0], FAILURES[1]))
     precisions = list(dict.fromkeys(str(f["precision"].iloc[0]) for f in keyed)) if len(common) else ["fp32"]
-    best = attacks[0].set_index("sample_index").loc[common.to_numpy()].reset_index()
-    return best.assign(estimator=name, precision="+".join(precisions), distance=distance, bound=UPPER,
-                       success=success, queries=sum(f["queries"].to_numpy() for f in keyed), failure=failure)
+    return keyed[0].reset_index().assign(estimator=name, precision="+".join(precisions), distance=distance,
+                                         bound=UPPER, success=success,
+                                         queries=sum(f["queries"].to_numpy() for f in keyed), failure=failure)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..records import write_atomic, write_table
+from ..records import read_final_records, write_atomic, write_table
 from . import figures
 from .console import partition_label
 from .shards import merge_sharded_jobs
@@ -69,8 +69,8 @@ def write_figures(sigma: pd.DataFrame, accuracy: pd.DataFrame, out: Path) -> lis
         written += both_formats(out / "figures" / f"heatmap_{dataset}_{estimator}_{partition}", figures.sigma_heatmaps,
                                 sigma, dataset, estimator, partition, names=names.get(dataset))
     for dataset, jobs in accuracy.groupby("dataset"):
-        finals = [pd.read_parquet(Path(job.job) / "audits" / "final" / "records.parquet").assign(model=job.model)
-                  for job in jobs.itertuples() if (Path(job.job) / "audits" / "final" / "records.parquet").is_file()]
+        finals = [records.assign(model=job.model) for job in jobs.itertuples()
+                  if (records := read_final_records(job.job)) is not None]
         if not finals:
             continue
         records = pd.concat(finals, ignore_index=True)

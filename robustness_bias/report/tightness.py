@@ -17,13 +17,11 @@ sweeps whose records hold the ``best`` estimator (``audit.best=true``; ``make ti
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from ..analysis.agreement import CELL, agreement, paired
-from ..records import BEST_BOUND as BEST
+from ..records import BEST_BOUND as BEST, read_final_records
 
 ATTACKS = ("deepfool", "cw", "fmn")
 PAIRS = (("deepfool", BEST), ("cw", BEST), ("fmn", BEST), ("deepfool", "cw"))
@@ -96,10 +94,9 @@ def tightness_distances(jobs: pd.DataFrame) -> pd.DataFrame:
     (ties count for each), over the samples the best bound covers."""
     rows = []
     for job in jobs.itertuples():
-        path = Path(job.job) / "audits" / "final" / "records.parquet"
-        if not path.is_file():
+        records = read_final_records(job.job)
+        if records is None:
             continue
-        records = pd.read_parquet(path)
         records = records[records["correct"]]
         if not (records["estimator"] == BEST).any():
             continue
