@@ -1,8 +1,8 @@
 """Test accuracy of a model family at several learning rates, under the default recipe (SGD with momentum 0.9,
 a cosine schedule over the epochs, batch 64): how conf/config.yaml's learning_rates were chosen.
 
-On the bundled digits (8×8, 1,797 images, the default's 80/10/10 split) and on the same digits upsampled to
-CIFAR's 3×32×32 (a stand-in with CIFAR's input size; no CIFAR download here). Each rate over three seeds.
+On the bundled digits (8×8, 1,797 images, split and normalized as conf/dataset/digits.yaml says) and on the same
+digits upsampled to CIFAR's 3×32×32 (a stand-in with CIFAR's input size; no CIFAR download here). Each rate over three seeds.
 
     python bench/learning_rates.py logreg --rates 0.1,0.05,0.02,0.01,0.005,0.002
     python bench/learning_rates.py small_cnn --rates 0.1,0.05,0.01
@@ -14,13 +14,15 @@ import argparse
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
+from omegaconf import OmegaConf
 from torch.nn import functional as F
 
+from robustness_bias.config import CONFIG_DIR
+from robustness_bias.data import DigitsDataModule
 from robustness_bias.data.base import split_indices
 from robustness_bias.models import logreg, small_cnn
 
-NORMALIZATION = {"mean": [0.305], "std": [0.376]}   # conf/dataset/digits.yaml
+DIGITS = OmegaConf.load(CONFIG_DIR / "dataset" / "digits.yaml")   # the default dataset's normalization and split
 
 
 def accuracy(family: str, images: torch.Tensor, labels: torch.Tensor, splits, lr: float, epochs: int,
@@ -28,7 +30,7 @@ def accuracy(family: str, images: torch.Tensor, labels: torch.Tensor, splits, lr
     train, _, test = splits
     torch.manual_seed(seed)
     channels = images.shape[1]
-    norm = {key: value * channels for key, value in NORMALIZATION.items()}
+    norm = {key: list(value) * channels for key, value in DIGITS.normalization.items()}
     builder = {"logreg": logreg, "small_cnn": small_cnn}[family]
     model = builder(input_shape=tuple(images.shape[1:]), num_classes=10, normalization=norm)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
@@ -55,11 +57,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    digits = load_digits()
-    small = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    labels = torch.as_tensor(digits.target)
+    digits = DigitsDataModule(normalization=DIGITS.normalization).load()
+    small, labels = digits.images, torch.as_tensor(digits.labels)
     large = F.interpolate(small, size=32, mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
-    splits = split_indices(len(labels), 0.1, 0.2, 42)
+    splits = split_indices(len(labels), DIGITS.val_fraction, DIGITS.test_fraction, DIGITS.split_seed)
     for name, images in (("digits 1×8×8", small), ("digits as 3×32×32", large)):
         for rate in (float(value) for value in args.rates.split(",")):
             scores = [accuracy(args.family, images, labels, splits, rate, args.epochs, seed) for seed in range(args.seeds)]
