@@ -163,6 +163,12 @@ def smoothing_batches(smoothing: RandomizedSmoothing, model, x, precision: str =
         return runs_at, runs_at if smoothing.forward_batch is None else smoothing.probe(model, x).batch
 
 
+def our_attacks(deepfool_steps: int, names: list[str]):
+    """(name, attack) of our DeepFool and CW, those in ``names``, as ``--profile`` and ``--split`` run them."""
+    attacks = {"deepfool": DeepFool(steps=deepfool_steps), "cw": CarliniWagner()}
+    return [(name, attacks[name]) for name in names]
+
+
 def profile_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str], batch_size: int) -> None:
     """Where our DeepFool's and CW's time goes: the operators that cost most, and the device's and the
     host's totals, which against the wall time tell a launch-bound attack from a compute-bound one."""
@@ -170,8 +176,7 @@ def profile_attacks(model, x, y, device: str, deepfool_steps: int, names: list[s
 
     on_gpu = device == "cuda"
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_gpu else [])]
-    attacks = {"deepfool": DeepFool(steps=deepfool_steps), "cw": CarliniWagner()}
-    for name, attack in ((name, attacks[name]) for name in names):
+    for name, attack in our_attacks(deepfool_steps, names):
         ours(attack)(model, x[:4], y[:4])   # warm-up
         with profile(activities=activities) as prof:
             result, seconds = timed(device, ours(attack, batch_size), model, x, y)
@@ -194,11 +199,10 @@ def split_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str
     passes run there, and how much of them the queries count. On a CPU, where a pass has ended when its call
     returns."""
     floor = pass_seconds(model, x, device, (min(batch_size, len(x)), len(x)))
-    attacks = {"deepfool": DeepFool(steps=deepfool_steps), "cw": CarliniWagner()}
     timed_model = peers.Timed(model)
     with torch.no_grad():
         classes = int(model(x[:1]).shape[1])
-    for name, attack in ((name, attacks[name]) for name in names):
+    for name, attack in our_attacks(deepfool_steps, names):
         ours(attack, batch_size)(timed_model, x[:1], y[:1])   # warm-up
         timed_model.reset()
         result, seconds = timed(device, ours(attack, batch_size), timed_model, x, y)
