@@ -122,18 +122,27 @@ class ChunkStore:
 
     Chunks of an estimator whose results depend on the batch size (by float rounding) are kept apart
     per ``batch_size`` (None for batch-invariant ones), so that a rerun under another batch size
-    never mixes chunks that no uninterrupted run would produce.
+    never mixes chunks that no uninterrupted run would produce. The computed chunks are counted from
+    the chunk files themselves, so that a kill between a chunk's file and a count cannot lose it.
     """
 
     def __init__(self, folder: Path):
         self.folder = folder
         self.counts_file = folder / "counts.json"
-        self.counts = json.loads(self.counts_file.read_text()) if self.counts_file.is_file() else \
-            {"reused": 0, "computed": 0}
+        stored = json.loads(self.counts_file.read_text()) if self.counts_file.is_file() else {}
+        self.reused, self.replaced = stored.get("reused", 0), stored.get("replaced", 0)
 
     def path(self, number: int, batch_size: int | None) -> Path:
         folder = self.folder if batch_size is None else self.folder.with_name(f"{self.folder.name}-batch{batch_size}")
         return folder / f"chunk-{number:05d}.parquet"
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Chunks read back and chunks computed, over every attempt: a chunk file under any batch size is one
+        computation, and a file computed again over one that covered other samples one more."""
+        folders = [self.folder, *self.folder.parent.glob(f"{self.folder.name}-batch*")]
+        written = sum(1 for folder in folders for _ in folder.glob("chunk-*.parquet"))
+        return {"reused": self.reused, "computed": written + self.replaced}
 
     def read(self, number: int, samples: np.ndarray, batch_size: int | None) -> pd.DataFrame | None:
         """The stored chunk when it covers exactly these samples (counted as reused); None when it must be computed."""
@@ -143,17 +152,18 @@ class ChunkStore:
         stored = pd.read_parquet(path)
         if not np.array_equal(stored["sample_index"].to_numpy(), samples):
             log.warning("%s covers other samples than expected: recomputing it", path)
+            self.replaced += 1
+            self._save()
             return None
-        self._count("reused")
+        self.reused += 1
+        self._save()
         return stored
 
     def write(self, number: int, frame: pd.DataFrame, batch_size: int | None) -> None:
         write_table(frame, self.path(number, batch_size))
-        self._count("computed")
 
-    def _count(self, kind: str) -> None:
-        self.counts[kind] += 1
-        write_json(self.counts_file, self.counts)
+    def _save(self) -> None:
+        write_json(self.counts_file, {"reused": self.reused, "replaced": self.replaced})
 
 
 def shard_suffix(index: int, count: int) -> str:

@@ -20,7 +20,8 @@ from robustness_bias.auditing import Auditor, EstimatorPlan, Samples
 from robustness_bias.data import DigitsDataModule
 from robustness_bias.estimators import DeepFool, Estimator, RandomizedSmoothing
 from robustness_bias.pipeline import run
-from robustness_bias.records import audit_folder, read_chunk_counts
+from robustness_bias import records
+from robustness_bias.records import ChunkStore, audit_folder, read_chunk_counts
 from robustness_bias.report import publish
 from robustness_bias.report.publish import Publisher
 from robustness_bias.training import resumable
@@ -65,6 +66,33 @@ def test_a_killed_audit_resumes_from_its_last_chunk_and_ends_identical(tmp_path)
     assert chunks["reused"] >= finished_before_kill and chunks["computed"] == total, "no chunk computed twice"
     assert record_bytes(killed) == record_bytes(whole)
     assert not stored_chunks(killed), "chunks are removed once the records hold them"
+
+
+def test_chunk_counts_come_from_the_chunk_files_so_a_kill_after_any_write_loses_none(tmp_path, caplog,
+                                                                                     monkeypatch):
+    def frame(samples):
+        return pd.DataFrame({"sample_index": samples, "distance": np.ones(len(samples))})
+
+    store = ChunkStore(tmp_path / "deepfool")
+    store.write(0, frame([1, 2]), 16)
+    write_table = records.write_table
+
+    def killed_once_written(table, path):
+        write_table(table, path)
+        raise KeyboardInterrupt("killed right after the chunk's file landed")
+
+    monkeypatch.setattr(records, "write_table", killed_once_written)
+    with pytest.raises(KeyboardInterrupt):
+        store.write(1, frame([3, 4]), 16)
+    monkeypatch.undo()
+    resumed = ChunkStore(tmp_path / "deepfool")   # the rerun
+    assert resumed.counts == {"reused": 0, "computed": 2}
+    assert resumed.read(0, np.array([1, 2]), 16) is not None
+    assert resumed.read(1, np.array([3, 5]), 16) is None and "covers other samples" in caplog.text
+    resumed.write(1, frame([3, 5]), 16)   # computed again over the one that covered other samples
+    resumed.write(2, frame([6]), 8)       # after running out of memory: kept apart under its batch size
+    assert ChunkStore(tmp_path / "deepfool").counts == {"reused": 1, "computed": 4}
+    assert ChunkStore(tmp_path / "deepfool2").counts == {"reused": 0, "computed": 0}   # another estimator's
 
 
 @pytest.fixture(scope="module")
