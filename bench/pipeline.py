@@ -96,9 +96,9 @@ def correct(model, images, labels, count: int, device: torch.device, channels_la
 
 
 def images_per_second(estimator, model, x, y, device: torch.device, batch_size: int, precision: str = "fp32"):
-    """The estimator's images/s on ``x``, handed whole as an audit hands it a chunk, working on ``batch_size``
-    at once (the attacks' pool width), under autocast at ``precision`` as an audit's plan runs it; and its
-    result. No warm-up here: training has initialised CUDA, and smoothing's floor is measured (and
+    """The estimator's images/s on ``x``, handed whole as one queue (as an audit streams it its samples), working
+    on ``batch_size`` at once (the attacks' pool width), under autocast at ``precision`` as an audit's plan runs
+    it; and its result. No warm-up here: training has initialised CUDA, and smoothing's floor is measured (and
     compiled) first."""
     def call():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):

@@ -246,16 +246,17 @@ def test_bad_input_is_named(linear, test_digits, change, message):
 
 
 class CrashingDeepFool(DeepFool):
-    """DeepFool that dies (as a killed kernel would) after ``calls`` calls (chunks) of all its instances."""
+    """DeepFool that dies (as a killed kernel would) once all its instances have handed back ``chunks`` chunks."""
 
-    calls: int | None = None
+    chunks: int | None = None
 
-    def __call__(self, *args, **kwargs):
-        if CrashingDeepFool.calls == 0:
-            raise KeyboardInterrupt("simulated crash")
-        if CrashingDeepFool.calls is not None:
-            CrashingDeepFool.calls -= 1
-        return super().__call__(*args, **kwargs)
+    def stream(self, *args, **kwargs):
+        for done in super().stream(*args, **kwargs):
+            if CrashingDeepFool.chunks == 0:
+                raise KeyboardInterrupt("simulated crash")
+            if CrashingDeepFool.chunks is not None:
+                CrashingDeepFool.chunks -= 1
+            yield done
 
 
 def test_a_folder_makes_the_audit_resumable_by_chunk(linear, test_digits, tmp_path):
@@ -265,19 +266,19 @@ def test_a_folder_makes_the_audit_resumable_by_chunk(linear, test_digits, tmp_pa
         plan = {"deepfool": EstimatorPlan(CrashingDeepFool(), batch_size=8, chunk_size=16)}
         return audit(linear, images, labels, estimators=plan, folder=folder, progress=False)
 
-    CrashingDeepFool.calls = None
+    CrashingDeepFool.chunks = None
     whole = run_in(tmp_path / "whole")
-    CrashingDeepFool.calls = 2   # two chunks (an attack is handed a whole chunk per call), then the crash
+    CrashingDeepFool.chunks = 2   # two chunks handed back (and stored), then the crash
     with pytest.raises(KeyboardInterrupt):
         run_in(tmp_path / "killed")
-    CrashingDeepFool.calls = None
+    CrashingDeepFool.chunks = None
     resumed = run_in(tmp_path / "killed")
     # counted over both attempts, as result.json's audit_chunks: no chunk computed twice
     assert resumed.chunks[1]["deepfool"] == {"reused": 2, "computed": whole.chunks[1]["deepfool"]["computed"]}
     pd.testing.assert_frame_equal(resumed.records, whole.records)
     assert not list((tmp_path / "killed").glob("audits/.partial/*/deepfool*/chunk-*")), "chunks go once recorded"
 
-    CrashingDeepFool.calls = 0   # finished: read back, nothing measured
+    CrashingDeepFool.chunks = 0   # finished: read back, nothing measured
     pd.testing.assert_frame_equal(run_in(tmp_path / "killed").records, whole.records)
     with torch.no_grad():
         linear[-1].bias[0] += 1e-3   # other weights: measured anew
@@ -287,7 +288,7 @@ def test_a_folder_makes_the_audit_resumable_by_chunk(linear, test_digits, tmp_pa
     finally:
         with torch.no_grad():
             linear[-1].bias[0] -= 1e-3
-        CrashingDeepFool.calls = None
+        CrashingDeepFool.chunks = None
 
 
 def test_save_writes_the_command_lines_files_and_the_report_reads_them(linear, test_digits, tmp_path):

@@ -3,6 +3,8 @@ alone, with the same queries, while freed rows are refilled from the queue."""
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -73,12 +75,14 @@ def inputs(model, count=COUNT, seed=1):
 
 @pytest.fixture
 def fills(monkeypatch):
-    """(rows admitted, rows in the pool after, samples still queued) for every fill of every pool."""
+    """(rows admitted, rows in the pool after, whether samples may still be queued: pulled and not admitted,
+    or chunks not pulled yet) for every fill of every pool."""
     seen, fill = [], Pool.fill
 
     def spy(self):
         admitted = fill(self)
-        seen.append((len(admitted["sample"]) if admitted else 0, len(self), self.count - self.queued))
+        seen.append((len(admitted["sample"]) if admitted else 0, len(self),
+                     self.pulled > self.queued or not self.drained))
         return admitted
 
     monkeypatch.setattr(Pool, "fill", spy)
@@ -102,6 +106,30 @@ def test_a_pool_gives_each_sample_its_result_alone_bit_for_bit(name, fills):
         assert len(refills) > COUNT // WIDTH and min(refills) < WIDTH, fills
     if name == "deepfool_budget":
         assert set(pooled.failure.tolist()) == {NO_FAILURE, BUDGET_EXHAUSTED}
+
+
+SIZES = (8, 3, 0, 13, 16)   # chunks of COUNT samples: one as wide as the pool, narrower ones, an empty one
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_a_stream_of_chunks_runs_through_one_pool_and_each_sample_gets_its_result_alone(name, fills):
+    """The pool runs on from chunk to chunk: it stays full while any chunk has samples left, and drains
+    once, at the stream's end. Every chunk comes back once, with its own samples' results."""
+    model = RowByRow(cnn())
+    x, y = inputs(model)
+    alone = [ATTACKS[name]()(model, x[i:i + 1], y[i:i + 1]) for i in range(COUNT)]
+    starts = [sum(SIZES[:i]) for i in range(len(SIZES))]
+    chunks = [(x[s:s + n], y[s:s + n], torch.arange(s, s + n)) for s, n in zip(starts, SIZES)]
+    fills.clear()
+    handed_back = dict(ATTACKS[name]().stream(model, iter(chunks), WIDTH))
+    assert sorted(handed_back) == list(range(len(SIZES)))
+    for number, (start, size) in enumerate(zip(starts, SIZES)):
+        for field in FIELDS:
+            expected = torch.cat([getattr(r, field) for r in alone[start:start + size]]) if size else \
+                getattr(alone[0], field)[:0]
+            assert torch.equal(getattr(handed_back[number], field), expected), (number, field)
+    assert all(size == WIDTH for _, size, queued in fills if queued), fills
+    assert sum(admitted for admitted, *_ in fills) == COUNT
 
 
 @pytest.mark.parametrize("name", ATTACKS)
@@ -154,35 +182,57 @@ def test_cw_runs_exactly_its_counted_passes():
     assert max(model.widths) == WIDTH
 
 
-class Recorder(Estimator):
-    """Records what the audit hands it: the inputs' count, the dataset indices and the batch size."""
-
-    name = "recorder"
+class Recorder(DeepFool):
+    """DeepFool that records what the audit streams it: per stream its pool width and, as the pool pulls
+    them, each chunk's count of inputs and dataset indices; and the chunks it hands back."""
 
     def __init__(self):
-        self.calls = []
+        super().__init__(steps=3)
+        self.streams, self.handed_back = [], []
 
-    def __call__(self, model, x, y, index=None, batch_size=None):
-        self.calls.append((len(x), index.tolist(), batch_size))
-        return DeepFool(steps=3)(model, x, y, index=index, batch_size=batch_size)
+    def stream(self, model, chunks, batch_size):
+        pulled = []
+        self.streams.append((batch_size, pulled))
+
+        def recorded():
+            for x, y, index in chunks:
+                pulled.append((len(x), index.tolist()))
+                yield x, y, index
+
+        for number, result in super().stream(model, recorded(), batch_size):
+            self.handed_back.append((number, len(pulled)))
+            yield number, result
 
 
-def test_the_audit_hands_an_attack_whole_chunks_and_the_pool_width():
+def test_the_audit_streams_its_chunks_through_one_pool_pulled_as_needed():
     from robustness_bias.data import DigitsDataModule
 
     digits = DigitsDataModule(normalization={"mean": [0.3], "std": [0.4]})
     digits.setup()
-    indices = digits.test_indices[:50]
+    indices = digits.test_indices[:96]
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    x, y, _ = next(iter(torch.utils.data.DataLoader(torch.utils.data.Subset(digits.table, digits.train_indices.tolist()),
+                                                    batch_size=2000)))
+    for _ in range(50):   # most test digits right: several chunks to attack
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    model.eval()
     recorder = Recorder()
-    records = measure(model, Samples(digits.table, indices), {"r": EstimatorPlan(recorder, batch_size=4,
-                                                                                 chunk_size=16)})
+    plan = {"r": EstimatorPlan(recorder, batch_size=4, chunk_size=16)}
+    records = measure(model, Samples(digits.table, indices), plan)
     attacked = records.loc[records["correct"], "sample_index"].tolist()
-    assert [count for count, _, _ in recorder.calls] == [len(chunk) for chunk in
-                                                         (attacked[i:i + 16] for i in range(0, len(attacked), 16))]
-    assert sum((index for _, index, _ in recorder.calls), []) == attacked
-    assert {width for *_, width in recorder.calls} == {4}
+    chunks = [attacked[i:i + 16] for i in range(0, len(attacked), 16)]
+    (width, pulled), = recorder.streams   # one stream, one pool, for all the chunks
+    assert width == 4 and pulled == [(len(chunk), chunk) for chunk in chunks]
+    assert sorted(number for number, _ in recorder.handed_back) == list(range(len(chunks)))
+    # pulled only once the pool needed them: the first chunk came back before the last was pulled
+    assert len(chunks) > 2 and recorder.handed_back[0][1] < len(chunks)
+    alone = DeepFool(steps=3)(model, *next(iter(torch.utils.data.DataLoader(
+        torch.utils.data.Subset(digits.table, attacked), batch_size=len(attacked))))[:2], batch_size=4)
+    assert np.array_equal(records.loc[records["correct"], "queries"].to_numpy(), alone.queries.numpy())
 
 
 def test_an_empty_call_and_a_pool_wider_than_its_samples():
@@ -195,7 +245,7 @@ def test_an_empty_call_and_a_pool_wider_than_its_samples():
         for field in FIELDS:
             assert torch.equal(getattr(wide, field), getattr(whole, field)), field
     with pytest.raises(ValueError, match="at least one row"):
-        Pool(0, 3, lambda samples: {}, torch.device("cpu"))
+        Pool(0, [], lambda x, y: {}, lambda x, y: {})
 
 
 def deepfool_alone(model, x, attack: DeepFool) -> tuple[float, bool, int, int]:

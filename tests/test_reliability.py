@@ -128,17 +128,18 @@ def chunk_counts(folder, tag="final") -> dict:
 
 
 class CrashesAfter(DeepFool):
-    """DeepFool that dies (as a killed process would) once it has measured ``calls`` chunks."""
+    """DeepFool that dies (as a killed process would) once it has handed back ``chunks`` chunks."""
 
-    def __init__(self, calls: int, **kwargs):
+    def __init__(self, chunks: int, **kwargs):
         super().__init__(**kwargs)
-        self.calls = calls
+        self.chunks = chunks
 
-    def __call__(self, *args, **kwargs):
-        if self.calls == 0:
-            raise KeyboardInterrupt("simulated crash")
-        self.calls -= 1
-        return super().__call__(*args, **kwargs)
+    def stream(self, *args, **kwargs):
+        for done in super().stream(*args, **kwargs):
+            if self.chunks == 0:
+                raise KeyboardInterrupt("simulated crash")
+            self.chunks -= 1
+            yield done
 
 
 def test_a_rerun_reuses_only_chunks_of_the_same_settings_and_weights(tmp_path, digits, model):
@@ -194,14 +195,15 @@ def test_result_counts_the_chunks_of_every_audit_across_resumes(tmp_path, monkey
                           "estimator=[deepfool]", "audit.plan.deepfool.chunk_size=16", "trainer.max_epochs=2",
                           "audit.progress=false"],
                          tmp_path)
-    calls, attack = iter(range(6)), DeepFool.__call__   # 4 chunks (one call each) per audit: dies in the final one
+    chunks, stream = iter(range(6)), DeepFool.stream   # 4 chunks per audit: dies in the final one
 
     def crashing(self, *args, **kwargs):
-        if next(calls, None) is None:
-            raise SimulatedCrash
-        return attack(self, *args, **kwargs)
+        for done in stream(self, *args, **kwargs):
+            if next(chunks, None) is None:
+                raise SimulatedCrash
+            yield done
 
-    monkeypatch.setattr(DeepFool, "__call__", crashing)
+    monkeypatch.setattr(DeepFool, "stream", crashing)
     with pytest.raises(SimulatedCrash):
         run(job)
     monkeypatch.undo()
@@ -220,13 +222,12 @@ class MemoryLimited:
     def __getattr__(self, name):
         return getattr(self.estimator, name)
 
-    def __call__(self, model, x, y, index=None, batch_size=None):
-        width = min(batch_size or len(x), len(x))
-        if width > self.limit:
-            self.refused.append(width)
+    def stream(self, model, chunks, batch_size):
+        if batch_size > self.limit:
+            self.refused.append(batch_size)
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
-        self.accepted.append(width)
-        return self.estimator(model, x, y, index=index, batch_size=batch_size)
+        self.accepted.append(batch_size)
+        yield from self.estimator.stream(model, chunks, batch_size)
 
 
 @pytest.mark.parametrize("make", [DeepFool, lambda: RandomizedSmoothing(n=500, forward_batch=250)],
@@ -244,6 +245,44 @@ def test_out_of_memory_halves_the_batch_and_gives_the_records_of_the_smaller_bat
     audit(tmp_path / "small", digits, {"e": EstimatorPlan(make(), batch_size=16, chunk_size=64)})(model, 1, ["final"])
     retried, small = (tmp_path / name / "audits" / "final" / "records.parquet" for name in ("retried", "small"))
     assert retried.read_bytes() == small.read_bytes()
+
+
+class RunsOutMidStream(DeepFool):
+    """DeepFool whose pool runs out of (simulated) GPU memory after handing back one chunk, at widths above 8;
+    records each stream's width and the chunks it was handed."""
+
+    def __init__(self):
+        super().__init__()
+        self.streams = []
+
+    def stream(self, model, chunks, batch_size):
+        chunks = list(chunks)
+        self.streams.append((batch_size, [index.tolist() for *_, index in chunks]))
+        for handed, (number, result) in enumerate(super().stream(model, iter(chunks), batch_size)):
+            if handed == 1 and batch_size > 8:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+            if batch_size > 8:
+                self.kept = chunks[number][2].tolist()   # the chunk handed back before memory ran out
+            yield number, result
+
+
+def test_out_of_memory_mid_stream_keeps_the_chunks_handed_back_and_streams_the_rest_at_half_the_batch(
+        tmp_path, digits, model, caplog):
+    attack = RunsOutMidStream()
+    with caplog.at_level(logging.WARNING, logger="robustness_bias.auditing"):
+        records = audit(tmp_path, digits, {"deepfool": EstimatorPlan(attack, batch_size=16, chunk_size=16)})(
+            model, 1, ["final"])
+    (wide, first), (narrow, rest) = attack.streams
+    assert (wide, narrow) == (16, 8) and len(first) > 2 and rest == [chunk for chunk in first if chunk != attack.kept]
+    assert "retrying its unfinished chunks with batch_size=8" in caplog.text
+    assert chunk_counts(tmp_path)["deepfool"] == {"reused": 0, "computed": len(first)}   # none computed twice
+    attacked = records[records["correct"]]
+    assert attacked["sample_index"].tolist() == sum(first, []) and attacked["success"].all()
+    # each chunk's results as a run at its pool width gives them, up to how batched kernels round
+    alone = DeepFool()(model, *next(iter(torch.utils.data.DataLoader(
+        torch.utils.data.Subset(digits.table, sum(first, [])), batch_size=len(attacked))))[:2], batch_size=8)
+    assert attacked["queries"].tolist() == alone.queries.tolist()
+    np.testing.assert_allclose(attacked["distance"], alone.distance.double().numpy(), rtol=1e-4)
 
 
 def test_out_of_memory_at_batch_size_one_is_not_hidden(tmp_path, digits, model):

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..estimators import FAILURES, DistanceResult, Estimator
 from ..estimators.base import nonfinite_rows
+from ..estimators.pool import Chunk
 from ..records import ChunkStore
 from .best import BEST, best_bound
 
@@ -31,9 +32,9 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 @dataclass
 class EstimatorPlan:
-    """How one estimator audits: on every ``every_nth`` test sample, handed ``chunk_size`` samples a call and
-    stored after each (a crash loses at most one chunk), working on ``batch_size`` of them at once (the
-    attacks' pool width: a chunk several times larger keeps the pool full for most of it), under
+    """How one estimator audits: on every ``every_nth`` test sample, in chunks of ``chunk_size`` samples,
+    each stored once it is done (a crash loses only the chunks in progress), working on ``batch_size``
+    of them at once (the attacks' pool width: their pool runs on from one chunk into the next), under
     autocast at ``precision``."""
 
     estimator: Estimator
@@ -127,24 +128,43 @@ def estimate(name: str, step: EstimatorPlan, model, dataset: Dataset, meta: pd.D
              store: ChunkStore | None, channels_last: bool, description: str, progress: bool) -> pd.DataFrame:
     """One estimator's records on the samples in ``meta``, chunk by chunk, with a progress bar.
 
-    On running out of GPU memory the batch size halves for the rest of the audit and the chunk
-    retries; chunks are stored per batch size unless the estimator's results ignore batching.
+    The chunks not stored yet are streamed to the estimator, which hands each back as it is done, to
+    be stored at once. On running out of GPU memory the batch size halves for the rest of the audit
+    and the stream restarts from the chunks still missing; chunks are stored per batch size unless
+    the estimator's results ignore batching.
     """
     attacked = meta.loc[meta["correct"], "sample_index"].to_numpy(copy=True)
     chunks = [attacked[start:start + step.chunk_size] for start in range(0, len(attacked), step.chunk_size)]
-    batch_size, parts = step.batch_size, []
+    batch_size, parts = step.batch_size, [None] * len(chunks)
     with tqdm(total=len(attacked), desc=description, unit="img", disable=not progress, leave=False) as bar:
-        for number, chunk in enumerate(chunks):
-            stored = None
-            if store is not None:
-                stored = store.read(number, chunk, None if step.estimator.batch_invariant else batch_size)
-            if stored is None:
-                result, batch_size = measure_chunk(name, step, model, dataset, chunk, device, batch_size, channels_last)
-                stored = chunk_frame(chunk, result)
-                if store is not None:   # under the batch size it ran at
-                    store.write(number, stored, None if step.estimator.batch_invariant else batch_size)
-            parts.append(stored)
-            bar.update(len(chunk))
+        while True:
+            key = None if step.estimator.batch_invariant else batch_size
+            for number, chunk in enumerate(chunks):
+                if parts[number] is None and store is not None:
+                    parts[number] = store.read(number, chunk, key)
+                    bar.update(len(chunk) if parts[number] is not None else 0)
+            missing = [number for number, part in enumerate(parts) if part is None]
+            if not missing:
+                break
+            try:
+                with torch.autocast(device.type, dtype=PRECISIONS[step.precision], enabled=step.precision != "fp32"):
+                    inputs = (chunk_inputs(dataset, chunks[number], device, channels_last) for number in missing)
+                    for position, result in step.estimator.stream(model, inputs, batch_size):
+                        number = missing[position]
+                        parts[number] = chunk_frame(chunks[number], DistanceResult.cat([result]))
+                        if store is not None:   # under the batch size it ran at
+                            store.write(number, parts[number], key)
+                        bar.update(len(chunks[number]))
+                break
+            except torch.cuda.OutOfMemoryError:
+                if batch_size == 1:
+                    raise
+            # outside the handler, whose traceback holds the failed stream's tensors: now they can go
+            step.estimator.release_memory()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            batch_size //= 2
+            log.warning("%s ran out of GPU memory: retrying its unfinished chunks with batch_size=%d", name, batch_size)
     distance = np.full(len(meta), np.nan)
     success = np.zeros(len(meta), dtype=bool)
     queries = np.zeros(len(meta), dtype=np.int64)
@@ -160,24 +180,9 @@ def estimate(name: str, step: EstimatorPlan, model, dataset: Dataset, meta: pd.D
                        success=success, queries=queries, failure=failure)
 
 
-def measure_chunk(name: str, step: EstimatorPlan, model, dataset: Dataset, chunk: np.ndarray, device,
-                  batch_size: int, channels_last: bool) -> tuple[DistanceResult, int]:
-    """The estimator on one chunk, handed whole with its dataset indices, and the batch size that fitted:
-    on running out of GPU memory the batch size halves and the chunk retries."""
+def chunk_inputs(dataset: Dataset, chunk: np.ndarray, device, channels_last: bool) -> Chunk:
+    """One chunk's images, labels and dataset indices, loaded when the estimator asks for them."""
     x, y = (torch.cat(parts) for parts in zip(*batches(dataset, chunk.tolist(), 256, device, channels_last)))
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
-    while True:
-        try:
-            with torch.autocast(device.type, dtype=PRECISIONS[step.precision], enabled=step.precision != "fp32"):
-                result = step.estimator(model, x, y, index=torch.as_tensor(chunk), batch_size=batch_size)
-            return DistanceResult.cat([result]), batch_size
-        except torch.cuda.OutOfMemoryError:
-            if batch_size == 1:
-                raise
-        # outside the handler, whose traceback holds the failed call's tensors: now they can go
-        step.estimator.release_memory()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        batch_size //= 2
-        log.warning("%s ran out of GPU memory: retrying the chunk with batch_size=%d", name, batch_size)
+    return x, y, torch.as_tensor(chunk)

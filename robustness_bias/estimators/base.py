@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 import torch
 from torch import nn
 
 from .graphs import StepCache
+from .pool import Chunk
 
 
 # Which side of the true distance an estimate lies on: attacks find an upper bound, smoothing certifies
@@ -74,12 +75,13 @@ class Estimator:
     """A callable ``(model, x, y, index, batch_size) -> DistanceResult`` for correctly classified points ``x`` of
     class ``y``: an algorithm's parameters and nothing of how an audit schedules it (the audit's plan).
 
-    The audit hands an estimator a whole chunk of samples and ``batch_size``, how many it may work on
-    at once (None: all), which bounds its memory: the audit halves it after running out of GPU
-    memory. Estimators that measure a batch at a time implement :meth:`batch`, which the default
-    ``__call__`` runs on consecutive batches; the attacks keep a pool of ``batch_size`` working rows
-    full instead, refilled as samples finish (pool.py). ``index`` holds the samples' dataset
-    indices, for estimators whose randomness is seeded per sample. ``check_model`` runs before any
+    The audit hands an estimator its samples as a stream of chunks (:meth:`stream`), storing each
+    chunk's results as the estimator hands them back, and ``batch_size``, how many it may work on at
+    once (None: all), which bounds its memory: the audit halves it after running out of GPU memory.
+    Estimators that measure a batch at a time implement :meth:`batch`, which the default ``__call__``
+    runs on consecutive batches of a chunk; the attacks keep a pool of ``batch_size`` working rows
+    full instead, refilled as samples finish, from one chunk into the next (pool.py). ``index``
+    holds the samples' dataset indices, for estimators whose randomness is seeded per sample. ``check_model`` runs before any
     training, so a mismatch fails fast with a clear message. ``bound`` says which side of the true
     distance the results lie on. ``batch_invariant`` says that results do not depend on
     ``batch_size``; otherwise (batched kernels round differently for other batch sizes: DeepFool's
@@ -110,6 +112,14 @@ class Estimator:
                  for start in range(0, max(len(x), 1), size)]
         return parts[0] if len(parts) == 1 else DistanceResult.cat(parts)
 
+    def stream(self, model: nn.Module, chunks: Iterable[Chunk],
+               batch_size: int | None) -> Iterator[tuple[int, DistanceResult]]:
+        """(position, result) of each chunk (inputs, labels, dataset indices) of ``chunks`` as it is done. Here
+        one call per chunk, in order; the attacks carry one pool of working rows across the chunks instead
+        (:class:`Pooled`), and hand chunks back as their last samples finish."""
+        for number, (x, y, index) in enumerate(chunks):
+            yield number, self(model, x, y, index=index, batch_size=batch_size)
+
     def batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> DistanceResult:
         """The results of one batch, for estimators that measure a batch at a time."""
         raise NotImplementedError
@@ -119,6 +129,17 @@ class Estimator:
         floor counts. Forward passes without a graph alone, unless an estimator says otherwise."""
         none = torch.zeros_like(result.queries)
         return Passes(forward=result.queries, graphed=none, backward=none)
+
+
+class Pooled(Estimator):
+    """An attack whose samples run in a pool of ``batch_size`` working rows across all the chunks it is handed
+    (pool.py): a call is a stream of one chunk."""
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None,
+                 batch_size: int | None = None) -> DistanceResult:
+        index = torch.arange(len(x)) if index is None else torch.as_tensor(index)
+        (_, result), = self.stream(model, [(x, y, index)], batch_size or max(len(x), 1))
+        return result
 
 
 def failed(n: int, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -25,15 +25,15 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import torch
 from torch import nn
 
-from .base import (DistanceResult, Estimator, Passes, failed, failure_codes, frozen, l2_norm, nonfinite_rows,
+from .base import (DistanceResult, Passes, Pooled, failed, failure_codes, frozen, l2_norm, nonfinite_rows,
                    shorten_onto_boundary)
 from .graphs import GraphedSteps, StepCache
-from .pool import Pool, Rows
+from .pool import Chunk, Pool, Rows
 
 TANH_SCALE = 0.999999  # keeps arctanh finite at the box's edges, as in foolbox
 ABORT_FACTOR = 0.9999  # a run stops when ten steps shrank its loss by less than this factor
@@ -44,7 +44,7 @@ STATE = ("delta", "m", "v", "t", "const", "lower", "upper", "best", "distance", 
 STEP_INPUTS = (*STATE, "w0", "start", "x0", "y")
 
 
-class CarliniWagner(Estimator):
+class CarliniWagner(Pooled):
     """CW-L2: binary search over c, Adam on the tanh change of variables, per-sample early abort.
 
     ``batch_size`` is the pool's width: how many samples step together.
@@ -80,60 +80,69 @@ class CarliniWagner(Estimator):
         """Adam steps between a row's checks for a stall or non-finite values: ten checks per run."""
         return math.ceil(self.steps / 10)
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index=None,
-                 batch_size: int | None = None) -> DistanceResult:
+    def stream(self, model: nn.Module, chunks: Iterable[Chunk],
+               batch_size: int) -> Iterator[tuple[int, DistanceResult]]:
         with frozen(model):
-            return self._attack(model, x.detach(), y, batch_size or max(len(x), 1))
+            yield from self._attack(model, chunks, batch_size)
 
-    def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, width: int) -> DistanceResult:
-        """Every sample's binary search in a pool of ``width`` rows (pool.py), then the refinement of the
-        adversarial points found, ``width`` at a time."""
-        n = len(x)
-        distance, _, queries = failed(n, x.device)
-        nonfinite = torch.zeros(n, dtype=torch.bool, device=x.device)
-        adversarial = torch.empty_like(x)   # each sample's best point, once its search has ended
+    def _attack(self, model: nn.Module, chunks: Iterable[Chunk], width: int) -> Iterator[tuple[int, DistanceResult]]:
+        """Every sample's binary search in a pool of ``width`` rows (pool.py), then, once a chunk's searches
+        have all ended, the refinement of the adversarial points found in it, ``width`` at a time."""
         adam_step, graphs = self.step_cache(model)
-        t = torch.arange(1, self.steps + 1, dtype=torch.float64)
-        corrections = torch.stack([1 - BETA1 ** t, 1 - BETA2 ** t], 1).to(x.device, torch.float32)   # Adam's, per step
+        corrections: torch.Tensor | None = None   # Adam's two bias corrections per step, on the inputs' device
 
-        def admit(samples: torch.Tensor) -> Rows:
+        def admit(x0: torch.Tensor, y: torch.Tensor) -> Rows:
             """Rows at the start of the samples' first run: Adam from the clean input at the initial constant."""
-            x0 = x[samples]
+            x0 = x0.detach()
             w0 = torch.atanh((x0 * 2 - 1) * TANH_SCALE)
-            zero, rows = torch.zeros_like(w0), len(samples)
+            zero, rows = torch.zeros_like(w0), len(x0)
 
             def full(value, dtype=torch.float32):
-                return torch.full((rows,), value, dtype=dtype, device=x.device)
+                return torch.full((rows,), value, dtype=dtype, device=x0.device)
 
-            return {"x0": x0, "w0": w0, "start": (torch.tanh(w0) + 1) / 2, "y": y[samples],   # x0 as tanh reproduces it
+            return {"x0": x0, "w0": w0, "start": (torch.tanh(w0) + 1) / 2, "y": y,   # x0 as tanh reproduces it
                     "delta": zero, "m": zero, "v": zero, "t": full(0, torch.long), "const": full(self.initial_const),
                     "lower": full(0.0), "upper": full(math.inf), "best": zero, "distance": full(math.inf),
                     "found": full(False, torch.bool), "bad": full(False, torch.bool), "previous": full(math.inf),
                     "search": full(0, torch.long), "spent": full(0, torch.long)}
 
+        def blank(x: torch.Tensor, _: torch.Tensor) -> Rows:
+            distance, _, queries = failed(len(x), x.device)
+            return {"distance": distance, "queries": queries, "nonfinite": torch.zeros_like(distance, dtype=torch.bool),
+                    "adversarial": torch.empty_like(x)}   # each sample's best point, once its search has ended
+
         def retire(rows: Rows) -> None:
             """Record the results of the rows whose search ended, and their best points for the refinement."""
             if rows:
-                sample = rows["sample"]
-                distance[sample], nonfinite[sample], queries[sample] = rows["distance"], rows["bad"], rows["spent"]
-                adversarial[sample] = (torch.tanh(rows["w0"] + rows["best"]) + 1) / 2
+                pool.record(rows["sample"], distance=rows["distance"], nonfinite=rows["bad"], queries=rows["spent"],
+                            adversarial=(torch.tanh(rows["w0"] + rows["best"]) + 1) / 2)
 
-        pool = Pool(width, n, admit, x.device)
+        def results() -> Iterator[tuple[int, DistanceResult]]:
+            for chunk in pool.done():
+                measured = chunk.results
+                distance, queries = measured["distance"], measured["queries"]
+                success = torch.isfinite(distance)
+                if self.refine_steps:
+                    found, perturbation = success.nonzero()[:, 0], measured["adversarial"] - chunk.x
+                    for start in range(0, len(found), width):
+                        shorten_onto_boundary(model, chunk.x, perturbation, chunk.y, found[start:start + width],
+                                              self.refine_steps, distance, queries)
+                yield chunk.number, DistanceResult(distance=distance, success=success, queries=queries,
+                                                   failure=failure_codes(success, measured["nonfinite"]),
+                                                   bound=self.bound)
+
+        pool = Pool(width, chunks, admit, blank)
         while True:
             pool.fill()
+            yield from results()
             if not len(pool):
-                break
+                return
+            if corrections is None:
+                t = torch.arange(1, self.steps + 1, dtype=torch.float64)
+                corrections = torch.stack([1 - BETA1 ** t, 1 - BETA2 ** t], 1).to(pool.rows["x0"].device, torch.float32)
             *state, leave = graphs(adam_step, tuple(pool.rows[key] for key in STEP_INPUTS), (corrections,), width=width)
             pool.update(**dict(zip(STATE, state)))
             retire(pool.leave(leave))
-        success = torch.isfinite(distance)
-        if self.refine_steps:
-            found, perturbation = success.nonzero()[:, 0], adversarial - x
-            for start in range(0, len(found), width):
-                shorten_onto_boundary(model, x, perturbation, y, found[start:start + width], self.refine_steps,
-                                      distance, queries)
-        return DistanceResult(distance=distance, success=success, queries=queries,
-                              failure=failure_codes(success, nonfinite), bound=self.bound)
 
     def _adam_step(self, model: nn.Module, delta, m, v, t, const, lower, upper, best, distance, found, bad, previous,
                    search, spent, w0, start, x0, y, corrections) -> tuple[torch.Tensor, ...]:

@@ -20,12 +20,15 @@ CUDA graph each (graphs.py).
 
 from __future__ import annotations
 
+import math
+from typing import Iterable, Iterator
+
 import torch
 from torch import nn
 
-from .base import DistanceResult, Estimator, Passes, failed, failure_codes, frozen, l2_norm, nonfinite_rows
+from .base import DistanceResult, Passes, Pooled, failed, failure_codes, frozen, l2_norm, nonfinite_rows
 from .graphs import GraphedSteps, StepCache
-from .pool import Pool, Rows
+from .pool import Chunk, Pool, Rows
 
 STABILITY = 1e-4  # added to each step's length, as in foolbox, so that steps never stall on the boundary
 
@@ -72,7 +75,7 @@ def candidate_gradients(logits: torch.Tensor, inputs: torch.Tensor, directions: 
     return torch.stack(rows), mode
 
 
-class DeepFool(Estimator):
+class DeepFool(Pooled):
     """DeepFool L2 with fixed top-k candidates, overshoot, [0,1] box and early exit per sample.
 
     ``batch_size`` is the pool's width: how many samples step together.
@@ -90,10 +93,10 @@ class DeepFool(Estimator):
         self.cuda_graphs = cuda_graphs
         self.step_cache = StepCache(self._build_steps)
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index=None,
-                 batch_size: int | None = None) -> DistanceResult:
+    def stream(self, model: nn.Module, chunks: Iterable[Chunk],
+               batch_size: int) -> Iterator[tuple[int, DistanceResult]]:
         with frozen(model):
-            return self._attack(model, x.detach(), batch_size or max(len(x), 1))
+            yield from self._attack(model, chunks, batch_size)
 
     def _build_steps(self, model: nn.Module) -> Steps:
         return Steps(self, model)
@@ -108,22 +111,25 @@ class DeepFool(Estimator):
         return Passes(forward=1 + moves, graphed=others * moves if replicated else torch.zeros_like(moves),
                       backward=others * moves)
 
-    def _attack(self, model: nn.Module, x: torch.Tensor, width: int) -> DistanceResult:
-        distance, success, queries = failed(len(x), x.device)
-        nonfinite = torch.zeros_like(success)
+    def _attack(self, model: nn.Module, chunks: Iterable[Chunk], width: int) -> Iterator[tuple[int, DistanceResult]]:
         steps = self.step_cache(model)
 
         def look(points: torch.Tensor) -> torch.Tensor:
             """The logits at ``points``: each row's check, counted as one query."""
             return steps.graphs(steps.look, (points,), width=width)[0]
 
-        def admit(samples: torch.Tensor) -> Rows:
+        def admit(origin: torch.Tensor, _: torch.Tensor) -> Rows:
             """Rows at the samples' clean inputs, whose logits fix the candidates (column 0: the predicted class)."""
-            origin = x[samples]
+            origin = origin.detach()
             logits = look(origin)
             classes = logits.topk(min(self.candidates, logits.shape[1]), dim=1).indices
             return {"origin": origin, "points": origin, "perturbation": torch.zeros_like(origin), "classes": classes,
-                    "logits": logits, "moves": torch.zeros(len(samples), dtype=torch.long, device=x.device)}
+                    "logits": logits, "moves": torch.zeros(len(origin), dtype=torch.long, device=origin.device)}
+
+        def blank(x: torch.Tensor, _: torch.Tensor) -> Rows:
+            distance, success, queries = failed(len(x), x.device)
+            return {"distance": distance, "success": success, "queries": queries,
+                    "nonfinite": torch.zeros_like(success)}
 
         def finished(rows: Rows) -> torch.Tensor:
             """Rows whose iterate flipped or met non-finite logits, or that used up their steps."""
@@ -136,25 +142,32 @@ class DeepFool(Estimator):
             if not rows:
                 return
             flipped, bad = verdict(rows["logits"], rows["classes"])
-            sample, moves = rows["sample"], rows["moves"]
-            success[sample] = flipped
-            distance[sample] = torch.where(flipped, l2_norm(rows["points"] - rows["origin"]), distance[sample])
-            nonfinite[sample] = bad
+            moves = rows["moves"]
             per_move = (rows["classes"].shape[1] - 1) * (2 if steps.mode == "replicated" else 1)
-            queries[sample] = 1 + moves + per_move * moves
+            pool.record(rows["sample"], success=flipped, nonfinite=bad, queries=1 + moves + per_move * moves,
+                        distance=torch.where(flipped, l2_norm(rows["points"] - rows["origin"]), math.inf))
 
-        pool = Pool(width, len(x), admit, x.device)
+        def results() -> Iterator[tuple[int, DistanceResult]]:
+            for chunk in pool.done():
+                measured = chunk.results
+                success = measured["success"]
+                yield chunk.number, DistanceResult(distance=measured["distance"], success=success,
+                                                   queries=measured["queries"],
+                                                   failure=failure_codes(success, measured["nonfinite"]),
+                                                   bound=self.bound)
+
+        pool = Pool(width, chunks, admit, blank)
         while True:
             while pool.fill():   # admitted rows come checked at their clean inputs
                 retire(pool.leave(finished(pool.rows)))
+            yield from results()
             if not len(pool):
-                break
+                return
             rows = pool.rows
             points, perturbation = steps.graphs(steps.move, tuple(rows[key] for key in MOVE_INPUTS), width=width)
             pool.update(points=points, perturbation=perturbation, moves=rows["moves"] + 1, logits=look(points))
             retire(pool.leave(finished(pool.rows)))
-        return DistanceResult(distance=distance, success=success, queries=queries,
-                              failure=failure_codes(success, nonfinite), bound=self.bound)
+            yield from results()
 
 
 MOVE_INPUTS = ("origin", "points", "perturbation", "classes", "logits")
