@@ -8,6 +8,8 @@
 # and .bench-data; then STAGES="profile_32 estimators_224" in a second call if time is left.
 # GRAPHS=0 leaves the CUDA-graphed attacks out of the bench stages (should the graphs stage fail). Our attacks'
 # pools are a quarter of their images wide (as an audit's chunk is 4× its pool): not yet run on a GPU since.
+# stream_32 (not yet run on a GPU, about 150 s expected): our eager attacks over all the digits' correctly
+# classified inputs in chunks 4× the pool, a call per chunk against one stream through one pool.
 # The device machines' python3 has torch, torchvision, lightning, pandas and scipy, not foolbox,
 # torchattacks, eagerpy or pytest: put those wheels (and GitPython, gitdb, smmap, which foolbox
 # imports; iniconfig, pluggy, pygments, packaging, exceptiongroup, tomli for pytest) in .whl/ and
@@ -23,7 +25,7 @@ OUT=${OUT:-device_check}
 mkdir -p "$OUT"
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
-STAGES=${STAGES:-graphs estimators_32 pipeline profile_32 estimators_224}
+STAGES=${STAGES:-graphs estimators_32 pipeline profile_32 estimators_224 stream_32}
 GRAPHS_ARG=(--cuda-graphs); [ "${GRAPHS:-1}" = 1 ] || GRAPHS_ARG=(--no-cuda-graphs)
 if compgen -G ".whl/*.whl" > /dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -60,6 +62,10 @@ for stage in $STAGES; do
       timeout "${ESTIMATORS_224_S:-200}" $PY bench/estimators.py --model resnet50 --image-size 224 --device "$DEVICE" \
         --images 64 --batch-size 16 --torchattacks-images 8 --rs-n 10000 --rs-precision bf16 --channels-last --rs-compile \
         "${GRAPHS_ARG[@]}" "${SKIP_ARGS[@]}" ;;
-    *) echo "unknown stage $stage: use graphs, pipeline, estimators_32, profile_32 or estimators_224" >&2; exit 2 ;;
+    stream_32)   # an audit's chunks a call each against one stream: steps and time of our DeepFool and CW
+      timeout "${STREAM_S:-200}" $PY bench/estimators.py --model resnet50 --image-size 32 --device "$DEVICE" \
+        --images 2000 --batch-size 128 --channels-last --stream ;;
+    *) echo "unknown stage $stage: use graphs, pipeline, estimators_32, profile_32, estimators_224 or stream_32" >&2
+       exit 2 ;;
   esac 2>&1 | tee "$OUT/$stage.txt"
 done

@@ -20,6 +20,7 @@ towards ours.
     python bench/estimators.py --model resnet50 --image-size 224 --device cuda --rs-n 10000
     python bench/estimators.py --rs-compile                     # smoothing through torch.compile
     python bench/estimators.py --split                          # our attacks' time in their model's passes (CPU)
+    python bench/estimators.py --stream --images 2000           # a call per chunk against one stream of chunks
 """
 
 from __future__ import annotations
@@ -216,6 +217,37 @@ def split_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str
               f"({ran_at_floor / passes:.0%}), the passes its queries count {counted_at_floor:.2f} s", flush=True)
 
 
+def stream_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str], batch_size: int) -> None:
+    """Our DeepFool and CW over an audit's chunks (4× the pool each), run a call per chunk, as audits ran
+    them before, and as one stream through one pool, as audits run them now: the time, and the steps each
+    took (its forward passes that keep a graph: a DeepFool move, a CW Adam step), how many of them on a full
+    pool. On a GPU whose steps wait on kernel launches, a step costs about the same at any width."""
+    chunk = 4 * batch_size
+    starts = range(0, len(x), chunk)
+    counted = peers.Counted(model)
+    for name, attack in our_attacks(deepfool_steps, names):
+        ours(attack)(counted, x[:4], y[:4])   # warm-up
+
+        def per_chunk():
+            return [attack(counted, x[s:s + chunk], y[s:s + chunk], batch_size=batch_size) for s in starts]
+
+        def streamed():
+            chunks = ((x[s:s + chunk], y[s:s + chunk], torch.arange(s, min(s + chunk, len(x)))) for s in starts)
+            return [result for _, result in sorted(attack.stream(counted, chunks, batch_size), key=lambda r: r[0])]
+
+        runs = {}
+        for label, run in (("a call per chunk", per_chunk), ("one stream", streamed)):
+            counted.reset()
+            results, seconds = timed(device, run)
+            widths = counted.graphed_widths
+            runs[label] = torch.cat([r.queries for r in results])
+            print(f"{name} (ours), {label}: {len(x) / seconds:.1f} images/s, {len(widths)} steps, "
+                  f"{sum(w == batch_size for w in widths)} of them on a full pool of {batch_size}, "
+                  f"{sum(widths)} rows stepped", flush=True)
+        print(f"  {len(starts)} chunks of {chunk}; the same queries per sample: "
+              f"{torch.equal(*runs.values())}", flush=True)
+
+
 def row(method, peer_of, distances, seconds, count, passes, floor):
     """A failure is +inf (attacks) or a zero radius (smoothing): neither counts as solved. ``passes``: the
     forward passes, those keeping a graph and the backward passes the method ran; ``floor``: which floor's
@@ -295,6 +327,9 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--split", nargs="*", choices=["deepfool", "cw"], default=None,
                         help="instead of the table: the time our DeepFool's and CW's (or those named) model passes take "
                              "inside the attack, against the floor's rates (CPU)")
+    parser.add_argument("--stream", nargs="*", choices=["deepfool", "cw"], default=None,
+                        help="instead of the table: our DeepFool and CW (or those named) over chunks 4× the pool, a "
+                             "call per chunk against one stream through one pool: time and steps")
     args = parser.parse_args(argv)
     if args.split is not None and args.device != "cpu":
         parser.error("--split times passes as their calls return, which a GPU does before it has run them: "
@@ -317,6 +352,10 @@ def main(argv=None) -> pd.DataFrame:
         return pd.DataFrame()
     if args.split is not None:
         split_attacks(model, x, y, args.device, args.deepfool_steps, args.split or ["deepfool", "cw"], args.batch_size)
+        return pd.DataFrame()
+    if args.stream is not None:
+        stream_attacks(model, x, y, args.device, args.deepfool_steps, args.stream or ["deepfool", "cw"],
+                       args.batch_size)
         return pd.DataFrame()
     with torch.no_grad():
         classes = int(model(x[:1]).shape[1])

@@ -26,7 +26,8 @@ from robustness_bias.estimators.smoothing import lower_confidence_bound
 class Counted(torch.nn.Module):
     """The model, counting the rows of its forward passes, with and without a graph, and of the backward
     passes through its output: the passes a peer runs, for its arithmetic floor (ours count theirs in
-    ``queries``)."""
+    ``queries``). ``graphed_widths`` holds the rows of each forward pass that keeps a graph: one per step
+    of our attacks (a DeepFool move, a CW Adam step)."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
@@ -36,11 +37,13 @@ class Counted(torch.nn.Module):
 
     def reset(self) -> None:
         self.forward_rows = self.graphed_rows = self.backward_rows = 0
+        self.graphed_widths: list[int] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)
         if out.requires_grad:
             self.graphed_rows += len(x)
+            self.graphed_widths.append(len(x))
             out.register_hook(self._count_backward)
         else:
             self.forward_rows += len(x)

@@ -2,6 +2,7 @@
 
 
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -123,6 +124,23 @@ def test_bench_split_prints_how_much_of_our_attacks_time_their_passes_take(capsy
     printed = capsys.readouterr().out
     for attack in ("deepfool", "cw"):
         assert f"{attack} (ours): " in printed and "of its floor. Its model's passes took" in printed
+
+
+def test_bench_stream_runs_our_attacks_chunk_by_chunk_and_as_one_stream(capsys):
+    bench.main(["--images", "40", "--device", "cpu", "--stream", "--image-size", "16", "--batch-size", "4",
+                "--deepfool-steps", "10"])
+    printed = capsys.readouterr().out
+    for attack in ("deepfool", "cw"):
+        steps = {}
+        for label in ("a call per chunk", "one stream"):
+            found = re.search(rf"{attack} \(ours\), {label}: [\d.]+ images/s, (\d+) steps, (\d+) of them on a full "
+                              r"pool of 4, (\d+) rows stepped", printed)
+            assert found, printed
+            steps[label] = [int(number) for number in found.groups()]
+        (chunked, chunked_full, chunked_rows), (streamed, streamed_full, streamed_rows) = steps.values()
+        # the same rows stepped, in fewer steps: the pool drains once instead of once per chunk
+        assert streamed_rows == chunked_rows and streamed < chunked and streamed - streamed_full < chunked - chunked_full
+    assert printed.count("3 chunks of 16; the same queries per sample: True") == 2
 
 
 def test_bench_prints_the_share_of_its_floor_for_every_row(capsys):
