@@ -32,7 +32,7 @@ Chunk = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 @dataclass
-class Open:
+class OpenChunk:
     """A chunk whose samples have not all left the pool: its position in the stream, the number of its
     first sample, its inputs and labels, the results its samples left so far and how many are still out."""
 
@@ -54,7 +54,7 @@ class Pool:
         if width < 1:
             raise ValueError(f"a pool needs at least one row, not {width}")
         self.width, self.chunks, self.admit, self.blank = width, enumerate(chunks), admit, blank
-        self.open: list[Open] = []
+        self.open: list[OpenChunk] = []
         self.queued = self.pulled = 0   # samples admitted and pulled so far: the queue is samples queued .. pulled − 1
         self.drained = False            # every chunk pulled
         self.rows: Rows = {}
@@ -87,7 +87,7 @@ class Pool:
             self.drained = True
             return
         number, (x, y, _) = number_and_chunk
-        self.open.append(Open(number, self.pulled, x, y, self.blank(x, y), len(x)))
+        self.open.append(OpenChunk(number, self.pulled, x, y, self.blank(x, y), len(x)))
         self.pulled += len(x)
 
     def update(self, **state: torch.Tensor) -> None:
@@ -114,7 +114,7 @@ class Pool:
                 chunk.results[key][mine] = value[inside]
             chunk.left -= len(mine)
 
-    def done(self) -> Iterator[Open]:
+    def done(self) -> Iterator[OpenChunk]:
         """The chunks whose samples have all left the pool, taken out of it; once the stream is drained and
         the pool empty, every chunk pulled (one without samples, too)."""
         finished = [chunk for chunk in self.open if chunk.left == 0]
