@@ -12,7 +12,7 @@ from torch import nn
 from peers import Counted   # bench/, on the path through conftest
 from robustness_bias.auditing import EstimatorPlan, Samples, measure
 from robustness_bias.estimators import CarliniWagner, DeepFool
-from robustness_bias.estimators.base import BUDGET_EXHAUSTED, NO_FAILURE, NONFINITE_LOGITS, Estimator
+from robustness_bias.estimators.base import BUDGET_EXHAUSTED, NO_FAILURE, NONFINITE_LOGITS
 from robustness_bias.estimators.cw import ABORT_FACTOR, BETA1, BETA2, EPS, TANH_SCALE
 from robustness_bias.estimators.deepfool import STABILITY
 from robustness_bias.estimators.pool import Pool
