@@ -12,6 +12,7 @@ imports nothing of the audit nor of the report, which both build on it.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -140,7 +141,7 @@ class ChunkStore:
     def counts(self) -> dict[str, int]:
         """Chunks read back and chunks computed, over every attempt: a chunk file under any batch size is one
         computation, and a file computed again over one that covered other samples one more."""
-        folders = [self.folder, *self.folder.parent.glob(f"{self.folder.name}-batch*")]
+        folders = [self.folder, *self.folder.parent.glob(f"{glob.escape(self.folder.name)}-batch*")]
         written = sum(1 for folder in folders for _ in folder.glob("chunk-*.parquet"))
         return {"reused": self.reused, "computed": written + self.replaced}
 

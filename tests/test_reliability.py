@@ -93,6 +93,9 @@ def test_chunk_counts_come_from_the_chunk_files_so_a_kill_after_any_write_loses_
     resumed.write(2, frame([6]), 8)       # after running out of memory: kept apart under its batch size
     assert ChunkStore(tmp_path / "deepfool").counts == {"reused": 1, "computed": 4}
     assert ChunkStore(tmp_path / "deepfool2").counts == {"reused": 0, "computed": 0}   # another estimator's
+    ChunkStore(tmp_path / "deep[f]ool").write(0, frame([1]), 16)   # a name glob would read as a pattern
+    assert ChunkStore(tmp_path / "deep[f]ool").counts == {"reused": 0, "computed": 1}
+    assert ChunkStore(tmp_path / "deepfool").counts["computed"] == 4
 
 
 @pytest.fixture(scope="module")

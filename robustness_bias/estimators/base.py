@@ -81,8 +81,8 @@ class Estimator:
     Estimators that measure a batch at a time implement :meth:`batch`, which the default ``__call__``
     runs on consecutive batches of a chunk; the attacks keep a pool of ``batch_size`` working rows
     full instead, refilled as samples finish, from one chunk into the next (pool.py). ``index``
-    holds the samples' dataset indices, for estimators whose randomness is seeded per sample. ``check_model`` runs before any
-    training, so a mismatch fails fast with a clear message. ``bound`` says which side of the true
+    holds the samples' dataset indices, for estimators whose randomness is seeded per sample.
+    ``check_model`` runs before any training, so a mismatch fails fast with a clear message. ``bound`` says which side of the true
     distance the results lie on. ``batch_invariant`` says that results do not depend on
     ``batch_size``; otherwise (batched kernels round differently for other batch sizes: DeepFool's
     distances differ by up to 4e-6 relative between batches of 7 and 256) the audit reuses stored
@@ -133,13 +133,23 @@ class Estimator:
 
 class Pooled(Estimator):
     """An attack whose samples run in a pool of ``batch_size`` working rows across all the chunks it is handed
-    (pool.py): a call is a stream of one chunk."""
+    (pool.py), with the model's parameters frozen meanwhile; :meth:`_attack` runs the pool. A call is a
+    stream of one chunk."""
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None,
                  batch_size: int | None = None) -> DistanceResult:
         index = torch.arange(len(x)) if index is None else torch.as_tensor(index)
         (_, result), = self.stream(model, [(x, y, index)], batch_size or max(len(x), 1))
         return result
+
+    def stream(self, model: nn.Module, chunks: Iterable[Chunk],
+               batch_size: int) -> Iterator[tuple[int, DistanceResult]]:
+        with frozen(model):
+            yield from self._attack(model, chunks, batch_size)
+
+    def _attack(self, model: nn.Module, chunks: Iterable[Chunk], width: int) -> Iterator[tuple[int, DistanceResult]]:
+        """(position, result) of each chunk as its last sample leaves a pool of ``width`` rows."""
+        raise NotImplementedError
 
 
 def failed(n: int, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 import torch
 from torch import nn
 
-from .base import (DistanceResult, Passes, Pooled, failed, failure_codes, frozen, l2_norm, nonfinite_rows,
+from .base import (DistanceResult, Passes, Pooled, failed, failure_codes, l2_norm, nonfinite_rows,
                    shorten_onto_boundary)
 from .graphs import GraphedSteps, StepCache
 from .pool import Chunk, Pool, Rows
@@ -79,11 +79,6 @@ class CarliniWagner(Pooled):
     def check_every(self) -> int:
         """Adam steps between a row's checks for a stall or non-finite values: ten checks per run."""
         return math.ceil(self.steps / 10)
-
-    def stream(self, model: nn.Module, chunks: Iterable[Chunk],
-               batch_size: int) -> Iterator[tuple[int, DistanceResult]]:
-        with frozen(model):
-            yield from self._attack(model, chunks, batch_size)
 
     def _attack(self, model: nn.Module, chunks: Iterable[Chunk], width: int) -> Iterator[tuple[int, DistanceResult]]:
         """Every sample's binary search in a pool of ``width`` rows (pool.py), then, once a chunk's searches

@@ -26,7 +26,7 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
-from .base import DistanceResult, Passes, Pooled, failed, failure_codes, frozen, l2_norm, nonfinite_rows
+from .base import DistanceResult, Passes, Pooled, failed, failure_codes, l2_norm, nonfinite_rows
 from .graphs import GraphedSteps, StepCache
 from .pool import Chunk, Pool, Rows
 
@@ -92,11 +92,6 @@ class DeepFool(Pooled):
         self.steps, self.candidates, self.overshoot, self.gradients = steps, candidates, overshoot, gradients
         self.cuda_graphs = cuda_graphs
         self.step_cache = StepCache(self._build_steps)
-
-    def stream(self, model: nn.Module, chunks: Iterable[Chunk],
-               batch_size: int) -> Iterator[tuple[int, DistanceResult]]:
-        with frozen(model):
-            yield from self._attack(model, chunks, batch_size)
 
     def _build_steps(self, model: nn.Module) -> Steps:
         return Steps(self, model)
