@@ -183,6 +183,44 @@ class WaitsForTheHost(nn.Module):
         return self.linear(x.flatten(1)) * scale
 
 
+class CapturingStream:
+    """A stand-in CUDA stream: a capture on the CPU needs nothing of it."""
+
+    def wait_stream(self, other):
+        pass
+
+
+@contextlib.contextmanager
+def capture_that_forbids_host_syncs(graph, pool=None, stream=None):
+    """``torch.cuda.graph`` on the CPU: a host synchronisation inside raises as CUDA's does mid-capture."""
+    def forbidden(*_):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+    with pytest.MonkeyPatch.context() as capturing:
+        for name in HOST_SYNCS:
+            capturing.setattr(torch.Tensor, name, forbidden)
+        yield
+
+
+def test_a_capture_that_fails_names_the_setting_to_turn_off_and_restores_the_stream(monkeypatch):
+    """GraphedSteps' own capture, its CUDA calls stood in for: the failure names the override to use, the
+    warm-up ran outside the capture, and the stream current before the capture is current again."""
+    current = CapturingStream()
+    made_current = []
+    for name, value in (("graph_pool_handle", object), ("Stream", CapturingStream), ("CUDAGraph", object),
+                        ("stream", lambda stream: contextlib.nullcontext()), ("current_stream", lambda: current),
+                        ("set_stream", made_current.append), ("graph", capture_that_forbids_host_syncs),
+                        ("device", lambda device: contextlib.nullcontext())):
+        monkeypatch.setattr(torch.cuda, name, value)
+    monkeypatch.setattr(graphs, "capturable", lambda tensor: True)
+    torch.manual_seed(0)
+    model = WaitsForTheHost().eval()
+    x = torch.rand(16, 3, 8, 8)
+    with pytest.raises(RuntimeError, match=r"estimator\.deepfool\.cuda_graphs=false") as failure:
+        DeepFool(cuda_graphs=True)(model, x, model(x).argmax(1))
+    assert "operation not permitted when stream is capturing" in str(failure.value)
+    assert made_current == [current]
+
 @gpu
 def test_a_model_that_cannot_be_captured_names_the_setting_to_turn_off():
     torch.manual_seed(0)

@@ -110,7 +110,8 @@ class GraphedSteps:
                 raise
             raise RuntimeError(f"capturing a CUDA graph of {self.name}'s step failed ({error}); a model that "
                                "waits for the host inside its forward pass (a .item(), a data-dependent branch) "
-                               f"cannot be captured. Fix: turn {self.name}'s cuda_graphs off") from error
+                               f"cannot be captured. Fix: estimator.{self.name}.cuda_graphs=false (in Python: "
+                               "build the attack with cuda_graphs=False)") from error
         finally:
             torch.cuda.set_stream(current)   # a failed capture leaves its stream current otherwise
         return graph, inputs, outputs
