@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# The GPU rows issues #3 and #9 ask for, on one H100 or H200; the output goes to $OUT (default
+# The GPU rows issues #3, #9 and #18 ask for, on one H100 or H200; the output goes to $OUT (default
 # ./device_check). Stages run in the order of STAGES, each under its own time limit, and print as
 # they go, so a slow stage leaves the others' figures intact. Seconds each took on an H200 (2026-11-27):
 # pipeline ≈ 225, estimators_32 ≈ 145, estimators_224 > 105 (cut there), profile_32 not yet run; graphs
 # (CUDA-graphed attacks against eager ones, GPU tests) and the graphed rows added since are not yet timed.
-# Within one 600 s call (limits 90 + 200 + 280 s): STAGES="graphs estimators_32 pipeline", carrying .whl
-# and .bench-data; then STAGES="profile_32 estimators_224" in a second call if time is left.
-# GRAPHS=0 leaves the CUDA-graphed attacks out of the bench stages (should the graphs stage fail). Our attacks'
-# pools are a quarter of their images wide (as an audit's chunk is 4× its pool): not yet run on a GPU since.
 # stream_32 (not yet run on a GPU, about 150 s expected): our eager attacks over all the digits' correctly
 # classified inputs in chunks 4× the pool, a call per chunk against one stream through one pool.
+# The default order is #18's first: its GPU tests (graphs), its speed and floor goals at 32 px
+# (estimators_32) and the stream (stream_32), then #9's projection (pipeline), then the rest. A session's
+# device time (15 minutes all told, the machine's start included) holds one call of about 500 s: the
+# first three stages (limits 90 + 200 + 200 s), carrying .whl; then STAGES="pipeline" with .bench-data
+# in a second call if time is left.
+# GRAPHS=0 leaves the CUDA-graphed attacks out of the bench stages (should the graphs stage fail). Our attacks'
+# pools are a quarter of their images wide (as an audit's chunk is 4× its pool): not yet run on a GPU since.
 # The device machines' python3 has torch, torchvision, lightning, pandas and scipy, not foolbox,
 # torchattacks, eagerpy or pytest: put those wheels (and GitPython, gitdb, smmap, which foolbox
 # imports; iniconfig, pluggy, pygments, packaging, exceptiongroup, tomli for pytest) in .whl/ and
@@ -25,7 +28,7 @@ OUT=${OUT:-device_check}
 mkdir -p "$OUT"
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
-STAGES=${STAGES:-graphs estimators_32 pipeline profile_32 estimators_224 stream_32}
+STAGES=${STAGES:-graphs estimators_32 stream_32 pipeline profile_32 estimators_224}
 GRAPHS_ARG=(--cuda-graphs); [ "${GRAPHS:-1}" = 1 ] || GRAPHS_ARG=(--no-cuda-graphs)
 if compgen -G ".whl/*.whl" > /dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
