@@ -215,6 +215,24 @@ def split_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str
               f"{passes:.2f} s ({passes / seconds:.0%} of the time: forward {timed_model.forward_seconds:.2f} s, "
               f"backward {timed_model.backward_seconds:.2f} s); at the floor's rates they take {ran_at_floor:.2f} s "
               f"({ran_at_floor / passes:.0%}), the passes its queries count {counted_at_floor:.2f} s", flush=True)
+        print("  " + "; ".join(rates_by_width(timed_model.passes, floor, batch_size)), flush=True)
+
+
+def rates_by_width(passes: list[tuple[str, int, float]], floor: tuple[float, float, float], width: int) -> list[str]:
+    """How near the floor's rates a Timed model's ``passes`` ran, those on a full pool of ``width`` rows apart
+    from those on fewer (as the pool drains, or admits a few rows): whether the queue's end or the passes
+    themselves fall short of the floor's tight loops."""
+    seconds_per_row = dict(zip(("forward", "graphed", "backward"), floor))
+    rows_in_all = sum(rows for _, rows, _ in passes)
+    parts = []
+    for label, full in ((f"on a full pool of {width}", True), ("on fewer rows", False)):
+        chosen = [(kind, rows, took) for kind, rows, took in passes if (rows == width) == full]
+        rows = sum(rows for _, rows, _ in chosen)
+        if rows:
+            at_floor = sum(seconds_per_row[kind] * rows for kind, rows, _ in chosen)
+            parts.append(f"passes {label} ({rows / rows_in_all:.0%} of the rows) ran at "
+                         f"{at_floor / sum(took for _, _, took in chosen):.0%} of the floor's rates")
+    return parts
 
 
 def stream_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str], batch_size: int) -> None:

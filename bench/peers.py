@@ -55,27 +55,33 @@ class Counted(torch.nn.Module):
 
 class Timed(Counted):
     """Counted, and timing its passes: the seconds spent in its forward passes, and in its backward passes
-    from the gradient at its output to the gradient at its input. Meaningful on a CPU, where a pass has
+    from the gradient at its output to the gradient at its input; ``passes`` holds each pass's kind
+    (``forward``, ``graphed`` or ``backward``), rows and seconds. Meaningful on a CPU, where a pass has
     ended when its call returns (a GPU runs them asynchronously)."""
 
     def reset(self) -> None:
         super().reset()
         self.forward_seconds = self.backward_seconds = 0.0
-        self._backward_from = 0.0
+        self.passes: list[tuple[str, int, float]] = []
+        self._backward_from, self._backward_rows = 0.0, 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         start = time.perf_counter()
         out = super().forward(_BackwardEnd.apply(x, self) if x.requires_grad else x)
         if out.requires_grad:
             out.register_hook(self._backward_starts)
-        self.forward_seconds += time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        self.forward_seconds += seconds
+        self.passes.append(("graphed" if out.requires_grad else "forward", len(x), seconds))
         return out
 
     def _backward_starts(self, grad: torch.Tensor) -> None:
-        self._backward_from = time.perf_counter()
+        self._backward_from, self._backward_rows = time.perf_counter(), len(grad)
 
     def backward_ended(self) -> None:
-        self.backward_seconds += time.perf_counter() - self._backward_from
+        seconds = time.perf_counter() - self._backward_from
+        self.backward_seconds += seconds
+        self.passes.append(("backward", self._backward_rows, seconds))
 
 
 class _BackwardEnd(torch.autograd.Function):

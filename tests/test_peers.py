@@ -117,6 +117,19 @@ def test_the_timed_model_times_its_own_passes_and_nothing_around_them():
     assert (timed.forward_rows, timed.graphed_rows, timed.backward_rows) == (0, 5, 10)
     assert 0.02 <= timed.forward_seconds < 0.045   # none of the 50 ms before them
     assert 0.06 <= timed.backward_seconds < 0.1   # two backward passes of 30 ms; none of the 50 ms around them
+    assert [(kind, rows) for kind, rows, _ in timed.passes] == [("graphed", 5), ("backward", 5), ("backward", 5)]
+    assert sum(seconds for *_, seconds in timed.passes) == timed.forward_seconds + timed.backward_seconds
+
+
+def test_rates_by_width_sets_a_full_pools_passes_apart_from_those_on_fewer_rows():
+    passes = [("forward", 4, 0.2), ("backward", 4, 0.4), ("graphed", 2, 0.1)]
+    floor = (0.025, 0.04, 0.05)   # seconds per row: forward, graphed, backward
+    # full pool: 4 × 0.025 + 4 × 0.05 = 0.3 s at the floor's rates in 0.6 s; fewer rows: 2 × 0.04 = 0.08 s in 0.1 s
+    assert bench.rates_by_width(passes, floor, width=4) == [
+        "passes on a full pool of 4 (80% of the rows) ran at 50% of the floor's rates",
+        "passes on fewer rows (20% of the rows) ran at 80% of the floor's rates"]
+    assert bench.rates_by_width(passes[:2], floor, width=4) == [
+        "passes on a full pool of 4 (100% of the rows) ran at 50% of the floor's rates"]
 
 
 def test_bench_split_prints_how_much_of_our_attacks_time_their_passes_take(capsys):
@@ -124,6 +137,7 @@ def test_bench_split_prints_how_much_of_our_attacks_time_their_passes_take(capsy
     printed = capsys.readouterr().out
     for attack in ("deepfool", "cw"):
         assert f"{attack} (ours): " in printed and "of its floor. Its model's passes took" in printed
+    assert printed.count("passes on a full pool of 4 (") == 2   # a line for each attack
 
 
 def test_bench_stream_runs_our_attacks_chunk_by_chunk_and_as_one_stream(capsys):
