@@ -15,7 +15,8 @@
 # pools are a quarter of their images wide (as an audit's chunk is 4× its pool): not yet run on a GPU since.
 # The device machines' python3 has torch, torchvision, lightning, pandas and scipy, not foolbox,
 # torchattacks, eagerpy or pytest: put those wheels (and GitPython, gitdb, smmap, which foolbox
-# imports; iniconfig, pluggy, pygments, packaging, exceptiongroup, tomli for pytest) in .whl/ and
+# imports; iniconfig, pluggy, pygments, packaging for pytest: the machines' Python 3.12 needs neither
+# exceptiongroup nor tomli, and a tomli wheel built for another Python stops the install) in .whl/ and
 # carry it (pip download --no-deps -d .whl ... fetches them) for the peer rows and the graphs stage,
 # or run with SKIP="foolbox torchattacks" to leave those peers out. Real faces: the pipeline stage
 # needs about 2,200 training images (30 steps × 64 + 128), and a call carries at most 64 MiB, so

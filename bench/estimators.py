@@ -226,10 +226,10 @@ def rates_by_width(passes: list[tuple[str, int, float]], floor: tuple[float, flo
     rows_in_all = sum(rows for _, rows, _ in passes)
     parts = []
     for label, full in ((f"on a full pool of {width}", True), ("on fewer rows", False)):
-        chosen = [(kind, rows, took) for kind, rows, took in passes if (rows == width) == full]
-        rows = sum(rows for _, rows, _ in chosen)
+        chosen = [(kind, n, took) for kind, n, took in passes if (n == width) == full]
+        rows = sum(n for _, n, _ in chosen)
         if rows:
-            at_floor = sum(seconds_per_row[kind] * rows for kind, rows, _ in chosen)
+            at_floor = sum(seconds_per_row[kind] * n for kind, n, _ in chosen)
             parts.append(f"passes {label} ({rows / rows_in_all:.0%} of the rows) ran at "
                          f"{at_floor / sum(took for _, _, took in chosen):.0%} of the floor's rates")
     return parts
