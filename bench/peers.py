@@ -61,27 +61,30 @@ class Timed(Counted):
 
     def reset(self) -> None:
         super().reset()
-        self.forward_seconds = self.backward_seconds = 0.0
         self.passes: list[tuple[str, int, float]] = []
         self._backward_from, self._backward_rows = 0.0, 0
+
+    @property
+    def forward_seconds(self) -> float:
+        return sum(seconds for kind, _, seconds in self.passes if kind != "backward")
+
+    @property
+    def backward_seconds(self) -> float:
+        return sum(seconds for kind, _, seconds in self.passes if kind == "backward")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         start = time.perf_counter()
         out = super().forward(_BackwardEnd.apply(x, self) if x.requires_grad else x)
         if out.requires_grad:
             out.register_hook(self._backward_starts)
-        seconds = time.perf_counter() - start
-        self.forward_seconds += seconds
-        self.passes.append(("graphed" if out.requires_grad else "forward", len(x), seconds))
+        self.passes.append(("graphed" if out.requires_grad else "forward", len(x), time.perf_counter() - start))
         return out
 
     def _backward_starts(self, grad: torch.Tensor) -> None:
         self._backward_from, self._backward_rows = time.perf_counter(), len(grad)
 
     def backward_ended(self) -> None:
-        seconds = time.perf_counter() - self._backward_from
-        self.backward_seconds += seconds
-        self.passes.append(("backward", self._backward_rows, seconds))
+        self.passes.append(("backward", self._backward_rows, time.perf_counter() - self._backward_from))
 
 
 class _BackwardEnd(torch.autograd.Function):
