@@ -10,10 +10,11 @@ The floor of a row is the time its forward and backward passes would take at the
 full-batch rates, each kind timed on its own (none assumed to cost some multiple of another): forward
 passes without a graph, forward passes that keep one, and backward passes to the inputs through a kept
 graph, each at the faster of our attacks' pool width and all the inputs at once; smoothing's forward
-passes at the fastest batch its probe finds. Our estimators' passes are those their queries count
-(``Estimator.passes``); a peer's are all it runs, counted by a wrapper around the model
-(peers.Counted): work on samples it has already finished counts towards its floor, though not
-towards ours.
+passes at the fastest batch its probe finds. Every pass a method runs counts: ours say theirs per
+sample (``Estimator.passes``: their queries, and DeepFool's graph-keeping pass after each check, which
+repeats the check at the same point); a peer's are counted by a wrapper around the model
+(peers.Counted), so work on samples it has already finished counts towards its floor too (ours run
+none).
 
     python bench/estimators.py                                  # small CNN on CPU (make bench)
     python bench/estimators.py --model resnet50 --image-size 32 --device cuda --images 512
@@ -195,10 +196,10 @@ def profile_attacks(model, x, y, device: str, deepfool_steps: int, names: list[s
 
 
 def split_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str], batch_size: int) -> None:
-    """Our DeepFool's and CW's share of their floor as the product of three: the share of the attack's time
-    that its model's passes take (timed inside the attack, peers.Timed), how near the floor's rates those
-    passes run there, and how much of them the queries count. On a CPU, where a pass has ended when its call
-    returns."""
+    """Our DeepFool's and CW's share of their floor as the product of two: the share of the attack's time
+    that its model's passes take (timed inside the attack, peers.Timed), and how near the floor's rates those
+    passes run there; beside them, the floor of the passes the attack counts (``Estimator.passes``), which
+    equals that of the passes timed. On a CPU, where a pass has ended when its call returns."""
     floor = pass_seconds(model, x, device, (min(batch_size, len(x)), len(x)))
     timed_model = peers.Timed(model)
     with torch.no_grad():
@@ -214,7 +215,7 @@ def split_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str
         print(f"{name} (ours): {seconds:.2f} s, {counted_at_floor / seconds:.0%} of its floor. Its model's passes took "
               f"{passes:.2f} s ({passes / seconds:.0%} of the time: forward {timed_model.forward_seconds:.2f} s, "
               f"backward {timed_model.backward_seconds:.2f} s); at the floor's rates they take {ran_at_floor:.2f} s "
-              f"({ran_at_floor / passes:.0%}), the passes its queries count {counted_at_floor:.2f} s", flush=True)
+              f"({ran_at_floor / passes:.0%}), the passes it counts {counted_at_floor:.2f} s", flush=True)
         print("  " + "; ".join(rates_by_width(timed_model.passes, floor, batch_size)), flush=True)
 
 
@@ -387,8 +388,8 @@ def main(argv=None) -> pd.DataFrame:
     def run(method, peer_of, fn, xs, ys, estimator=None, floor="attacks", warm_up_on_all=False):
         """Time ``fn`` after a warm-up on one input, or with ``warm_up_on_all`` (CUDA graphs) on all of
         them: that call captures the graphs an audit's first chunk would, and the timed ones replay them.
-        The fastest of ``--repeats`` timed calls counts. ``estimator``: ours, whose queries count its
-        passes; else a peer, which gets the counted model."""
+        The fastest of ``--repeats`` timed calls counts. ``estimator``: ours, which counts its passes
+        (``Estimator.passes``); else a peer, which gets the counted model."""
         target = model if estimator is not None else counted
         warm = timed(args.device, fn, target, *((xs, ys) if warm_up_on_all else (xs[:1], ys[:1])))[1]
         seconds = math.inf

@@ -148,8 +148,9 @@ def test_a_pool_agrees_with_one_sample_at_a_time_on_a_batched_model(name):
 
 def test_deepfool_charges_no_backward_pass_to_a_sample_that_flipped():
     """Each iterate is checked before the gradient pass: the backward passes run are exactly the counted
-    ones, and besides the counted passes only one forward pass per move that keeps a graph runs (the
-    check keeps none). ``replicated`` needs no such repeat: every pass it runs is counted."""
+    ones. Its passes are every pass it runs: besides the queries, one forward pass per move that keeps a
+    graph, which repeats the check at the same point (the check keeps none). ``replicated`` needs no
+    such repeat: every pass it runs is a query."""
     for gradients in ("loop", "replicated"):
         model = RowByRow(cnn())
         x, y = inputs(model)
@@ -157,14 +158,16 @@ def test_deepfool_charges_no_backward_pass_to_a_sample_that_flipped():
         attack = DeepFool(steps=30, gradients=gradients)
         result = attack(model, x, y, batch_size=WIDTH)
         passes = attack.passes(result, classes=5)
-        assert torch.equal(passes.forward + passes.graphed + passes.backward, result.queries)
         moves = passes.backward // 4   # one backward pass for each of the 4 candidates other than the label
         assert len(moves.unique()) >= 3 and torch.equal(passes.forward, 1 + moves)   # s moves, s + 1 checks
         assert model.forward_rows == int(passes.forward.sum()) and model.backward_rows == int(passes.backward.sum())
-        if gradients == "replicated":   # a forward pass for each candidate's copy
-            assert torch.equal(passes.graphed, 4 * moves) and model.graphed_rows == int(passes.graphed.sum())
-        else:
-            assert not passes.graphed.any() and model.graphed_rows == int(moves.sum())
+        assert model.graphed_rows == int(passes.graphed.sum())
+        if gradients == "replicated":   # a forward pass for each candidate's copy, each a query
+            assert torch.equal(passes.graphed, 4 * moves)
+            assert torch.equal(passes.forward + passes.graphed + passes.backward, result.queries)
+        else:   # one graph per move, repeating its check
+            assert torch.equal(passes.graphed, moves)
+            assert torch.equal(passes.forward + passes.backward, result.queries)
 
 
 def test_cw_runs_exactly_its_counted_passes():

@@ -59,8 +59,10 @@ class DistanceResult:
 
 
 class Passes(NamedTuple):
-    """Each sample's queries by kind: forward passes without a graph, forward passes that keep one for
-    backward passes (slower: they store activations), and backward passes."""
+    """The model passes each sample's run took, by kind: forward passes without a graph, forward passes
+    that keep one for backward passes (slower: they store activations), and backward passes. Every pass
+    run counts, as a benchmark counts a peer's, though a pass that repeats another at the same point
+    (DeepFool's graph-keeping pass after its check) is no query."""
 
     forward: torch.Tensor
     graphed: torch.Tensor
@@ -125,8 +127,8 @@ class Estimator:
         raise NotImplementedError
 
     def passes(self, result: DistanceResult, classes: int) -> Passes:
-        """Each sample's ``queries`` by kind, on a model with ``classes`` outputs: what a benchmark's arithmetic
-        floor counts. Forward passes without a graph alone, unless an estimator says otherwise."""
+        """Each sample's passes by kind, on a model with ``classes`` outputs: what a benchmark's arithmetic
+        floor counts. Its ``queries``, as forward passes without a graph, unless an estimator says otherwise."""
         none = torch.zeros_like(result.queries)
         return Passes(forward=result.queries, graphed=none, backward=none)
 

@@ -97,14 +97,14 @@ class DeepFool(Pooled):
         return Steps(self, model)
 
     def passes(self, result: DistanceResult, classes: int) -> Passes:
-        """A sample that made s moves made s + 1 checks (forward passes without a graph) and per move one
-        backward pass per candidate other than the label through one graph (``replicated``: through a
-        graph of its own, from a forward pass over its copy)."""
+        """A sample that made s moves made s + 1 checks (forward passes without a graph) and per move a
+        forward pass that keeps its graph, then one backward pass through it per candidate other than the
+        label (``replicated``: through a graph of its own, from a forward pass over its copy). The moves'
+        graph-keeping passes repeat the checks' at the same points: no query counts them."""
         others = min(self.candidates, classes) - 1
         replicated = self.gradients == "replicated"
         moves = (result.queries - 1) // (1 + others * (2 if replicated else 1))
-        return Passes(forward=1 + moves, graphed=others * moves if replicated else torch.zeros_like(moves),
-                      backward=others * moves)
+        return Passes(forward=1 + moves, graphed=others * moves if replicated else moves, backward=others * moves)
 
     def _attack(self, model: nn.Module, chunks: Iterable[Chunk], width: int) -> Iterator[tuple[int, DistanceResult]]:
         steps = self.step_cache(model)
