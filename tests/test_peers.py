@@ -212,3 +212,13 @@ def test_steady_allocator_serves_activation_sized_buffers_from_the_heap(allocato
     probe = subprocess.run([sys.executable, "-c", STEADY_ALLOCATOR_PROBE, allocator],
                            capture_output=True, text=True, check=True)
     assert (int(probe.stdout) >= 16_000_000) is mmapped
+
+
+def test_the_bench_trains_the_papers_utk_classifier_to_classify_held_out_digits():
+    """``--model utk_classifier`` attacks the paper's face model: its learning rate must train it (at the
+    small CNN's rate it learns nothing). The pool of inputs starts with the held-out digits."""
+    model, pool_x, pool_y = bench.trained_model("utk_classifier", 32, "cpu", epochs=2)
+    held_out = slice(0, 300)
+    with torch.no_grad():
+        accuracy = (model(pool_x[held_out]).argmax(1) == pool_y[held_out]).float().mean()
+    assert accuracy >= 0.8
