@@ -55,7 +55,7 @@ def digits_images(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return images.clamp(0, 1).repeat(1, 3, 1, 1), torch.as_tensor(digits.labels)
 
 
-# at 0.05 ResNet-50 diverges (8% held-out accuracy), and so does the UTK classifier (10% at 32 px, NaN logits at 48)
+# the small CNN's 0.05 leaves ResNet-50 and the UTK classifier untrained (docs/benchmarks.md)
 LEARNING_RATES = {"small_cnn": 0.05, "resnet50": 0.01, "utk_classifier": 0.01}
 
 

@@ -84,12 +84,11 @@ class Estimator:
     runs on consecutive batches of a chunk; the attacks keep a pool of ``batch_size`` working rows
     full instead, refilled as samples finish, from one chunk into the next (pool.py). ``index``
     holds the samples' dataset indices, for estimators whose randomness is seeded per sample.
-    ``check_model`` runs before any training, so a mismatch fails fast with a clear message. ``bound`` says which side of the true
-    distance the results lie on. ``batch_invariant`` says that results do not depend on
-    ``batch_size``; otherwise (batched kernels round differently for other batch sizes: DeepFool's
-    distances differ by up to 4e-6 relative between batches of 7 and 256) the audit reuses stored
-    chunks only from the same batch size. ``step_cache`` keeps an attack's step functions and CUDA
-    graphs between calls (graphs.py).
+    ``check_model`` runs before any training, so a mismatch fails fast with a clear message.
+    ``bound`` says which side of the true distance the results lie on. ``batch_invariant`` says that
+    results do not depend on ``batch_size``; otherwise (batched kernels round differently for other
+    batch sizes: docs/benchmarks.md) the audit reuses stored chunks only from the same batch size.
+    ``step_cache`` keeps an attack's step functions and CUDA graphs between calls (graphs.py).
     """
 
     name = "estimator"
