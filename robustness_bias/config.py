@@ -156,7 +156,7 @@ class EstimatorPlan:
     and chunks, at what precision (robustness_bias.auditing.EstimatorPlan takes these)."""
 
     every_nth: int = setting(whole(1, 1), 1)      # audit every n-th test image (the paper's smoothing: 5)
-    # Batch sizes change DeepFool's distances by float rounding only (4e-6 relative), and chunks of another
+    # Batch sizes change DeepFool's distances by float rounding only (docs/benchmarks.md), and chunks of another
     # batch size are never reused (records.ChunkStore): both may change between a run and its resume.
     batch_size: int = setting(whole(1, 256), 256, shapes_results=False)
     chunk_size: int = setting(whole(1, 256), 256, shapes_results=False)  # a crash loses at most one chunk
