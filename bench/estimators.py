@@ -16,9 +16,9 @@ repeats the check at the same point); a peer's are counted by a wrapper around t
 (peers.Counted), so work on samples it has already finished counts towards its floor too (ours run
 none).
 
-    python bench/estimators.py                                  # small CNN on CPU (make bench)
+    python bench/estimators.py                                  # the paper's face model at 32 px (make bench)
+    python bench/estimators.py --model small_cnn                # a small CNN: quicker, a toy
     python bench/estimators.py --model resnet50 --image-size 32 --device cuda --images 512
-    python bench/estimators.py --model utk_classifier --image-size 48   # the paper's face model, on CPU
     python bench/estimators.py --model resnet50 --image-size 224 --device cuda --rs-n 10000
     python bench/estimators.py --rs-compile                     # smoothing through torch.compile
     python bench/estimators.py --split                          # our attacks' time in their model's passes (CPU)
@@ -319,8 +319,9 @@ def compare(rows: list[dict]) -> pd.DataFrame:
 
 def main(argv=None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="small_cnn", choices=sorted(LEARNING_RATES),
-                        help="utk_classifier: the paper's UTKFace classifier (use --image-size 48, its faces' size)")
+    parser.add_argument("--model", default="utk_classifier", choices=sorted(LEARNING_RATES),
+                        help="utk_classifier: the paper's UTKFace classifier; small_cnn: a toy whose passes cost little "
+                             "beside CW's own arithmetic (docs/benchmarks.md)")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--images", type=int, default=256, help="inputs for DeepFool and CW")
