@@ -215,7 +215,7 @@ def test_steady_allocator_serves_activation_sized_buffers_from_the_heap(allocato
 
 
 def test_the_bench_trains_the_papers_utk_classifier_to_classify_held_out_digits():
-    """``--model utk_classifier`` attacks the paper's face model: its learning rate must train it (at the
+    """``make bench`` attacks the paper's face model by default: its learning rate must train it (at the
     small CNN's rate it learns nothing). The pool of inputs starts with the held-out digits."""
     model, pool_x, pool_y = bench.trained_model("utk_classifier", 32, "cpu", epochs=2)
     held_out = slice(0, 300)
