@@ -53,12 +53,14 @@ TAG = "final"   # an audit of given weights is written as mode=audit writes it
 
 # Record columns a sensitive feature may not be named after.
 RESERVED = {"sample_index", "label", "class", "prediction", "correct", "estimator", "epoch", "epoch_tag", "precision",
-            "distance", "bound", "success", "queries", "failure", "settings_hash", "weights_hash", "shard"}
+            "distance", "bound", "cap", "success", "queries", "failure", "settings_hash", "weights_hash", "shard"}
 
 # The by-group table's metrics (summary columns); those defined for the whole test set as well; those
 # difference() compares.
-METRICS = ("size", "accuracy", "attacked", "median_distance", "auc", "sigma", "sigma_low", "sigma_high", "p_adjusted")
-OVERALL_METRICS = ("size", "accuracy", "attacked", "median_distance", "auc")
+METRICS = ("size", "accuracy", "attacked", "failures", "failure_share", "capped", "cap_share", "median_distance", "auc",
+           "sigma", "sigma_low", "sigma_high", "p_adjusted", "sigma_least", "sigma_most", "flag")
+OVERALL_METRICS = ("size", "accuracy", "attacked", "failures", "failure_share", "capped", "cap_share", "median_distance",
+                   "auc")
 COMPARED = ("accuracy", "median_distance", "auc", "sigma")
 
 

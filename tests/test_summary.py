@@ -49,3 +49,50 @@ def test_audited_accuracy_counts_every_sample_once_whichever_estimators_saw_it()
     every_other = whole.iloc[::2].assign(estimator="deepfool")   # all correct: accuracy 1 on its subsample
     assert audited_accuracy(pd.concat([every_other, whole])) == pytest.approx(5 / 6)
     assert audited_accuracy(every_other) == 1.0
+
+
+def _unknowns():
+    """Group a: 4 measured points; group b: 2 measured, one failure and one at a cap of 0.5."""
+    return pd.DataFrame({
+        "estimator": ["rs"] * 8,
+        "distance": [0.1, 0.2, 0.3, 0.4, 0.2, 0.4, 0.0, 0.5],
+        "success": [True, True, True, True, True, True, False, True],
+        "correct": [True] * 8,
+        "cap": [0.5] * 8,
+        "site": ["a", "a", "a", "a", "b", "b", "b", "b"],
+    })
+
+
+def test_band_puts_failed_and_capped_points_at_their_least_and_most():
+    records = _unknowns()
+    table = group_summary(records, ["site"], tau_max=1.0).set_index("group")
+    a, b, whole = table.loc["a"], table.loc["b"], table.loc[OVERALL]
+    assert (b["failures"], b["capped"], whole["failures"], whole["capped"]) == (1, 1, 1, 1)
+    assert b["failure_share"] == pytest.approx(0.25) and b["cap_share"] == pytest.approx(0.25)
+    assert a["flag"] == "failures, cap" and b["flag"] == "failures, cap"   # the rest of a holds b's unknowns
+    # b's failure anywhere in [0, 1], its capped point in [0.5, 1]; a is all measured (area 0.25).
+    least_b, most_b = (0.2 + 0.4 + 0 + 0.5) / 4, (0.2 + 0.4 + 1 + 1) / 4
+    assert b["sigma_least"] == pytest.approx((least_b - 0.25) / 0.25)
+    assert b["sigma_most"] == pytest.approx((most_b - 0.25) / 0.25)
+    assert a["sigma_least"] == pytest.approx((0.25 - most_b) / most_b)
+    assert a["sigma_most"] == pytest.approx((0.25 - least_b) / least_b)
+    assert b["sigma_least"] <= b["sigma"] <= b["sigma_most"]
+
+
+def test_no_flag_and_no_band_where_everything_was_measured():
+    records = _unknowns().assign(success=True, distance=[0.1, 0.2, 0.3, 0.4, 0.2, 0.4, 0.3, 0.45])
+    table = group_summary(records, ["site"]).set_index("group")
+    assert (table.loc[["a", "b"], "flag"] == "").all()
+    assert table.loc["b", "sigma_least"] == pytest.approx(table.loc["b", "sigma"])
+    assert table.loc["b", "sigma_most"] == pytest.approx(table.loc["b", "sigma"])
+
+
+def test_console_shows_failures_caps_and_how_sigma_treats_them():
+    from robustness_bias.report.console import group_table
+
+    text = group_table(group_summary(_unknowns(), ["site"], tau_max=1.0))
+    header, *_ = [line for line in text.splitlines() if "group" in line]
+    assert "fail" in header and "cap" in header
+    assert "⚑ band [" in text
+    assert "rs failed on 1 of 8 attacked points (12%)" in text
+    assert "1 of 8 rs distances (12%) sit at the largest it can report, 0.500" in text

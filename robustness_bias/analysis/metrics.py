@@ -12,6 +12,10 @@ Two forms of the survival curve Î_P(τ) (the share of P farther than τ from th
 *conditional* (default, the paper's Eq. 1–3) counts only correctly classified points;
 *unconditional* (Eq. 4–6) divides by |P| and counts misclassified points as distance 0.
 Failures (``+inf``) are either *censored* (default: beyond every τ) or *dropped*.
+
+Where an estimator failed on a point, or reported the largest distance it can (smoothing's cap), the
+point's distance is known only to lie in an interval; :func:`sigma_band` gives the range σ spans over
+every placement of those points (docs/design.md, "When σ cannot be trusted").
 """
 
 from __future__ import annotations
@@ -92,6 +96,47 @@ def sigma(distance, correct, in_group, tau_max: float, *, conditional: bool = Tr
     if not np.isfinite(auc_p) or not np.isfinite(auc_rest) or auc_rest == 0:
         return float("nan")
     return (auc_p - auc_rest) / auc_rest
+
+
+def unknown_spans(distance, correct, success, cap, tau_max: float, *, conditional: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per counting point, the least and the most its clipped distance min(d, τ_max) could be.
+
+    A measured distance is what it is. A failure (an attack that gave up, smoothing that abstained) says
+    nothing of the distance: anywhere in [0, τ_max]. A distance at the estimator's ``cap`` says only that
+    the true one is at least the cap: [cap, τ_max]. Misclassified points count as 0 in unconditional mode.
+    """
+    distance, correct = np.asarray(distance, dtype=float), np.asarray(correct, dtype=bool)
+    success, cap = np.asarray(success, dtype=bool), np.broadcast_to(np.asarray(cap, dtype=float), distance.shape)
+    counting = correct if conditional else np.ones_like(correct)
+    measured = np.where(correct, np.minimum(np.where(success, distance, 0.0), tau_max), 0.0)
+    capped = correct & success & at_cap(distance, cap)
+    failed = correct & ~success
+    least = np.where(failed, 0.0, measured)
+    most = np.where(failed | capped, tau_max, measured)
+    return least[counting], most[counting]
+
+
+def at_cap(distance, cap) -> np.ndarray:
+    """Which distances sit at the estimator's cap (up to float32 rounding, in which records store them)."""
+    distance, cap = np.asarray(distance, dtype=float), np.asarray(cap, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(cap) & (distance >= cap * (1 - 1e-6))
+
+
+def sigma_band(distance, correct, success, cap, in_group, tau_max: float, *, conditional: bool = True) -> tuple[float, float]:
+    """The least and the most σ(P) could be, wherever the failed and capped points' true distances lie
+    (worst-case bounds: σ grows with P's area and shrinks with the rest's, so the least puts P's unknown
+    points at their least and the rest's at their most, and the most the reverse). Equal to σ where
+    nothing is unknown; NaN where σ is."""
+    in_group = np.asarray(in_group, dtype=bool)
+    counting = np.asarray(correct, dtype=bool) if conditional else np.ones_like(in_group)
+    least, most = unknown_spans(distance, correct, success, cap, tau_max, conditional=conditional)
+    inside = in_group[counting]
+    if not inside.any() or inside.all():
+        return float("nan"), float("nan")
+    low_p, high_p, low_rest, high_rest = least[inside].mean(), most[inside].mean(), least[~inside].mean(), most[~inside].mean()
+    with np.errstate(divide="ignore", invalid="ignore"):   # the rest's least area 0: σ has no upper bound (+inf)
+        return float((low_p - high_rest) / high_rest), float((high_p - low_rest) / low_rest)
 
 
 def robustness_bias(distance, correct, in_group, taus, *, conditional: bool = True, failures: str = "censor") -> np.ndarray:

@@ -22,16 +22,35 @@ def group_values(column: pd.Series) -> list:
     return sorted(column.unique())
 
 
-def _distance_stats(distance: np.ndarray, correct: np.ndarray, success: np.ndarray) -> dict:
+# A σ is flagged when more than this share of a group's or its complement's attacked points failed, or sat at
+# the estimator's cap: then it rests on where those points were put (docs/design.md, "When σ cannot be trusted").
+FLAG_SHARE = 0.05
+
+
+def _distance_stats(distance: np.ndarray, correct: np.ndarray, success: np.ndarray, cap: np.ndarray) -> dict:
     attacked = correct
     solved = distance[attacked & success]
+    failures, capped = int((attacked & ~success).sum()), int((attacked & success & metrics.at_cap(distance, cap)).sum())
     return {
         "attacked": int(attacked.sum()),
-        "failures": int((attacked & ~success).sum()),
+        "failures": failures,
         "success_share": float(success[attacked].mean()) if attacked.any() else np.nan,
+        "failure_share": failures / attacked.sum() if attacked.any() else np.nan,
+        "capped": capped,
+        "cap_share": capped / attacked.sum() if attacked.any() else np.nan,
         "mean_distance": float(solved.mean()) if solved.size else np.nan,
         "median_distance": float(np.median(solved)) if solved.size else np.nan,
     }
+
+
+def _flag(distance, correct, success, cap, member) -> str:
+    """Why σ of the group ``member`` rests on its unknown points: ``failures``, ``cap``, both, or ''."""
+    reasons = []
+    for name, unknown in (("failures", ~success), ("cap", success & metrics.at_cap(distance, cap))):
+        shares = [unknown[correct & side].mean() for side in (member, ~member) if (correct & side).any()]
+        if any(share > FLAG_SHARE for share in shares):
+            reasons.append(name)
+    return ", ".join(reasons)
 
 
 def audited_accuracy(records: pd.DataFrame) -> float:
@@ -71,6 +90,10 @@ def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: 
     Each σ comes with a bootstrap interval (``sigma_low``, ``sigma_high``), a permutation-test
     p-value for σ ≠ 0 and its Benjamini–Hochberg adjustment across all groups of the estimator's
     audit. Groups with fewer than ``min_group_size`` attacked points get no σ (``too_small``).
+    What σ rests on: each group's failures and distances at the estimator's cap (records' ``cap``),
+    counted and as shares of its attacked points; ``sigma_least``/``sigma_most``, the range σ spans
+    wherever those points' true distances lie; and ``flag`` (``failures``, ``cap``) where they pass
+    :data:`FLAG_SHARE` in the group or in the rest.
     """
     significance = {**SIGNIFICANCE, **(significance or {})}
     rows = []
@@ -78,6 +101,7 @@ def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: 
         distance = frame["distance"].to_numpy(float)
         correct = frame["correct"].to_numpy(bool)
         success = frame["success"].to_numpy(bool)
+        cap = frame["cap"].to_numpy(float) if "cap" in frame else np.full(len(frame), np.inf)   # records before caps
         kw = dict(conditional=conditional, failures=failures)
         t_max = metrics.resolve_tau_max(tau_max, distance, correct, **kw)
         pooled = metrics.effective_distances(distance, correct, **kw)
@@ -85,10 +109,12 @@ def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: 
         taus = np.quantile(finite, rb_quantiles) if finite.size else np.full(len(rb_quantiles), np.nan)
         tau_columns = {f"tau_q{round(q * 100)}": t for q, t in zip(rb_quantiles, taus)}
         overall = {"group": OVERALL, "size": len(frame), "accuracy": float(correct.mean()) if len(frame) else np.nan,
-                   **_distance_stats(distance, correct, success), "auc": metrics.area_under_survival(pooled, t_max),
+                   **_distance_stats(distance, correct, success, cap), "auc": metrics.area_under_survival(pooled, t_max),
                    "sigma": np.nan, "tau_max": t_max, **tau_columns,
                    **{f"rb_q{round(q * 100)}": np.nan for q in rb_quantiles},
-                   "sigma_low": np.nan, "sigma_high": np.nan, "p_value": np.nan, "too_small": False}
+                   "sigma_low": np.nan, "sigma_high": np.nan, "p_value": np.nan, "sigma_least": np.nan,
+                   "sigma_most": np.nan, "flag": "", "cap": float(np.min(cap)) if len(cap) else np.inf,
+                   "too_small": False}
         first_row = len(rows)
         for partition in partitions:   # the "(all)" row, the same in every partition, then its groups
             column = frame[partition]
@@ -100,7 +126,7 @@ def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: 
                 member = codes == code
                 row = {"estimator": estimator, "partition": partition, "group": str(group), "size": int(member.sum()),
                        "accuracy": float(correct[member].mean()) if member.any() else np.nan,
-                       **_distance_stats(distance[member], correct[member], success[member]),
+                       **_distance_stats(distance[member], correct[member], success[member], cap[member]),
                        "auc": metrics.area_under_survival(
                            metrics.effective_distances(distance[member], correct[member], **kw), t_max),
                        "sigma": metrics.sigma(distance, correct, member, t_max, **kw),
@@ -108,9 +134,13 @@ def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: 
                 rb = metrics.robustness_bias(distance, correct, member, taus, **kw)
                 row.update({f"rb_q{round(q * 100)}": v for q, v in zip(rb_quantiles, rb)})
                 row.update({name: values[code] for name, values in tests.items()})
+                row["sigma_least"], row["sigma_most"] = metrics.sigma_band(distance, correct, success, cap, member,
+                                                                           t_max, conditional=conditional)
+                row["flag"] = _flag(distance, correct, success, cap, member)
                 row["too_small"] = row["attacked"] < min_group_size
                 if row["too_small"]:
-                    row.update(sigma=np.nan, sigma_low=np.nan, sigma_high=np.nan, p_value=np.nan)
+                    row.update(sigma=np.nan, sigma_low=np.nan, sigma_high=np.nan, p_value=np.nan, sigma_least=np.nan,
+                               sigma_most=np.nan, flag="")
                 rows.append(row)
         adjusted = benjamini_hochberg(np.array([row["p_value"] for row in rows[first_row:]], dtype=float))
         for row, value in zip(rows[first_row:], adjusted):

@@ -177,7 +177,7 @@ def estimate(name: str, step: EstimatorPlan, model, dataset: Dataset, meta: pd.D
         queries[correct] = result["queries"].to_numpy()
         failure[correct] = result["failure"].to_numpy()
     return meta.assign(estimator=name, precision=step.precision, distance=distance, bound=step.estimator.bound,
-                       success=success, queries=queries, failure=failure)
+                       cap=step.estimator.cap, success=success, queries=queries, failure=failure)
 
 
 def chunk_inputs(dataset: Dataset, chunk: np.ndarray, device, channels_last: bool) -> Chunk:

@@ -88,11 +88,14 @@ class Estimator:
     ``bound`` says which side of the true distance the results lie on. ``batch_invariant`` says that
     results do not depend on ``batch_size``; otherwise (batched kernels round differently for other
     batch sizes: docs/benchmarks.md) the audit reuses stored chunks only from the same batch size.
-    ``step_cache`` keeps an attack's step functions and CUDA graphs between calls (graphs.py).
+    ``step_cache`` keeps an attack's step functions and CUDA graphs between calls (graphs.py). ``cap`` is
+    the largest distance the estimator can report (smoothing's largest certifiable radius): a distance
+    there says only that the true one is at least that large, so summaries count and flag them.
     """
 
     name = "estimator"
     bound = UPPER
+    cap = float("inf")
     batch_invariant = False
     step_cache: StepCache | None = None
 

@@ -167,6 +167,13 @@ class RandomizedSmoothing(Estimator):
                               queries=torch.full((len(x),), self.n0 + self.n, dtype=torch.long), failure=failure,
                               bound=self.bound)
 
+    @property
+    def cap(self) -> float:
+        """The largest radius N noisy samples can certify, where all N vote for the class: σ·Φ⁻¹(α^(1/N)),
+        as ``batch`` computes it (in float32), so that a record at the cap compares equal to it."""
+        p_lower = lower_confidence_bound(np.array([self.n]), self.n, self.alpha)
+        return float(torch.as_tensor(self.sigma * norm.ppf(np.maximum(p_lower, 0.5)), dtype=torch.float32)[0])
+
     def forward_of(self, model: nn.Module) -> nn.Module:
         """The model, or with ``compile`` its torch.compile'd version (compiled once per model, for one
         fixed batch shape: every forward pass then gets the full buffer)."""

@@ -35,19 +35,30 @@ def least_robust(rows: pd.DataFrame) -> str | None:
     return None if sized.empty else str(sized.loc[sized["sigma"].idxmin(), "group"])
 
 
+def percent(share: float) -> str:
+    return "–" if share is None or not math.isfinite(share) else f"{100 * share:.0f}%"
+
+
 def group_table(summary: pd.DataFrame, *, names: dict[str, str] | None = None, min_group_size: int | None = None,
-                level: float = 0.95) -> str:
-    """Per estimator and partition: each group's size, accuracy, median distance, σ with its interval and
-    its Benjamini–Hochberg-adjusted p, the least robust group marked; a group without σ says why."""
+                level: float = 0.95, failures: str = "censor") -> str:
+    """Per estimator and partition: each group's size, accuracy, the share of its attacked points the
+    estimator failed on (and, for an estimator with a cap, the share at it), median distance, σ with its
+    interval and its Benjamini–Hochberg-adjusted p, the least robust group marked; a group without σ says
+    why. A σ that rests on failures or capped points carries ⚑ and the band it spans wherever they lie,
+    and a line under the block says how σ treats them."""
     interval = f"{round(level * 100)}% interval"
-    header = f"  {'group':<16} {'size':>5} {'acc':>6} {'median':>7} {'σ':>7}  {interval:<18} {'p adj':>6}"
     blocks = []
     for (estimator, partition), rows in summary.groupby(["estimator", "partition"], sort=False, observed=True):
+        capped = "cap_share" in rows and bool(rows["capped"].fillna(0).gt(0).any())
+        header = (f"  {'group':<16} {'size':>5} {'acc':>6} {'fail':>5}" + (f"  {'cap':>5}" if capped else "")
+                  + f" {'median':>7} {'σ':>7}  {interval:<18} {'p adj':>6}")
         lines = [f"{estimator} · {partition_label(str(partition), names)}", header]
         marked = least_robust(rows[rows["group"] != OVERALL])
         for row in rows.itertuples():
-            line = (f"  {str(row.group)[:16]:<16} {row.size:>5} {number(row.accuracy):>6} "
-                    f"{number(row.median_distance):>7} ")
+            shares = f"{percent(getattr(row, 'failure_share', math.nan)):>5}"
+            if capped:
+                shares += f"  {percent(row.cap_share):>5}"
+            line = f"  {str(row.group)[:16]:<16} {row.size:>5} {number(row.accuracy):>6} {shares} {number(row.median_distance):>7} "
             if row.group == OVERALL:
                 lines.append(line.rstrip())
             elif row.too_small or not math.isfinite(row.sigma):
@@ -55,10 +66,38 @@ def group_table(summary: pd.DataFrame, *, names: dict[str, str] | None = None, m
                 lines.append(line + f"{'–':>7}  no σ: {row.attacked} correctly classified{rule}")
             else:
                 bounds = f"[{number(row.sigma_low, sign=True)}, {number(row.sigma_high, sign=True)}]"
+                flag = getattr(row, "flag", "") or ""
+                band = (f" band [{number(row.sigma_least, 2, True)}, {number(row.sigma_most, 2, True)}]"
+                        if flag and not math.isclose(row.sigma_least, row.sigma_most, abs_tol=5e-3) else "")
                 lines.append(line + f"{number(row.sigma, sign=True):>7}  {bounds:<18} {number(row.p_adjusted):>6}"
+                             + (f"  ⚑{band}" if flag else "")
                              + (f"  {LEAST_ROBUST}" if str(row.group) == marked else ""))
+        lines += caveats(rows, str(estimator), failures)
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def caveats(rows: pd.DataFrame, estimator: str, failures: str) -> list[str]:
+    """A line for each reason some σ of the block carries ⚑: how many points failed or sat at the cap, how
+    σ treated them, and what the band means (docs/design.md, "When σ cannot be trusted")."""
+    whole = rows[rows["group"] == OVERALL]
+    flags = set(", ".join(rows.get("flag", pd.Series(dtype=str)).fillna("")).replace(" ", "").split(",")) - {""}
+    if whole.empty or not flags:
+        return []
+    whole = whole.iloc[0]
+    treated = ("counts as reaching τ_max (audit.failures=censor)" if failures == "censor"
+               else "is left out (audit.failures=drop)")
+    lines = []
+    if "failures" in flags:
+        lines.append(f"  ⚑ {estimator} failed on {whole.failures} of {whole.attacked} attacked points "
+                     f"({percent(whole.failure_share)}); in σ a failure {treated}")
+    if "cap" in flags:
+        lines.append(f"  ⚑ {whole.capped} of {whole.attacked} {estimator} distances ({percent(whole.cap_share)}) sit at the "
+                     f"largest it can report, {number(whole.cap)}: σ compares areas up to τ_max = {number(whole.tau_max)} "
+                     "and sees no difference beyond the cap (more samples raise it)")
+    if (rows["sigma_most"] - rows["sigma_least"]).gt(5e-3).any():
+        lines.append("    band: σ with each group's failed and capped points at the least and the most they could be")
+    return lines
 
 
 def job_answer(summary: pd.DataFrame, result: dict, names: dict[str, str] | None = None) -> str:
@@ -70,7 +109,7 @@ def job_answer(summary: pd.DataFrame, result: dict, names: dict[str, str] | None
              f"{number(result.get('test_accuracy'))}. σ < 0: closer to the decision boundary than the rest "
              "(less robust); p adj: permutation test, Benjamini–Hochberg")
     table = group_table(summary, names=names, min_group_size=settings.get("min_group_size"),
-                        level=significance.get("level", 0.95))
+                        level=significance.get("level", 0.95), failures=settings.get("failures", "censor"))
     return f"{title}\n\n{table}\n\n{where_the_files_are(Path(result['output_dir']))}"
 
 

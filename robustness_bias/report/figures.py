@@ -36,7 +36,9 @@ def _save(fig, path: Path | None, also_pdf: bool):
 def survival_figure(records: pd.DataFrame, partition: str, path: str | Path | None, *, title: str = "",
                     conditional: bool = True, failures: str = "censor", tau_max="pooled_max",
                     also_pdf: bool = False, names: dict[str, str] | None = None):
-    """One panel per estimator; one step curve Î_P(τ) per group of ``partition`` on [0, τ_max]."""
+    """One panel per estimator; one step curve Î_P(τ) per group of ``partition`` on [0, τ_max]. The legend
+    counts each group's failed and capped points; ``+`` marks a curve whose failures are censored at τ_max
+    and a dotted line the estimator's cap, as survival plots mark what is known only to lie beyond."""
     estimators = list(dict.fromkeys(records["estimator"]))
     fig, axes = _panels(len(estimators), (4.5 * len(estimators), 3.6))
     kw = dict(conditional=conditional, failures=failures)
@@ -47,11 +49,23 @@ def survival_figure(records: pd.DataFrame, partition: str, path: str | Path | No
         t_max = metrics.resolve_tau_max(tau_max, distance, correct, **kw)
         taus = np.linspace(0, t_max if np.isfinite(t_max) else 1.0, 400)
         groups = group_values(frame[partition])
+        success = frame["success"].to_numpy(bool)
+        cap = frame["cap"].to_numpy(float) if "cap" in frame else np.full(len(frame), np.inf)
+        capped = correct & success & metrics.at_cap(distance, cap)
         for colour, group in zip(palette * (len(groups) // len(palette) + 1), groups):
             member = (frame[partition] == group).to_numpy()
             d = metrics.effective_distances(distance[member], correct[member], **kw)
             if d.size:
-                ax.plot(taus, metrics.survival(d, taus), drawstyle="steps-post", color=colour, label=f"{group} (n={d.size})")
+                unknown = [f"{count} {what}" for count, what in (((member & correct & ~success).sum(), "failed"),
+                                                                 ((member & capped).sum(), "at cap")) if count]
+                curve = metrics.survival(d, taus)
+                ax.plot(taus, curve, drawstyle="steps-post", color=colour,
+                        label=f"{group} (n={d.size}{''.join(', ' + u for u in unknown)})")
+                if (member & correct & ~success).any() and failures == "censor":   # censored at τ_max, as KM marks them
+                    ax.plot(taus[-1], curve[-1], marker="+", markersize=9, color=colour)
+        if capped.any():
+            ax.axvline(float(np.min(cap[capped])), color="grey", linestyle=":", linewidth=1)
+            ax.text(float(np.min(cap[capped])), 1.0, " cap", color="grey", fontsize="x-small", va="top", ha="right")
         ax.set(title=estimator, xlabel="τ (pixel-space L2)", ylabel="Î_P(τ)", ylim=(-0.02, 1.02))
         ax.legend(fontsize="small", title=partition_label(partition, names))
     fig.suptitle(title or f"Survival curves by {partition_label(partition, names)}")
@@ -62,14 +76,15 @@ def sigma_figure(summary: pd.DataFrame, path: str | Path | None, *, title: str =
                  names: dict[str, str] | None = None, min_group_size: int | None = None):
     """σ(P) per group with its bootstrap interval, one panel per partition, one bar colour per estimator
     (σ < 0: less robust). A group without σ gets no bar but its reason, written where the bar would be:
-    how many of its points were correctly classified (the only ones attacked), too few for σ."""
+    how many of its points were correctly classified (the only ones attacked), too few for σ. A flagged
+    σ (its failures or capped points pass a few percent) is hatched, with its band dotted."""
     groups = summary[summary["group"] != OVERALL]
     partitions = list(dict.fromkeys(groups["partition"]))
     estimators = list(dict.fromkeys(groups["estimator"].astype(str)))
     palette = sns.color_palette("colorblind", max(len(estimators), 1))
     fig, axes = _panels(len(partitions), (max(4.5, 0.6 * groups["group"].nunique()) * len(partitions), 3.6))
     width = 0.8 / max(len(estimators), 1)
-    missing = False
+    missing = flags = False
     for ax, partition in zip(axes[0], partitions):
         mine = groups[groups["partition"] == partition].astype({"group": str, "estimator": str})
         order = list(dict.fromkeys(mine["group"]))
@@ -78,7 +93,13 @@ def sigma_figure(summary: pd.DataFrame, path: str | Path | None, *, title: str =
             x = np.arange(len(order)) - 0.4 + width * (k + 0.5)
             sigma = rows["sigma"].to_numpy(float)
             shown = np.isfinite(sigma)
+            flagged = shown & rows.get("flag", pd.Series("", index=rows.index)).fillna("").astype(bool).to_numpy()
             ax.bar(x[shown], sigma[shown], width, color=palette[k], label=estimator)
+            if flagged.any():   # hatched, with the band σ spans wherever the failed and capped points lie
+                ax.bar(x[flagged], sigma[flagged], width, fill=False, hatch="///", edgecolor="white", linewidth=0)
+                least, most = rows["sigma_least"].to_numpy(float), rows["sigma_most"].to_numpy(float)
+                ax.vlines(x[flagged], least[flagged], most[flagged], color=palette[k], linestyle=":", linewidth=1.2)
+                flags = True
             low, high = rows["sigma_low"].to_numpy(float), rows["sigma_high"].to_numpy(float)
             ranged = shown & np.isfinite(low) & np.isfinite(high)
             ax.errorbar(x[ranged], sigma[ranged], yerr=[sigma[ranged] - low[ranged], high[ranged] - sigma[ranged]],
@@ -96,6 +117,9 @@ def sigma_figure(summary: pd.DataFrame, path: str | Path | None, *, title: str =
         ax.legend(fontsize="small", title="estimator", loc="upper left", bbox_to_anchor=(1, 1))
     fig.suptitle(title or "Robustness bias σ(P)")
     note = "bars: σ with its bootstrap interval; σ < 0: closer to the boundary than the rest"
+    if flags:
+        note += ("\nhatched: σ rests on failed or capped points; dotted: σ with them at the least and the most "
+                 "they could be")
     if missing:
         rule = f" (audit.min_group_size={min_group_size})" if min_group_size else ""
         note += f". no σ: too few correctly classified points{rule}"
