@@ -51,6 +51,10 @@ QUICK ?=
 DATA_DIR ?= data
 SWEEP_ROOT ?= multirun
 SWEEP_ARGS ?=
+# SEEDS=0,1,2: train every model of the sweeps once per seed; the report's seeds table and findings then say
+# which σ hold in every seed (the quick tier sweeps seeds 0,1,2 by default: conf/experiment/utk_quick.yaml)
+SEEDS ?=
+SEED_ARGS := $(if $(SEEDS),seed=$(SEEDS))
 ifeq ($(SMOKE),1)
 EXPERIMENTS ?= smoke_digits smoke_synthetic
 REPORT_DIR ?= reports/smoke
@@ -67,12 +71,12 @@ REPORT := $(PY) -m robustness_bias.report $(addprefix $(SWEEP_ROOT)/,$(EXPERIMEN
 # the first one trains; `sweeps` runs it first.
 check: $(STAMP)
 	for e in $(EXPERIMENTS); do \
-	  ROBUSTNESS_BIAS_DATA=$(DATA_DIR) $(PY) -m robustness_bias check experiment=$$e $(SWEEP_ARGS) || exit 1; \
+	  ROBUSTNESS_BIAS_DATA=$(DATA_DIR) $(PY) -m robustness_bias check experiment=$$e $(SEED_ARGS) $(SWEEP_ARGS) || exit 1; \
 	done
 
 sweeps: check
 	for e in $(EXPERIMENTS); do \
-	  ROBUSTNESS_BIAS_DATA=$(DATA_DIR) $(PY) -m robustness_bias experiment=$$e hydra.sweep.dir=$(SWEEP_ROOT)/$$e $(SWEEP_ARGS) || exit 1; \
+	  ROBUSTNESS_BIAS_DATA=$(DATA_DIR) $(PY) -m robustness_bias experiment=$$e hydra.sweep.dir=$(SWEEP_ROOT)/$$e $(SEED_ARGS) $(SWEEP_ARGS) || exit 1; \
 	done
 
 table1: sweeps
@@ -92,12 +96,13 @@ paper: sweeps
 
 # σ at tighter distances (QUICK=1): the quick tier's trained models audited again with DeepFool, CW, FMN and each
 # face's best bound (conf/experiment/utk_quick_tight.yaml), then the report's tightness tables. Finished jobs are skipped.
-TIGHT_JOBS ?= 0-logreg 1-utk_classifier 2-resnet18 3-densenet121
+# Jobs are named <number>-<model>-seed<seed> (conf/experiment/utk_quick.yaml).
 tightness: sweeps
-	for job in $(TIGHT_JOBS); do \
+	for folder in $(SWEEP_ROOT)/utk_quick/*-seed*/; do \
+	  job=$$(basename $$folder); model=$${job#*-}; model=$${model%-seed*}; \
 	  test -f $(SWEEP_ROOT)/utk_quick_tight/$$job/result.json || ROBUSTNESS_BIAS_DATA=$(DATA_DIR) $(PY) -m robustness_bias \
-	    experiment=utk_quick_tight model=$${job#*-} model.checkpoint=$(SWEEP_ROOT)/utk_quick/$$job/checkpoints/last.ckpt \
-	    hydra.run.dir=$(SWEEP_ROOT)/utk_quick_tight/$$job $(SWEEP_ARGS) || exit 1; \
+	    experiment=utk_quick_tight model=$$model seed=$${job##*-seed} model.checkpoint=$$folder/checkpoints/last.ckpt \
+	    hydra.run.dir=$(SWEEP_ROOT)/utk_quick_tight/$$job || exit 1; \
 	done
 	$(PY) -m robustness_bias.report $(SWEEP_ROOT)/utk_quick_tight --out $(REPORT_DIR)/tightness --only tightness settings
 

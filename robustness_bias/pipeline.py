@@ -220,7 +220,7 @@ def run_in(cfg: DictConfig, output_dir: Path) -> dict:
                 return {}   # with DDP, rank 0 holds the gathered audits and writes the result
             tags = [tag for tags in audit_schedule(cfg.trainer.max_epochs).values() for tag in tags]
         audits, chunks = written_audits(output_dir, tags)
-        result = {**choice_names(cfg), "mode": cfg.mode, "settings_hash": fingerprint, "test_accuracy": test_accuracy,
+        result = {**choice_names(cfg), "seed": cfg.seed, "mode": cfg.mode, "settings_hash": fingerprint, "test_accuracy": test_accuracy,
                   "training_precision": str(cfg.trainer.get("precision", "32-true")) if cfg.mode == "train" else None,
                   "regularizer": OmegaConf.to_container(cfg.regularizer) if cfg.get("regularizer") else None,
                   "output_dir": str(output_dir), "bad_files": datamodule.facts.get("bad_files", []),

@@ -59,12 +59,19 @@ def test_make_paper_quick_runs_its_grid_and_report_on_utkface_files(tmp_path, ti
     sweeps, out = tmp_path / "sweeps", tmp_path / "report"
     done = subprocess.run(["make", "-o", ".venv/.installed", "paper", "QUICK=1", f"PY={sys.executable}",
                            f"DATA_DIR={tiny_utkface.parent}", f"SWEEP_ROOT={sweeps}", f"REPORT_DIR={out}",
-                           f"SWEEP_ARGS={tiny}"], cwd=root, capture_output=True, text=True, timeout=900)
+                           "SEEDS=0,1", f"SWEEP_ARGS={tiny}"],
+                          cwd=root, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
     jobs = sorted(p.name for p in (sweeps / "utk_quick").iterdir() if (p / "result.json").is_file())
-    assert jobs == ["0-logreg", "1-utk_classifier", "2-resnet18", "3-densenet121"]
+    assert sorted(job.split("-", 1)[1] for job in jobs) == [f"{model}-seed{seed}" for model in
+                                                            ("densenet121", "logreg", "resnet18", "utk_classifier")
+                                                            for seed in (0, 1)]
+    seeds = pd.read_csv(out / "seeds.csv")   # the tiny faces leave most groups without σ: the table's shape only
+    assert {"σ by seed", "sign holds", "significant in every seed"} <= set(seeds.columns) and set(seeds["seeds"]) <= {2}
+    assert "trained with seeds 0, 1" in (out / "findings.md").read_text()
     settings = pd.read_csv(out / "settings.csv")
     assert set(settings["image size"]) == {32} and set(settings["epochs"]) == {3}
     assert (out / "figures" / "heatmap_utkface_deepfool_race.png").is_file()
-    summary = pd.read_parquet(sweeps / "utk_quick" / "2-resnet18" / "audits" / "final" / "summary.parquet")
+    summary = pd.read_parquet(next((sweeps / "utk_quick").glob("*-utk_classifier-seed1")) / "audits" / "final"
+                              / "summary.parquet")
     assert {"class", "gender", "race", "race×gender"} == set(summary["partition"])

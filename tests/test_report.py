@@ -244,3 +244,41 @@ def test_regularized_models_are_compared_with_their_originals(sweep, tmp_path):
     assert rows.loc[1.0, "target"] == "race=a" and rows.loc[1.0, "tau"] == 2.0
     assert (out / "figures" / "regularized_utkface_cnn.png").is_file()
     assert (out / "regularized.md").is_file()
+
+
+def write_seeded_job(folder: Path, model: str, seed: int, rows: list[tuple]) -> None:
+    """A finished job of one seed with a final summary of (estimator, group, σ, adjusted p, flag) rows."""
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps({"dataset": "utkface", "model": model, "seed": seed,
+                                                    "test_accuracy": 0.6 + seed / 100, "regularizer": None}))
+    frame = pd.DataFrame([{"estimator": e, "partition": "race", "group": g, "sigma": s, "p_adjusted": p, "flag": f,
+                           "epoch_tag": "final"} for e, g, s, p, f in rows])
+    (folder / "audits" / "final").mkdir(parents=True)
+    frame.to_parquet(folder / "audits" / "final" / "summary.parquet")
+
+
+def test_findings_are_stated_only_where_they_hold_in_every_seed(tmp_path):
+    sweep = tmp_path / "sweep"
+    for seed in (0, 1, 2):
+        write_seeded_job(sweep / f"{seed}-cnn", "cnn", seed, [
+            ("deepfool", "white", -0.25 - seed / 100, 0.01, ""),   # significant and negative in every seed
+            ("deepfool", "black", 0.1 if seed < 2 else -0.05, 0.2, ""),   # changes sign in seed 2
+            ("cw", "white", -0.2, 0.01 if seed else 0.3, "failures"),      # not significant in seed 0
+            ("cw", "black", 0.15, 0.04, ""),
+        ])
+    tables = report.main([str(sweep), "--out", str(tmp_path / "out"), "--only", "seeds", "findings"])
+    seeds = tables["seeds"].set_index(["estimator", "group"])
+    assert seeds.loc[("deepfool", "white"), "σ by seed"] == "-0.250, -0.260, -0.270"
+    assert seeds.loc[("deepfool", "white"), "significant in every seed"]
+    assert not seeds.loc[("deepfool", "black"), "sign holds"]
+    assert seeds.loc[("cw", "white"), "sign holds"] and not seeds.loc[("cw", "white"), "significant in every seed"]
+    assert seeds.loc[("cw", "white"), "flagged"] == "failures"
+
+    text = (tmp_path / "out" / "findings.md").read_text()
+    significant = text.split("**Significant in every seed**")[1].split("**")[0]
+    assert "race = white: less robust than the rest in cnn (deepfool -0.27 to -0.25)" in significant
+    assert "race = black: more robust than the rest in cnn (cw +0.15 to +0.15)" in significant
+    assert "cw -0.20" not in significant   # not significant in seed 0
+    assert "by race, white is the least robust group in every seed for cnn by cw, cnn by deepfool" in text
+    assert "the estimators' signs agree in every seed in 1 of 2 cells" in text   # white agrees; black flips under deepfool
+    assert "1 of 4 cells (model × estimator × group) change sign" in text

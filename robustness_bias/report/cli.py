@@ -18,11 +18,13 @@ from ..records import read_final_records, write_atomic, write_table
 from . import figures
 from .console import partition_label
 from .shards import merge_sharded_jobs
-from .tables import (agreement_statistics, collect, find_jobs, originals, regularization_table, settings_table,
-                             sigma_table, single_attributes, table1, table2)
+from .findings import findings
+from .tables import (agreement_statistics, collect, find_jobs, originals, regularization_table, seeds_table,
+                     settings_table, sigma_table, single_attributes, table1, table2)
 from .tightness import tightness_tables
 
-PARTS = ("table1", "table2", "agreement", "sigma_final", "settings", "regularized", "tightness", "figures")
+PARTS = ("table1", "table2", "agreement", "sigma_final", "seeds", "findings", "settings", "regularized", "tightness",
+         "figures")
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -127,7 +129,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m robustness_bias.r
     paper_cells = single_attributes(originals(sigma))
     builders = {"table1": lambda: table1(paper_cells), "table2": lambda: table2(originals(accuracy)),
                 "agreement": lambda: agreement_statistics(paper_cells),
-                "sigma_final": lambda: sigma_table(originals(sigma)), "settings": lambda: settings_table(accuracy),
+                "sigma_final": lambda: sigma_table(originals(sigma)), "seeds": lambda: seeds_table(originals(sigma)),
+                "settings": lambda: settings_table(accuracy),
                 "regularized": lambda: regularization_table(sigma, accuracy)}
     tables = {name: build() for name, build in builders.items() if name in args.only}
     if "tightness" in args.only:   # sweeps audited with audit.best=true: σ at DeepFool, CW and the best bound
@@ -136,6 +139,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m robustness_bias.r
         if tables.get(name) is not None and tables[name].empty:
             del tables[name]
     written = write_tables(tables, out)
+    if "findings" in args.only:   # sentences from the tables, stated only where they hold in every seed
+        text = findings(seeds_table(originals(sigma)), originals(sigma), originals(accuracy), partition_names(accuracy))
+        written.append(write_atomic(out / "findings.md", lambda tmp: tmp.write_text(text)))
+        print(f"\n{text}")
     images = write_figures(originals(sigma), originals(accuracy), out) if "figures" in args.only else []
     if "figures" in args.only and "regularized" in tables:
         images += write_regularization_figures(tables["regularized"], out)

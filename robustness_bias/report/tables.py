@@ -53,8 +53,8 @@ def find_jobs(directories: list[str | Path]) -> list[Path]:
     return jobs
 
 
-SIGMA_COLUMNS = ["estimator", "epoch_tag", "partition", "group", "attacked", "sigma", "sigma_low", "sigma_high",
-                 "p_adjusted"]
+SIGMA_COLUMNS = ["estimator", "epoch_tag", "partition", "group", "attacked", "failures", "capped", "sigma", "sigma_low",
+                 "sigma_high", "p_adjusted", "sigma_least", "sigma_most", "flag"]
 
 
 def collect(jobs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -63,7 +63,7 @@ def collect(jobs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     for job in jobs:
         result = json.loads((job / "result.json").read_text())
         regularizer = result.get("regularizer") or {}
-        labels = {"dataset": result["dataset"], "model": result["model"], "job": str(job),
+        labels = {"dataset": result["dataset"], "model": result["model"], "seed": result.get("seed"), "job": str(job),
                   "target": f"{regularizer['attribute']}={regularizer['group']}" if regularizer else "",
                   "alpha": regularizer.get("alpha", np.nan), "tau": regularizer.get("tau", np.nan)}
         accuracies.append({**labels, "test_accuracy": result["test_accuracy"]})
@@ -73,9 +73,10 @@ def collect(jobs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
             missing = [c for c in SIGMA_COLUMNS if c not in frame]   # summaries written before these existed
             frame = frame.assign(**dict.fromkeys(missing, np.nan))
             sigmas.append(frame[SIGMA_COLUMNS].assign(**labels))
-    empty = pd.DataFrame(columns=[*SIGMA_COLUMNS, "dataset", "model", "job", "target", "alpha", "tau"])
+    empty = pd.DataFrame(columns=[*SIGMA_COLUMNS, "dataset", "model", "seed", "job", "target", "alpha", "tau"])
     sigma = pd.concat(sigmas, ignore_index=True) if sigmas else empty
     sigma["estimator"] = sigma["estimator"].astype(str)
+    sigma["flag"] = sigma["flag"].fillna("").astype(str)
     return sigma, pd.DataFrame(accuracies)
 
 
@@ -154,14 +155,45 @@ def agreement_statistics(sigma: pd.DataFrame) -> pd.DataFrame:
 
 
 def sigma_table(sigma: pd.DataFrame) -> pd.DataFrame:
-    """σ(P) of every group at the final audit, with its bootstrap interval and BH-adjusted p-value:
-    the numbers behind the heatmaps, one row per (dataset, model, estimator, partition, group)."""
+    """σ(P) of every group at the final audit, with its bootstrap interval, BH-adjusted p-value, failures and
+    capped points, its flag and band: the numbers behind the heatmaps, one row per (dataset, model, seed,
+    estimator, partition, group)."""
     final = sigma[(sigma["epoch_tag"] == "final") & sigma["sigma"].notna()]
-    final = final.sort_values(["dataset", "partition", "group", "estimator", "model"], kind="stable")
+    final = final.sort_values(["dataset", "partition", "group", "estimator", "model", "seed"], kind="stable")
     return pd.DataFrame({"dataset": final["dataset"], "partition": final["partition"], "group": final["group"].astype(str),
-                         "estimator": final["estimator"], "model": final["model"], "attacked": final["attacked"],
+                         "estimator": final["estimator"], "model": final["model"], "seed": final["seed"],
+                         "attacked": final["attacked"], "failed": final["failures"], "capped": final["capped"],
                          "σ": final["sigma"], "σ low": final["sigma_low"], "σ high": final["sigma_high"],
-                         "p adjusted": final["p_adjusted"]}).reset_index(drop=True)
+                         "p adjusted": final["p_adjusted"], "flag": final["flag"], "σ least": final["sigma_least"],
+                         "σ most": final["sigma_most"]}).reset_index(drop=True)
+
+
+SIGNIFICANT = 0.05   # BH-adjusted p below which a σ counts as significant in the report's findings
+CELL = ["dataset", "model", "estimator", "partition", "group"]
+
+
+def seeds_table(sigma: pd.DataFrame) -> pd.DataFrame:
+    """Per cell (dataset, model, estimator, partition, group) of the final audits, σ across the jobs that
+    trained the model with different seeds: each seed's σ, their mean and range, whether the sign holds
+    in every seed, and whether σ is significant (BH-adjusted p < 0.05) with that sign in every seed. A
+    seed where the group had no σ breaks both."""
+    final = sigma[sigma["epoch_tag"] == "final"].astype({"group": str})
+    rows = []
+    for cell, runs in final.groupby(CELL, sort=True, observed=True):
+        runs = runs.sort_values("seed", kind="stable")
+        values, p = runs["sigma"].to_numpy(float), runs["p_adjusted"].to_numpy(float)
+        if not np.isfinite(values).any():
+            continue
+        signs = np.sign(values)
+        holds = bool(np.isfinite(values).all() and (signs == signs[0]).all() and signs[0] != 0)
+        rows.append({**dict(zip(CELL, cell)), "seeds": len(runs),
+                     "σ by seed": ", ".join("–" if np.isnan(v) else f"{v:+.3f}" for v in values),
+                     "σ mean": float(np.nanmean(values)), "σ min": float(np.nanmin(values)),
+                     "σ max": float(np.nanmax(values)), "sign holds": holds,
+                     "significant in every seed": holds and bool((p < SIGNIFICANT).all()),
+                     "flagged": ", ".join(sorted(set(", ".join(runs["flag"]).replace(" ", "").split(",")) - {""}))})
+    return pd.DataFrame(rows, columns=[*CELL, "seeds", "σ by seed", "σ mean", "σ min", "σ max", "sign holds",
+                                       "significant in every seed", "flagged"])
 
 
 def settings_table(accuracy: pd.DataFrame) -> pd.DataFrame:
