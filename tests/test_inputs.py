@@ -20,13 +20,10 @@ from robustness_bias import audit
 from robustness_bias.auditing.logits import NotLogits, check_logits
 from robustness_bias.estimators import RandomizedSmoothing
 from robustness_bias.models import logreg
+from robustness_bias import pipeline
 from robustness_bias.pipeline import run
 
 LOGGER = "robustness_bias.auditing.logits"
-
-
-def scripted(model: nn.Module) -> nn.Module:
-    return torch.jit.script(model)
 
 
 def checked(caplog) -> list[str]:
@@ -34,7 +31,7 @@ def checked(caplog) -> list[str]:
     return [record.getMessage() for record in caplog.records if record.name == LOGGER]
 
 
-@pytest.mark.parametrize("form", [lambda model: model, scripted], ids=["module", "torchscript"])
+@pytest.mark.parametrize("form", [lambda model: model, torch.jit.script], ids=["module", "torchscript"])
 def test_the_api_refuses_a_model_that_outputs_probabilities(linear, test_digits, form):
     images, labels = test_digits
     with pytest.raises(NotLogits, match=r"^the model outputs probabilities \(every row ≥ 0, summing to 1, on the "
@@ -148,6 +145,15 @@ def test_mode_audit_warns_of_log_probabilities_only(make_config, tmp_path, caplo
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         run(make_config(*JOB, "mode=audit", "model=torchscript", f"model.checkpoint={path}"))
     assert [message[:40] for message in checked(caplog)] == (["the model outputs log-probabilities (eve"] if warned else [])
+
+
+def test_mode_train_spends_nothing_on_the_check(make_config, monkeypatch):
+    """The models trained here output logits (they are trained on the cross-entropy of their outputs)."""
+    def unexpected(*args, **kwargs):
+        raise AssertionError("mode=train checked the model's outputs")
+
+    monkeypatch.setattr(pipeline, "check_outputs", unexpected)
+    assert run(make_config(*JOB, "trainer.max_epochs=1"))["mode"] == "train"
 
 
 def test_the_command_line_names_a_probability_model_in_one_line(tmp_path):
