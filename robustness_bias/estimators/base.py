@@ -188,6 +188,16 @@ def fooled(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def adversarial_alone(model: nn.Module, points: torch.Tensor, y: torch.Tensor, queries: torch.Tensor,
+                      rows: torch.Tensor) -> torch.Tensor:
+    """Whether each point is adversarial (strictly) when the model sees it alone, in a forward pass of its
+    own, which ``queries`` counts at its row of ``rows``."""
+    queries[rows] += 1
+    return torch.tensor([bool(fooled(model(point[None]), label[None])) for point, label in zip(points, y)],
+                        dtype=torch.bool, device=points.device)
+
+
+@torch.no_grad()
 def shorten_onto_boundary(model, x0: torch.Tensor, perturbation: torch.Tensor, y: torch.Tensor, rows: torch.Tensor,
                           steps: int, distance: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     """Moves the adversarial points ``x0 + perturbation`` of ``rows`` back onto the boundary along their own

@@ -47,7 +47,7 @@ import math
 import torch
 from torch import nn
 
-from .base import (DistanceResult, Estimator, Passes, failed, failure_codes, fooled, frozen, l2_norm,
+from .base import (DistanceResult, Estimator, Passes, adversarial_alone, failed, failure_codes, frozen, l2_norm,
                    nonfinite_rows, shorten_onto_boundary)
 
 
@@ -133,12 +133,3 @@ class FastMinimumNorm(Estimator):
         return DistanceResult(distance=distance, success=success, queries=queries,
                               failure=failure_codes(success, bad), bound=self.bound)
 
-
-@torch.no_grad()
-def adversarial_alone(model: nn.Module, points: torch.Tensor, y: torch.Tensor, queries: torch.Tensor,
-                      rows: torch.Tensor) -> torch.Tensor:
-    """Whether each point is adversarial (strictly) when the model sees it alone, in a forward pass of its
-    own, which ``queries`` counts at its row of ``rows``."""
-    queries[rows] += 1
-    return torch.tensor([bool(fooled(model(point[None]), label[None])) for point, label in zip(points, y)],
-                        dtype=torch.bool, device=points.device)
