@@ -17,6 +17,7 @@ from .config import CONFIG_DIR, composition_problem, experiment_as_choice  # noq
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from .auditing.logits import NotLogits
     from .checkpoints import UnsafeCheckpoint
     from .data import DataError
     from .estimators import EstimatorMismatch
@@ -28,7 +29,7 @@ def main(cfg: DictConfig) -> float | None:
     quiet_libraries()   # after Lightning's import, which gives its loggers console handlers of their own
     try:
         result = run(cfg)
-    except (ConfigError, DataError, EstimatorMismatch, MissingWeights, UnsafeCheckpoint, FolderBusy) as error:
+    except (ConfigError, DataError, EstimatorMismatch, MissingWeights, NotLogits, UnsafeCheckpoint, FolderBusy) as error:
         fail(str(error))
     return result.get("test_accuracy")   # None on DDP ranks other than 0, which write nothing
 

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .analysis.summary import OVERALL, SIGNIFICANCE, audited_accuracy, sigmas_of, summary_settings
 from .auditing import Auditor, EstimatorPlan, Samples
+from .auditing.logits import PROBE, check_logits, margin_readers
 from .estimators import (CarliniWagner, DeepFool, Estimator, EstimatorMismatch, ExactLinear, FastMinimumNorm,
                          RandomizedSmoothing)
 from .models.common import Normalize
@@ -89,8 +90,15 @@ def audit(model: nn.Module, X, y=None, *, sensitive_features=None, estimators=No
     record, per sample, the smallest distance any of the attacks found, as estimator ``best``
     (the command line's ``audit.best``).
 
-    The model is audited in eval mode; each module's mode is restored after.
+    The model is audited in eval mode; each module's mode is restored after. Before any estimator runs,
+    one forward pass on the first images checks what can be checked cheaply: a model of float32
+    parameters (images of any float type are measured in float32), on a device that exists, taking
+    the images as laid out (channels first), whose outputs are logits (probabilities are refused, but for
+    smoothing alone; log-probabilities are audited as the logits they equal, with a warning:
+    auditing/logits.py).
     """
+    device = _device(device)
+    _check_precision(model)
     source = _Source.of(X, y)
     index = _sample_index(sample_index, len(source))
     groups = _groups(sensitive_features, len(source))
@@ -99,8 +107,8 @@ def audit(model: nn.Module, X, y=None, *, sensitive_features=None, estimators=No
     chosen = list(groups) or ["class"]
     settings = summary_settings(options, ["class", *groups], chosen)
     with _prepared(model, normalize, device) as audited:
-        names = _class_names(audited, source, class_names)
         plan = _plan(estimators, every_nth, audited)
+        names = _class_names(audited, source, class_names, margin_readers(plan))
         data = _AuditedImages(source, index, names, groups)
         fingerprint = settings_hash({"api": data.fingerprint(), "estimators": _plan_settings(plan),
                                      "summary": settings, **({"best": True} if best else {})})
@@ -379,17 +387,69 @@ def _prepared(model: nn.Module, normalize, device):
             module.training = training
 
 
+def _device(device) -> torch.device | None:
+    """The device asked for, where torch can use it (``device="cuda"`` without a GPU gets the fix, not
+    torch's traceback from deep inside the first forward pass)."""
+    if device is None:
+        return None
+    try:
+        chosen = torch.device(device)
+        torch.empty(0, device=chosen)
+    except (RuntimeError, AssertionError) as error:   # torch built without CUDA asserts
+        reason = str(error).splitlines()[0].split(". ")[0]
+        raise ValueError(f"device={device!r} cannot be used here ({reason}). Fix: device='cpu', or leave device "
+                         "out to audit the model where it is") from None
+    return chosen
+
+
+def _check_precision(model: nn.Module) -> None:
+    """The images reach the model in float32, in which the attacks measure: a float64 or half-precision
+    model would fail at its first layer."""
+    others = sorted({str(t.dtype).removeprefix("torch.") for t in (*model.parameters(), *model.buffers())
+                     if t.is_floating_point()} - {"float32"})
+    if others:
+        raise ValueError(f"the model holds {' and '.join(others)} tensors, and the audit feeds it float32 images. "
+                         "Fix: audit model.float()")
+
+
 @torch.no_grad()
-def _class_names(model: nn.Module, source: _Source, class_names) -> list[str]:
-    """One name per output of the model (the records' ``class``): ``class_names`` or 0, 1, …"""
+def _class_names(model: nn.Module, source: _Source, class_names, readers: list[str]) -> list[str]:
+    """One name per output of the model (the records' ``class``): ``class_names`` or 0, 1, …; read off one
+    forward pass on the first images, whose outputs must be logits for the estimators ``readers``
+    (:func:`check_logits`)."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    outputs = model(source.image(0)[None].to(device)).shape[-1] if len(source) else 0
+    outputs = 0
+    if len(source):
+        logits = _outputs(model, torch.stack([source.image(i) for i in range(min(PROBE, len(source)))]).to(device))
+        check_logits(logits, readers)
+        outputs = logits.shape[-1]
     names = [str(k) for k in range(outputs)] if class_names is None else [str(c) for c in class_names]
     if len(names) != outputs:
         raise ValueError(f"class_names has {len(names)} names but the model gives {outputs} outputs")
     if len(source) and source.labels.max() >= outputs:
         raise ValueError(f"a label is {source.labels.max()} but the model gives {outputs} outputs (classes 0..{outputs - 1})")
     return names
+
+
+def _outputs(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The model's outputs on ``images``; images that the model takes only with their last axis moved first
+    are named as laid out channels-last, (H, W, C), with the fix."""
+    try:
+        return model(images)
+    except RuntimeError:
+        if images.dim() != 4 or not _takes(model, images.permute(0, 3, 1, 2)):
+            raise
+    raise ValueError(f"the images are laid out channels-last, (H, W, C) = {tuple(images.shape[1:])}: the model "
+                     "takes them only as (C, H, W). Fix: pass X.permute(0, 3, 1, 2) (a dataset: give it a transform "
+                     "to (C, H, W) tensors, such as torchvision's ToTensor)")
+
+
+def _takes(model: nn.Module, images: torch.Tensor) -> bool:
+    try:
+        model(images)
+    except RuntimeError:
+        return False
+    return True
 
 
 def _summary_options(conditional, failures, tau_max, rb_quantiles, min_group_size, significance) -> dict:

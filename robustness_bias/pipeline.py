@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from .analysis.summary import SUMMARY_OPTIONS, sigmas_of
 from .analysis.summary import summary_settings as audit_summary_settings
 from .auditing import Auditor, EstimatorPlan, Samples, accuracy
+from .auditing.logits import check_outputs
 from .config import ConfigError, checked, job_fingerprint
 from .console import interactive
 from .data import ImageDataModule
@@ -202,6 +203,7 @@ def run_in(cfg: DictConfig, output_dir: Path) -> dict:
     try:
         if cfg.mode == "audit":   # no training: the estimators run once on the given model, as the final audit
             audited = model.to(audit_device(cfg)).eval()
+            check_outputs(audited, auditor.samples, plan, cfg.module.channels_last)   # logits? (trained here, they are)
             auditor(audited, checkpoint_epoch or 0, ["final"])
             test_accuracy = accuracy(audited, auditor.samples, cfg.module.channels_last)   # the whole test set's
             for logger in loggers:

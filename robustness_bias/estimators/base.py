@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple
@@ -179,30 +180,51 @@ def l2_norm(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).norm(dim=1)
 
 
+def fooled(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Which rows the model strictly misclassifies: the true class's logit strictly below the best other
+    one, with every logit finite. A tie (margin exactly 0) is no adversarial point: ``argmax`` would break
+    it by the classes' order, and the same point next to other images (batched kernels round otherwise)
+    can fall on either side."""
+    own = logits.gather(1, y[:, None])[:, 0]
+    other = logits.scatter(1, y[:, None], -math.inf).amax(1)
+    return (own < other) & ~nonfinite_rows(logits)
+
+
+@torch.no_grad()
+def adversarial_alone(model: nn.Module, points: torch.Tensor, y: torch.Tensor, queries: torch.Tensor,
+                      rows: torch.Tensor) -> torch.Tensor:
+    """Whether each point is adversarial (strictly) when the model sees it alone, in a forward pass of its
+    own, which ``queries`` counts at its row of ``rows``."""
+    queries[rows] += 1
+    return torch.tensor([bool(fooled(model(point[None]), label[None])) for point, label in zip(points, y)],
+                        dtype=torch.bool, device=points.device)
+
+
 @torch.no_grad()
 def shorten_onto_boundary(model, x0: torch.Tensor, perturbation: torch.Tensor, y: torch.Tensor, rows: torch.Tensor,
-                          steps: int, distance: torch.Tensor, queries: torch.Tensor) -> None:
+                          steps: int, distance: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     """Moves the adversarial points ``x0 + perturbation`` of ``rows`` back onto the boundary along their own
-    direction: the smallest multiple of each perturbation in (0, 1] that still fools the model, bisected in
-    ``steps`` forward passes, which the rows' ``queries`` count. Their ``distance`` becomes that multiple's
-    length where it is shorter.
+    direction: the smallest multiple of each perturbation in (0, 1] that still fools the model (strictly:
+    :func:`fooled`), bisected in ``steps`` forward passes, which the rows' ``queries`` count. Their
+    ``distance`` becomes that multiple's length where it is shorter; the multiples are returned, one per
+    row of ``rows``.
 
     An attack stops a little beyond the boundary, so the distance can only shrink. Non-finite logits
     count as not fooled there: the kept, already valid, multiple stays.
     """
+    high = torch.ones(len(rows), device=x0.device)
     if len(rows) == 0:
-        return
+        return high
     x0, perturbation, y = x0[rows], perturbation[rows], y[rows]
     low = torch.zeros(len(x0), device=x0.device)
-    high = torch.ones(len(x0), device=x0.device)
     shape = [-1] + [1] * (x0.dim() - 1)
     for _ in range(steps):
         mid = (low + high) / 2
-        logits = model(x0 + mid.view(shape) * perturbation)
-        fooled = (logits.argmax(1) != y) & ~nonfinite_rows(logits)
-        high, low = torch.where(fooled, mid, high), torch.where(fooled, low, mid)
+        hit = fooled(model(x0 + mid.view(shape) * perturbation), y)
+        high, low = torch.where(hit, mid, high), torch.where(hit, low, mid)
     queries[rows] += steps
     distance[rows] = torch.minimum(distance[rows], l2_norm(high.view(shape) * perturbation))
+    return high
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
