@@ -104,10 +104,11 @@ def bootstrap_sigma(distance, correct, groups, tau_max: float, *, n_groups: int 
     t_low, t_high = np.full(n_groups, np.nan), np.full(n_groups, np.nan)
     if varies.any():
         t_low[varies], t_high[varies] = np.nanquantile(t[:, varies], [tail, 1 - tail], axis=0)
-    with np.errstate(invalid="ignore"):                                  # NaN · inf where undefined
-        low = np.where(varies, theta - t_high * error, theta)
-        high = np.where(varies, theta - t_low * error, theta)
-    return np.where(undefined, np.nan, np.expm1(low)), np.where(undefined, np.nan, np.expm1(high))
+    # NaN · inf where undefined; e^θ overflows to +inf for the unbounded intervals of 2–3 counting points
+    with np.errstate(invalid="ignore", over="ignore"):
+        low = np.expm1(np.where(varies, theta - t_high * error, theta))
+        high = np.expm1(np.where(varies, theta - t_low * error, theta))
+    return np.where(undefined, np.nan, low), np.where(undefined, np.nan, high)
 
 
 def permutation_p_values(distance, correct, groups, tau_max: float, *, n_groups: int | None = None,
