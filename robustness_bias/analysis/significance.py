@@ -36,28 +36,79 @@ def _sigmas_from_sums(num: np.ndarray, den: np.ndarray, total_num: np.ndarray, t
     return np.where(np.isfinite(sigma), sigma, np.nan)
 
 
+def _log_ratio(n, total, squares, n_all, total_all, squares_all) -> tuple[np.ndarray, np.ndarray]:
+    """log(AUC_P / AUC_rest) = log(1 + σ) and its delta-method standard error, from each group's count, sum and
+    sum of squares of clipped distances (the rest's are the audit's totals minus the group's)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        parts = []
+        for count, first, second in ((n, total, squares), (n_all - n, total_all - total, squares_all - squares)):
+            mean = first / count
+            variance = np.maximum(second - first * mean, 0.0) / (count - 1)   # s², unbiased
+            parts.append((mean, variance / (count * mean ** 2)))               # var(log mean) ≈ s² / (n m²)
+        (inside, v_inside), (rest, v_rest) = parts
+        return np.log(inside / rest), np.sqrt(v_inside + v_rest)
+
+
 def bootstrap_sigma(distance, correct, groups, tau_max: float, *, n_groups: int | None = None, resamples: int = 1000,
                     level: float = 0.95, seed: int = 0, conditional: bool = True,
                     failures: str = "censor") -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap interval of σ(P) for every group, resampling the audit's points.
+    """Studentized bootstrap (bootstrap-t) interval of σ(P) for every group, on log(1 + σ) = log(AUC_P / AUC_rest).
 
-    ``groups`` holds each point's group code (0..G−1). All replicates come from one matrix
-    product of multinomial resampling counts, not a Python loop per resample; τ_max stays the
-    full audit's. Returns (low, high), each of length G.
+    Both areas are restricted means of min(d, τ_max), so 1 + σ is a ratio of restricted mean survival times; its
+    log gets the usual delta-method standard error √(s²_P / (n_P m²_P) + s²_rest / (n_rest m²_rest)). Each replicate
+    resamples every group's counting points within the group (n_P and n_rest stay fixed, as in the permutation
+    test), and studentizes its log ratio with its own standard error; the interval inverts the quantiles of
+    those t values and maps back with σ = e^θ − 1. A percentile bootstrap over all points covered the true σ
+    91% of the time for a group of ~20 counting points at 95% nominal; this one 94% (tests/test_significance.py
+    simulates it, docs/design.md "Intervals of σ" compares the methods). Returns (low, high), each of length G:
+    NaN where the group or its complement has fewer than 2 counting points or an area of 0 (no log ratio),
+    σ itself where no replicate varies (every counting point at one value, e.g. all censored).
     """
     groups = np.asarray(groups, dtype=np.int64)
     n_groups = _group_count(groups, n_groups)
+    if not resamples:
+        return np.full(n_groups, np.nan), np.full(n_groups, np.nan)
     counts, value = _point_values(distance, correct, tau_max, conditional, failures)
+    counting = counts > 0
+    order = np.argsort(groups[counting], kind="stable")
+    groups, value = groups[counting][order], value[counting][order]     # counting points, group by group
+    size = np.bincount(groups, minlength=n_groups)
+    n = size.astype(float)
+    total = np.bincount(groups, weights=value, minlength=n_groups)
+    squares = np.bincount(groups, weights=value ** 2, minlength=n_groups)
+    theta, error = _log_ratio(n, total, squares, n.sum(), total.sum(), squares.sum())
+    undefined = ~(np.isfinite(theta) & np.isfinite(error))
     rng = np.random.default_rng(seed)
-    weights = rng.multinomial(len(groups), np.full(len(groups), 1.0 / len(groups)), size=resamples).astype(float)
-    member = np.eye(n_groups)[groups]                                    # (n, G)
-    num = weights @ (member * (counts * value)[:, None])
-    den = weights @ (member * counts[:, None])
-    sigmas = _sigmas_from_sums(num, den, weights @ (counts * value), weights @ counts)
+    start = np.cumsum(size) - size
+    present = size > 0
+    first_of_own, size_of_own = start[groups], n[groups]                # per slot: where its group starts, its size
+    t = np.empty((resamples, n_groups))
+    chunk = max(1, 2 ** 16 // max(groups.size, 1))     # replicates per step: arrays of 512 KB, in cache (5× faster)
+    for first in range(0, resamples, chunk):
+        rows = min(chunk, resamples - first)
+        pick = rng.random((rows, groups.size))
+        pick *= size_of_own                      # u ∈ [0, 1): ⌊u·n_g⌋ < n_g, a point of the slot's own group
+        pick = pick.astype(np.intp)
+        pick += first_of_own
+        drawn = value[pick]
+        sums, sums_sq = np.zeros((rows, n_groups)), np.zeros((rows, n_groups))
+        sums[:, present] = np.add.reduceat(drawn, start[present], axis=1)
+        sums_sq[:, present] = np.add.reduceat(drawn ** 2, start[present], axis=1)
+        replicate, replicate_error = _log_ratio(n, sums, sums_sq, n.sum(), sums.sum(1, keepdims=True),
+                                                sums_sq.sum(1, keepdims=True))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t[first:first + rows] = (replicate - theta) / replicate_error
+    t[~np.isfinite(t)] = np.nan            # undefined groups, and replicates whose standard error is 0
     tail = (1 - level) / 2
-    with np.errstate(all="ignore"):
-        low, high = np.nanquantile(sigmas, [tail, 1 - tail], axis=0) if resamples else (np.full(n_groups, np.nan),) * 2
-    return low, high
+    varies = ~np.isnan(t).all(0)
+    t_low, t_high = np.full(n_groups, np.nan), np.full(n_groups, np.nan)
+    if varies.any():
+        t_low[varies], t_high[varies] = np.nanquantile(t[:, varies], [tail, 1 - tail], axis=0)
+    # NaN · inf where undefined; e^θ overflows to +inf for the unbounded intervals of 2–3 counting points
+    with np.errstate(invalid="ignore", over="ignore"):
+        low = np.expm1(np.where(varies, theta - t_high * error, theta))
+        high = np.expm1(np.where(varies, theta - t_low * error, theta))
+    return np.where(undefined, np.nan, low), np.where(undefined, np.nan, high)
 
 
 def permutation_p_values(distance, correct, groups, tau_max: float, *, n_groups: int | None = None,
