@@ -102,7 +102,9 @@ def sigma_figure(summary: pd.DataFrame, path: str | Path | None, *, title: str =
                 flags = True
             low, high = rows["sigma_low"].to_numpy(float), rows["sigma_high"].to_numpy(float)
             ranged = shown & np.isfinite(low) & np.isfinite(high)
-            ax.errorbar(x[ranged], sigma[ranged], yerr=[sigma[ranged] - low[ranged], high[ranged] - sigma[ranged]],
+            # clipped at 0: a studentized interval need not contain σ, and matplotlib refuses negative lengths
+            yerr = np.clip([sigma[ranged] - low[ranged], high[ranged] - sigma[ranged]], 0, None)
+            ax.errorbar(x[ranged], sigma[ranged], yerr=yerr,
                         fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
             for xi, row in zip(x[~shown], rows[~shown].itertuples()):
                 if pd.isna(row.size):
