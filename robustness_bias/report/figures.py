@@ -102,10 +102,8 @@ def sigma_figure(summary: pd.DataFrame, path: str | Path | None, *, title: str =
                 flags = True
             low, high = rows["sigma_low"].to_numpy(float), rows["sigma_high"].to_numpy(float)
             ranged = shown & np.isfinite(low) & np.isfinite(high)
-            # clipped at 0: a studentized interval need not contain σ, and matplotlib refuses negative lengths
-            yerr = np.clip([sigma[ranged] - low[ranged], high[ranged] - sigma[ranged]], 0, None)
-            ax.errorbar(x[ranged], sigma[ranged], yerr=yerr,
-                        fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+            # drawn from end to end: a studentized interval need not contain σ
+            ax.vlines(x[ranged], low[ranged], high[ranged], color="black", linewidth=0.8)
             for xi, row in zip(x[~shown], rows[~shown].itertuples()):
                 if pd.isna(row.size):
                     continue   # the estimator did not audit this partition
