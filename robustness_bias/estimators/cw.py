@@ -6,7 +6,7 @@ smallest constant c that still yields an adversarial point: c grows tenfold from
 until a run first succeeds, then bisects; the smallest successful perturbation seen over all runs
 is kept.
 
-Why the default budget is not the paper's (§4: 5 runs of 100 Adam steps, c from 0.01, learning
+Why the default budget is not the paper's (5 runs of 100 Adam steps, c from 0.01, learning
 rate 5e-3 per input value; ``PAPER_BUDGET``, conf/estimator/cw_paper.yaml): on the default run's
 logistic regression it gave up on 193 of 348 digits and its successes sat at 1.25× the exact
 distance. Two things held it back. Escalating c from 0.01 spent most of its five runs before the
@@ -50,7 +50,7 @@ from .pool import Chunk, Pool, Rows
 TANH_SCALE = 0.999999  # keeps arctanh finite at the box's edges, as in foolbox
 ABORT_FACTOR = 0.9999  # a run stops when ten steps shrank its loss by less than this factor
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8   # Adam's
-# The paper's budget (Nanda et al. 2021, §4), conf/estimator/cw_paper.yaml: CarliniWagner(**PAPER_BUDGET)
+# The paper's budget (Nanda et al. 2021), conf/estimator/cw_paper.yaml: CarliniWagner(**PAPER_BUDGET)
 PAPER_BUDGET = {"binary_search_steps": 5, "steps": 100, "initial_const": 0.01, "learning_rate": 5e-3,
                 "per_dimension": False}
 # A row's state, which each Adam step renews, and what stays fixed over its search
