@@ -162,14 +162,16 @@ def binary_linear():
     return small_weights(logreg(SHAPE, 2, NORM))
 
 
-def test_cw_lands_within_5_percent_above_the_exact_distance(binary_linear):
+def test_cw_at_the_papers_budget_lands_within_5_percent_above_the_exact_distance(binary_linear):
+    # Boundaries 0.05–0.3 away: shorter than the default budget's Adam step (L2 length 0.4), which lands
+    # farther here (docs/benchmarks.md, "A CW that converges by default"); the paper's rate resolves them.
     x, y, exact = interior_points(binary_linear, 64, seed=1)
     assert len(x) == 64
-    result = CarliniWagner()(binary_linear, x, y)
+    result = CarliniWagner(**PAPER_BUDGET)(binary_linear, x, y)
     assert result.success.all()
     ratio = result.distance / exact
     assert (ratio >= 1 - 1e-5).all() and (ratio <= 1.05).all(), ratio
-    assert (result.queries <= 2 * 10 * 300 + 10).all()
+    assert (result.queries <= 2 * 5 * 100 + 10).all()
     assert CarliniWagner().query_budget == 2 * 10 * 300 + 10
     assert CarliniWagner(**PAPER_BUDGET).query_budget == 2 * 5 * 100 + 10
     # without early abort every successful sample spends the whole budget (a failed one skips the refinement)
@@ -178,11 +180,11 @@ def test_cw_lands_within_5_percent_above_the_exact_distance(binary_linear):
     assert spent.success.all() and (spent.queries == unhurried.query_budget).all()
 
 
-def test_cw_median_is_within_1_percent_of_exact_with_ten_classes(affine):
+def test_cw_at_the_papers_budget_median_is_within_1_percent_of_exact_with_ten_classes(affine):
     # With several classes CW's hinge chases the runner-up logit, which is not always the nearest
     # boundary: single points can land farther, the bulk does not.
     x, y, exact = interior_points(affine, 64, seed=1)
-    result = CarliniWagner()(affine, x, y)
+    result = CarliniWagner(**PAPER_BUDGET)(affine, x, y)   # boundaries nearer than the default's step: above
     ratio = result.distance / exact
     assert result.success.all() and (ratio >= 1 - 1e-5).all() and ratio.median() <= 1.01
 
