@@ -42,6 +42,7 @@ import peers  # noqa: E402
 
 from robustness_bias.data import DigitsDataModule  # noqa: E402
 from robustness_bias.estimators import CarliniWagner, DeepFool, RandomizedSmoothing  # noqa: E402
+from robustness_bias.estimators.cw import PAPER_BUDGET  # noqa: E402
 from robustness_bias.estimators.fmn import FastMinimumNorm  # noqa: E402
 from robustness_bias.estimators.base import frozen, is_channels_last  # noqa: E402
 from robustness_bias import models  # noqa: E402
@@ -167,20 +168,41 @@ def smoothing_batches(smoothing: RandomizedSmoothing, model, x, precision: str =
         return runs_at, runs_at if smoothing.forward_batch is None else smoothing.probe(model, x).batch
 
 
-def our_attacks(deepfool_steps: int, names: list[str]):
+# CW's budgets: the default (conf/estimator/cw.yaml) and the paper's (conf/estimator/cw_paper.yaml)
+CW_BUDGETS = {"default": {}, "paper": PAPER_BUDGET}
+
+
+def our_attacks(deepfool_steps: int, names: list[str], cw_budget: str = "default"):
     """(name, attack) of our DeepFool and CW, those in ``names``, as ``--profile`` and ``--split`` run them."""
-    attacks = {"deepfool": DeepFool(steps=deepfool_steps), "cw": CarliniWagner()}
+    attacks = {"deepfool": DeepFool(steps=deepfool_steps), "cw": CarliniWagner(**CW_BUDGETS[cw_budget])}
     return [(name, attacks[name]) for name in names]
 
 
-def profile_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str], batch_size: int) -> None:
+def peer_budget(cw: CarliniWagner, dimensions: int) -> dict:
+    """foolbox's and adv-lib's CW arguments for our ``cw``'s budget: the same binary-search steps, Adam steps,
+    initial constant and learning rate per input value (ours set per dimension, at these inputs' size)."""
+    return {"binary_search_steps": cw.binary_search_steps, "steps": cw.steps, "initial_const": cw.initial_const,
+            "learning_rate": cw.rate(dimensions)}
+
+
+def cw_names(budget: str) -> tuple[str, str, str, str]:
+    """The rows of one CW budget: ours, ours with CUDA graphs, foolbox's and adv-lib's (the default's keep
+    the names they had before the paper's budget got rows of its own)."""
+    tag = "" if budget == "default" else f" ({budget} budget)"
+    ours = "cw (ours)" if budget == "default" else f"cw (ours, {budget} budget)"
+    graphed = "cw (ours, cuda graphs)" if budget == "default" else f"cw (ours, cuda graphs, {budget} budget)"
+    return ours, graphed, f"foolbox L2CarliniWagnerAttack{tag}", f"adv-lib carlini_wagner_l2{tag}"
+
+
+def profile_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str], batch_size: int,
+                    cw_budget: str = "default") -> None:
     """Where our DeepFool's and CW's time goes: the operators that cost most, and the device's and the
     host's totals, which against the wall time tell a launch-bound attack from a compute-bound one."""
     from torch.profiler import ProfilerActivity, profile
 
     on_gpu = device == "cuda"
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_gpu else [])]
-    for name, attack in our_attacks(deepfool_steps, names):
+    for name, attack in our_attacks(deepfool_steps, names, cw_budget):
         ours(attack)(model, x[:4], y[:4])   # warm-up
         with profile(activities=activities) as prof:
             result, seconds = timed(device, ours(attack, batch_size), model, x, y)
@@ -197,7 +219,8 @@ def profile_attacks(model, x, y, device: str, deepfool_steps: int, names: list[s
                                         row_limit=12))
 
 
-def split_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str], batch_size: int) -> None:
+def split_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str], batch_size: int,
+                  cw_budget: str = "default") -> None:
     """Our DeepFool's and CW's share of their floor as the product of two: the share of the attack's time
     that its model's passes take (timed inside the attack, peers.Timed), and how near the floor's rates those
     passes run there; beside them, the floor of the passes the attack counts (``Estimator.passes``), which
@@ -206,7 +229,7 @@ def split_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str
     timed_model = peers.Timed(model)
     with torch.no_grad():
         classes = int(model(x[:1]).shape[1])
-    for name, attack in our_attacks(deepfool_steps, names):
+    for name, attack in our_attacks(deepfool_steps, names, cw_budget):
         ours(attack, batch_size)(timed_model, x[:1], y[:1])   # warm-up
         timed_model.reset()
         result, seconds = timed(device, ours(attack, batch_size), timed_model, x, y)
@@ -238,7 +261,8 @@ def rates_by_width(passes: list[tuple[str, int, float]], floor: tuple[float, flo
     return parts
 
 
-def stream_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str], batch_size: int) -> None:
+def stream_attacks(model, x, y, device: str, deepfool_steps: int, names: list[str], batch_size: int,
+                   cw_budget: str = "default") -> None:
     """Our DeepFool and CW over an audit's chunks (4× the pool each), run a call per chunk, as audits ran
     them before, and as one stream through one pool, as audits run them now: the time, and the steps each
     took (its forward passes that keep a graph: a DeepFool move, a CW Adam step), how many of them on a full
@@ -246,7 +270,7 @@ def stream_attacks(model, x, y, device: str, deepfool_steps: int, names: list[st
     chunk = 4 * batch_size
     starts = range(0, len(x), chunk)
     counted = peers.Counted(model)
-    for name, attack in our_attacks(deepfool_steps, names):
+    for name, attack in our_attacks(deepfool_steps, names, cw_budget):
         ours(attack)(counted, x[:4], y[:4])   # warm-up
 
         def per_chunk():
@@ -345,6 +369,9 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--skip", nargs="*", default=[], help="peers to leave out: torchattacks, foolbox, adv-lib, cohen")
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed calls per method after its warm-up; the table keeps the fastest")
+    parser.add_argument("--cw-budgets", nargs="+", choices=sorted(CW_BUDGETS), default=["default", "paper"],
+                        help="CW's budgets to run, ours and foolbox's and adv-lib's at each (the first also for "
+                             "--profile, --split and --stream): default (conf/estimator/cw.yaml), paper (cw_paper.yaml)")
     parser.add_argument("--profile", nargs="*", choices=["deepfool", "cw"], default=None,
                         help="instead of the table: profile our DeepFool and CW (or those named) on the same inputs")
     parser.add_argument("--split", nargs="*", choices=["deepfool", "cw"], default=None,
@@ -371,14 +398,15 @@ def main(argv=None) -> pd.DataFrame:
           f"{'fixed at 32 MiB' if steady else 'left as it was (not glibc)'}", flush=True)
     if args.profile is not None:
         profile_attacks(model, x, y, args.device, args.deepfool_steps, args.profile or ["deepfool", "cw"],
-                        args.batch_size)
+                        args.batch_size, args.cw_budgets[0])
         return pd.DataFrame()
     if args.split is not None:
-        split_attacks(model, x, y, args.device, args.deepfool_steps, args.split or ["deepfool", "cw"], args.batch_size)
+        split_attacks(model, x, y, args.device, args.deepfool_steps, args.split or ["deepfool", "cw"], args.batch_size,
+                      args.cw_budgets[0])
         return pd.DataFrame()
     if args.stream is not None:
         stream_attacks(model, x, y, args.device, args.deepfool_steps, args.stream or ["deepfool", "cw"],
-                       args.batch_size)
+                       args.batch_size, args.cw_budgets[0])
         return pd.DataFrame()
     with torch.no_grad():
         classes = int(model(x[:1]).shape[1])
@@ -425,13 +453,16 @@ def main(argv=None) -> pd.DataFrame:
     if "torchattacks" not in args.skip:
         k = args.torchattacks_images
         run("torchattacks DeepFool", "deepfool (ours)", lambda m, a, b: peers.torchattacks_deepfool(m, a, b, steps=args.deepfool_steps), x[:k], y[:k])
-    attack("cw (ours)", CarliniWagner)
-    if args.cuda_graphs:
-        attack("cw (ours, cuda graphs)", lambda: CarliniWagner(cuda_graphs=True), warm_up_on_all=True)
-    if "foolbox" not in args.skip:
-        run("foolbox L2CarliniWagnerAttack", "cw (ours)", peers.foolbox_cw, x, y)
-    if "torchattacks" not in args.skip:
-        run("torchattacks CW (c=1)", "cw (ours)", peers.torchattacks_cw, x, y)
+    for budget in args.cw_budgets:   # each budget against foolbox's CW at the same one (adv-lib's: below)
+        settings, (name, graphed, foolbox_name, _) = CW_BUDGETS[budget], cw_names(budget)
+        attack(name, lambda: CarliniWagner(**settings))
+        if args.cuda_graphs:
+            attack(graphed, lambda: CarliniWagner(**settings, cuda_graphs=True), warm_up_on_all=True)
+        same = peer_budget(CarliniWagner(**settings), x[0].numel())
+        if "foolbox" not in args.skip:
+            run(foolbox_name, name, lambda m, a, b: peers.foolbox_cw(m, a, b, **same), x, y)
+        if "torchattacks" not in args.skip and budget == "paper":   # its c = 1 and 100 steps at 5e-3
+            run("torchattacks CW (c=1)", name, peers.torchattacks_cw, x, y)
     fmn = FastMinimumNorm(steps=args.fmn_steps)   # plain batches, at audit.plan.fmn's batch_size
     run("fmn (ours)", None, ours(fmn, args.fmn_batch_size), x, y, estimator=fmn)
     if "adv-lib" not in args.skip and peers.adv_lib_attacks() is None:
@@ -439,7 +470,10 @@ def main(argv=None) -> pd.DataFrame:
     elif "adv-lib" not in args.skip:
         run("adv-lib df", "deepfool (ours)", lambda m, a, b: peers.adv_lib_deepfool(m, a, b, steps=args.deepfool_steps),
             x, y)
-        run("adv-lib carlini_wagner_l2", "cw (ours)", peers.adv_lib_cw, x, y)
+        for budget in args.cw_budgets:
+            name, _, _, adv_lib_name = cw_names(budget)
+            same = peer_budget(CarliniWagner(**CW_BUDGETS[budget]), x[0].numel())
+            run(adv_lib_name, name, lambda m, a, b: peers.adv_lib_cw(m, a, b, **same), x, y)
         run(f"adv-lib fmn ({args.fmn_steps} steps)", "fmn (ours)",
             lambda m, a, b: peers.adv_lib_fmn(m, a, b, steps=args.fmn_steps), x, y)
         run(f"adv-lib ddn ({args.fmn_steps} steps)", "fmn (ours)",

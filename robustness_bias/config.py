@@ -383,7 +383,8 @@ class CarliniWagnerConfig:
     steps: int = setting(whole(1, 100))
     initial_const: float = setting(positive(0.01))
     confidence: float = setting(at_least_zero(0))
-    learning_rate: float = setting(positive(0.005))
+    learning_rate: float = setting(positive(0.4))
+    per_dimension: bool = setting(FLAG, False)   # learning_rate / √(input values): a step's L2 length
     abort_early: bool = setting(FLAG)
     warm_start: bool = setting(FLAG, True)
     refine_steps: int = setting(whole(0, 10), 10)

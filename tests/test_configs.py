@@ -8,10 +8,12 @@ from dataclasses import fields
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import CONFIG_DIR, compose_config, config_problem
-from robustness_bias.config import SCHEMAS
+from robustness_bias.config import SCHEMAS, job_fingerprint
+from robustness_bias.estimators.cw import PAPER_BUDGET
 
 GROUPS = ["dataset", "model", "imagenet", "estimator", "partition", "trainer", "optim", "scheduler", "module",
           "callbacks", "logger", "regularizer", "paths"]
@@ -52,8 +54,8 @@ def test_every_group_has_options():
 def test_every_config_composes(group, name):
     override = f"{group}=[{name}]" if group == "estimator" else f"{group}={name}"
     cfg = compose_config([override])
-    if group == "estimator":
-        assert list(cfg.estimator) == [name]
+    if group == "estimator":   # under its name, or a preset's under the estimator it configures (cw_paper: cw)
+        assert list(cfg.estimator) == [_package(group, name).removeprefix("estimator.")]
     # the chosen file, not the default one, is what ended up at its package: every value it sets is there,
     # beside its schema's fields
     own, schema_fields, extends_another = _own_settings(group, name)
@@ -105,7 +107,7 @@ def test_unknown_names_list_the_options(override):
 def test_unknown_estimator_lists_the_options():
     """Hydra names a missing option of a list-valued group without listing the options; we do."""
     assert config_problem(["model=logreg", "estimator=[exact,deepfol]"]) == \
-        "'deepfol' is not an option of estimator. Available options in 'estimator': cw, deepfool, exact, fmn, rs"
+        "'deepfol' is not an option of estimator. Available options in 'estimator': cw, cw_paper, deepfool, exact, fmn, rs"
     assert config_problem(["model=resnet_typo"]).startswith("'resnet_typo' is not an option of model. Available "
                                                            "options in 'model': adience_classifier, alexnet, ")
 
@@ -115,7 +117,7 @@ def test_the_command_line_lists_the_estimators_in_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == ("robustness_bias: error: 'deepfol' is not an option of estimator. "
-                                   "Available options in 'estimator': cw, deepfool, exact, fmn, rs")
+                                   "Available options in 'estimator': cw, cw_paper, deepfool, exact, fmn, rs")
 
 
 def test_the_module_optimizer_and_schedule_are_built_from_the_config():
@@ -151,3 +153,18 @@ def test_speed_settings_leave_the_fingerprint_and_science_settings_change_it():
                     "audit.plan.rs.every_nth=2", "audit.plan.cw.precision=bf16",
                     "+trainer.gradient_clip_val=5"):   # a key the schema does not know counts
         assert job_fingerprint(compose_config([*base, science])) != fingerprint, science
+
+
+def test_cw_budgets_are_named_presets_and_fingerprinted_apart():
+    """The default CW budget and the paper's (estimator=[...,cw_paper,...]) both record as cw; their jobs'
+    fingerprints differ, so records of one are never reused as the other's."""
+    default, paper = compose_config([]), compose_config(["estimator=[exact,deepfool,cw_paper,rs]"])
+    assert list(paper.estimator) == ["exact", "deepfool", "cw", "rs"]
+    assert {key: paper.estimator.cw[key] for key in ("binary_search_steps", "steps", "initial_const", "learning_rate",
+                                                     "per_dimension")} == {**PAPER_BUDGET}
+    assert instantiate(paper.estimator.cw).query_budget == 2 * 5 * 100 + 10
+    assert job_fingerprint(default) != job_fingerprint(paper)
+    # the paper's grids keep its budget; the quick tier and the default run converge
+    for experiment, budget in (("utk_race", 5), ("cifar10", 5), ("utk_race_reg", 5), ("utk_quick", 10),
+                               ("utk_quick_tight", 10)):
+        assert compose_config([f"experiment={experiment}"]).estimator.cw.binary_search_steps == budget, experiment

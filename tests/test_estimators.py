@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from robustness_bias.data.digits import DigitsDataModule
 from robustness_bias.estimators import CarliniWagner, DeepFool, ExactLinear, RandomizedSmoothing
+from robustness_bias.estimators.cw import PAPER_BUDGET
 from robustness_bias.estimators.deepfool import STABILITY
 from robustness_bias.models import logreg
 
@@ -160,26 +162,29 @@ def binary_linear():
     return small_weights(logreg(SHAPE, 2, NORM))
 
 
-def test_cw_lands_within_5_percent_above_the_exact_distance(binary_linear):
+def test_cw_at_the_papers_budget_lands_within_5_percent_above_the_exact_distance(binary_linear):
+    # Boundaries 0.05–0.3 away: shorter than the default budget's Adam step (L2 length 0.4), which lands
+    # farther here (docs/benchmarks.md, "A CW that converges by default"); the paper's rate resolves them.
     x, y, exact = interior_points(binary_linear, 64, seed=1)
     assert len(x) == 64
-    result = CarliniWagner()(binary_linear, x, y)
+    result = CarliniWagner(**PAPER_BUDGET)(binary_linear, x, y)
     assert result.success.all()
     ratio = result.distance / exact
     assert (ratio >= 1 - 1e-5).all() and (ratio <= 1.05).all(), ratio
     assert (result.queries <= 2 * 5 * 100 + 10).all()
-    assert CarliniWagner().query_budget == 2 * 5 * 100 + 10
+    assert CarliniWagner().query_budget == 2 * 10 * 300 + 10
+    assert CarliniWagner(**PAPER_BUDGET).query_budget == 2 * 5 * 100 + 10
     # without early abort every successful sample spends the whole budget (a failed one skips the refinement)
     unhurried = CarliniWagner(binary_search_steps=2, initial_const=10.0, abort_early=False, refine_steps=3)
     spent = unhurried(binary_linear, x[:8], y[:8])
     assert spent.success.all() and (spent.queries == unhurried.query_budget).all()
 
 
-def test_cw_median_is_within_1_percent_of_exact_with_ten_classes(affine):
+def test_cw_at_the_papers_budget_median_is_within_1_percent_of_exact_with_ten_classes(affine):
     # With several classes CW's hinge chases the runner-up logit, which is not always the nearest
     # boundary: single points can land farther, the bulk does not.
     x, y, exact = interior_points(affine, 64, seed=1)
-    result = CarliniWagner()(affine, x, y)
+    result = CarliniWagner(**PAPER_BUDGET)(affine, x, y)   # boundaries nearer than the default's step: above
     ratio = result.distance / exact
     assert result.success.all() and (ratio >= 1 - 1e-5).all() and ratio.median() <= 1.01
 
@@ -278,3 +283,44 @@ def test_attacks_run_without_cudnn_autotuning_and_restore_it(affine, monkeypatch
 def test_impossible_settings_are_refused(cls, kwargs):
     with pytest.raises(ValueError, match=cls.name):
         cls(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def digits_logreg():
+    """Logistic regression trained briefly on scikit-learn's digits, as the default run trains it, and
+    correctly classified held-out digits: half their pixels sit exactly at 0, on the box's edge."""
+    torch.manual_seed(0)
+    table = DigitsDataModule(normalization={"mean": [0.5], "std": [0.5]}).load()
+    images, labels = table.images, torch.as_tensor(table.labels)
+    model = logreg((1, 8, 8), 10, {"mean": [0.5], "std": [0.5]})
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(6):
+        for start in range(0, 1400, 64):
+            loss = nn.functional.cross_entropy(model(images[start:start + 64]), labels[start:start + 64])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    x, y = images[1400:], labels[1400:]
+    with torch.no_grad():
+        keep = model(x).argmax(1) == y
+    return model, x[keep][:128], y[keep][:128]
+
+
+def test_cw_converges_by_default_on_logistic_regression_of_the_digits(digits_logreg):
+    """The default budget succeeds on ≥ 99% of the digits and lands within 5% of the exact distance
+    (median), which ignores the box: so does no point in it, and the box's own answer lies about 4% above
+    (docs/benchmarks.md). The paper's budget gave up on most of these digits."""
+    model, x, y = digits_logreg
+    exact = ExactLinear()(model, x, y).distance
+    result = CarliniWagner()(model, x, y)
+    assert result.success.float().mean() >= 0.99
+    ratio = result.distance[result.success] / exact[result.success]
+    assert (ratio >= 1 - 1e-5).all() and ratio.median() <= 1.05, ratio.median()
+
+
+def test_the_paper_budget_is_a_preset():
+    paper = CarliniWagner(**PAPER_BUDGET)
+    assert (paper.binary_search_steps, paper.steps, paper.initial_const, paper.learning_rate) == (5, 100, 0.01, 5e-3)
+    assert paper.rate(3 * 32 * 32) == paper.rate(64) == 5e-3   # per input value at every size
+    assert CarliniWagner().rate(64) == pytest.approx(0.05)      # the default: a step's L2 length, 0.4

@@ -15,6 +15,7 @@ import estimators as bench  # bench/, on the path through conftest
 import peers
 
 from robustness_bias.estimators import CarliniWagner, DeepFool  # noqa: E402
+from robustness_bias.estimators.cw import PAPER_BUDGET  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +40,8 @@ def test_deepfool_median_at_most_1_percent_above_foolbox(trained_cnn_and_inputs)
 
 def test_cw_median_at_most_1_percent_above_foolbox_at_the_same_budget(trained_cnn_and_inputs):
     model, x, y = trained_cnn_and_inputs
-    ours = CarliniWagner(binary_search_steps=5, steps=100)(model, x, y)
-    theirs = peers.foolbox_cw(model, x, y, binary_search_steps=5, steps=100)
+    ours = CarliniWagner(**PAPER_BUDGET)(model, x, y)
+    theirs = peers.foolbox_cw(model, x, y, binary_search_steps=5, steps=100, initial_const=0.01, learning_rate=5e-3)
     assert _median(ours.distance) <= 1.01 * _median(theirs)
     both = ours.success & torch.isfinite(theirs)
     assert (ours.distance[both] / theirs[both]).median() <= 1.0
@@ -63,7 +64,7 @@ def test_foolbox_cw_giving_up_is_a_failure_even_where_black_is_misclassified():
 
 
 def test_bench_profile_shows_where_our_attacks_spend_their_time(capsys):
-    bench.main(["--images", "8", "--device", "cpu", "--profile", "--image-size", "16"])
+    bench.main(["--images", "8", "--device", "cpu", "--profile", "--cw-budgets", "paper", "--image-size", "16"])
     printed = capsys.readouterr().out
     for attack in ("deepfool", "cw"):
         assert f"{attack} (ours) under the profiler" in printed
@@ -132,7 +133,7 @@ def test_rates_by_width_sets_a_full_pools_passes_apart_from_those_on_fewer_rows(
 
 
 def test_bench_split_prints_how_much_of_our_attacks_time_their_passes_take(capsys):
-    bench.main(["--images", "8", "--device", "cpu", "--split", "--image-size", "16", "--batch-size", "4"])
+    bench.main(["--images", "8", "--device", "cpu", "--split", "--cw-budgets", "paper", "--image-size", "16", "--batch-size", "4"])
     printed = capsys.readouterr().out
     for attack in ("deepfool", "cw"):
         assert f"{attack} (ours): " in printed and "of its floor. Its model's passes took" in printed
@@ -140,7 +141,7 @@ def test_bench_split_prints_how_much_of_our_attacks_time_their_passes_take(capsy
 
 
 def test_bench_stream_runs_our_attacks_chunk_by_chunk_and_as_one_stream(capsys):
-    bench.main(["--images", "40", "--device", "cpu", "--stream", "--image-size", "16", "--batch-size", "4",
+    bench.main(["--images", "40", "--device", "cpu", "--stream", "--cw-budgets", "paper", "--image-size", "16", "--batch-size", "4",
                 "--deepfool-steps", "10"])
     printed = capsys.readouterr().out
     for attack in ("deepfool", "cw"):
@@ -162,7 +163,7 @@ def test_bench_prints_the_share_of_its_floor_for_every_row(capsys):
                         "--skip", "adv-lib"])   # adv-lib is the bench's to install (make bench), not the tests'
     printed = capsys.readouterr().out
     assert "of floor" in printed and "floor per image: a forward pass" in printed
-    assert len(table) == 11 and table["of floor"].between(0, float("inf"), inclusive="neither").all(), table
+    assert len(table) == 13 and table["of floor"].between(0, float("inf"), inclusive="neither").all(), table
     assert (table["passes/img"] > 0).all()
     by_method = table.set_index("method")
     # foolbox runs one forward and one backward pass per candidate and step, for every sample until the last flips
@@ -170,6 +171,18 @@ def test_bench_prints_the_share_of_its_floor_for_every_row(capsys):
     # smoothing's rows: forward passes alone, N + N0 of ours and the loop's two more (its tally's shape)
     assert by_method.loc["rs (ours, N=100, fp32)", "passes/img"] == 200
     assert by_method.loc["Cohen-style certify loop", "passes/img"] == 202
+    # CW at both budgets, each against foolbox's at the same one; torchattacks' (c = 1) beside the paper's
+    assert by_method.loc["foolbox L2CarliniWagnerAttack", "peer_of"] == "cw (ours)"
+    assert by_method.loc["foolbox L2CarliniWagnerAttack (paper budget)", "peer_of"] == "cw (ours, paper budget)"
+    assert by_method.loc["torchattacks CW (c=1)", "peer_of"] == "cw (ours, paper budget)"
+
+
+def test_the_bench_gives_the_peers_our_cw_budget_per_input_value():
+    assert bench.peer_budget(CarliniWagner(**PAPER_BUDGET), 3 * 32 * 32) == {
+        "binary_search_steps": 5, "steps": 100, "initial_const": 0.01, "learning_rate": 5e-3}
+    default = bench.peer_budget(CarliniWagner(), 3 * 32 * 32)
+    assert (default["binary_search_steps"], default["steps"]) == (10, 300)
+    assert default["learning_rate"] == pytest.approx(0.4 / 3 ** 0.5 / 32)
 
 
 def test_pipeline_bench_prints_each_attacks_share_of_its_floor(capsys):

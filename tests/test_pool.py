@@ -318,7 +318,7 @@ def cw_alone(model, x, y, attack: CarliniWagner) -> tuple[float, bool, int, int]
             m = BETA1 * m + (1 - BETA1) * grad
             v = BETA2 * v + (1 - BETA2) * grad * grad
             first, second = (torch.tensor(1 - beta ** (t + 1), dtype=torch.float32) for beta in (BETA1, BETA2))
-            delta = d - attack.learning_rate * (m / first) / ((v / second).sqrt() + EPS)
+            delta = d - attack.rate(x.numel()) * (m / first) / ((v / second).sqrt() + EPS)
             if t % attack.check_every == 0:
                 if bad or (attack.abort_early and not loss <= ABORT_FACTOR * previous):
                     break
