@@ -39,8 +39,8 @@ from . import config
 
 log = logging.getLogger(__name__)
 
-# The estimators by the command line's names, each at its class's defaults: the paper's settings, as
-# conf/estimator/*.yaml gives them (ESTIMATORS: the default four; NAMED: these and those run only when
+# The estimators by the command line's names, each at its class's defaults: the paper's settings but
+# CW's converged budget, as conf/estimator/*.yaml gives them (ESTIMATORS: the default four; NAMED: these and those run only when
 # named); and the command line's plans where they differ from EstimatorPlan's defaults (conf/config.yaml,
 # audit.plan). tests/test_api.py holds both to the config.
 ESTIMATORS = {"exact": ExactLinear, "deepfool": DeepFool, "cw": CarliniWagner, "rs": RandomizedSmoothing}
@@ -77,7 +77,7 @@ def audit(model: nn.Module, X, y=None, *, sensitive_features=None, estimators=No
     (or a ``DataLoader`` of one, read in the dataset's own order) whose items start with (image, label).
     ``sensitive_features``: a DataFrame (one partition per column, their intersection too when there
     are several), a dict of arrays or one array, a group per image; the class is always a partition.
-    ``estimators``: names among exact, deepfool, cw, rs (at the paper's settings) and fmn, configured
+    ``estimators``: names among exact, deepfool, cw, rs (as the command line's defaults) and fmn, configured
     :class:`~robustness_bias.estimators.Estimator` objects, :class:`~robustness_bias.auditing.EstimatorPlan`
     objects, or a dict name → any of these; by default all four, less those that cannot measure the
     model (exact needs an affine one). ``normalization``: ``{"mean": ..., "std": ...}`` (or a
@@ -465,7 +465,7 @@ def _summary_options(conditional, failures, tau_max, rb_quantiles, min_group_siz
 
 
 def _plan(estimators, every_nth, model: nn.Module) -> dict[str, EstimatorPlan]:
-    """The estimators as the engine takes them: by name at the paper's settings and the command line's
+    """The estimators as the engine takes them: by name at the command line's defaults and
     plan, or as given. Of the default four, those that cannot measure ``model`` are skipped (as with
     ``audit.skip_unfit_estimators``); one asked for by name is an error."""
     chosen = list(ESTIMATORS) if estimators is None else estimators
