@@ -38,7 +38,8 @@ def test_merged_shards_equal_the_unsharded_audit(tmp_path):
         for ours, whole in zip(tables(merged[0], tag), tables(tmp_path / "whole", tag)):
             pd.testing.assert_frame_equal(ours, whole)
     result = json.loads((merged[0] / "result.json").read_text())
-    assert result["sigma"] == json.loads((tmp_path / "whole" / "result.json").read_text())["sigma"]
+    # equal up to how batched kernels round: a shard's pool holds other rows than the whole audit's (docs/benchmarks.md)
+    assert result["sigma"] == pytest.approx(json.loads((tmp_path / "whole" / "result.json").read_text())["sigma"], rel=1e-6)
     written = {path: path.stat().st_mtime_ns for path in merged[0].rglob("*.parquet")}
     assert merge_sharded_jobs(find_jobs([tmp_path / "sweep"])) == merged
     assert {path: path.stat().st_mtime_ns for path in merged[0].rglob("*.parquet")} == written, "not merged again"
@@ -68,7 +69,8 @@ def test_sharded_audits_of_a_checkpoint_merge_with_the_whole_test_accuracy(tmp_p
         run(compose_config([*audit, f"audit.shard={shard}", "audit.num_shards=2"], tmp_path / "sweep" / str(shard)))
     merged, = merge_sharded_jobs(find_jobs([tmp_path / "sweep"]))
     result = json.loads((merged / "result.json").read_text())
-    assert result["test_accuracy"] == pytest.approx(whole["test_accuracy"]) and result["sigma"] == whole["sigma"]
+    assert result["test_accuracy"] == pytest.approx(whole["test_accuracy"])
+    assert result["sigma"] == pytest.approx(whole["sigma"], rel=1e-6)   # up to how batched kernels round
     pd.testing.assert_frame_equal(*(tables(job, "final")[0] for job in (merged, tmp_path / "whole")))
     # the accuracy is the whole test set's, also where every estimator measures only some of it
     thinned = run(compose_config([*audit, *(f"audit.plan.{name}.every_nth=7" for name in ("exact", "deepfool", "rs"))],

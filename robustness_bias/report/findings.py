@@ -80,8 +80,8 @@ def findings(table: pd.DataFrame, sigma: pd.DataFrame, accuracy: pd.DataFrame,
            f"holds in every seed. Significant: Benjamini–Hochberg-adjusted permutation p < 0.05 with the same sign "
            "in every seed. σ ranges are over the seeds; ⚑: in some seed σ rests on failed attacks or capped radii "
            "(read it with its band in sigma_final.md)."]
-    for dataset, rows in table.groupby("dataset", sort=True):
-        jobs = accuracy[accuracy["dataset"] == dataset]
+    for dataset, jobs in accuracy.groupby("dataset", sort=True):   # every dataset, those without a σ too
+        rows = table[table["dataset"] == dataset]
         seeds = sorted({str(s) for s in jobs["seed"].dropna()}) if "seed" in jobs else []
         mine = names.get(dataset, {})
         out += ["", f"## {dataset}", "",
