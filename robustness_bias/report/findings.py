@@ -91,7 +91,8 @@ def findings(table: pd.DataFrame, sigma: pd.DataFrame, accuracy: pd.DataFrame,
                             for model, acc in jobs.groupby("model", sort=True)["test_accuracy"]) + ".", ""]
         significant = significant_findings(rows, mine)
         out += ["**Significant in every seed**", "", *(significant or ["- none"]), ""]
-        out += ["**Least robust groups**", "", *least_robust_findings(rows, sigma[sigma["dataset"] == dataset], mine), ""]
+        least = least_robust_findings(rows, sigma[sigma["dataset"] == dataset], mine)
+        out += ["**Least robust groups**", "", *(least or ["- no group has a σ"]), ""]
         agreement = agreement_finding(rows)
         if agreement:
             out += ["**Estimators**", "", agreement, ""]

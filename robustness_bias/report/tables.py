@@ -193,7 +193,8 @@ def seeds_table(sigma: pd.DataFrame) -> pd.DataFrame:
                      "significant in every seed": holds and bool((p < SIGNIFICANT).all()),
                      "flagged": ", ".join(sorted(set(", ".join(runs["flag"]).replace(" ", "").split(",")) - {""}))})
     return pd.DataFrame(rows, columns=[*CELL, "seeds", "σ by seed", "σ mean", "σ min", "σ max", "sign holds",
-                                       "significant in every seed", "flagged"])
+                                       "significant in every seed", "flagged"]).astype(
+        {"sign holds": bool, "significant in every seed": bool})   # bool also where no cell has a σ
 
 
 def settings_table(accuracy: pd.DataFrame) -> pd.DataFrame:
