@@ -60,6 +60,8 @@ RESERVED = {"sample_index", "label", "class", "prediction", "correct", "estimato
 # difference() compares.
 METRICS = ("size", "accuracy", "attacked", "failures", "failure_share", "capped", "cap_share", "median_distance", "auc",
            "sigma", "sigma_low", "sigma_high", "p_adjusted", "sigma_least", "sigma_most", "flag")
+# With adjust_for: σ adjusted for those features, beside σ
+ADJUSTED_METRICS = ("adjusted_sigma", "adjusted_sigma_low", "adjusted_sigma_high", "adjusted_p_adjusted", "incomparable")
 OVERALL_METRICS = ("size", "accuracy", "attacked", "failures", "failure_share", "capped", "cap_share", "median_distance",
                    "auc")
 COMPARED = ("accuracy", "median_distance", "auc", "sigma")
@@ -69,7 +71,8 @@ def audit(model: nn.Module, X, y=None, *, sensitive_features=None, estimators=No
           device=None, every_nth: int | Mapping[str, int] | None = None, conditional: bool = True,
           failures: str = "censor", tau_max="pooled_max", rb_quantiles: Sequence[float] = (0.25, 0.5, 0.75),
           min_group_size: int = 5, significance: Mapping | None = None, class_names: Sequence[str] | None = None,
-          sample_index=None, folder: str | Path | None = None, progress: bool = True, best: bool = False) -> AuditResult:
+          sample_index=None, folder: str | Path | None = None, progress: bool = True, best: bool = False,
+          adjust_for: Sequence[str] = ()) -> AuditResult:
     """Audit ``model`` for robustness bias on the images ``X``: how far each correctly classified image
     lies from the decision boundary, and σ(P), RB(P, τ) per group.
 
@@ -88,7 +91,9 @@ def audit(model: nn.Module, X, y=None, *, sensitive_features=None, estimators=No
     smoothing seeds its noise by it). ``folder``: write the command line's files there while auditing;
     an interrupted call resumes from its last chunk, and a finished one is read back. ``best``: also
     record, per sample, the smallest distance any of the attacks found, as estimator ``best``
-    (the command line's ``audit.best``).
+    (the command line's ``audit.best``). ``adjust_for``: sensitive features (or ``"class"``) to adjust σ for,
+    as the command line's ``audit.adjust_for``: ``by_group`` then adds σ with each group's rest reweighted to the
+    group's own mix of them (docs/design.md, "σ adjusted for other attributes").
 
     The model is audited in eval mode; each module's mode is restored after. Before any estimator runs,
     one forward pass on the first images checks what can be checked cheaply: a model of float32
@@ -103,7 +108,8 @@ def audit(model: nn.Module, X, y=None, *, sensitive_features=None, estimators=No
     index = _sample_index(sample_index, len(source))
     groups = _groups(sensitive_features, len(source))
     normalize = _normalization(normalization)
-    options = _summary_options(conditional, failures, tau_max, rb_quantiles, min_group_size, significance)
+    options = _summary_options(conditional, failures, tau_max, rb_quantiles, min_group_size, significance,
+                               adjust_for, ["class", *groups])
     chosen = list(groups) or ["class"]
     settings = summary_settings(options, ["class", *groups], chosen)
     with _prepared(model, normalize, device) as audited:
@@ -147,7 +153,8 @@ class AuditResult:
     def by_group(self) -> pd.DataFrame:
         """One row per group of the audited partition (a MultiIndex, one level per sensitive feature,
         for their intersection); columns (metric, estimator): ``by_group["sigma"]`` is σ(P) per group
-        and estimator, σ < 0 meaning the group is less robust than the rest."""
+        and estimator, σ < 0 meaning the group is less robust than the rest; with ``adjust_for``, also
+        ``adjusted_sigma`` and its interval, adjusted p-value and the strata left out (``incomparable``)."""
         return self.by_partition(self.partition)
 
     @property
@@ -177,8 +184,9 @@ class AuditResult:
         rows = self._rows(partition)
         groups = rows[rows["group"] != OVERALL]
         estimators, names = pd.unique(groups["estimator"]), pd.unique(groups["group"])
+        metrics = [*METRICS, *(m for m in ADJUSTED_METRICS if m in groups and groups[m].notna().any())]
         table = pd.concat({metric: groups.pivot(index="group", columns="estimator", values=metric)
-                          .reindex(index=names, columns=estimators) for metric in METRICS}, axis=1)
+                          .reindex(index=names, columns=estimators) for metric in metrics}, axis=1)
         table.columns.names = ["metric", "estimator"]
         features = partition.split("×")
         split = [str(group).split("×") for group in table.index]
@@ -452,16 +460,23 @@ def _takes(model: nn.Module, images: torch.Tensor) -> bool:
     return True
 
 
-def _summary_options(conditional, failures, tau_max, rb_quantiles, min_group_size, significance) -> dict:
+def _summary_options(conditional, failures, tau_max, rb_quantiles, min_group_size, significance, adjust_for,
+                     attributes: list[str]) -> dict:
     """The summary's options, checked by the command line's rules (the schema of ``audit``)."""
+    adjust_for = [adjust_for] if isinstance(adjust_for, str) else list(adjust_for)
     for key, value in (("failures", failures), ("tau_max", tau_max), ("rb_quantiles", list(rb_quantiles)),
-                       ("min_group_size", min_group_size)):
+                       ("min_group_size", min_group_size), ("adjust_for", adjust_for)):
         config.rule_of(config.AuditConfig, key).check(key, value)
     unknown = sorted(set(significance or {}) - set(SIGNIFICANCE))
     if unknown:
         raise ValueError(f"significance has unknown keys {unknown}: use {sorted(SIGNIFICANCE)}")
+    missing = [a for a in adjust_for if a not in attributes]
+    if missing:
+        raise ValueError(f"adjust_for={adjust_for}: no sensitive feature {missing}. Fix: adjust for some of "
+                         f"{attributes}, or pass {missing} in sensitive_features")
     return {"conditional": conditional, "failures": failures, "tau_max": tau_max, "rb_quantiles": list(rb_quantiles),
-            "min_group_size": min_group_size, "significance": {**SIGNIFICANCE, **(significance or {})}}
+            "min_group_size": min_group_size, "significance": {**SIGNIFICANCE, **(significance or {})},
+            "adjust_for": adjust_for}
 
 
 def _plan(estimators, every_nth, model: nn.Module) -> dict[str, EstimatorPlan]:

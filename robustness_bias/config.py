@@ -118,6 +118,8 @@ def one_of(*choices: str) -> Rule:
 FLAG = Rule(lambda v: isinstance(v, bool), "must be true or false", "true")
 QUANTILES = Rule(lambda v: isinstance(v, list) and all(_number(q) and 0 < q < 1 for q in v),
                  "each must lie strictly between 0 and 1", "[0.25,0.5,0.75]")
+ATTRIBUTES = Rule(lambda v: isinstance(v, list) and all(isinstance(a, str) and a for a in v),
+                  "must be a list of attribute names", "[class]")
 TAU_MAX = Rule(lambda v: v == "pooled_max" or (_number(v) and v > 0), "must be pooled_max or a positive number",
                "pooled_max")
 
@@ -178,6 +180,7 @@ class AuditConfig:
     progress: bool = setting(FLAG, shapes_results=False)
     min_group_size: int = setting(whole(1, 5))
     significance: Significance = MISSING
+    adjust_for: List[str] = setting(ATTRIBUTES)   # σ adjusted for these attributes too (adjusted_* columns)
     skip_unfit_estimators: bool = setting(FLAG)
     best: bool = setting(FLAG, False)   # also record the attacks' per-sample best bound as estimator ``best``
 

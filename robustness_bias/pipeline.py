@@ -48,12 +48,17 @@ def chosen_partition(cfg: DictConfig) -> list[str]:
     return list(cfg.partition.get("by") or cfg.partition.get("attributes") or ["class"])
 
 
-def check_partition(partition: list[str], datamodule: ImageDataModule) -> None:
+def check_partition(partition: list[str], datamodule: ImageDataModule, adjust_for=()) -> None:
+    """Before training: the partition's and ``audit.adjust_for``'s attributes are the dataset's."""
     unknown = [p for p in partition if p not in datamodule.partitions]
     if unknown:
         raise ConfigError(f"partition {list(partition)}: this dataset has no {unknown}. "
                           f"Fix: choose among {datamodule.partitions} (partition=class works everywhere, "
                           "+partition.by=[<column>] for any attribute)")
+    unknown = [a for a in adjust_for if a not in datamodule.partitions]
+    if unknown:
+        raise ConfigError(f"audit.adjust_for={list(adjust_for)}: this dataset has no {unknown}. "
+                          f"Fix: adjust for some of {datamodule.partitions}")
 
 
 def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[torch.nn.Module, int | None]:
@@ -184,7 +189,7 @@ def run_in(cfg: DictConfig, output_dir: Path) -> dict:
     datamodule.setup()
     write_json(output_dir / "dataset.json", datamodule.facts)
     partition = chosen_partition(cfg)
-    check_partition(partition, datamodule)
+    check_partition(partition, datamodule, cfg.audit.adjust_for)
     model, checkpoint_epoch = build_model(cfg, datamodule)
     plan = build_plan(cfg, model)
     penalty = build_penalty(cfg, datamodule)

@@ -186,6 +186,28 @@ def test_sensitive_features_as_fairlearn_takes_them(linear, test_digits):
     assert plain.partition == "class" and list(plain.by_group.index) == [str(k) for k in range(10)]
 
 
+def test_sigma_adjusted_for_a_sensitive_feature(linear, test_digits):
+    """Ink adjusted for the class: the rest is reweighted to each ink group's own mix of digits, so the adjusted σ
+    is the standardized one computed here from the records by hand (no strata are left out at 120 digits)."""
+    images, labels = test_digits
+    result = audit(linear, images, labels, sensitive_features=ink_and_site(images)[["ink"]], estimators="exact",
+                   adjust_for=["class"], progress=False, significance={"resamples": 100, "permutations": 100})
+    table = result.by_group
+    records = result.records[result.records["correct"]]
+    clipped = np.minimum(records["distance"], result.summary["tau_max"].iloc[0])
+    for ink in ("heavy", "light"):
+        mine = records["ink"] == ink
+        weights = records[mine]["class"].value_counts(normalize=True)
+        rest_means = clipped[~mine].groupby(records[~mine]["class"], observed=True).mean()
+        by_hand = clipped[mine].mean() / (weights * rest_means.reindex(weights.index)).sum() - 1
+        assert table.loc[ink, ("adjusted_sigma", "exact")] == pytest.approx(by_hand)
+        assert table.loc[ink, ("incomparable", "exact")] == ""
+        low, high = table.loc[ink, ("adjusted_sigma_low", "exact")], table.loc[ink, ("adjusted_sigma_high", "exact")]
+        assert low < by_hand < high
+    assert "adjusted_sigma" not in audit(linear, images, labels, sensitive_features=ink_and_site(images)[["ink"]],
+                                         estimators="exact", progress=False).by_group
+
+
 def test_normalization_given_apart_measures_as_inside_the_model(linear, test_digits):
     images, labels = test_digits
     inside = audit(linear, images, labels, estimators=["exact", "deepfool"], progress=False).records
@@ -232,7 +254,8 @@ def test_default_estimators_are_the_four_that_fit_the_model(linear, test_digits,
     ({"every_nth": 0}, "every_nth=0: must be a whole number"),
     ({"failures": "ignore"}, "failures=ignore: must be one of censor, drop"),
     ({"class_names": ["a", "b"]}, "2 names but the model gives 10 outputs"),
-    ({"sample_index": np.zeros(120, dtype=int)}, "distinct integers")])
+    ({"sample_index": np.zeros(120, dtype=int)}, "distinct integers"),
+    ({"adjust_for": ["age"]}, r"adjust_for=\['age'\]: no sensitive feature \['age'\]")])
 def test_bad_input_is_named(linear, test_digits, change, message):
     images, labels = test_digits
     arguments = {"X": images, "y": labels, "estimators": "exact", "progress": False}

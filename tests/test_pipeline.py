@@ -133,6 +133,13 @@ def test_unknown_partition_names_the_choices(make_config, tmp_path):
     _assert_not_trained(tmp_path)
 
 
+def test_adjusting_for_an_unknown_attribute_names_the_choices_before_training(make_config, tmp_path):
+    with pytest.raises(ConfigError, match=r"audit.adjust_for=\['age'\]: this dataset has no \['age'\]. "
+                                          r"Fix: adjust for some of \['class'\]"):
+        run(make_config("audit.adjust_for=[age]", "logger=none"))
+    _assert_not_trained(tmp_path)
+
+
 @pytest.mark.parametrize(("override", "setting"), [("audit.plan.cw.every_nth=0", "audit.plan.cw.every_nth"),
                                                    ("audit.failures=ignore", "audit.failures"),
                                                    ("audit.tau_max=-1", "audit.tau_max"),

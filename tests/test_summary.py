@@ -96,3 +96,33 @@ def test_console_shows_failures_caps_and_how_sigma_treats_them():
     assert "⚑ band [" in text
     assert "rs failed on 1 of 8 attacked points (12%)" in text
     assert "1 of 8 rs distances (12%) sit at the largest it can report, 0.500" in text
+
+
+def test_console_and_figure_show_the_adjusted_sigma_beside_sigma():
+    """With adjust_for, each adjusted partition's block gets σ adjusted, its interval and p, a line saying what was
+    held fixed and one per group whose strata were left out; the σ figure draws it beside each bar."""
+    rng = np.random.default_rng(0)
+    n = 400
+    age = rng.choice(["young", "old"], n)
+    group = np.where(rng.random(n) < np.where(age == "old", 0.7, 0.2), "b", "a")
+    group[:3], age[:3] = "b", "child"        # only b has children: they cannot be compared
+    records = pd.DataFrame({"estimator": pd.Categorical(["exact"] * n), "distance": rng.exponential(size=n),
+                            "correct": True, "success": True, "cap": np.inf, "group": pd.Categorical(group),
+                            "age": pd.Categorical(age)})
+    summary = group_summary(records, ["group", "age"], adjust_for=["age"], min_group_size=5,
+                            significance={"resamples": 50, "permutations": 50})
+    from robustness_bias.report.console import group_table
+    from matplotlib.collections import PathCollection
+    from robustness_bias.report.figures import sigma_figure
+    text = group_table(summary)
+    group_block, age_block = text.split("\n\n")
+    assert "adj. σ" in group_block.splitlines()[1] and "adj. σ" not in age_block
+    assert "the rest reweighted to each group's own mix of age" in group_block
+    assert "b: left out, the rest has fewer than 2 there: age=child (3)" in group_block
+    b = summary[(summary["partition"] == "group") & (summary["group"] == "b")].iloc[0]
+    assert f"{b.adjusted_sigma:+.3f}" in next(line for line in group_block.splitlines() if line.startswith("  b "))
+    figure = sigma_figure(summary, None)
+    diamonds = [c.get_offsets()[:, 1] for c in figure.axes[0].collections if isinstance(c, PathCollection)]
+    groups = summary[(summary["partition"] == "group") & (summary["group"] != OVERALL)]
+    np.testing.assert_allclose(sorted(np.concatenate(diamonds)), sorted(groups["adjusted_sigma"]))
+    assert "σ adjusted for age" in figure.texts[-1].get_text()

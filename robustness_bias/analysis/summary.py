@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
-from .significance import benjamini_hochberg, bootstrap_sigma, permutation_p_values
+from .significance import benjamini_hochberg, bootstrap_sigma, permutation_p_values, standardized_sigma
 
 OVERALL = "(all)"
 
@@ -75,11 +75,15 @@ def groups_without_sigma(summary: pd.DataFrame) -> list[str]:
 
 
 SIGNIFICANCE = {"resamples": 1000, "permutations": 1000, "level": 0.95, "seed": 0}
+# A stratum of the adjusting attributes is compared only where the rest has this many counting points in it: one
+# more than a mean needs, so that its spread, and the interval, can be estimated.
+MIN_STRATUM = 2
+ADJUSTED = ("adjusted_sigma", "adjusted_sigma_low", "adjusted_sigma_high", "adjusted_p_value")
 
 
 def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: bool = True,
                   failures: str = "censor", tau_max="pooled_max", rb_quantiles=(0.25, 0.5, 0.75),
-                  min_group_size: int = 1, significance: dict | None = None) -> pd.DataFrame:
+                  min_group_size: int = 1, significance: dict | None = None, adjust_for=()) -> pd.DataFrame:
     """σ(P), RB(P, τ) and plain statistics for every group of every partition, per estimator.
 
     ``records`` holds one row per (sample, estimator) with ``distance``, ``success`` and
@@ -94,8 +98,13 @@ def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: 
     counted and as shares of its attacked points; ``sigma_least``/``sigma_most``, the range σ spans
     wherever those points' true distances lie; and ``flag`` (``failures``, ``cap``) where they pass
     :data:`FLAG_SHARE` in the group or in the rest.
+
+    With ``adjust_for`` (attributes, columns of ``records``), σ adjusted for them as well, with its own interval
+    and p-values (:func:`_adjusted`): ``adjusted_sigma``, ``adjusted_sigma_low``/``_high``, ``adjusted_p_value``,
+    ``adjusted_p_adjusted``, ``adjusted_for`` and ``incomparable`` (the strata left out).
     """
     significance = {**SIGNIFICANCE, **(significance or {})}
+    check_adjusting(records, adjust_for)
     rows = []
     for estimator, frame in records.groupby("estimator", sort=False, observed=True):
         distance = frame["distance"].to_numpy(float)
@@ -121,7 +130,12 @@ def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: 
             groups = group_values(column)
             codes = pd.Categorical(column.astype(str), categories=[str(g) for g in groups]).codes
             tests = _significance(distance, correct, codes, len(groups), t_max, kw, significance)
-            rows.append({"estimator": estimator, "partition": partition, **overall})
+            adjusting = [a for a in adjust_for if a not in partition.split("×")]   # never a partition for itself
+            if adjusting:
+                tests.update(_adjusted(frame, adjusting, correct, distance, codes, len(groups), t_max, kw,
+                                       significance, min_group_size))
+            rows.append({"estimator": estimator, "partition": partition, **overall,
+                         **({"adjusted_for": ""} if adjust_for else {})})
             for code, group in enumerate(groups):
                 member = codes == code
                 row = {"estimator": estimator, "partition": partition, "group": str(group), "size": int(member.sum()),
@@ -138,14 +152,53 @@ def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: 
                                                                            t_max, conditional=conditional)
                 row["flag"] = _flag(distance, correct, success, cap, member)
                 row["too_small"] = row["attacked"] < min_group_size
+                if adjust_for:
+                    row["adjusted_for"] = ", ".join(adjusting)
                 if row["too_small"]:
                     row.update(sigma=np.nan, sigma_low=np.nan, sigma_high=np.nan, p_value=np.nan, sigma_least=np.nan,
-                               sigma_most=np.nan, flag="")
+                               sigma_most=np.nan, flag="", **dict.fromkeys(ADJUSTED, np.nan))
                 rows.append(row)
-        adjusted = benjamini_hochberg(np.array([row["p_value"] for row in rows[first_row:]], dtype=float))
-        for row, value in zip(rows[first_row:], adjusted):
-            row["p_adjusted"] = value
+        for p_value, adjusted in (("p_value", "p_adjusted"), ("adjusted_p_value", "adjusted_p_adjusted")):
+            if p_value == "p_value" or adjust_for:
+                values = benjamini_hochberg(np.array([row.get(p_value, np.nan) for row in rows[first_row:]], float))
+                for row, value in zip(rows[first_row:], values):
+                    row[adjusted] = value
     return pd.DataFrame(rows)
+
+
+def check_adjusting(records: pd.DataFrame, adjust_for) -> None:
+    """One line naming an adjusting attribute the records do not have, and what they have."""
+    missing = [a for a in adjust_for if a not in records.columns]
+    if missing:
+        known = [c for c in records.columns if isinstance(records[c].dtype, pd.CategoricalDtype)
+                 and c not in ("estimator", "failure") and "×" not in c]
+        raise ValueError(f"adjust_for={list(adjust_for)}: the audit has no attribute {missing}. "
+                         f"Fix: adjust for some of {known}")
+
+
+def _adjusted(frame, adjusting, correct, distance, codes, n_groups, tau_max, kw, options,
+              min_group_size) -> dict[str, np.ndarray]:
+    """σ of every group of one partition adjusted for the attributes ``adjusting``: the rest standardized to the
+    group's own distribution over their strata (docs/design.md, "σ adjusted for other attributes"), with a
+    bootstrap interval resampling within strata and a permutation p-value shuffling within strata. The strata
+    where the rest has fewer than :data:`MIN_STRATUM` counting points are left out for that group and named
+    in ``incomparable``; a group with fewer than ``min_group_size`` comparable points gets no adjusted σ."""
+    strata = frame[adjusting].astype(str).agg(", ".join, axis=1) if len(adjusting) > 1 else frame[adjusting[0]].astype(str)
+    names = [", ".join(f"{a}={v}" for a, v in zip(adjusting, key.split(", "))) if len(adjusting) > 1
+             else f"{adjusting[0]}={key}" for key in sorted(strata.unique())]
+    stratum = pd.Categorical(strata, categories=sorted(strata.unique())).codes
+    shape = dict(strata=stratum, n_groups=n_groups, n_strata=len(names), min_stratum=MIN_STRATUM, **kw)
+    sigma, counts, left_out = standardized_sigma(distance, correct, codes, tau_max, **shape)
+    low, high = bootstrap_sigma(distance, correct, codes, tau_max, resamples=options["resamples"],
+                                level=options["level"], seed=options["seed"], **shape)
+    p_value = permutation_p_values(distance, correct, codes, tau_max, permutations=options["permutations"],
+                                   seed=options["seed"], **shape)
+    enough = (counts - left_out).sum(1) >= min_group_size
+    incomparable = [", ".join(f"{names[s]} ({int(left_out[g, s])})" for s in np.flatnonzero(left_out[g]))
+                    for g in range(n_groups)]
+    return {"adjusted_sigma": np.where(enough, sigma, np.nan), "adjusted_sigma_low": np.where(enough, low, np.nan),
+            "adjusted_sigma_high": np.where(enough, high, np.nan), "adjusted_p_value": np.where(enough, p_value, np.nan),
+            "incomparable": np.array(incomparable, dtype=object)}
 
 
 def _significance(distance, correct, codes, n_groups, tau_max, kw, options) -> dict[str, np.ndarray]:
@@ -161,7 +214,7 @@ def _significance(distance, correct, codes, n_groups, tau_max, kw, options) -> d
 
 
 # The options of group_summary an audit is summarized with (the command line's audit.<key>).
-SUMMARY_OPTIONS = ("conditional", "failures", "tau_max", "rb_quantiles", "min_group_size", "significance")
+SUMMARY_OPTIONS = ("conditional", "failures", "tau_max", "rb_quantiles", "min_group_size", "significance", "adjust_for")
 
 
 def summary_settings(options: dict, partitions: list[str], chosen: list[str]) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..analysis.summary import OVERALL
+from ..analysis.summary import MIN_STRATUM, OVERALL
 
 LEAST_ROBUST = "◀ least robust"
 
@@ -50,8 +50,10 @@ def group_table(summary: pd.DataFrame, *, names: dict[str, str] | None = None, m
     blocks = []
     for (estimator, partition), rows in summary.groupby(["estimator", "partition"], sort=False, observed=True):
         capped = "cap_share" in rows and bool(rows["capped"].fillna(0).gt(0).any())
+        adjusted = "adjusted_for" in rows and bool(rows["adjusted_for"].fillna("").ne("").any())
         header = (f"  {'group':<16} {'size':>5} {'acc':>6} {'fail':>5}" + (f"  {'cap':>5}" if capped else "")
-                  + f" {'median':>7} {'σ':>7}  {interval:<18} {'p adj':>6}")
+                  + f" {'median':>7} {'σ':>7}  {interval:<18} {'p adj':>6}"
+                  + (f"  {'adj. σ':>7}  {interval:<18} {'p adj':>6}" if adjusted else ""))
         lines = [f"{estimator} · {partition_label(str(partition), names)}", header]
         marked = least_robust(rows[rows["group"] != OVERALL])
         for row in rows.itertuples():
@@ -70,11 +72,29 @@ def group_table(summary: pd.DataFrame, *, names: dict[str, str] | None = None, m
                 band = (f" band [{number(row.sigma_least, 2, True)}, {number(row.sigma_most, 2, True)}]"
                         if flag and not math.isclose(row.sigma_least, row.sigma_most, abs_tol=5e-3) else "")
                 lines.append(line + f"{number(row.sigma, sign=True):>7}  {bounds:<18} {number(row.p_adjusted):>6}"
+                             + (adjusted_columns(row) if adjusted else "")
                              + (f"  ⚑{band}" if flag else "")
                              + (f"  {LEAST_ROBUST}" if str(row.group) == marked else ""))
         lines += caveats(rows, str(estimator), failures)
+        lines += adjustment_notes(rows) if adjusted else []
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def adjusted_columns(row) -> str:
+    """σ adjusted for ``audit.adjust_for``, its interval and adjusted p, beside σ's."""
+    bounds = f"[{number(row.adjusted_sigma_low, sign=True)}, {number(row.adjusted_sigma_high, sign=True)}]"
+    return f"  {number(row.adjusted_sigma, sign=True):>7}  {bounds:<18} {number(row.adjusted_p_adjusted):>6}"
+
+
+def adjustment_notes(rows: pd.DataFrame) -> list[str]:
+    """What the adjusted σ holds fixed, and each group's strata left out for want of points in the rest."""
+    groups = rows[rows["group"] != OVERALL]
+    attributes = [a for a in pd.unique(groups["adjusted_for"].fillna("")) if a]
+    lines = [f"  adj. σ: the rest reweighted to each group's own mix of {a}" for a in attributes]
+    for row in groups[groups["incomparable"].fillna("").ne("")].itertuples():
+        lines.append(f"    {row.group}: left out, the rest has fewer than {MIN_STRATUM} there: {row.incomparable}")
+    return lines
 
 
 def caveats(rows: pd.DataFrame, estimator: str, failures: str) -> list[str]:

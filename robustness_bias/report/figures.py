@@ -85,6 +85,7 @@ def sigma_figure(summary: pd.DataFrame, path: str | Path | None, *, title: str =
     fig, axes = _panels(len(partitions), (max(4.5, 0.6 * groups["group"].nunique()) * len(partitions), 3.6))
     width = 0.8 / max(len(estimators), 1)
     missing = flags = False
+    adjusted_to = ""
     for ax, partition in zip(axes[0], partitions):
         mine = groups[groups["partition"] == partition].astype({"group": str, "estimator": str})
         order = list(dict.fromkeys(mine["group"]))
@@ -104,6 +105,7 @@ def sigma_figure(summary: pd.DataFrame, path: str | Path | None, *, title: str =
             ranged = shown & np.isfinite(low) & np.isfinite(high)
             # drawn from end to end: a studentized interval need not contain σ
             ax.vlines(x[ranged], low[ranged], high[ranged], color="black", linewidth=0.8)
+            adjusted_to = draw_adjusted(ax, rows, x + width / 4) or adjusted_to
             for xi, row in zip(x[~shown], rows[~shown].itertuples()):
                 if pd.isna(row.size):
                     continue   # the estimator did not audit this partition
@@ -120,11 +122,27 @@ def sigma_figure(summary: pd.DataFrame, path: str | Path | None, *, title: str =
     if flags:
         note += ("\nhatched: σ rests on failed or capped points; dotted: σ with them at the least and the most "
                  "they could be")
+    if adjusted_to:
+        note += f"\n◇ dashed: σ adjusted for {adjusted_to} (the rest reweighted to each group's mix), with its interval"
     if missing:
         rule = f" (audit.min_group_size={min_group_size})" if min_group_size else ""
         note += f". no σ: too few correctly classified points{rule}"
     fig.text(0.5, -0.02, note, ha="center", va="top", fontsize="small")
     return _save(fig, None if path is None else Path(path), also_pdf)
+
+
+def draw_adjusted(ax, rows: pd.DataFrame, x: np.ndarray) -> str:
+    """σ adjusted for ``audit.adjust_for`` as an open diamond beside each bar, its interval dashed; returns the
+    attributes it was adjusted for ('' where none was)."""
+    if "adjusted_sigma" not in rows:
+        return ""
+    adjusted = rows["adjusted_sigma"].to_numpy(float)
+    shown = np.isfinite(adjusted)
+    low, high = rows["adjusted_sigma_low"].to_numpy(float), rows["adjusted_sigma_high"].to_numpy(float)
+    ranged = shown & np.isfinite(low) & np.isfinite(high)
+    ax.vlines(x[ranged], low[ranged], high[ranged], color="dimgray", linestyle="--", linewidth=0.8)
+    ax.scatter(x[shown], adjusted[shown], marker="D", s=22, facecolor="white", edgecolor="black", zorder=3)
+    return ", ".join(a for a in pd.unique(rows["adjusted_for"].fillna("")) if a) if shown.any() else ""
 
 
 def sigma_heatmaps(sigma: pd.DataFrame, dataset: str, estimator: str, partition: str, path: str | Path, *,

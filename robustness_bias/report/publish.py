@@ -77,11 +77,12 @@ class Publisher:
                             min_group_size=self.settings.get("min_group_size"))
 
     def log(self, summary: pd.DataFrame, tag: str, step: int, figures: dict[str, Path]) -> None:
-        """σ and adjusted p per group and the median distance per estimator as metrics; with loggers that
-        take them, the summary table and the figures."""
+        """σ and adjusted p per group (and σ adjusted for ``audit.adjust_for``, with its p) and the median
+        distance per estimator as metrics; with loggers that take them, the summary table and the figures."""
         groups = summary[summary["group"] != OVERALL]
+        names = [name for name in ("sigma", "p_adjusted", "adjusted_sigma", "adjusted_p_adjusted") if name in groups]
         metrics = {f"audit/{tag}/{r.estimator}/{name}/{r.partition}={r.group}": getattr(r, name)
-                   for r in groups.itertuples() for name in ("sigma", "p_adjusted") if np.isfinite(getattr(r, name))}
+                   for r in groups.itertuples() for name in names if np.isfinite(getattr(r, name))}
         overall = summary[(summary["group"] == OVERALL) & (summary["partition"] == summary["partition"].iloc[0])]
         metrics.update({f"audit/{tag}/{r.estimator}/median_distance": r.median_distance
                         for r in overall.itertuples() if np.isfinite(r.median_distance)})
