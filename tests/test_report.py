@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -282,3 +283,55 @@ def test_findings_are_stated_only_where_they_hold_in_every_seed(tmp_path):
     assert "by race, white is the least robust group in every seed for cnn by cw, cnn by deepfool" in text
     assert "the estimators' signs agree in every seed in 1 of 2 cells" in text   # white agrees; black flips under deepfool
     assert "1 of 4 cells (model × estimator × group) change sign" in text
+
+
+def write_confounded_job(folder: Path, seed: int, direct: float) -> None:
+    """A finished job whose final records hold distances set by age alone (old: 3× nearer), white faces mostly
+    old; ``direct`` multiplies the white faces' distances within every age. Its summary is the pipeline's own."""
+    from robustness_bias.analysis.summary import summarize, summary_settings
+
+    rng = np.random.default_rng(seed)
+    n = 800
+    old = rng.random(n) < 0.5
+    white = rng.random(n) < np.where(old, 0.6, 0.1)
+    records = pd.DataFrame({"estimator": pd.Categorical(["exact"] * n), "epoch": 3,
+                            "distance": rng.exponential(np.where(old, 0.5, 1.5) * np.where(white, direct, 1.0)),
+                            "correct": rng.random(n) < 0.9, "success": True, "cap": np.inf,
+                            "race": pd.Categorical(np.where(white, "white", "black")),
+                            "class": pd.Categorical(np.where(old, "40-59", "0-14"))})
+    options = {"conditional": True, "failures": "censor", "tau_max": "pooled_max", "rb_quantiles": [0.5],
+               "min_group_size": 5, "significance": {"resamples": 200, "permutations": 200, "level": 0.95, "seed": 0},
+               "adjust_for": []}
+    settings = summary_settings(options, ["class", "race"], ["race"])
+    final = folder / "audits" / "final"
+    final.mkdir(parents=True)
+    records.to_parquet(final / "records.parquet")
+    summarize(records, settings).assign(epoch_tag="final").to_parquet(final / "summary.parquet")
+    (folder / "result.json").write_text(json.dumps({"dataset": "utkface", "model": f"direct{direct}", "seed": seed,
+                                                    "test_accuracy": 0.9, "regularizer": None,
+                                                    "summary_settings": settings}))
+
+
+def test_the_report_adjusts_finished_sweeps_and_says_which_findings_survive(tmp_path, caplog):
+    """White faces are 'less robust' only through age in one model, and also of their own in the other: the report,
+    asked to adjust for age after the sweep, keeps the second finding and says the first does not survive."""
+    sweep = tmp_path / "sweep"
+    for seed in (0, 1, 2):
+        for direct in (1.0, 0.5):
+            write_confounded_job(sweep / f"{seed}-direct{direct}", seed, direct)
+    tables = report.main([str(sweep), "--out", str(tmp_path / "out"), "--only", "seeds", "adjusted", "findings",
+                          "--adjust-for", "class"])
+    adjusted = tables["adjusted"]
+    white = adjusted[(adjusted["partition"] == "race") & (adjusted["group"] == "white")].set_index(["model", "seed"])
+    assert (white["σ"] < -0.3).all() and (white["adjusted for"] == "class").all()
+    assert (white.loc["direct1.0", "adj. σ low"] < 0).all() and (white.loc["direct1.0", "adj. σ high"] > 0).all()
+    assert (white.loc["direct0.5", "adj. σ high"] < 0).all()
+    assert set(adjusted["partition"]) == {"race"}   # the class is not adjusted for itself
+    assert (tmp_path / "out" / "adjusted.md").is_file() and (tmp_path / "out" / "adjusted_seeds.csv").is_file()
+    text = (tmp_path / "out" / "findings.md").read_text().split("**Adjusted for the other attributes**")[1]
+    assert "race = white, adjusted for class: still significant with the same sign in every seed in direct0.5" in text
+    assert "race = white, adjusted for class: not significant in every seed once adjusted in direct1.0" in text
+
+    tables = report.main([str(sweep), "--out", str(tmp_path / "age"), "--only", "adjusted", "--adjust-for", "age"])
+    assert "adjusted" not in tables and "which its records lack" in caplog.text
+    assert "adjusted" not in report.main([str(sweep), "--out", str(tmp_path / "none"), "--only", "adjusted"])

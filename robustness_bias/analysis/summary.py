@@ -194,7 +194,7 @@ def _adjusted(frame, adjusting, correct, distance, codes, n_groups, tau_max, kw,
     p_value = permutation_p_values(distance, correct, codes, tau_max, permutations=options["permutations"],
                                    seed=options["seed"], **shape)
     enough = (counts - left_out).sum(1) >= min_group_size
-    incomparable = [", ".join(f"{names[s]} ({int(left_out[g, s])})" for s in np.flatnonzero(left_out[g]))
+    incomparable = ["; ".join(f"{names[s]} ({int(left_out[g, s])})" for s in np.flatnonzero(left_out[g]))
                     for g in range(n_groups)]
     return {"adjusted_sigma": np.where(enough, sigma, np.nan), "adjusted_sigma_low": np.where(enough, low, np.nan),
             "adjusted_sigma_high": np.where(enough, high, np.nan), "adjusted_p_value": np.where(enough, p_value, np.nan),

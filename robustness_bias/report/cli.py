@@ -19,12 +19,12 @@ from . import figures
 from .console import partition_label
 from .shards import merge_sharded_jobs
 from .findings import findings
-from .tables import (agreement_statistics, collect, find_jobs, originals, regularization_table, seeds_table,
-                     settings_table, sigma_table, single_attributes, table1, table2)
+from .tables import (adjusted_sigmas, adjusted_table, agreement_statistics, collect, find_jobs, originals,
+                     regularization_table, seeds_table, settings_table, sigma_table, single_attributes, table1, table2)
 from .tightness import tightness_tables
 
-PARTS = ("table1", "table2", "agreement", "sigma_final", "seeds", "findings", "settings", "regularized", "tightness",
-         "figures")
+PARTS = ("table1", "table2", "agreement", "sigma_final", "seeds", "adjusted", "findings", "settings", "regularized",
+         "tightness", "figures")
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m robustness_bias.r
     parser.add_argument("--wandb", action="store_true", help="also log the report to Weights & Biases")
     parser.add_argument("--online", action="store_true", help="with --wandb: upload instead of logging offline")
     parser.add_argument("--project", default="robustness_bias")
+    parser.add_argument("--adjust-for", nargs="+", metavar="ATTRIBUTE",
+                        help="σ adjusted for these attributes (adjusted.md), whatever the jobs' audit.adjust_for")
     args = parser.parse_args(argv)
 
     out = Path(args.out)
@@ -135,12 +137,20 @@ def main(argv: list[str] | None = None, prog: str = "python -m robustness_bias.r
     tables = {name: build() for name, build in builders.items() if name in args.only}
     if "tightness" in args.only:   # sweeps audited with audit.best=true: σ at DeepFool, CW and the best bound
         tables.update(tightness_tables(paper_cells, originals(accuracy)))
+    adjusted = (adjusted_sigmas(originals(accuracy), args.adjust_for)
+                if {"adjusted", "findings"} & set(args.only) else None)
+    if "adjusted" in args.only and adjusted is not None and len(adjusted):
+        tables["adjusted"] = adjusted_table(adjusted)
+        tables["adjusted_seeds"] = seeds_table(adjusted, "adjusted_sigma", "adjusted_p_adjusted")
     for name in ("regularized", "settings"):   # no regularized runs, or no saved configs, among these sweeps
         if tables.get(name) is not None and tables[name].empty:
             del tables[name]
     written = write_tables(tables, out)
     if "findings" in args.only:   # sentences from the tables, stated only where they hold in every seed
-        text = findings(seeds_table(originals(sigma)), originals(sigma), originals(accuracy), partition_names(accuracy))
+        adjusted_seeds = seeds_table(adjusted, "adjusted_sigma", "adjusted_p_adjusted") if adjusted is not None \
+            and len(adjusted) else None
+        text = findings(seeds_table(originals(sigma)), originals(sigma), originals(accuracy), partition_names(accuracy),
+                        adjusted_seeds, adjusted)
         written.append(write_atomic(out / "findings.md", lambda tmp: tmp.write_text(text)))
         print(f"\n{text}")
     images = write_figures(originals(sigma), originals(accuracy), out) if "figures" in args.only else []

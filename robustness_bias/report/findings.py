@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .console import partition_label
+from .tables import CELL
 
 
 def _where(cells: pd.DataFrame) -> str:
@@ -70,10 +71,43 @@ def agreement_finding(table: pd.DataFrame) -> str | None:
             "or more estimators measured")
 
 
+def adjusted_findings(table: pd.DataFrame, adjusted: pd.DataFrame, attributes: pd.DataFrame,
+                      names: dict[str, str]) -> list[str]:
+    """For each cell significant in every seed (``table``), whether it still is once adjusted for the other
+    attributes (``adjusted``: the seeds table of the adjusted σ; ``attributes``: what each was adjusted for)."""
+    held = table[table["significant in every seed"]].set_index(CELL)
+    after = adjusted.set_index(CELL)
+    lines = []
+    for (partition, group), cells in held.groupby(["partition", "group"], sort=True):
+        mine = attributes[(attributes["partition"] == partition)]
+        if mine.empty or not len(after):
+            continue
+        kept, lost = [], []
+        for cell, row in cells.iterrows():
+            adjusted_row = after.loc[cell] if cell in after.index else None
+            model, estimator = cell[1], cell[2]
+            if adjusted_row is not None and adjusted_row["significant in every seed"] \
+                    and np.sign(adjusted_row["σ mean"]) == np.sign(row["σ mean"]):
+                kept.append(f"{model} by {estimator} ({adjusted_row['σ min']:+.2f} to {adjusted_row['σ max']:+.2f})")
+            else:
+                shown = "no adjusted σ" if adjusted_row is None else \
+                    f"{adjusted_row['σ min']:+.2f} to {adjusted_row['σ max']:+.2f}"
+                lost.append(f"{model} by {estimator} ({shown})")
+        label = f"{partition_label(partition, names)} = {group}, adjusted for {mine['adjusted for'].iloc[0]}"
+        if kept:
+            lines.append(f"- {label}: still significant with the same sign in every seed in {', '.join(kept)}")
+        if lost:
+            lines.append(f"- {label}: not significant in every seed once adjusted in {', '.join(lost)}")
+    return lines
+
+
 def findings(table: pd.DataFrame, sigma: pd.DataFrame, accuracy: pd.DataFrame,
-             names: dict[str, dict[str, str]] | None = None) -> str:
+             names: dict[str, dict[str, str]] | None = None, adjusted: pd.DataFrame | None = None,
+             adjusted_sigma: pd.DataFrame | None = None) -> str:
     """The findings page (Markdown): per dataset, the significant groups, the least robust groups and the
-    estimators' agreement, each holding in every seed, then what was left unstated and why."""
+    estimators' agreement, each holding in every seed, whether the significant ones survive adjusting for the
+    other attributes (``adjusted``: the seeds table of σ adjusted; ``adjusted_sigma``: its rows, from
+    :func:`~robustness_bias.report.tables.adjusted_sigmas`), then what was left unstated and why."""
     names = names or {}
     out = ["# Findings", "",
            "Written by the report from its tables (seeds.csv, sigma_final.csv): a finding is stated only where it "
@@ -93,6 +127,12 @@ def findings(table: pd.DataFrame, sigma: pd.DataFrame, accuracy: pd.DataFrame,
         out += ["**Significant in every seed**", "", *(significant or ["- none"]), ""]
         least = least_robust_findings(rows, sigma[sigma["dataset"] == dataset], mine)
         out += ["**Least robust groups**", "", *(least or ["- no group has a σ"]), ""]
+        if adjusted is not None and len(adjusted):
+            kinds = adjusted_sigma[adjusted_sigma["dataset"] == dataset].rename(columns={"adjusted_for": "adjusted for"})
+            survived = adjusted_findings(rows, adjusted[adjusted["dataset"] == dataset],
+                                         kinds.drop_duplicates("partition")[["partition", "adjusted for"]], mine)
+            out += ["**Adjusted for the other attributes** (adjusted.md: the rest reweighted to the group's own mix)",
+                    "", *(survived or ["- no significant finding was adjusted"]), ""]
         agreement = agreement_finding(rows)
         if agreement:
             out += ["**Estimators**", "", agreement, ""]

@@ -9,13 +9,17 @@ trained model and group; cells where either σ is undefined are left out.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..analysis.agreement import agreement, paired
-from ..analysis.summary import OVERALL
+from ..analysis.summary import OVERALL, summarize
+from ..records import read_final_records
+
+log = logging.getLogger(__name__)
 
 # The paper's values, printed beside ours.
 PAPER_TABLE1 = {"adience": (83.33, 79.63), "utkface": (74.24, 72.73), "cifar10": (75.00, 76.67),
@@ -172,16 +176,17 @@ SIGNIFICANT = 0.05   # BH-adjusted p below which a σ counts as significant in t
 CELL = ["dataset", "model", "estimator", "partition", "group"]
 
 
-def seeds_table(sigma: pd.DataFrame) -> pd.DataFrame:
+def seeds_table(sigma: pd.DataFrame, value: str = "sigma", p_value: str = "p_adjusted") -> pd.DataFrame:
     """Per cell (dataset, model, estimator, partition, group) of the final audits, σ across the jobs that
     trained the model with different seeds: each seed's σ, their mean and range, whether the sign holds
     in every seed, and whether σ is significant (BH-adjusted p < 0.05) with that sign in every seed. A
-    seed where the group had no σ breaks both."""
+    seed where the group had no σ breaks both. ``value``/``p_value``: the columns read as σ and its p
+    (``adjusted_sigma``/``adjusted_p_adjusted`` for σ adjusted for other attributes)."""
     final = sigma[sigma["epoch_tag"] == "final"].astype({"group": str})
     rows = []
     for cell, runs in final.groupby(CELL, sort=True, observed=True):
         runs = runs.sort_values("seed", kind="stable")
-        values, p = runs["sigma"].to_numpy(float), runs["p_adjusted"].to_numpy(float)
+        values, p = runs[value].to_numpy(float), runs[p_value].to_numpy(float)
         if not np.isfinite(values).any():
             continue
         signs = np.sign(values)
@@ -195,6 +200,50 @@ def seeds_table(sigma: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*CELL, "seeds", "σ by seed", "σ mean", "σ min", "σ max", "sign holds",
                                        "significant in every seed", "flagged"]).astype(
         {"sign holds": bool, "significant in every seed": bool})   # bool also where no cell has a σ
+
+
+ADJUSTED_COLUMNS = ["adjusted_for", "adjusted_sigma", "adjusted_sigma_low", "adjusted_sigma_high", "adjusted_p_adjusted",
+                    "incomparable"]
+
+
+def adjusted_sigmas(accuracy: pd.DataFrame, adjust_for: list[str] | None = None) -> pd.DataFrame:
+    """Each job's final audit summarized again with σ adjusted for ``adjust_for`` (None: the job's own
+    ``audit.adjust_for``), so that sweeps run without it can still be read adjusted: rows as :func:`collect`'s,
+    with the adjusted columns, for the groups of partitions that were adjusted. A job whose records lack an
+    attribute is skipped with a warning naming it."""
+    frames = []
+    for job in accuracy.itertuples():
+        settings = json.loads((Path(job.job) / "result.json").read_text()).get("summary_settings") or {}
+        attributes = list(settings.get("adjust_for") or []) if adjust_for is None else list(adjust_for)
+        records = read_final_records(job.job) if attributes and settings else None
+        if records is None:
+            continue
+        missing = [a for a in attributes if a not in records]
+        if missing:
+            log.warning("%s: no σ adjusted for %s, which its records lack", job.job, missing)
+            continue
+        summary = summarize(records, {**settings, "adjust_for": attributes}).assign(epoch_tag="final")
+        summary = summary[(summary["group"] != OVERALL) & summary["adjusted_for"].fillna("").ne("")]
+        frames.append(summary[[*SIGMA_COLUMNS, *ADJUSTED_COLUMNS]].assign(
+            dataset=job.dataset, model=job.model, seed=job.seed, job=job.job, target=job.target))
+    columns = [*SIGMA_COLUMNS, *ADJUSTED_COLUMNS, "dataset", "model", "seed", "job", "target"]
+    adjusted = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return adjusted.astype({"estimator": str, "flag": str})
+
+
+def adjusted_table(adjusted: pd.DataFrame) -> pd.DataFrame:
+    """σ beside σ adjusted for other attributes, with both intervals and p-values and the strata left out: one
+    row per (dataset, model, seed, estimator, partition, group) of the final audits."""
+    rows = adjusted[adjusted["sigma"].notna()].sort_values(["dataset", "partition", "group", "estimator", "model",
+                                                            "seed"], kind="stable")
+    return pd.DataFrame({"dataset": rows["dataset"], "partition": rows["partition"], "group": rows["group"].astype(str),
+                         "estimator": rows["estimator"], "model": rows["model"], "seed": rows["seed"],
+                         "attacked": rows["attacked"], "σ": rows["sigma"], "σ low": rows["sigma_low"],
+                         "σ high": rows["sigma_high"], "p adjusted": rows["p_adjusted"],
+                         "adjusted for": rows["adjusted_for"], "adj. σ": rows["adjusted_sigma"],
+                         "adj. σ low": rows["adjusted_sigma_low"], "adj. σ high": rows["adjusted_sigma_high"],
+                         "adj. p adjusted": rows["adjusted_p_adjusted"],
+                         "left out": rows["incomparable"].fillna("")}).reset_index(drop=True)
 
 
 def settings_table(accuracy: pd.DataFrame) -> pd.DataFrame:
