@@ -118,6 +118,10 @@ def one_of(*choices: str) -> Rule:
 FLAG = Rule(lambda v: isinstance(v, bool), "must be true or false", "true")
 QUANTILES = Rule(lambda v: isinstance(v, list) and all(_number(q) and 0 < q < 1 for q in v),
                  "each must lie strictly between 0 and 1", "[0.25,0.5,0.75]")
+POSITIVES = Rule(lambda v: isinstance(v, list) and all(_number(m) and m > 0 for m in v),
+                 "each must be a positive number", "[1.0,0.4]")
+PROBABILITIES = Rule(lambda v: isinstance(v, list) and all(_number(q) and 0 < q < 1 for q in v),
+                     "each must lie strictly between 0 and 1", "[0.2,0.8]")
 TAU_MAX = Rule(lambda v: v == "pooled_max" or (_number(v) and v > 0), "must be pooled_max or a positive number",
                "pooled_max")
 
@@ -264,6 +268,8 @@ class SyntheticData(DataConfig):
     planted_share: float = setting(probability(0.3))
     planted_margin: float = setting(positive(0.4))
     shared_separation: float = setting(at_least_zero(0.0))
+    stratum_margins: List[float] = setting(POSITIVES)              # []: no strata
+    stratum_planted_shares: List[float] = setting(PROBABILITIES)   # one per stratum
     seed: int = setting(whole(0, 0))
 
 
