@@ -184,6 +184,7 @@ class AuditConfig:
     significance: Significance = MISSING
     skip_unfit_estimators: bool = setting(FLAG)
     best: bool = setting(FLAG, False)   # also record the attacks' per-sample best bound as estimator ``best``
+    adjust_for: List[str] = field(default_factory=list)   # attributes σ is also adjusted for, stratum by stratum
 
     def check(self, key: str) -> None:
         if self.shard >= self.num_shards:
