@@ -120,6 +120,10 @@ QUANTILES = Rule(lambda v: isinstance(v, list) and all(_number(q) and 0 < q < 1 
                  "each must lie strictly between 0 and 1", "[0.25,0.5,0.75]")
 ATTRIBUTES = Rule(lambda v: isinstance(v, list) and all(isinstance(a, str) and a for a in v),
                   "must be a list of attribute names", "[class]")
+POSITIVES = Rule(lambda v: isinstance(v, list) and all(_number(m) and m > 0 for m in v),
+                 "each must be a positive number", "[1.0,0.4]")
+PROBABILITIES = Rule(lambda v: isinstance(v, list) and all(_number(q) and 0 < q < 1 for q in v),
+                     "each must lie strictly between 0 and 1", "[0.2,0.8]")
 TAU_MAX = Rule(lambda v: v == "pooled_max" or (_number(v) and v > 0), "must be pooled_max or a positive number",
                "pooled_max")
 
@@ -267,6 +271,8 @@ class SyntheticData(DataConfig):
     planted_share: float = setting(probability(0.3))
     planted_margin: float = setting(positive(0.4))
     shared_separation: float = setting(at_least_zero(0.0))
+    stratum_margins: List[float] = setting(POSITIVES)              # []: no strata
+    stratum_planted_shares: List[float] = setting(PROBABILITIES)   # one per stratum
     seed: int = setting(whole(0, 0))
 
 

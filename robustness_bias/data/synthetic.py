@@ -4,6 +4,13 @@ Each class k has a prototype p_k (zero-mean across classes, L2 norm ``separation
 space). A sample of class y is ``0.5 + m · p_y + noise``, clipped to [0,1], where the margin
 ``m`` is 1 for the reference group and ``planted_margin`` (< 1) for the planted group. Planted
 samples therefore sit closer to every class boundary, so a correct audit reports σ < 0 for them.
+
+With strata (``stratum_margins``), a confounder sets the distance instead: a sample of stratum s has
+margin ``stratum_margins[s]`` and is planted with probability ``stratum_planted_shares[s]`` (in place of
+``planted_share``), so ``group`` is correlated with ``stratum``; ``planted_margin`` then multiplies the
+planted samples' margin within their stratum, group's direct effect (1: none). Without a direct effect the
+planted group still gets σ < 0, through its strata, but its σ adjusted for stratum is 0: the known answer
+of conf/experiment/synthetic_confounded.yaml.
 """
 
 from __future__ import annotations
@@ -16,8 +23,8 @@ from .base import DataError, ImageDataModule, TensorImages
 
 def planted_bias_images(n_samples: int, n_classes: int, shape: tuple[int, int, int], separation: float,
                         noise: float, planted_share: float, planted_margin: float, seed: int,
-                        shared_separation: float = 0.0):
-    """Images (N, C, H, W), labels and planted-group flags of the synthetic dataset.
+                        shared_separation: float = 0.0, stratum_margins=(), stratum_planted_shares=()):
+    """Images (N, C, H, W), labels, planted-group flags and strata (all 0 without strata) of the synthetic dataset.
 
     ``shared_separation`` adds a second class signal, orthogonal to the first, that is equally
     strong in both groups: a model may lean on it to treat both groups alike, which is what the
@@ -29,8 +36,12 @@ def planted_bias_images(n_samples: int, n_classes: int, shape: tuple[int, int, i
     prototypes -= prototypes.mean(0)
     prototypes *= separation / np.linalg.norm(prototypes, axis=1, keepdims=True)
     labels = rng.integers(n_classes, size=n_samples)
-    planted = rng.random(n_samples) < planted_share
-    margin = np.where(planted, planted_margin, 1.0)[:, None]
+    # no strata: one stratum of margin 1 (and no draw for it, so the data stay as they were)
+    stratum_margin = np.asarray(stratum_margins or [1.0], dtype=float)
+    share = np.asarray(stratum_planted_shares or [planted_share], dtype=float)
+    stratum = rng.integers(len(stratum_margin), size=n_samples) if stratum_margins else np.zeros(n_samples, np.int64)
+    planted = rng.random(n_samples) < share[stratum]
+    margin = (stratum_margin[stratum] * np.where(planted, planted_margin, 1.0))[:, None]
     pixels = 0.5 + margin * prototypes[labels] + rng.normal(scale=noise, size=(n_samples, dim))
     if shared_separation:
         shared = rng.normal(size=(n_classes, dim))
@@ -40,15 +51,17 @@ def planted_bias_images(n_samples: int, n_classes: int, shape: tuple[int, int, i
         shared *= shared_separation / np.linalg.norm(shared, axis=1, keepdims=True)
         pixels += shared[labels]
     images = torch.as_tensor(np.clip(pixels, 0.0, 1.0), dtype=torch.float32).view(n_samples, *shape)
-    return images, labels, planted
+    return images, labels, planted, stratum
 
 
 class SyntheticDataModule(ImageDataModule):
-    """Planted-bias images with the attribute ``group`` ∈ {reference, planted}."""
+    """Planted-bias images with the attribute ``group`` ∈ {reference, planted}, and ``stratum`` (stratum_0, …)
+    when ``stratum_margins`` is set."""
 
     def __init__(self, n_samples: int = 2000, n_classes: int = 2, channels: int = 1, image_size: int = 8,
                  separation: float = 2.0, noise: float = 0.1, planted_share: float = 0.3,
-                 planted_margin: float = 0.4, shared_separation: float = 0.0, seed: int = 0, **kwargs):
+                 planted_margin: float = 0.4, shared_separation: float = 0.0, stratum_margins=(),
+                 stratum_planted_shares=(), seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         if n_classes < 2 or n_samples < 10:
             raise DataError("dataset.n_classes must be ≥ 2 and dataset.n_samples ≥ 10")
@@ -56,12 +69,25 @@ class SyntheticDataModule(ImageDataModule):
             raise DataError(f"dataset.planted_share={planted_share}: must lie strictly between 0 and 1")
         if not 0 < planted_margin:
             raise DataError(f"dataset.planted_margin={planted_margin}: must be positive (1 plants no bias)")
+        stratum_margins, stratum_planted_shares = list(stratum_margins or []), list(stratum_planted_shares or [])
+        if len(stratum_margins) != len(stratum_planted_shares):
+            raise DataError(f"dataset.stratum_margins has {len(stratum_margins)} strata but dataset.stratum_planted_shares "
+                            f"{len(stratum_planted_shares)}. Fix: give both one entry per stratum (or both [] for none)")
+        if not all(m > 0 for m in stratum_margins):
+            raise DataError(f"dataset.stratum_margins={stratum_margins}: each must be positive. Fix: pass e.g. [1.0,0.4]")
+        if not all(0 < s < 1 for s in stratum_planted_shares):
+            raise DataError(f"dataset.stratum_planted_shares={stratum_planted_shares}: each must lie strictly between "
+                            "0 and 1, so both groups meet in every stratum. Fix: pass e.g. [0.2,0.8]")
         self.options = dict(n_samples=n_samples, n_classes=n_classes, shape=(channels, image_size, image_size),
                             separation=separation, noise=noise, planted_share=planted_share,
-                            planted_margin=planted_margin, shared_separation=shared_separation, seed=seed)
+                            planted_margin=planted_margin, shared_separation=shared_separation,
+                            stratum_margins=stratum_margins, stratum_planted_shares=stratum_planted_shares, seed=seed)
 
     def load(self) -> TensorImages:
-        images, labels, planted = planted_bias_images(**self.options)
+        images, labels, planted, stratum = planted_bias_images(**self.options)
+        attributes, categories = {"group": planted.astype(np.int64)}, {"group": ["reference", "planted"]}
+        if self.options["stratum_margins"]:
+            attributes["stratum"] = stratum
+            categories["stratum"] = [f"stratum_{s}" for s in range(len(self.options["stratum_margins"]))]
         return TensorImages(images, labels, [f"class_{k}" for k in range(self.options["n_classes"])],
-                            attributes={"group": planted.astype(np.int64)},
-                            categories={"group": ["reference", "planted"]})
+                            attributes=attributes, categories=categories)
