@@ -1,11 +1,15 @@
 """The AFT view (robustness_bias/analysis/aft.py): each group's distance ratio to the rest, adjusted for other
 attributes, on simulated audits with a planted answer; the report's aft.md and forest plot; the API's aft()."""
 
+import json
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from robustness_bias.analysis.aft import COLUMNS, aft_ratios
+from robustness_bias.report import cli as report
 
 
 def simulated(n: int, seed: int, *, ratio: float = 1.0, confounded: bool = False, cap: float = np.inf,
@@ -124,3 +128,50 @@ def test_unknown_attributes_and_models_are_named():
         aft_ratios(simulated(50, 6), ["group"], ["age"])
     with pytest.raises(ValueError, match="model='cox'"):
         aft_ratios(simulated(50, 6), ["group"], model="cox")
+
+
+def write_job(folder, records: pd.DataFrame, settings: dict | None = None) -> None:
+    """A finished job as the report reads it: result.json, a final summary naming the partitions, the records."""
+    final = folder / "audits" / "final"
+    final.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps({"dataset": "faces", "model": "cnn", "seed": 0, "test_accuracy": 0.9,
+                                                    "regularizer": None, **({"summary_settings": settings} if settings
+                                                                            is not None else {})}))
+    summary = [{"estimator": "deepfool", "partition": p, "group": str(g), "sigma": 0.0, "epoch_tag": "final"}
+               for p in ("group", "site") for g in records[p].cat.categories]
+    pd.DataFrame(summary).to_parquet(final / "summary.parquet")
+    records.to_parquet(final / "records.parquet")
+
+
+def test_the_report_writes_the_aft_table_and_forest_plot(tmp_path, caplog):
+    write_job(tmp_path / "sweep" / "job", simulated(300, 7, confounded=True), {"adjust_for": ["stratum"]})
+    out = tmp_path / "out"
+    tables = report.main([str(tmp_path / "sweep"), "--out", str(out), "--only", "aft", "figures"])
+    table = tables["aft"]
+    assert set(table["adjusted for"]) == {"stratum"}   # the job's audit.adjust_for
+    assert len(table) == 2 + 3 and set(table["partition"]) == {"group", "site"}
+    assert table["ratio"].notna().all() and (table["model"] == "cnn").all()
+    assert (out / "aft.md").read_text().startswith("| dataset | model | seed | estimator | partition | group |")
+    pd.testing.assert_frame_equal(pd.read_csv(out / "aft.csv", keep_default_na=False, na_values=[""]).fillna(
+        {"reason": ""}), table.astype({"adjusted for": object, "reason": object}), check_dtype=False)
+    for partition in ("group", "site"):
+        for suffix in ("png", "pdf"):
+            assert (out / "figures" / f"aft_faces_{partition}.{suffix}").stat().st_size > 0
+
+    other = report.main([str(tmp_path / "sweep"), "--out", str(out), "--only", "aft", "--adjust-for", "site"])["aft"]
+    group = other[other["partition"] == "group"].rename(columns={"ratio low": "ratio_low"})
+    assert set(group["adjusted for"]) == {"site"} and len(other) == 5   # --adjust-for, not the job's setting
+    assert row_of(group).ratio_low > 1   # the confounder not adjusted for
+
+    with caplog.at_level(logging.WARNING):
+        skipped = report.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "none"), "--only", "aft",
+                               "--adjust-for", "age"])
+    assert "aft" not in skipped and not (tmp_path / "none" / "aft.md").exists()
+    [warning] = [r.getMessage() for r in caplog.records if "AFT" in r.getMessage()]
+    assert "no attribute age to adjust for" in warning
+
+
+def test_a_job_without_the_setting_is_not_adjusted(tmp_path):
+    write_job(tmp_path / "sweep" / "job", simulated(200, 8, ratio=0.7))
+    table = report.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--only", "aft"])["aft"]
+    assert set(table["adjusted for"]) == {""} and table["ratio"].notna().all()

@@ -19,12 +19,13 @@ from . import figures
 from .console import partition_label
 from .shards import merge_sharded_jobs
 from .findings import findings
-from .tables import (adjusted_sigmas, adjusted_table, agreement_statistics, collect, find_jobs, originals,
-                     regularization_table, seeds_table, settings_table, sigma_table, single_attributes, table1, table2)
+from .tables import (adjusted_sigmas, adjusted_table, aft_table, agreement_statistics, collect, find_jobs,
+                     originals, regularization_table, seeds_table, settings_table, sigma_table, single_attributes,
+                     table1, table2)
 from .tightness import tightness_tables
 
 PARTS = ("table1", "table2", "agreement", "sigma_final", "seeds", "adjusted", "findings", "settings", "regularized",
-         "tightness", "figures")
+         "tightness", "aft", "figures")
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -97,6 +98,15 @@ def write_regularization_figures(table: pd.DataFrame, out: Path) -> list[Path]:
     return written
 
 
+def write_forest_figures(table: pd.DataFrame, accuracy: pd.DataFrame, out: Path) -> list[Path]:
+    """A forest plot of the AFT ratios per dataset and partition: ``figures/aft_<dataset>_<partition>``."""
+    written, names = [], partition_names(accuracy)
+    for (dataset, partition), _ in table.groupby(["dataset", "partition"], sort=False):
+        written += both_formats(out / "figures" / f"aft_{dataset}_{partition}", figures.forest_figure, table, dataset,
+                                partition, names=names.get(dataset))
+    return written
+
+
 def log_to_wandb(tables: dict[str, pd.DataFrame], images: list[Path], out: Path, project: str, offline: bool) -> None:
     import wandb
 
@@ -119,7 +129,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m robustness_bias.r
     parser.add_argument("--online", action="store_true", help="with --wandb: upload instead of logging offline")
     parser.add_argument("--project", default="robustness_bias")
     parser.add_argument("--adjust-for", nargs="+", metavar="ATTRIBUTE",
-                        help="σ adjusted for these attributes (adjusted.md), whatever the jobs' audit.adjust_for")
+                        help="σ adjusted for these attributes (adjusted.md), and the AFT ratios (aft.md), whatever the "
+                             "jobs' audit.adjust_for")
     args = parser.parse_args(argv)
 
     out = Path(args.out)
@@ -142,7 +153,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m robustness_bias.r
     if "adjusted" in args.only and adjusted is not None and len(adjusted):
         tables["adjusted"] = adjusted_table(adjusted)
         tables["adjusted_seeds"] = seeds_table(adjusted, "adjusted_sigma", "adjusted_p_adjusted")
-    for name in ("regularized", "settings"):   # no regularized runs, or no saved configs, among these sweeps
+    if "aft" in args.only:   # each group's distance ratio from an AFT fit on the final records, adjusted or not
+        tables["aft"] = aft_table(originals(sigma), originals(accuracy), args.adjust_for)
+    for name in ("regularized", "settings", "aft"):   # no regularized runs, saved configs or records among these
         if tables.get(name) is not None and tables[name].empty:
             del tables[name]
     written = write_tables(tables, out)
@@ -156,6 +169,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m robustness_bias.r
     images = write_figures(originals(sigma), originals(accuracy), out) if "figures" in args.only else []
     if "figures" in args.only and "regularized" in tables:
         images += write_regularization_figures(tables["regularized"], out)
+    if "figures" in args.only and "aft" in tables:
+        images += write_forest_figures(tables["aft"], originals(accuracy), out)
     for name, frame in tables.items():
         print(f"\n## {name}\n\n{markdown(frame)}")
     print(f"{len(jobs)} job(s) read; {len(written) + len(images)} file(s) written to {out}")

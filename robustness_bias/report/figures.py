@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
 from ..analysis import metrics
 from ..analysis.summary import OVERALL, group_values
@@ -208,3 +209,56 @@ def regularization_figure(rows: pd.DataFrame, path: str | Path, *, title: str = 
         ax.legend(fontsize="small")
     fig.suptitle(title or "Regularized vs original")
     return _save(fig, Path(path), also_pdf)
+
+
+def forest_figure(table: pd.DataFrame, dataset: str, partition: str, path: str | Path | None, *,
+                  also_pdf: bool = False, names: dict[str, str] | None = None):
+    """The AFT distance ratios of the groups of one partition (the report's aft table): one panel per
+    estimator, one row per group and model (and seed), the ratio with its interval on a log axis and a line
+    at 1 (ratio < 1: closer to the boundary than the rest). A row without a ratio says why."""
+    rows = table[(table["dataset"] == dataset) & (table["partition"] == partition)]
+    estimators = list(dict.fromkeys(rows["estimator"].astype(str))) or [""]
+    labels = [_forest_label(row) for row in rows.itertuples()]
+    order = list(dict.fromkeys(labels))
+    fig = Figure(figsize=(4.5 * len(estimators) + 1.5, 1.4 + 0.3 * len(order)), layout="constrained")
+    axes = fig.subplots(1, len(estimators), sharey=True, squeeze=False)[0]
+    for ax, estimator in zip(axes, estimators):
+        mine = rows["estimator"].astype(str).to_numpy() == estimator
+        y = np.array([order.index(label) for label, keep in zip(labels, mine) if keep], dtype=float)
+        ratio, low, high = (rows.loc[mine, column].to_numpy(float) for column in ("ratio", "ratio low", "ratio high"))
+        shown = np.isfinite(ratio)
+        ax.errorbar(ratio[shown], y[shown], xerr=[ratio[shown] - low[shown], high[shown] - ratio[shown]], fmt="o",
+                    color="black", markersize=4, capsize=2, linewidth=1)
+        ax.axvline(1, color="grey", linestyle="--", linewidth=1)
+        _ratio_axis(ax, np.r_[low[shown], high[shown], 1.0])
+        for yi, reason in zip(y[~shown], rows.loc[mine, "reason"].to_numpy()[~shown]):
+            short = reason if len(reason) <= 60 else reason[:59] + "…"
+            ax.text(0.02, yi, f"no ratio: {short}", transform=ax.get_yaxis_transform(), va="center",
+                    fontsize="x-small", color="grey")
+        ax.set(title=estimator, xlabel="distance ratio to the rest")
+    axes[0].set_yticks(np.arange(len(order)), order, fontsize="small")
+    axes[0].set_ylim(len(order) - 0.5, -0.5)
+    adjusted = sorted(set(rows["adjusted for"].fillna("").astype(str)) - {""})
+    fig.suptitle(f"{dataset}: distance ratio of each {partition_label(partition, names)} group to the rest (AFT, "
+                 + (f"adjusted for {'; '.join(adjusted)})" if adjusted else "unadjusted)"))
+    fig.supxlabel("log scale; < 1: closer to the decision boundary than the rest (less robust); bars: the "
+                  "interval of the fit (Wald)", fontsize="small")
+    return _save(fig, None if path is None else Path(path), also_pdf)
+
+
+def _ratio_axis(ax, values: np.ndarray) -> None:
+    """A log axis over ``values`` with ticks at round ratios, printed as plain numbers (0.5, 1, 2)."""
+    values = values[np.isfinite(values) & (values > 0)]
+    low, high = values.min() / 1.1, values.max() * 1.1
+    ax.set_xscale("log")
+    ax.set_xlim(low, high)
+    ticks = [t for t in (0.1, 0.2, 0.25, 0.33, 0.5, 0.67, 0.8, 1, 1.25, 1.5, 2, 3, 4, 5, 10) if low <= t <= high]
+    if len(ticks) >= 2:   # else matplotlib's own, for ratios beyond these
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _forest_label(row) -> str:
+    seed = getattr(row, "seed", None)
+    return f"{row.group} · {row.model}" + ("" if seed is None or pd.isna(seed) else f" (seed {int(seed)})")
