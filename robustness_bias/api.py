@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .analysis.aft import aft_ratios
 from .analysis.summary import OVERALL, SIGNIFICANCE, audited_accuracy, sigmas_of, summary_settings
 from .auditing import Auditor, EstimatorPlan, Samples
 from .auditing.logits import PROBE, check_logits, margin_readers
@@ -201,6 +202,19 @@ class AuditResult:
         if rows.empty:
             raise KeyError(f"no partition {partition!r} in the summary: it has {list(pd.unique(self.summary['partition']))}")
         return rows
+
+    def aft(self, adjust_for: Sequence[str] | None = None, *, partitions: Sequence[str] | None = None,
+            level: float = 0.95, min_group_size: int = 5, model: str = "weibull") -> pd.DataFrame:
+        """Each group's distance ratio to the rest from an accelerated failure time fit on the records, adjusted
+        for the attributes ``adjust_for`` (by default those the audit was given as ``adjust_for``; none: the
+        unadjusted ratio), with its interval at ``level``: the report's ``aft.md``, one row per estimator ×
+        partition × group (every partition of the summary unless ``partitions`` names some). A ratio below 1:
+        closer to the boundary than the rest, within the adjusting attributes' strata; failures and capped
+        distances enter censored; a group without a ratio says why (docs/design.md, "A model view: AFT ratios")."""
+        if adjust_for is None:
+            adjust_for = getattr(self, "adjust_for", None) or self.settings.get("adjust_for") or ()
+        chosen = list(self.settings["partitions"]) if partitions is None else list(partitions)
+        return aft_ratios(self.records, chosen, adjust_for, level=level, min_group_size=min_group_size, model=model)
 
     def survival_figure(self, path: str | Path | None = None):
         """Survival curves Î_P(τ) by the audited partition, one panel per estimator: the command line's

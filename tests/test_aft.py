@@ -7,7 +7,10 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from torch import nn
 
+from robustness_bias import audit
 from robustness_bias.analysis.aft import COLUMNS, aft_ratios
 from robustness_bias.report import cli as report
 
@@ -175,3 +178,30 @@ def test_a_job_without_the_setting_is_not_adjusted(tmp_path):
     write_job(tmp_path / "sweep" / "job", simulated(200, 8, ratio=0.7))
     table = report.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--only", "aft"])["aft"]
     assert set(table["adjusted for"]) == {""} and table["ratio"].notna().all()
+
+
+def test_the_api_returns_the_aft_table():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
+    images = torch.rand(90, 1, 4, 4)
+    with torch.no_grad():
+        model[1].bias -= model(images).mean(0)                 # every class predicted for some images
+        labels = model(images).argmax(1).numpy()
+    labels[:6] = (labels[:6] + 1) % 3                          # a few misclassified: left out of the fits
+    site = np.array(["north", "south"])[np.arange(90) % 2]
+    result = audit(model, images, labels, sensitive_features={"site": site}, estimators="exact", progress=False)
+    table = result.aft()
+    assert list(table.columns) == COLUMNS and set(table["adjusted_for"]) == {""}
+    assert table[["partition", "group"]].apply(tuple, axis=1).tolist() == \
+        [("class", "0"), ("class", "1"), ("class", "2"), ("site", "north"), ("site", "south")]
+    correct = result.records[result.records["correct"]]
+    assert table.set_index("group").loc[["north", "south"], "n"].tolist() == \
+        [(correct["site"] == "north").sum(), (correct["site"] == "south").sum()]
+    assert table["ratio"].notna().all(), table
+
+    adjusted = result.aft(["class"], partitions=["site"])
+    assert set(adjusted["adjusted_for"]) == {"class"} and adjusted["ratio"].notna().all()
+    result.settings["adjust_for"] = ["site"]      # as an audit given adjust_for=["site"] stores it
+    stored = result.aft()
+    assert set(stored["adjusted_for"]) == {"site"}
+    assert stored.loc[stored["partition"] == "site", "reason"].str.startswith("the adjusting attributes").all()
