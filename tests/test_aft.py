@@ -95,8 +95,7 @@ def test_failures_beyond_the_attacks_reach_are_censored_at_tau_max_and_zeros_flo
 @pytest.mark.parametrize(("change", "adjust_for", "reason"), [
     ("small", [], "3 correctly classified points in the group, fewer than min_group_size=5"),
     ("all_failed", [], "no measured distance in the group (all"),
-    ("none", ["group"], "the adjusting attributes determine the group"),
-    ("none", ["group×site"], "the adjusting attributes determine the group"),
+    ("none", ["group×site"], "the adjusting attributes determine the group"),   # P: the union of P×north, …
     ("nothing_measured", [], "no measured distance in the group")])
 def test_a_ratio_that_cannot_be_estimated_is_nan_with_its_reason(change, adjust_for, reason):
     records = simulated(200, 4, ratio=0.7)
@@ -114,6 +113,17 @@ def test_a_ratio_that_cannot_be_estimated_is_nan_with_its_reason(change, adjust_
     p = row_of(table)
     assert p.reason.startswith(reason) and np.isnan([p.ratio, p.ratio_low, p.ratio_high, p.p_value]).all(), p.to_dict()
     assert (table.loc[table["partition"].isin(others), "reason"] == "").all()
+
+
+def test_a_partition_is_never_adjusted_for_itself():
+    """As σ adjusted for other attributes: group is adjusted for stratum alone, group×site for stratum."""
+    records = simulated(300, 9, ratio=0.7)
+    records["group×site"] = pd.Categorical(records["group"].astype(str) + "×" + records["site"].astype(str))
+    table = aft_ratios(records, ["group", "group×site"], ["group", "site", "stratum"])
+    assert set(table.loc[table["partition"] == "group", "adjusted_for"]) == {"site, stratum"}
+    assert set(table.loc[table["partition"] == "group×site", "adjusted_for"]) == {"stratum"}
+    alone = row_of(aft_ratios(records, ["group"], ["site", "stratum"]))
+    assert row_of(table).ratio == alone.ratio and alone.reason == ""
 
 
 def test_redundant_adjusting_columns_are_dropped():
@@ -201,7 +211,9 @@ def test_the_api_returns_the_aft_table():
 
     adjusted = result.aft(["class"], partitions=["site"])
     assert set(adjusted["adjusted_for"]) == {"class"} and adjusted["ratio"].notna().all()
-    result.settings["adjust_for"] = ["site"]      # as an audit given adjust_for=["site"] stores it
-    stored = result.aft()
-    assert set(stored["adjusted_for"]) == {"site"}
-    assert stored.loc[stored["partition"] == "site", "reason"].str.startswith("the adjusting attributes").all()
+
+    given = audit(model, images, labels, sensitive_features={"site": site}, estimators="exact", progress=False,
+                  adjust_for=["class"])
+    table = given.aft()   # adjusted for what the audit was given, but class for itself
+    assert table.groupby("partition")["adjusted_for"].unique().map(list).to_dict() == {"class": [""], "site": ["class"]}
+    pd.testing.assert_frame_equal(table[table["partition"] == "site"].reset_index(drop=True), adjusted)

@@ -33,8 +33,9 @@ IN_GROUP, DURATION, EVENT = "in group", "_distance", "_measured"
 def aft_ratios(records: pd.DataFrame, partitions, adjust_for=(), *, level: float = 0.95, min_group_size: int = 5,
                model: str = "weibull") -> pd.DataFrame:
     """Per estimator × partition × group: the distance ratio exp(β) of "in the group" against the rest (one
-    vs rest, as σ(P)), adjusted for the categorical attributes ``adjust_for`` (dummy-coded, first level
-    dropped; none: the unadjusted ratio), with its Wald interval at ``level`` and p-value for ratio = 1.
+    vs rest, as σ(P)), adjusted for the categorical attributes ``adjust_for`` but the partition's own
+    (:func:`own_strata`; dummy-coded, first level dropped; none: the unadjusted ratio), with its Wald interval at
+    ``level`` and p-value for ratio = 1.
 
     ``model``: the AFT's error distribution. ``"weibull"`` (default): its density near 0 falls as a power of
     the distance, the log-normal's faster than any power, and audits hold many points close to the boundary;
@@ -62,15 +63,23 @@ def aft_ratios(records: pd.DataFrame, partitions, adjust_for=(), *, level: float
     for estimator, frame in records.groupby("estimator", sort=False, observed=True):
         counting = frame[frame["correct"].to_numpy(bool)]
         duration, event = durations(frame)
-        adjusting = independent(dummies(counting, adjust_for))
         for partition in partitions:
+            adjusting = own_strata(partition, adjust_for)
+            design = independent(dummies(counting, adjusting))
             labels = counting[partition].astype(str).to_numpy()
             for group in group_values(frame[partition]):
-                fitted = fit_ratio(duration, event, labels == str(group), adjusting, level=level,
+                fitted = fit_ratio(duration, event, labels == str(group), design, level=level,
                                    min_group_size=min_group_size, model=model)
                 rows.append({"estimator": str(estimator), "partition": partition, "group": str(group),
-                             "adjusted_for": ", ".join(adjust_for), **fitted})
+                             "adjusted_for": ", ".join(adjusting), **fitted})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def own_strata(partition: str, adjust_for: list[str]) -> list[str]:
+    """The attributes ``partition`` is adjusted for: ``adjust_for`` less the partition's own (race is not adjusted
+    for race, nor race×gender for gender), as σ adjusted for them leaves them out (docs/design.md, "σ adjusted for
+    other attributes"), so that one setting adjusts race for age and age for race."""
+    return [name for name in adjust_for if name not in partition.split("×")]
 
 
 def durations(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -117,9 +126,9 @@ def independent(columns: pd.DataFrame) -> pd.DataFrame:
 
 
 def determined(member: np.ndarray, adjusting: pd.DataFrame) -> bool:
-    """Whether the group indicator is a combination of the intercept and the adjusting columns: race=black
-    adjusted for race, or gender=female adjusted for race×gender. Then no data separate the group from its
-    strata, and its ratio is not identified."""
+    """Whether the group indicator is a combination of the intercept and the adjusting columns, the group a union
+    of strata: gender=female adjusted for race×gender. Then no data separate the group from its strata, and its
+    ratio is not identified."""
     basis = np.column_stack([np.ones(len(member)), adjusting.to_numpy(float)])
     return np.linalg.matrix_rank(np.column_stack([basis, member.astype(float)])) == np.linalg.matrix_rank(basis)
 
