@@ -211,8 +211,8 @@ class AuditResult:
         partition × group (every partition of the summary unless ``partitions`` names some). A ratio below 1:
         closer to the boundary than the rest, within the adjusting attributes' strata; failures and capped
         distances enter censored; a group without a ratio says why (docs/design.md, "A model view: AFT ratios")."""
-        if adjust_for is None:
-            adjust_for = getattr(self, "adjust_for", None) or self.settings.get("adjust_for") or ()
+        if adjust_for is None:   # the audit's own (summary settings without the key: written before it existed)
+            adjust_for = self.settings.get("adjust_for") or ()
         chosen = list(self.settings["partitions"]) if partitions is None else list(partitions)
         return aft_ratios(self.records, chosen, adjust_for, level=level, min_group_size=min_group_size, model=model)
 
