@@ -92,6 +92,17 @@ def test_failures_beyond_the_attacks_reach_are_censored_at_tau_max_and_zeros_flo
     assert dropped.ratio_low > 0.7, dropped.to_dict()
 
 
+def test_narrow_well_separated_distances_are_fitted():
+    """Exact distances of synthetic data: Weibull of shape 12, the group at 2.4× the rest, where the Weibull
+    fitter's own minimizer (SLSQP) runs off to an infinite likelihood; its fallback fits them."""
+    rng = np.random.default_rng(0)
+    member = rng.random(400) < 0.52
+    records = pd.DataFrame({"estimator": "exact", "distance": np.where(member, 1.9, 0.78) * rng.weibull(12, 400),
+                            "success": True, "correct": True, "group": pd.Categorical(np.where(member, "P", "Q"))})
+    p = row_of(aft_ratios(records, ["group"], level=0.999))
+    assert p.reason == "" and p.ratio_low < 1.9 / 0.78 < p.ratio_high, p.to_dict()
+
+
 @pytest.mark.parametrize(("change", "adjust_for", "reason"), [
     ("small", [], "3 correctly classified points in the group, fewer than min_group_size=5"),
     ("all_failed", [], "no measured distance in the group (all"),
