@@ -3,17 +3,18 @@
     python bench/aft.py                 # 200 audits a scenario, about 0.2 s a fit
     python bench/aft.py --audits 1000
     python bench/aft.py --aic outputs/<date>/<time>/audits/final/records.parquet ...   # which shape fits real ones
-    python bench/aft.py --sigma outputs/<date>/<time>/audits/final/records.parquet ... # either shape's ratio beside 1 + σ
+    python bench/aft.py --sigma outputs/<date>/<time>/audits/final/records.parquet ...   # the ratios beside 1 + σ
 
 Each audit: 600 points, 90% correctly classified, group P 40% of them at ``ratio`` times the rest's distance
 (Weibull of shape 1.5, or log-normal of σ 0.5, on the log scale a shift). "capped" caps every distance at 0.6
-(smoothing's cap; about 45% of P's points and 60% of the rest's censored); "confounded" has no direct effect of P (true ratio 1), but a
-stratum that doubles the distance holds 80% of P against 20% of the rest; the fit adjusts for it or not. Prints
+(smoothing's cap; about 45% of P's points and 60% of the rest's censored); "confounded" has no direct effect of
+P (true ratio 1), but a stratum that doubles the distance holds 80% of P against 20% of the rest; the fit adjusts
+for it or not. Prints
 the share of 95% intervals covering the planted ratio, the mean log ratio against the planted one, and the
 seconds a fit took. With --aic: per estimator of saved records, the AIC of a Weibull and of a log-normal fitted
 to the distances as the AFT sees them (failures and capped distances censored), lower is better. With --sigma:
 per group of every single attribute, 1 + σ (restricted means, τ_max pooled) beside each shape's unadjusted ratio.
-docs/design.md "A model view: AFT ratios" records both tables.
+docs/design.md "A model view: AFT ratios" records the tables.
 """
 
 from __future__ import annotations

@@ -174,7 +174,7 @@ def test_the_report_writes_the_aft_table_and_forest_plot(tmp_path, caplog):
     table = tables["aft"]
     assert set(table["adjusted for"]) == {"stratum"}   # the job's audit.adjust_for
     assert len(table) == 2 + 3 and set(table["partition"]) == {"group", "site"}
-    assert table["ratio"].notna().all() and (table["model"] == "cnn").all()
+    assert table["ratio"].notna().all() and (table["model"] == "cnn").all() and (table["job"] == "job").all()
     assert (out / "aft.md").read_text().startswith("| dataset | model | seed | estimator | partition | group |")
     pd.testing.assert_frame_equal(pd.read_csv(out / "aft.csv", keep_default_na=False, na_values=[""]).fillna(
         {"reason": ""}), table.astype({"adjusted for": object, "reason": object}), check_dtype=False)
@@ -193,6 +193,13 @@ def test_the_report_writes_the_aft_table_and_forest_plot(tmp_path, caplog):
     assert "aft" not in skipped and not (tmp_path / "none" / "aft.md").exists()
     [warning] = [r.getMessage() for r in caplog.records if "AFT" in r.getMessage()]
     assert "no attribute age to adjust for" in warning
+
+
+def test_forest_rows_of_one_model_and_seed_in_two_experiments_are_told_apart():
+    from robustness_bias.report.figures import _forest_labels
+
+    rows = pd.DataFrame({"group": ["P", "P", "Q"], "model": "cnn", "seed": [0, 0, np.nan], "job": ["a", "b", "a"]})
+    assert _forest_labels(rows) == ["P · cnn (seed 0) · a", "P · cnn (seed 0) · b", "Q · cnn"]
 
 
 def test_a_job_without_the_setting_is_not_adjusted(tmp_path):

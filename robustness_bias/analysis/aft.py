@@ -154,7 +154,8 @@ def unfit_reason(event: np.ndarray, member: np.ndarray, adjusting: pd.DataFrame,
     where one side has no measured distance, and not unique where the adjusting attributes fix the group."""
     for side, name in ((member, "the group"), (~member, "the rest")):
         if side.sum() < min_group_size:
-            return f"{int(side.sum())} correctly classified points in {name}, fewer than min_group_size={min_group_size}"
+            return (f"{int(side.sum())} correctly classified points in {name}, "
+                    f"fewer than min_group_size={min_group_size}")
         if not event[side].any():
             return f"no measured distance in {name} (all {int(side.sum())} censored)"
     if determined(member, adjusting):

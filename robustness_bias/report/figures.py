@@ -218,7 +218,7 @@ def forest_figure(table: pd.DataFrame, dataset: str, partition: str, path: str |
     at 1 (ratio < 1: closer to the boundary than the rest). A row without a ratio says why."""
     rows = table[(table["dataset"] == dataset) & (table["partition"] == partition)]
     estimators = list(dict.fromkeys(rows["estimator"].astype(str))) or [""]
-    labels = [_forest_label(row) for row in rows.itertuples()]
+    labels = _forest_labels(rows)
     order = list(dict.fromkeys(labels))
     fig = Figure(figsize=(4.5 * len(estimators) + 1.5, 1.4 + 0.3 * len(order)), layout="constrained")
     axes = fig.subplots(1, len(estimators), sharey=True, squeeze=False)[0]
@@ -259,6 +259,10 @@ def _ratio_axis(ax, values: np.ndarray) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _forest_label(row) -> str:
-    seed = getattr(row, "seed", None)
-    return f"{row.group} · {row.model}" + ("" if seed is None or pd.isna(seed) else f" (seed {int(seed)})")
+def _forest_labels(rows: pd.DataFrame) -> list[str]:
+    """Per row: its group, model and seed, and its job's name where jobs of another experiment share those."""
+    seeds = ["" if pd.isna(seed) else f" (seed {int(seed)})" for seed in rows["seed"]]
+    labels = [f"{group} · {model}{seed}" for group, model, seed in zip(rows["group"], rows["model"], seeds)]
+    jobs = rows["job"] if "job" in rows else pd.Series([""] * len(rows), index=rows.index)
+    shared = pd.Series(jobs.to_numpy()).groupby(labels).transform("nunique").to_numpy() > 1
+    return [f"{label} · {job}" if clash else label for label, job, clash in zip(labels, jobs, shared)]

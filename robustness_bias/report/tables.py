@@ -287,7 +287,7 @@ def settings_table(accuracy: pd.DataFrame) -> pd.DataFrame:
 AFT_NAMES = {"adjusted_for": "adjusted for", "ratio_low": "ratio low", "ratio_high": "ratio high",
              "p_value": "p value"}
 AFT_COLUMNS = ["dataset", "model", "seed", "estimator", "partition", "group", "adjusted for", "n", "events", "censored",
-               "ratio", "ratio low", "ratio high", "p value", "reason"]
+               "ratio", "ratio low", "ratio high", "p value", "reason", "job"]
 
 
 def job_adjust_for(job: str | Path) -> list[str]:
@@ -302,7 +302,8 @@ def aft_table(sigma: pd.DataFrame, accuracy: pd.DataFrame, adjust_for: list[str]
     (analysis/aft.py), for the partitions of the job's σ table: adjusted for ``adjust_for`` (the report's
     ``--adjust-for``) or, where None, each job's own :func:`job_adjust_for`. A job without records is left
     out; one whose records lack an adjusting attribute too, with a warning. One row per (dataset, model,
-    seed, estimator, partition, group), a group without a ratio saying why."""
+    seed, estimator, partition, group) and job (its folder's name: two experiments may train the same model
+    with the same seed), a group without a ratio saying why."""
     frames = []
     for job in accuracy.itertuples():
         records = read_final_records(job.job)
@@ -316,7 +317,7 @@ def aft_table(sigma: pd.DataFrame, accuracy: pd.DataFrame, adjust_for: list[str]
                         job.job, ", ".join(missing), ", ".join(partitions))
             continue
         frames.append(aft_ratios(records, partitions, attributes).assign(dataset=job.dataset, model=job.model,
-                                                                         seed=job.seed))
+                                                                         seed=job.seed, job=Path(job.job).name))
     if not frames:
         return pd.DataFrame(columns=AFT_COLUMNS)
     table = pd.concat(frames, ignore_index=True).sort_values(["dataset", "partition", "group", "estimator", "model",
