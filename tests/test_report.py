@@ -335,3 +335,15 @@ def test_the_report_adjusts_finished_sweeps_and_says_which_findings_survive(tmp_
     tables = report.main([str(sweep), "--out", str(tmp_path / "age"), "--only", "adjusted", "--adjust-for", "age"])
     assert "adjusted" not in tables and "which its records lack" in caplog.text
     assert "adjusted" not in report.main([str(sweep), "--out", str(tmp_path / "none"), "--only", "adjusted"])
+
+
+def test_each_estimators_failures_and_caps_are_tabled_per_job(tmp_path):
+    """estimators.md: per job and estimator, what its σ rest on (from the final summary's overall row)."""
+    write_confounded_job(tmp_path / "sweep" / "0-direct1.0", 0, 1.0)
+    final = tmp_path / "sweep" / "0-direct1.0" / "audits" / "final"
+    records = pd.read_parquet(final / "records.parquet")
+    table = report.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--only", "estimators"])["estimators"]
+    row = table.iloc[0]
+    assert (row["model"], row["seed"], row["estimator"]) == ("direct1.0", 0, "exact")
+    assert row["attacked"] == records["correct"].sum() and row["failed"] == 0 and row["success %"] == 100
+    assert row["median distance"] == pytest.approx(records.loc[records["correct"], "distance"].median())

@@ -19,12 +19,12 @@ from . import figures
 from .console import partition_label
 from .shards import merge_sharded_jobs
 from .findings import findings
-from .tables import (adjusted_sigmas, adjusted_table, aft_table, agreement_statistics, collect, find_jobs,
-                     originals, regularization_table, seeds_table, settings_table, sigma_table, single_attributes,
+from .tables import (adjusted_sigmas, adjusted_table, aft_table, agreement_statistics, collect, estimators_table,
+                     find_jobs, originals, regularization_table, seeds_table, settings_table, sigma_table, single_attributes,
                      table1, table2)
 from .tightness import tightness_tables
 
-PARTS = ("table1", "table2", "agreement", "sigma_final", "seeds", "adjusted", "findings", "settings", "regularized",
+PARTS = ("table1", "table2", "estimators", "agreement", "sigma_final", "seeds", "adjusted", "findings", "settings", "regularized",
          "tightness", "aft", "figures")
 
 
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m robustness_bias.r
     sigma, accuracy = collect(jobs)
     paper_cells = single_attributes(originals(sigma))
     builders = {"table1": lambda: table1(paper_cells), "table2": lambda: table2(originals(accuracy)),
+                "estimators": lambda: estimators_table(originals(accuracy)),
                 "agreement": lambda: agreement_statistics(paper_cells),
                 "sigma_final": lambda: sigma_table(originals(sigma)), "seeds": lambda: seeds_table(originals(sigma)),
                 "settings": lambda: settings_table(accuracy),

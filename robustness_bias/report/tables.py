@@ -247,6 +247,28 @@ def adjusted_table(adjusted: pd.DataFrame) -> pd.DataFrame:
                          "left out": rows["incomparable"].fillna("")}).reset_index(drop=True)
 
 
+def estimators_table(accuracy: pd.DataFrame) -> pd.DataFrame:
+    """What every σ of a job's final audit rests on, per estimator: the correctly classified points it attacked,
+    how many it failed on and how many sat at its cap, and the median distance it found; one row per (dataset,
+    model, seed, estimator), from the summary's overall row."""
+    rows = []
+    for job in accuracy.itertuples():
+        path = Path(job.job) / "audits" / "final" / "summary.parquet"
+        if not path.is_file():
+            continue
+        summary = pd.read_parquet(path)
+        whole = summary[summary["group"] == OVERALL].drop_duplicates("estimator")
+        for row in whole.itertuples():
+            capped = getattr(row, "capped", np.nan)
+            rows.append({"dataset": job.dataset, "model": job.model, "seed": job.seed, "estimator": row.estimator,
+                         "attacked": row.attacked, "failed": row.failures,
+                         "success %": 100 * (1 - row.failures / row.attacked) if row.attacked else np.nan,
+                         "at cap %": 100 * capped / row.attacked if row.attacked else np.nan,
+                         "median distance": row.median_distance})
+    return pd.DataFrame(rows, columns=["dataset", "model", "seed", "estimator", "attacked", "failed", "success %",
+                                       "at cap %", "median distance"])
+
+
 def settings_table(accuracy: pd.DataFrame) -> pd.DataFrame:
     """The settings each job of the accuracy table ran with (from the config Hydra saved beside it): image
     size, epochs, learning rate, and each estimator's budget and sampling, so reduced settings are named
