@@ -144,3 +144,13 @@ def test_strata_too_small_are_named_in_the_summary():
 def test_an_unknown_attribute_is_named_with_the_fix():
     with pytest.raises(ValueError, match=r"no attribute \['race'\].*Fix: adjust for some of \['group', 'age'"):
         group_summary(_records(), ["group"], adjust_for=["race"])
+
+
+def test_no_counting_point_gives_nan_not_an_error():
+    distance, groups, strata = np.ones(6), np.array([0, 0, 0, 1, 1, 1]), np.array([0, 1, 0, 1, 0, 1])
+    wrong = np.zeros(6, bool)
+    for strata_given in (None, strata):
+        assert np.isnan(significance.permutation_p_values(distance, wrong, groups, 1.0, strata=strata_given,
+                                                          n_groups=2, permutations=10)).all()
+        assert np.isnan(significance.bootstrap_sigma(distance, wrong, groups, 1.0, strata=strata_given, n_groups=2,
+                                                     resamples=10)).all()

@@ -196,7 +196,7 @@ def permutation_p_values(distance, correct, groups, tau_max: float, *, strata=No
     def sigmas(labels: np.ndarray) -> np.ndarray:
         rows = labels.shape[0]
         flat = ((np.arange(rows)[:, None] * cells.n_groups + labels) * cells.n_strata + stratum).ravel()
-        total = np.bincount(flat, weights=np.tile(value, rows), minlength=rows * size).reshape(rows, cells.n_groups, -1)
+        total = np.bincount(flat, weights=np.tile(value, rows), minlength=rows * size).reshape(rows, cells.n_groups, cells.n_strata)
         inside, rest = _standardized_means(n, total, weight)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(weight.any(-1), inside / rest - 1, np.nan)
