@@ -1,6 +1,8 @@
 """CIFAR-10, CIFAR-100 and CIFAR-100 super-classes on tiny fixtures in the official pickle layout."""
 
+import builtins
 import math
+import os
 import pickle
 
 import numpy as np
@@ -54,8 +56,9 @@ def pixel_rows(ids: np.ndarray) -> np.ndarray:
 
 
 def write_pickle(path, content: dict) -> None:
-    with open(path, "wb") as file:
-        pickle.dump(content, file, protocol=2)
+    """Protocol 2, numpy arrays named as CIFAR's Python 2-era files name them (numpy.core, not numpy 2's _core)."""
+    data = pickle.dumps(content, protocol=2)
+    path.write_bytes(data.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n"))
 
 
 @pytest.fixture
@@ -194,6 +197,39 @@ def test_corrupt_pickle_names_the_file(cifar_root):
     module = CIFAR10DataModule(root=str(cifar_root), normalization=CIFAR10_NORMALIZATION)
     with pytest.raises(DataError, match=rf"{damaged} cannot be read .*truncated or corrupt"):
         module.setup()
+
+
+class Payload:
+    """Unpickling this calls ``function`` with ``argument``, which creates a file."""
+
+    def __init__(self, function, argument):
+        self.function, self.argument = function, argument
+
+    def __reduce__(self):
+        return self.function, (self.argument,)
+
+
+@pytest.mark.parametrize(("function", "named"), [(os.system, r"posix\.system"),
+                                                 (builtins.exec, r"(__builtin__|builtins)\.exec")])
+def test_a_crafted_batch_is_refused_and_runs_nothing(cifar_root, tmp_path, function, named):
+    marker = tmp_path / "MARKER"
+    argument = f"touch {marker}" if function is os.system else f"open({str(marker)!r}, 'w').close()"
+    crafted = cifar_root / "cifar-10-batches-py" / "data_batch_2"
+    write_pickle(crafted, {b"data": pixel_rows(np.arange(4)), b"labels": [0, 1, 2, 3],
+                           b"extra": Payload(function, argument)})
+    module = CIFAR10DataModule(root=str(cifar_root), normalization=CIFAR10_NORMALIZATION)
+    with pytest.raises(DataError, match=rf"^{crafted} is not a CIFAR-10 batch file: it asks to call {named}, .*"
+                                        r"nothing in it ran\. Fix: delete .*cifar-10-batches-py/") as error:
+        module.setup()
+    assert "\n" not in str(error.value)
+    assert not marker.exists()
+
+
+def test_fixtures_hold_numpy_arrays_named_as_in_cifars_files(cifar_root):
+    """The fixtures exercise what the restricted unpickler lets through: real CIFAR batches' numpy arrays."""
+    raw = (cifar_root / "cifar-10-batches-py" / "test_batch").read_bytes()
+    assert b"cnumpy.core.multiarray\n_reconstruct\n" in raw and b"cnumpy\nndarray\n" in raw
+    assert cifar10(cifar_root).table.pixels.shape == (26, 3, 32, 32)
 
 
 def test_failed_download_explains_the_manual_fix(tmp_path, monkeypatch):

@@ -4,6 +4,8 @@ The official archives unpack into ``<root>/cifar-10-batches-py/`` and ``<root>/c
 Python pickles whose ``data`` rows hold 3,072 bytes (the 32×32 red plane, then green, then blue).
 The official test set is the test split; a seeded ``val_fraction`` of the training set validates.
 Files are checked when the module is built, so a wrong ``dataset.root`` fails before any training.
+A pickle may call any function while it is read, so the batches are read by :class:`BatchUnpickler`,
+which builds numpy arrays and nothing else (docs/design.md, "Untrusted files and bad input").
 """
 
 from __future__ import annotations
@@ -61,6 +63,43 @@ class CIFARImages(ImageTable):
         return image
 
 
+def _numpy_reconstruct():
+    """numpy's array rebuilder: ``numpy._core`` since numpy 2, ``numpy.core`` before (and in CIFAR's files)."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:   # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+# What a CIFAR batch may name: numpy's array pieces, and the byte-string codec Python 3 pickles with protocol 2.
+_BATCH_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    ("_codecs", "encode"): lambda: __import__("codecs").encode,
+}
+
+
+class NotABatch(pickle.UnpicklingError):
+    """A pickle named a function or class that a CIFAR batch never holds; nothing of it ran."""
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """Unpickles dictionaries, lists, numbers, strings and numpy arrays only.
+
+    ``pickle.load`` calls whatever function the file names (``os.system`` included), so a crafted
+    ``cifar-10-batches-py/`` could run code; real batch files name only numpy's array pieces.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = _BATCH_GLOBALS.get((module, name))
+        if found is None:
+            raise NotABatch(f"{module}.{name}")
+        return found()
+
+
 def _as_text(value: Any) -> Any:
     """Pickles written by Python 2 may hold byte strings; names and keys are read as text."""
     return value.decode("latin1") if isinstance(value, bytes) else value
@@ -115,7 +154,11 @@ class CIFARDataModule(ImageDataModule):
         path = self.folder / name
         try:
             with open(path, "rb") as file:
-                content = pickle.load(file, encoding="latin1")
+                content = BatchUnpickler(file, encoding="latin1").load()
+        except NotABatch as refused:
+            raise DataError(f"{path} is not a {self.archive.title} batch file: it asks to call {refused}, which no "
+                            f"batch holds; refused, nothing in it ran. Fix: delete {self.folder}/ and unpack "
+                            f"{self.archive.url} again") from None
         except Exception as error:   # a damaged pickle can fail in many ways; each means the same thing
             raise DataError(f"{path} cannot be read ({type(error).__name__}: {error}): the file is truncated or "
                             f"corrupt. Fix: delete {self.folder}/ and unpack {self.archive.url} again") from error
