@@ -347,3 +347,30 @@ def test_each_estimators_failures_and_caps_are_tabled_per_job(tmp_path):
     assert (row["model"], row["seed"], row["estimator"]) == ("direct1.0", 0, "exact")
     assert row["attacked"] == records["correct"].sum() and row["failed"] == 0 and row["success %"] == 100
     assert row["median distance"] == pytest.approx(records.loc[records["correct"], "distance"].median())
+
+
+SAVED_CONFIG = """\
+learning_rates: {cnn: 0.05}
+model: {lr: '${learning_rates.cnn}'}
+optim: {lr: '${model.lr}'}
+dataset: {image_size: '${oc.env:RB_TEST_SECRET}'}
+trainer: {max_epochs: 3}
+estimator:
+  rs: {_target_: x, n: 1000, n0: '${oc.env:RB_TEST_SECRET}', sigma: 0.25, alpha: 0.001}
+audit: {plan: {rs: {every_nth: 5}}}
+"""
+
+
+def test_saved_configs_are_read_without_resolvers_so_no_environment_variable_leaks(sweep, tmp_path, monkeypatch,
+                                                                                 capsys):
+    monkeypatch.setenv("RB_TEST_SECRET", "hunter2-secret")
+    for job in sweep.iterdir():
+        (job / ".hydra").mkdir()
+        (job / ".hydra" / "config.yaml").write_text(SAVED_CONFIG)
+    out = tmp_path / "out"
+    settings = report.main([str(sweep), "--out", str(out), "--only", "settings"])["settings"]
+    written = (out / "settings.md").read_text() + (out / "settings.csv").read_text() + capsys.readouterr().out
+    assert "hunter2" not in written
+    assert "${oc.env:RB_TEST_SECRET}" in written   # shown as its text
+    assert list(settings["lr"]) == [0.05, 0.05]    # references to other settings are still followed
+    assert list(settings["rs"]) == ["every 5; N = 1,000, N0 = ${oc.env:RB_TEST_SECRET}, σ = 0.25, α = 0.001"] * 2

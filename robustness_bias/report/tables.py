@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -269,38 +270,67 @@ def estimators_table(accuracy: pd.DataFrame) -> pd.DataFrame:
                                        "at cap %", "median distance"])
 
 
+# A value that is only a reference to another setting, as Hydra saves them: ${model.lr}.
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][\w-]*(?:\.[\w-]+)*)\}")
+
+
+def saved_config(path: Path) -> dict:
+    """A job's saved Hydra config as plain data, read without calling any resolver.
+
+    Hydra saves interpolations unresolved. References to other settings (``${model.lr}``) are followed
+    within the file; a resolver (``${oc.env:SECRET}``) is never called, so a crafted config.yaml cannot
+    make the report print an environment variable: such a value stays as its text.
+    """
+    from omegaconf import OmegaConf
+
+    tree = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    return tree if isinstance(tree, dict) else {}
+
+
+def saved_setting(tree: dict, key: str, default=None):
+    """The value at the dotted ``key``, references followed to a plain value (at most 10 deep)."""
+    value = tree
+    for _ in range(10):
+        for part in key.split("."):
+            value = value.get(part, default) if isinstance(value, dict) else default
+        reference = _REFERENCE.fullmatch(value) if isinstance(value, str) else None
+        if reference is None:
+            return value
+        key, value = reference.group(1), tree
+    return default
+
+
 def settings_table(accuracy: pd.DataFrame) -> pd.DataFrame:
     """The settings each job of the accuracy table ran with (from the config Hydra saved beside it): image
     size, epochs, learning rate, and each estimator's budget and sampling, so reduced settings are named
-    in the report."""
-    from omegaconf import OmegaConf
-
+    in the report. The saved configs are read by :func:`saved_config`: none of their resolvers runs."""
     rows = []
     for job in accuracy.itertuples():
         saved = Path(job.job) / ".hydra" / "config.yaml"
         if not saved.is_file():
             continue
-        cfg = OmegaConf.load(saved)
-        estimators = {name: spec for name, spec in (cfg.get("estimator") or {}).items() if "_target_" in spec}
-        plans = OmegaConf.select(cfg, "audit.plan", default=None) or {}
+        cfg = saved_config(saved)
+        estimators = [name for name, spec in (saved_setting(cfg, "estimator") or {}).items()
+                      if isinstance(spec, dict) and "_target_" in spec]
         row = {"dataset": job.dataset, "model": job.model,
-               "image size": cfg.dataset.get("image_size") or "native", "epochs": cfg.trainer.get("max_epochs"),
-               "lr": cfg.optim.lr, "test accuracy %": 100 * job.test_accuracy}
+               "image size": saved_setting(cfg, "dataset.image_size") or "native",
+               "epochs": saved_setting(cfg, "trainer.max_epochs"), "lr": saved_setting(cfg, "optim.lr"),
+               "test accuracy %": 100 * job.test_accuracy}
 
-        def every(name: str) -> str:
-            return f"every {(plans.get(name) or {}).get('every_nth', 1)}"
+        def of(name: str, *keys: str) -> list:
+            every = saved_setting(cfg, f"audit.plan.{name}.every_nth", 1)
+            return [f"every {every}", *(saved_setting(cfg, f"estimator.{name}.{key}") for key in keys)]
 
         if "deepfool" in estimators:
-            df = estimators["deepfool"]
-            row["deepfool"] = f"{every('deepfool')}; {df.steps} steps, top {df.candidates}"
+            row["deepfool"] = "{}; {} steps, top {}".format(*of("deepfool", "steps", "candidates"))
         if "cw" in estimators:
-            cw = estimators["cw"]
-            row["cw"] = f"{every('cw')}; {cw.binary_search_steps} × {cw.steps} steps"
+            row["cw"] = "{}; {} × {} steps".format(*of("cw", "binary_search_steps", "steps"))
         if "fmn" in estimators:
-            row["fmn"] = f"{every('fmn')}; {estimators['fmn'].steps} steps"
+            row["fmn"] = "{}; {} steps".format(*of("fmn", "steps"))
         if "rs" in estimators:
-            rs = estimators["rs"]
-            row["rs"] = f"{every('rs')}; N = {rs.n:,}, N0 = {rs.n0}, σ = {rs.sigma}, α = {rs.alpha}"
+            every, n, n0, sigma, alpha = of("rs", "n", "n0", "sigma", "alpha")
+            n = f"{n:,}" if isinstance(n, int) else n
+            row["rs"] = f"{every}; N = {n}, N0 = {n0}, σ = {sigma}, α = {alpha}"
         rows.append(row)
     return pd.DataFrame(rows)
 
