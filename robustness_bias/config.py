@@ -291,6 +291,8 @@ class FileData(DataConfig):
     image_size: Optional[int] = setting(IMAGE_SIZE)
     cache: bool = setting(FLAG)
     on_bad_file: str = setting(one_of("skip", "raise"))   # skip: leave them out, listed; raise: stop, naming them
+    # larger image files are refused before decoding (a decompression bomb); whether a run starts, not its results
+    max_image_pixels: int = setting(whole(1, 40_000_000), shapes_results=False)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from robustness_bias.data import DataError, ImageFolderDataModule
-from robustness_bias.pipeline import run
+from robustness_bias.pipeline import ConfigError, run
 
 NORM = {"mean": [0.5] * 3, "std": [0.5] * 3}
 HEADER = "path,label,site\n"
@@ -186,3 +186,29 @@ def test_the_command_line_audits_the_named_attribute_on_the_csvs_test_set(make_c
     assert sorted(records["sample_index"]) == list(range(12, 20)) and "origin" not in records.columns
     summary = pd.read_parquet(tmp_path / "audits" / "final" / "summary.parquet")
     assert set(summary["partition"]) == {"class", "site"}
+
+
+@pytest.fixture
+def bomb(root):
+    """img/bomb.png: a real 9000×9000 PNG of one colour, a few kB on disk but 81 megapixels decoded."""
+    Image.new("1", (9000, 9000)).save(root / "img" / "bomb.png")   # 1 bit a pixel: 10 MB while written
+    return root / "img" / "bomb.png"
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_an_image_over_the_pixel_budget_is_refused_before_it_is_decoded(root, bomb, monkeypatch, cache):
+    assert bomb.stat().st_size < 100_000
+    decoded, convert = [], Image.Image.convert
+    monkeypatch.setattr(Image.Image, "convert", lambda img, *a, **k: decoded.append(img.size) or convert(img, *a, **k))
+    one_line_error(root, rf"^{bomb} is 9000×9000 = 81,000,000 pixels, over dataset\.max_image_pixels=1000000 .*"
+                         r"Fix: remove the file, or if it is a real image pass dataset\.max_image_pixels=81000000$",
+                   text=HEADER + rows() + "img/bomb.png,cat,north\n", max_image_pixels=1_000_000, cache=cache)
+    assert (9000, 9000) not in decoded and decoded   # the small images were decoded, the bomb never
+
+
+def test_the_pixel_budget_is_a_checked_setting(make_config, root):
+    (root / "labels.csv").write_text(HEADER + rows())
+    with pytest.raises(ConfigError, match=r"dataset\.max_image_pixels=0: must be a whole number ≥ 1\. "
+                                          r"Fix: pass dataset\.max_image_pixels=40000000"):
+        run(make_config("dataset=image_folder", f"dataset.root={root}", "dataset.max_image_pixels=0",
+                        "logger=none", "model=logreg", "estimator=[exact]", "trainer.max_epochs=1"))

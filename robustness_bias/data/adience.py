@@ -91,4 +91,5 @@ class AdienceDataModule(ImageDataModule):
         return FileImages(paths, rows["group"].astype(int).to_numpy(), AGE_NAMES,
                           attributes={"gender": rows["gender_name"].map(genders.index).to_numpy()},
                           categories={"gender": genders}, channels=3, image_size=self.image_size, cache=self.cache,
-                          is_test=(rows["fold"] == TEST_FOLD).to_numpy())   # validation: a seeded share of folds 0–3
+                          is_test=(rows["fold"] == TEST_FOLD).to_numpy(),   # validation: a seeded share of folds 0–3
+                          max_pixels=self.max_image_pixels)

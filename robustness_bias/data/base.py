@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 BAD_FILE_POLICIES = ("skip", "raise")
 
 
+# dataset.max_image_pixels' default: a thousand times a UTKFace face (200×200), far above any photo of
+# the paper's datasets; a file claiming more is refused before its pixels are decoded (160 MB as RGBA).
+MAX_IMAGE_PIXELS = 40_000_000
+
+
 class DataError(ValueError):
     """The data cannot be loaded as configured; the message names the setting and the fix."""
 
@@ -157,13 +162,17 @@ class ImageDataModule(L.LightningDataModule):
 
     def __init__(self, normalization: dict, batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0,
                  val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 42,
-                 on_bad_file: str = "skip"):
+                 on_bad_file: str = "skip", max_image_pixels: int = MAX_IMAGE_PIXELS):
         super().__init__()
         if on_bad_file not in BAD_FILE_POLICIES:
             raise DataError(f"dataset.on_bad_file={on_bad_file}: unknown policy for image files that cannot be decoded. "
                             "Fix: pass dataset.on_bad_file=skip (leave them out, listed in dataset.json) or "
                             "dataset.on_bad_file=raise (stop before training)")
         self.on_bad_file = on_bad_file
+        if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1:
+            raise DataError(f"dataset.max_image_pixels={max_image_pixels}: must be a whole number ≥ 1. "
+                            "Fix: pass dataset.max_image_pixels=40000000")
+        self.max_image_pixels = max_image_pixels   # image files larger than this are refused before decoding
         self.normalization = {"mean": list(normalization["mean"]), "std": list(normalization["std"])}
         if batch_size < 1 or eval_batch_size < 1:
             raise DataError("dataset.batch_size and dataset.eval_batch_size must be positive")

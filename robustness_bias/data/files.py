@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.functional import pil_to_tensor, resize
 from tqdm.auto import tqdm
 
-from .base import DataError, ImageTable
+from .base import MAX_IMAGE_PIXELS, DataError, ImageTable
 
 MODES = {1: "L", 3: "RGB"}
 READ_ERRORS = (OSError, SyntaxError)    # what PIL raises for empty, truncated or garbled files
@@ -39,7 +39,8 @@ class FileImages(ImageTable):
     """
 
     def __init__(self, paths: list[Path], labels, class_names, attributes=None, categories=None, channels: int = 3,
-                 image_size: int | None = None, cache: bool = False, is_test=None):
+                 image_size: int | None = None, cache: bool = False, is_test=None,
+                 max_pixels: int = MAX_IMAGE_PIXELS):
         super().__init__(labels, class_names, attributes, categories, is_test)
         check_channels(channels)
         if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
@@ -47,6 +48,7 @@ class FileImages(ImageTable):
             raise DataError(f"dataset.image_size={image_size}: use a whole number of pixels ≥ 1, or null for the "
                             "files' own size")
         self.paths, self.mode, self.image_size, self.cache = list(paths), MODES[channels], image_size, cache
+        self.max_pixels = max_pixels
         self._decoded: torch.Tensor | None = None
         self._unreadable: dict[int, str] | None = None
         self._first: int | None = None         # the first readable image, whose shape every other must have
@@ -56,9 +58,25 @@ class FileImages(ImageTable):
         return str(self.paths[index])
 
     def _open(self, index: int) -> Image.Image:
-        """Image ``index`` decoded in full; raises one of ``READ_ERRORS`` for a broken file."""
-        with Image.open(self.paths[index]) as img:
-            return img.convert(self.mode)       # convert loads every pixel: a truncated file fails here
+        """Image ``index`` decoded in full; raises one of ``READ_ERRORS`` for a broken file.
+
+        A file's header states its size before any pixel is decoded, and a 140 kB PNG may state
+        12000×12000 (3.7 GB once decoded): such a file is refused before decoding. PIL's own
+        ``Image.MAX_IMAGE_PIXELS`` is a process-wide threshold, so the budget is checked here.
+        """
+        try:
+            with Image.open(self.paths[index]) as img:
+                self._check_budget(index, img.size)
+                return img.convert(self.mode)   # convert loads every pixel: a truncated file fails here
+        except Image.DecompressionBombError as error:   # beyond PIL's own limit, which it checks on opening
+            raise DataError(f"{self.paths[index]}: {error} Fix: remove or replace the file") from None
+
+    def _check_budget(self, index: int, size: tuple[int, int]) -> None:
+        width, height = size
+        if width * height > self.max_pixels:
+            raise DataError(f"{self.paths[index]} is {width}×{height} = {width * height:,} pixels, over "
+                            f"dataset.max_image_pixels={self.max_pixels} (a decompression bomb?). Fix: remove the "
+                            f"file, or if it is a real image pass dataset.max_image_pixels={width * height}")
 
     def _pixels(self, img: Image.Image) -> torch.Tensor:
         pixels = pil_to_tensor(img)

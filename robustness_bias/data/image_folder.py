@@ -177,7 +177,7 @@ class ImageFolderDataModule(ImageDataModule):
         for column in columns:
             attributes[column], categories[column] = codes_of(table[column])
         return FileImages(paths, labels, class_names, attributes, categories, self.channels, self.image_size,
-                          self.cache)
+                          self.cache, max_pixels=self.max_image_pixels)
 
     def split(self, table: FileImages) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The CSV's own split when it has a split column (its val rows, or else a seeded ``val_fraction`` of

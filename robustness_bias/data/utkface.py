@@ -123,4 +123,5 @@ class UTKFaceDataModule(ImageDataModule):
         return FileImages(paths, [age_bin(a) for a in ages], AGE_NAMES,
                           attributes={"gender": genders, "race": races},
                           categories={"gender": GENDERS, "race": RACES},
-                          channels=3, image_size=self.image_size, cache=self.cache, is_test=is_test)
+                          channels=3, image_size=self.image_size, cache=self.cache, is_test=is_test,
+                          max_pixels=self.max_image_pixels)
