@@ -5,6 +5,7 @@ import os
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,3 +96,57 @@ def test_load_checkpoint_refuses_any_pickled_object(tmp_path):
     with pytest.raises(UnsafeCheckpoint, match=r"x\.pt holds an object of posix\.system.*Fix: do not"):
         load_checkpoint(path, "do not")
     assert not (tmp_path / "MARKER").exists()
+
+
+PICKLES = {"plain data": lambda marker: pickle.dumps({"weights": [1.0, 2.0]}),
+           "a payload": lambda marker: pickle.dumps({"weights": [1.0], "extra": Payload(marker)})}
+
+
+@pytest.mark.parametrize("content", PICKLES, ids=list(PICKLES))
+def test_a_pickle_as_imagenet_weights_is_one_line_naming_the_file_and_the_fix(make_config, tmp_path, content):
+    pickled = tmp_path / "weights.pkl"
+    pickled.write_bytes(PICKLES[content](tmp_path / "MARKER"))
+    with pytest.raises(ConfigError, match=rf"^model\.weights_path={pickled} is a plain pickle \(pickle\.dump\), not a "
+                                          r"file torch\.save wrote\. Fix: pass model\.weights_path=/path/to/resnet18-"
+                                          r"\w+\.pth, torchvision's file from https://") as error:
+        run(make_config(*TINY, "dataset.channels=3", "model=resnet18", "imagenet.pretrained=true",
+                        f"model.weights_path={pickled}"))
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "MARKER").exists()
+
+
+@pytest.mark.parametrize(("content", "named"), [
+    (pickle.dumps({"weights": [1.0, 2.0]}), r"is a plain pickle \(pickle\.dump\), not a file torch\.save wrote"),
+    (b"epoch,loss\n1,0.5\n", "is neither a torch.save file nor a pickle"),
+    (b"", "is empty"),
+    (b"PK\x03\x04" + bytes(100), "is a zip archive that torch.save did not write, or a damaged one")],
+    ids=["pickle", "text", "empty", "zip"])
+def test_a_file_torch_cannot_read_as_checkpoint_is_one_line(make_config, tmp_path, content, named):
+    path = tmp_path / "model.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=rf"^model\.checkpoint={path} {named}\. Fix: point model\.checkpoint at a "
+                                          r"Lightning checkpoint or a state_dict saved with torch\.save") as error:
+        run(make_config(*TINY, "mode=audit", f"model.checkpoint={path}"))
+    assert "\n" not in str(error.value)
+
+
+def test_torch_before_2_6_reads_no_checkpoint(make_config, tmp_path, monkeypatch):
+    """torch < 2.6 can be made to run code under weights_only=True (CVE-2025-32434)."""
+    from robustness_bias.checkpoints import load_checkpoint
+
+    path = tmp_path / "weights.pt"
+    torch.save(logreg((1, 8, 8), 2, {"mean": [0.5], "std": [0.5]}).state_dict(), path)
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cu121")
+    loads = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a))
+    with pytest.raises(UnsafeCheckpoint, match=rf"^{path} not read: torch 2\.5\.1\+cu121 is older than 2\.6, .*"
+                                               r"\(CVE-2025-32434\)\. Fix: pip install 'torch>=2\.6' 'torchvision>=0\.21'$"):
+        load_checkpoint(path, "unused")
+    with pytest.raises(ConfigError, match=r"torch 2\.5\.1\+cu121 is older than 2\.6") as error:
+        run(make_config(*TINY, "mode=audit", f"model.checkpoint={path}"))
+    assert "\n" not in str(error.value) and loads == []
+
+
+def test_the_package_requires_torch_2_6_and_torchvision_0_21():
+    text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert '"torch>=2.6,' in text and '"torchvision>=0.21,' in text

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoints import load_checkpoint
+from ..checkpoints import TORCHSCRIPT, UnreadableCheckpoint, load_checkpoint
 
 
 def split_checkpoint(spec: dict) -> tuple[dict, str | None]:
@@ -32,28 +32,22 @@ def _existing(path: str | None, what: str) -> Path:
     return file
 
 
-def _reason(error: Exception) -> str:
-    """torch's reason in one line, without its advice about miniz internals."""
-    text = str(error).split(". This is an internal")[0].strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
-
-
 def load_weights(model: nn.Module, path: str) -> int | None:
     """Load a Lightning checkpoint (its ``model.`` weights) or a plain state_dict; returns the checkpoint's epoch."""
     file = _existing(path, "loading weights")
     try:
         saved = load_checkpoint(file, "if you trust it, save the weights alone (torch.save(model.state_dict(), "
                                 "path)) and pass that file; else do not use it")
-    except (RuntimeError, EOFError, IndexError) as error:   # torch refuses TorchScript archives under weights_only
-        if "TorchScript" in str(error):
+    except UnreadableCheckpoint as error:   # torch refuses TorchScript archives under weights_only
+        if error.what == TORCHSCRIPT:
             raise ValueError(f"model.checkpoint={path} is a TorchScript model. Fix: pass model=torchscript") from None
-        raise ValueError(f"model.checkpoint={path} cannot be read as a checkpoint ({_reason(error)}). "
-                         "Fix: point model.checkpoint at a Lightning checkpoint or a saved state_dict") from None
+        raise ValueError(f"model.checkpoint={path} {error.what}. Fix: point model.checkpoint at a Lightning "
+                         "checkpoint or a state_dict saved with torch.save(model.state_dict(), path)") from None
     state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"model.checkpoint={path} holds neither a Lightning checkpoint nor a state_dict "
                          "(for a TorchScript file use model=torchscript)")
-    if all(key.startswith("model.") for key in state):
+    if all(isinstance(key, str) and key.startswith("model.") for key in state):
         state = {key.removeprefix("model."): value for key, value in state.items()}
     try:
         model.load_state_dict(state)

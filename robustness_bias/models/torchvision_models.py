@@ -20,6 +20,7 @@ import torchvision.models as tv
 from torch import nn
 from torchvision.models import WeightsEnum
 
+from ..checkpoints import UnreadableCheckpoint, load_checkpoint
 from .common import _normalize
 
 
@@ -116,8 +117,16 @@ def weights_problem(name: str, pretrained: bool, weights_path: str | None = None
         name, failure=f" and imagenet.download=true cannot reach {url} ({failure})")
 
 
-def _imagenet_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+def _imagenet_state_dict(name: str, path: Path) -> dict[str, torch.Tensor]:
+    """The weights in ``path``, read as every checkpoint is (robustness_bias/checkpoints.py: no code runs)."""
+    url, cached = hub_file(name)
+    fix = f"pass model.weights_path=/path/to/{cached.name}, torchvision's file from {url}"
+    try:
+        state = load_checkpoint(path, fix)
+    except UnreadableCheckpoint as error:
+        raise ValueError(f"model.weights_path={path} {error.what}. Fix: {fix}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"model.weights_path={path} holds a {type(state).__name__}, not a state_dict. Fix: {fix}")
     for key in list(state):  # renamed in place: the file's version metadata stays with it
         new_key = _OLD_DENSENET_KEY.sub(r"\1\2", key)
         if new_key != key:
@@ -170,7 +179,7 @@ def _torchvision_model(
         path = imagenet_weights_file(name, weights_path, download)
         network = architecture.constructor(weights=None)
         try:
-            network.load_state_dict(_imagenet_state_dict(path))
+            network.load_state_dict(_imagenet_state_dict(name, path))
         except RuntimeError as error:
             raise ValueError(f"{path} does not hold {name}'s ImageNet weights: {error}") from error
         _replace_head(network, architecture.head, num_classes)
