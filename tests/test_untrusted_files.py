@@ -139,8 +139,9 @@ def test_torch_before_2_6_reads_no_checkpoint(make_config, tmp_path, monkeypatch
     monkeypatch.setattr(torch, "__version__", "2.5.1+cu121")
     loads = []
     monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a))
-    with pytest.raises(UnsafeCheckpoint, match=rf"^{path} not read: torch 2\.5\.1\+cu121 is older than 2\.6, .*"
-                                               r"\(CVE-2025-32434\)\. Fix: pip install 'torch>=2\.6' 'torchvision>=0\.21'$"):
+    refused = (rf"^{path} not read: torch 2\.5\.1\+cu121 is older than 2\.6, .*\(CVE-2025-32434\)\. "
+               r"Fix: pip install 'torch>=2\.6' 'torchvision>=0\.21'$")
+    with pytest.raises(UnsafeCheckpoint, match=refused):
         load_checkpoint(path, "unused")
     with pytest.raises(ConfigError, match=r"torch 2\.5\.1\+cu121 is older than 2\.6") as error:
         run(make_config(*TINY, "mode=audit", f"model.checkpoint={path}"))
