@@ -212,3 +212,10 @@ def test_the_pixel_budget_is_a_checked_setting(make_config, root):
                                           r"Fix: pass dataset\.max_image_pixels=40000000"):
         run(make_config("dataset=image_folder", f"dataset.root={root}", "dataset.max_image_pixels=0",
                         "logger=none", "model=logreg", "estimator=[exact]", "trainer.max_epochs=1"))
+
+
+def test_an_image_beyond_pils_own_limit_is_one_line_too(root, bomb, monkeypatch):
+    """PIL refuses more than twice ``Image.MAX_IMAGE_PIXELS`` when it opens a file, whatever the budget."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000_000)
+    one_line_error(root, rf"^{bomb}: Image size \(81000000 pixels\) exceeds limit .* Fix: remove or replace the file$",
+                   text=HEADER + rows() + "img/bomb.png,cat,north\n", max_image_pixels=100_000_000)
