@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -11,8 +13,10 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from . import stopping
 from .analysis.summary import SUMMARY_OPTIONS, sigmas_of
 from .analysis.summary import summary_settings as audit_summary_settings
 from .auditing import Auditor, EstimatorPlan, Samples, accuracy
@@ -22,12 +26,13 @@ from .console import interactive
 from .data import ImageDataModule
 from .estimators import EstimatorMismatch
 from .lock import first_process, folder_lock
+from .stopping import Stopped, stop_on_signals
 from .models import MissingWeights, load_weights, split_checkpoint
 from .preflight import model_problem
 from .records import audit_folder, finished_result, read_chunk_counts, read_summary, shard_suffix, write_json
 from .report.console import job_answer
 from .report.publish import Publisher
-from .training import AuditSchedule, EpochLog, RobustnessBiasPenalty, audit_schedule, resumable
+from .training import AuditSchedule, EpochLog, RobustnessBiasPenalty, StopOnSignal, audit_schedule, resumable
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +144,27 @@ def run(cfg: DictConfig) -> dict:
     """Train ``cfg.model`` on ``cfg.dataset`` and audit it; returns the job's headline numbers."""
     cfg = checked(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    with folder_lock(output_dir) if first_process() else nullcontext():
+    with folder_lock(output_dir) if first_process() else nullcontext(), stopped_in(output_dir):
         result = run_in(cfg, output_dir)
     if result:   # empty on DDP ranks other than 0
         show_answer(result)   # after the experiment loggers closed: the answer is the console's last word
     return result
+
+
+@contextmanager
+def stopped_in(output_dir: Path) -> Iterator[None]:
+    """SIGTERM and SIGINT stop the job at the next stored chunk or training batch (robustness_bias.stopping),
+    as :class:`Stopped` naming ``output_dir``. Lightning's own SIGTERM stop (its SIGTERMException, a
+    SystemExit with status 0 that looked like success) becomes the same."""
+    try:
+        with stop_on_signals():
+            try:
+                yield
+            except SIGTERMException:
+                stopping.check()
+                raise Stopped(signal.SIGTERM) from None
+    except Stopped as stopped:
+        raise Stopped(stopped.signum, output_dir) from None
 
 
 def partition_names(datamodule: ImageDataModule) -> dict[str, str]:
@@ -217,15 +238,17 @@ def run_in(cfg: DictConfig, output_dir: Path) -> dict:
         else:
             # the checkpoint before the audit, which Lightning calls in list order: see EpochCheckpoint
             shown = cfg.trainer.enable_progress_bar and bars
-            callbacks = [checkpoint, *([] if shown else [EpochLog()]), AuditSchedule(auditor)]
+            callbacks = [checkpoint, *([] if shown else [EpochLog()]), AuditSchedule(auditor), StopOnSignal()]
             trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, enable_progress_bar=shown,
                                              logger=loggers or False, enable_checkpointing=False)   # ours replaces Lightning's
             module = build_module(cfg, model, penalty)
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+            stopping.check()   # arrived after the last batch: the audits are on disk, the rerun tests
             test_accuracy = trainer.test(trainer.lightning_module, datamodule=datamodule, verbose=False)[0]["test/acc"]
             if not trainer.is_global_zero:
                 return {}   # with DDP, rank 0 holds the gathered audits and writes the result
             tags = [tag for tags in audit_schedule(cfg.trainer.max_epochs).values() for tag in tags]
+        stopping.check()   # arrived during the test: the rerun tests again
         audits, chunks = written_audits(output_dir, tags)
         result = {**choice_names(cfg), "seed": cfg.seed, "mode": cfg.mode, "settings_hash": fingerprint, "test_accuracy": test_accuracy,
                   "training_precision": str(cfg.trainer.get("precision", "32-true")) if cfg.mode == "train" else None,
