@@ -146,11 +146,18 @@ class ChunkStore:
         return {"reused": self.reused, "computed": written + self.replaced}
 
     def read(self, number: int, samples: np.ndarray, batch_size: int | None) -> pd.DataFrame | None:
-        """The stored chunk when it covers exactly these samples (counted as reused); None when it must be computed."""
+        """The stored chunk when it covers exactly these samples (counted as reused); None when it must be computed,
+        among them when it cannot be read: a damaged chunk is recomputed with a warning, never a dead end."""
         path = self.path(number, batch_size)
         if not path.is_file():
             return None
-        stored = pd.read_parquet(path)
+        try:
+            stored = pd.read_parquet(path)
+        except Exception as error:   # zero bytes or cut short (a full disk, a copy that stopped): never ours whole
+            log.warning("%s is damaged (%s): recomputing it", path, type(error).__name__)
+            self.replaced += 1
+            self._save()
+            return None
         if not np.array_equal(stored["sample_index"].to_numpy(), samples):
             log.warning("%s covers other samples than expected: recomputing it", path)
             self.replaced += 1

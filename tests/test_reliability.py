@@ -168,6 +168,23 @@ def test_a_rerun_reuses_only_chunks_of_the_same_settings_and_weights(tmp_path, d
     pd.testing.assert_frame_equal(records, pd.read_parquet(tmp_path / "whole" / "audits" / "final" / "records.parquet"))
 
 
+@pytest.mark.parametrize("damage", [b"", b"PAR1 cut short"], ids=["empty", "truncated"])
+def test_a_damaged_chunk_is_recomputed_with_a_warning_naming_it(tmp_path, digits, model, caplog, damage):
+    plan = {"deepfool": EstimatorPlan(DeepFool(), batch_size=16, chunk_size=16)}
+    with pytest.raises(KeyboardInterrupt):
+        audit(tmp_path, digits, {"deepfool": EstimatorPlan(CrashesAfter(3), batch_size=16, chunk_size=16)})(
+            model, 1, ["final"])
+    damaged = sorted((tmp_path / "audits" / ".partial").glob("*/deepfool-batch16/chunk-*.parquet"))[1]
+    damaged.write_bytes(damage)
+    with caplog.at_level(logging.WARNING, logger="robustness_bias.records"):
+        audit(tmp_path, digits, plan)(model, 1, ["final"])
+    assert f"{damaged} is damaged" in caplog.text and "recomputing it" in caplog.text
+    assert chunk_counts(tmp_path)["deepfool"] == {"reused": 2, "computed": 7}   # 3 before, the damaged one and 3 after
+    audit(tmp_path / "whole", digits, plan)(model, 1, ["final"])
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "audits" / "final" / "records.parquet"),   # up to how
+                                  pd.read_parquet(tmp_path / "whole" / "audits" / "final" / "records.parquet"))   # the pool rounds
+
+
 def test_deepfool_reuses_chunks_only_from_its_own_batch_size(tmp_path, digits, model):
     x, y, _ = next(iter(torch.utils.data.DataLoader(torch.utils.data.Subset(digits.table, digits.test_indices.tolist()),
                                                     batch_size=96)))
