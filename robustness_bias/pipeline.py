@@ -29,7 +29,8 @@ from .lock import first_process, folder_lock
 from .stopping import Stopped, stop_on_signals
 from .models import MissingWeights, load_weights, split_checkpoint
 from .preflight import model_problem
-from .records import audit_folder, finished_result, read_chunk_counts, read_summary, shard_suffix, write_json
+from .records import (audit_folder, finished_result, other_finished_job, read_chunk_counts, read_summary, shard_suffix,
+                      write_atomic, write_json)
 from .report.console import job_answer
 from .report.publish import Publisher
 from .training import AuditSchedule, EpochLog, RobustnessBiasPenalty, StopOnSignal, audit_schedule, resumable
@@ -142,10 +143,10 @@ def choice_names(cfg: DictConfig) -> dict[str, str]:
 
 def run(cfg: DictConfig) -> dict:
     """Train ``cfg.model`` on ``cfg.dataset`` and audit it; returns the job's headline numbers."""
-    cfg = checked(cfg)
+    given, cfg = cfg, checked(cfg)
     output_dir = Path(cfg.paths.output_dir)
     with folder_lock(output_dir) if first_process() else nullcontext(), stopped_in(output_dir):
-        result = run_in(cfg, output_dir)
+        result = run_in(cfg, output_dir, given)
     if result:   # empty on DDP ranks other than 0
         show_answer(result)   # after the experiment loggers closed: the answer is the console's last word
     return result
@@ -191,10 +192,32 @@ def written_audits(output_dir: Path, tags) -> tuple[dict[str, str], dict[str, di
     return {tag: str(folder) for tag, folder in folders.items()}, chunks
 
 
-def run_in(cfg: DictConfig, output_dir: Path) -> dict:
-    """The job of :func:`run`, in ``output_dir`` (which it holds)."""
+def save_hydra_files(given: DictConfig, output_dir: Path) -> None:
+    """Hydra's record of the job (``given``: its config as Hydra composed it), ``.hydra/{config,hydra,overrides}.yaml``, once the job holds its folder and
+    the folder is its own. conf/config.yaml turns Hydra's own writing off (``hydra.output_subdir: null``):
+    Hydra writes them before any of the job's code runs, so a job refused its folder overwrote those of
+    the job it was refused for. Nothing to do outside Hydra (tests, notebooks)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.instance().cfg   # the config's ``hydra`` node, under its key, as Hydra saves it
+    files = {"config.yaml": given, "hydra.yaml": hydra, "overrides.yaml": hydra.hydra.overrides.task}
+    for name, config in files.items():
+        write_atomic(output_dir / ".hydra" / name, lambda tmp, config=config: tmp.write_text(OmegaConf.to_yaml(config)))
+
+
+def run_in(cfg: DictConfig, output_dir: Path, given: DictConfig) -> dict:
+    """The job of :func:`run`, in ``output_dir`` (which it holds); ``given``: the config as composed. A folder
+    that holds a finished job of other settings is refused before anything is written to it."""
     fingerprint = job_fingerprint(cfg)
     shard = {"index": cfg.audit.shard, "count": cfg.audit.num_shards} if cfg.audit.num_shards > 1 else None
+    other = other_finished_job(output_dir, fingerprint, shard)
+    if other is not None:
+        raise ConfigError(f"{output_dir} holds a finished job of other settings ({other}; this job's: "
+                          f"{fingerprint}{shard_suffix(cfg.audit.shard, cfg.audit.num_shards)}), which is never "
+                          f"overwritten. Fix: give this job its own folder (hydra.run.dir=…), or delete {output_dir}")
+    save_hydra_files(given, output_dir)
     done = finished_result(output_dir, fingerprint, shard)
     if done is not None:
         log.info("already finished with the same settings in %s: skipped", output_dir)

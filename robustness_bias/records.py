@@ -238,6 +238,19 @@ def finished_result(output_dir: Path, fingerprint: str, shard: dict | None) -> d
     return result if (result.get("settings_hash"), result.get("shard")) == (fingerprint, shard) else None
 
 
+def other_finished_job(output_dir: Path, fingerprint: str, shard: dict | None) -> str | None:
+    """The identity (settings_hash, and ``-shard{i}of{n}``) of the finished job in ``output_dir`` when it is
+    not this one; None when the folder holds no finished job or this very one."""
+    path = output_dir / "result.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    stored = (result.get("settings_hash"), result.get("shard"))
+    if stored == (fingerprint, shard):
+        return None
+    return str(stored[0]) + (shard_suffix(stored[1]["index"], stored[1]["count"]) if stored[1] else "")
+
+
 def merge_shards(shards: dict[int, pd.DataFrame], num_shards: int) -> pd.DataFrame:
     """The records of an unsharded audit from those of its ``num_shards`` shards (shard index → records).
 
