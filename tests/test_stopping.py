@@ -62,3 +62,35 @@ def test_a_signal_during_an_audit_keeps_its_chunks_says_how_to_resume_and_the_re
     whole = tmp_path / "whole"
     assert subprocess.run(job(whole), capture_output=True, text=True, timeout=600).returncode == 0
     pd.testing.assert_frame_equal(records(stopped), records(whole))
+
+
+TINY = ["logger=none", "dataset=synthetic", "dataset.n_samples=300", "partition=group", "estimator=[exact]",
+        "trainer.max_epochs=2"]
+
+
+def test_sigterm_during_training_stops_after_that_batch_and_the_rerun_finishes(make_config, tmp_path, monkeypatch):
+    import os
+
+    from robustness_bias.pipeline import run
+    from robustness_bias.stopping import Stopped
+    from robustness_bias.training import Classifier
+
+    step, batches = Classifier.training_step, []
+
+    def training_step(self, batch, batch_idx):
+        batches.append((self.current_epoch, batch_idx))
+        if (self.current_epoch, batch_idx) == (1, 2):   # the second epoch, after the first audit
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(Classifier, "training_step", training_step)
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Stopped) as stopped:
+        run(make_config(*TINY))
+    assert stopped.value.folder == tmp_path and stopped.value.exit_code == 143
+    assert batches[-1] == (1, 2), "the batch the signal arrived in was the last"
+    assert (tmp_path / "audits" / "first" / "records.parquet").is_file()
+    assert not (tmp_path / "audits" / "final").exists() and not (tmp_path / "result.json").exists()
+    assert signal.getsignal(signal.SIGTERM) == handler, "the handlers found are restored"
+    monkeypatch.undo()
+    assert run(make_config(*TINY))["audits"]["final"]
