@@ -16,7 +16,6 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from . import stopping
 from .analysis.summary import SUMMARY_OPTIONS, sigmas_of
 from .analysis.summary import summary_settings as audit_summary_settings
 from .auditing import Auditor, EstimatorPlan, Samples, accuracy
@@ -26,13 +25,13 @@ from .console import interactive
 from .data import ImageDataModule
 from .estimators import EstimatorMismatch
 from .lock import first_process, folder_lock
-from .stopping import Stopped, stop_on_signals
 from .models import MissingWeights, load_weights, split_checkpoint
 from .preflight import model_problem
 from .records import (audit_folder, finished_result, other_finished_job, read_chunk_counts, read_summary, shard_suffix,
                       write_atomic, write_json)
 from .report.console import job_answer
 from .report.publish import Publisher
+from .stopping import Stopped, stop_if_signalled, stop_on_signals
 from .training import AuditSchedule, EpochLog, RobustnessBiasPenalty, StopOnSignal, audit_schedule, resumable
 
 log = logging.getLogger(__name__)
@@ -162,7 +161,7 @@ def stopped_in(output_dir: Path) -> Iterator[None]:
             try:
                 yield
             except SIGTERMException:
-                stopping.check()
+                stop_if_signalled()
                 raise Stopped(signal.SIGTERM) from None
     except Stopped as stopped:
         raise Stopped(stopped.signum, output_dir) from None
@@ -192,11 +191,22 @@ def written_audits(output_dir: Path, tags) -> tuple[dict[str, str], dict[str, di
     return {tag: str(folder) for tag, folder in folders.items()}, chunks
 
 
+def refuse_other_job(output_dir: Path, fingerprint: str, shard: dict | None) -> None:
+    """A folder holding a finished job of other settings (or another shard) is never overwritten: a second
+    ``hydra.run.dir=X`` with, say, another seed would silently replace the first job's results."""
+    other = other_finished_job(output_dir, fingerprint, shard)
+    if other is not None:
+        ours = fingerprint + (shard_suffix(shard["index"], shard["count"]) if shard else "")
+        raise ConfigError(f"{output_dir} holds a finished job of other settings ({other}; this job's: {ours}), which "
+                          f"is never overwritten. Fix: give this job its own folder (hydra.run.dir=…), or delete "
+                          f"{output_dir}")
+
+
 def save_hydra_files(given: DictConfig, output_dir: Path) -> None:
-    """Hydra's record of the job (``given``: its config as Hydra composed it), ``.hydra/{config,hydra,overrides}.yaml``, once the job holds its folder and
-    the folder is its own. conf/config.yaml turns Hydra's own writing off (``hydra.output_subdir: null``):
-    Hydra writes them before any of the job's code runs, so a job refused its folder overwrote those of
-    the job it was refused for. Nothing to do outside Hydra (tests, notebooks)."""
+    """Hydra's record of the job, ``.hydra/{config,hydra,overrides}.yaml`` (``given``: the config as Hydra
+    composed it), once the job holds its folder and the folder is its own. conf/config.yaml turns Hydra's
+    own writing off (``hydra.output_subdir: null``): Hydra writes them before any of the job's code runs,
+    so a job refused its folder overwrote those of the job it was refused for. Nothing to do outside Hydra (tests, notebooks)."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
@@ -212,11 +222,7 @@ def run_in(cfg: DictConfig, output_dir: Path, given: DictConfig) -> dict:
     that holds a finished job of other settings is refused before anything is written to it."""
     fingerprint = job_fingerprint(cfg)
     shard = {"index": cfg.audit.shard, "count": cfg.audit.num_shards} if cfg.audit.num_shards > 1 else None
-    other = other_finished_job(output_dir, fingerprint, shard)
-    if other is not None:
-        raise ConfigError(f"{output_dir} holds a finished job of other settings ({other}; this job's: "
-                          f"{fingerprint}{shard_suffix(cfg.audit.shard, cfg.audit.num_shards)}), which is never "
-                          f"overwritten. Fix: give this job its own folder (hydra.run.dir=…), or delete {output_dir}")
+    refuse_other_job(output_dir, fingerprint, shard)
     save_hydra_files(given, output_dir)
     done = finished_result(output_dir, fingerprint, shard)
     if done is not None:
@@ -266,12 +272,12 @@ def run_in(cfg: DictConfig, output_dir: Path, given: DictConfig) -> dict:
                                              logger=loggers or False, enable_checkpointing=False)   # ours replaces Lightning's
             module = build_module(cfg, model, penalty)
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-            stopping.check()   # arrived after the last batch: the audits are on disk, the rerun tests
+            stop_if_signalled()   # arrived after the last batch: the audits are on disk, the rerun tests
             test_accuracy = trainer.test(trainer.lightning_module, datamodule=datamodule, verbose=False)[0]["test/acc"]
             if not trainer.is_global_zero:
                 return {}   # with DDP, rank 0 holds the gathered audits and writes the result
             tags = [tag for tags in audit_schedule(cfg.trainer.max_epochs).values() for tag in tags]
-        stopping.check()   # arrived during the test: the rerun tests again
+        stop_if_signalled()   # arrived during the test: the rerun tests again
         audits, chunks = written_audits(output_dir, tags)
         result = {**choice_names(cfg), "seed": cfg.seed, "mode": cfg.mode, "settings_hash": fingerprint, "test_accuracy": test_accuracy,
                   "training_precision": str(cfg.trainer.get("precision", "32-true")) if cfg.mode == "train" else None,

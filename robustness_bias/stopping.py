@@ -1,10 +1,10 @@
 """Stopping a job on SIGTERM or SIGINT at a point a rerun resumes from, instead of losing the signal.
 
 SLURM's preemption and ``timeout`` send SIGTERM, Ctrl-C SIGINT. While :func:`stop_on_signals` holds,
-either one is only noted; the audit engine calls :func:`check` after each stored chunk and the
+either one is only noted; the audit engine calls :func:`stop_if_signalled` after each stored chunk and the
 training callback after each batch, and :class:`Stopped` ends the job there. A second signal stops
 at once: every file is written atomically (records.py), so nothing half-written is left either way.
-Outside the block (the Python API, a notebook) nothing is ever noted and :func:`check` does nothing.
+Outside the block (the Python API, a notebook) nothing is ever noted and :func:`stop_if_signalled` does nothing.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Stopped(Exception):
                 "Fix: rerun the same command to resume (finished chunks are reused)")
 
 
-def check() -> None:
+def stop_if_signalled() -> None:
     """Raise :class:`Stopped` when a signal arrived since :func:`stop_on_signals` began."""
     if _received:
         raise Stopped(_received[0])

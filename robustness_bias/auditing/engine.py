@@ -18,11 +18,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from .. import stopping
 from ..estimators import FAILURES, DistanceResult, Estimator
 from ..estimators.base import nonfinite_rows
 from ..estimators.pool import Chunk
 from ..records import ChunkStore
+from ..stopping import stop_if_signalled
 from .best import BEST, best_bound
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def estimate(name: str, step: EstimatorPlan, model, dataset: Dataset, meta: pd.D
                         if store is not None:   # under the batch size it ran at
                             store.write(number, parts[number], key)
                         bar.update(len(chunks[number]))
-                        stopping.check()   # a signal stops the job here, with this chunk stored
+                        stop_if_signalled()   # a signal stops the job here, with this chunk stored
                 break
             except torch.cuda.OutOfMemoryError:
                 if batch_size == 1:

@@ -17,8 +17,8 @@ import lightning as L
 import numpy as np
 import torch
 
-from .. import stopping
 from ..checkpoints import UnsafeCheckpoint, load_checkpoint
+from ..stopping import stop_if_signalled
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class StopOnSignal(L.Callback):
     """
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        stopping.check()
+        stop_if_signalled()
 
 
 def resumable(path: Path, settings_hash: str) -> Path | None:
