@@ -24,6 +24,7 @@ def main(cfg: DictConfig) -> float | None:
     from .lock import FolderBusy
     from .models import MissingWeights
     from .pipeline import ConfigError, run
+    from .stopping import Stopped
     from .console import quiet_libraries
 
     quiet_libraries()   # after Lightning's import, which gives its loggers console handlers of their own
@@ -31,6 +32,9 @@ def main(cfg: DictConfig) -> float | None:
         result = run(cfg)
     except (ConfigError, DataError, EstimatorMismatch, MissingWeights, NotLogits, UnsafeCheckpoint, FolderBusy) as error:
         fail(str(error))
+    except Stopped as stopped:   # one line, and the status a shell gives a process the signal killed
+        print(f"robustness_bias: {stopped.message}", file=sys.stderr)
+        sys.exit(stopped.exit_code)
     return result.get("test_accuracy")   # None on DDP ranks other than 0, which write nothing
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +13,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from .analysis.summary import SUMMARY_OPTIONS, sigmas_of
@@ -24,10 +27,12 @@ from .estimators import EstimatorMismatch
 from .lock import first_process, folder_lock
 from .models import MissingWeights, load_weights, split_checkpoint
 from .preflight import model_problem
-from .records import audit_folder, finished_result, read_chunk_counts, read_summary, shard_suffix, write_json
+from .records import (audit_folder, finished_result, other_finished_job, read_chunk_counts, read_summary, shard_suffix,
+                      write_atomic, write_json)
 from .report.console import job_answer
 from .report.publish import Publisher
-from .training import AuditSchedule, EpochLog, RobustnessBiasPenalty, audit_schedule, resumable
+from .stopping import Stopped, stop_if_signalled, stop_on_signals
+from .training import AuditSchedule, EpochLog, RobustnessBiasPenalty, StopOnSignal, audit_schedule, resumable
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +142,29 @@ def choice_names(cfg: DictConfig) -> dict[str, str]:
 
 def run(cfg: DictConfig) -> dict:
     """Train ``cfg.model`` on ``cfg.dataset`` and audit it; returns the job's headline numbers."""
-    cfg = checked(cfg)
+    given, cfg = cfg, checked(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    with folder_lock(output_dir) if first_process() else nullcontext():
-        result = run_in(cfg, output_dir)
+    with folder_lock(output_dir) if first_process() else nullcontext(), stopped_in(output_dir):
+        result = run_in(cfg, output_dir, given)
     if result:   # empty on DDP ranks other than 0
         show_answer(result)   # after the experiment loggers closed: the answer is the console's last word
     return result
+
+
+@contextmanager
+def stopped_in(output_dir: Path) -> Iterator[None]:
+    """SIGTERM and SIGINT stop the job at the next stored chunk or training batch (robustness_bias.stopping),
+    as :class:`Stopped` naming ``output_dir``. Lightning's own SIGTERM stop (its SIGTERMException, a
+    SystemExit with status 0 that looked like success) becomes the same."""
+    try:
+        with stop_on_signals():
+            try:
+                yield
+            except SIGTERMException:
+                stop_if_signalled()
+                raise Stopped(signal.SIGTERM) from None
+    except Stopped as stopped:
+        raise Stopped(stopped.signum, output_dir) from None
 
 
 def partition_names(datamodule: ImageDataModule) -> dict[str, str]:
@@ -170,10 +191,39 @@ def written_audits(output_dir: Path, tags) -> tuple[dict[str, str], dict[str, di
     return {tag: str(folder) for tag, folder in folders.items()}, chunks
 
 
-def run_in(cfg: DictConfig, output_dir: Path) -> dict:
-    """The job of :func:`run`, in ``output_dir`` (which it holds)."""
+def refuse_other_job(output_dir: Path, fingerprint: str, shard: dict | None) -> None:
+    """A folder holding a finished job of other settings (or another shard) is never overwritten: a second
+    ``hydra.run.dir=X`` with, say, another seed would silently replace the first job's results."""
+    other = other_finished_job(output_dir, fingerprint, shard)
+    if other is not None:
+        ours = fingerprint + (shard_suffix(shard["index"], shard["count"]) if shard else "")
+        raise ConfigError(f"{output_dir} holds a finished job of other settings ({other}; this job's: {ours}), which "
+                          f"is never overwritten. Fix: give this job its own folder (hydra.run.dir=…), or delete "
+                          f"{output_dir}")
+
+
+def save_hydra_files(given: DictConfig, output_dir: Path) -> None:
+    """Hydra's record of the job, ``.hydra/{config,hydra,overrides}.yaml`` (``given``: the config as Hydra
+    composed it), once the job holds its folder and the folder is its own. conf/config.yaml turns Hydra's
+    own writing off (``hydra.output_subdir: null``): Hydra writes them before any of the job's code runs,
+    so a job refused its folder overwrote those of the job it was refused for. Nothing to do outside Hydra (tests, notebooks)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.instance().cfg   # the config's ``hydra`` node, under its key, as Hydra saves it
+    files = {"config.yaml": given, "hydra.yaml": hydra, "overrides.yaml": hydra.hydra.overrides.task}
+    for name, config in files.items():
+        write_atomic(output_dir / ".hydra" / name, lambda tmp, config=config: tmp.write_text(OmegaConf.to_yaml(config)))
+
+
+def run_in(cfg: DictConfig, output_dir: Path, given: DictConfig) -> dict:
+    """The job of :func:`run`, in ``output_dir`` (which it holds); ``given``: the config as composed. A folder
+    that holds a finished job of other settings is refused before anything is written to it."""
     fingerprint = job_fingerprint(cfg)
     shard = {"index": cfg.audit.shard, "count": cfg.audit.num_shards} if cfg.audit.num_shards > 1 else None
+    refuse_other_job(output_dir, fingerprint, shard)
+    save_hydra_files(given, output_dir)
     done = finished_result(output_dir, fingerprint, shard)
     if done is not None:
         log.info("already finished with the same settings in %s: skipped", output_dir)
@@ -217,15 +267,17 @@ def run_in(cfg: DictConfig, output_dir: Path) -> dict:
         else:
             # the checkpoint before the audit, which Lightning calls in list order: see EpochCheckpoint
             shown = cfg.trainer.enable_progress_bar and bars
-            callbacks = [checkpoint, *([] if shown else [EpochLog()]), AuditSchedule(auditor)]
+            callbacks = [checkpoint, *([] if shown else [EpochLog()]), AuditSchedule(auditor), StopOnSignal()]
             trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, enable_progress_bar=shown,
                                              logger=loggers or False, enable_checkpointing=False)   # ours replaces Lightning's
             module = build_module(cfg, model, penalty)
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+            stop_if_signalled()   # arrived after the last batch: the audits are on disk, the rerun tests
             test_accuracy = trainer.test(trainer.lightning_module, datamodule=datamodule, verbose=False)[0]["test/acc"]
             if not trainer.is_global_zero:
                 return {}   # with DDP, rank 0 holds the gathered audits and writes the result
             tags = [tag for tags in audit_schedule(cfg.trainer.max_epochs).values() for tag in tags]
+        stop_if_signalled()   # arrived during the test: the rerun tests again
         audits, chunks = written_audits(output_dir, tags)
         result = {**choice_names(cfg), "seed": cfg.seed, "mode": cfg.mode, "settings_hash": fingerprint, "test_accuracy": test_accuracy,
                   "training_precision": str(cfg.trainer.get("precision", "32-true")) if cfg.mode == "train" else None,

@@ -2,7 +2,8 @@
 
 A job's folder holds ``audits/<tag>/records.parquet`` (one row per sample × estimator),
 ``audits/<tag>/summary.{parquet,csv}`` (one row per group), ``audits/<tag>/chunks.json`` (chunks
-reused and computed) and ``result.json``; an unfinished audit keeps its chunks under
+reused and computed), ``audits/<tag>/published.json`` (the records' identity, once the summary and the
+figures are written from them) and ``result.json``; an unfinished audit keeps its chunks under
 ``audits/.partial/<job>/``. Every file is written atomically, so a crash never leaves half of one.
 
 Records carry ``settings_hash`` and ``weights_hash``, the fingerprints of the settings and of the
@@ -28,6 +29,8 @@ import pyarrow.parquet as pq
 log = logging.getLogger(__name__)
 
 AUDITS = "audits"
+PUBLISHED = "published.json"   # an audit's summary and figures are those of its records: see write_published
+IDENTITY = ("settings_hash", "weights_hash", "epoch", "shard")   # what a record's first row says it was measured under
 BEST_BOUND = "best"   # the estimator name of the per-sample best bound in the records (auditing/best.py)
 
 
@@ -91,17 +94,41 @@ def read_summary(folder: Path) -> pd.DataFrame:
     return pd.read_parquet(folder / "summary.parquet")
 
 
-def stored_identity(folder: Path) -> tuple | None:
-    """(settings_hash, epoch, shard) of the records stored in ``folder`` — read from their first row
-    alone — or None when there are none."""
+def records_identity(folder: Path) -> dict | None:
+    """settings_hash, weights_hash, epoch and shard of the records stored in ``folder`` — read from their
+    first row alone — or None when there are none."""
     try:
         records = pq.ParquetFile(folder / "records.parquet")
     except FileNotFoundError:
         return None
-    columns = [c for c in ("settings_hash", "epoch", "shard") if c in records.schema_arrow.names]
+    columns = [c for c in IDENTITY if c in records.schema_arrow.names]
     first = next(records.iter_batches(batch_size=1, columns=columns), None)
     row = first.to_pylist()[0] if first is not None and first.num_rows else {}
-    return row.get("settings_hash"), row.get("epoch"), row.get("shard")
+    return {column: row.get(column) for column in IDENTITY}
+
+
+def stored_identity(folder: Path) -> tuple | None:
+    """(settings_hash, epoch, shard) of the records stored in ``folder``, or None when there are none."""
+    identity = records_identity(folder)
+    return None if identity is None else (identity["settings_hash"], identity["epoch"], identity["shard"])
+
+
+def write_published(folder: Path, figures: list[Path]) -> None:
+    """Written last, once the summary and ``figures`` of ``folder``'s records are written: the records'
+    identity, so that a summary or figures left by a killed or an earlier job never pass for these."""
+    write_json(folder / PUBLISHED, {"records": records_identity(folder),
+                                    "figures": [os.path.relpath(path, folder) for path in figures]})
+
+
+def published(folder: Path) -> bool:
+    """Whether ``folder``'s summary and figures are those of its records: :func:`write_published` wrote
+    their identity, and every figure it lists is there."""
+    path = folder / PUBLISHED
+    if not (path.is_file() and (folder / "summary.parquet").is_file()):
+        return False
+    stored = json.loads(path.read_text())
+    identity = json.loads(json.dumps(records_identity(folder)))   # as JSON gives it back
+    return stored.get("records") == identity and all((folder / name).is_file() for name in stored.get("figures", []))
 
 
 def write_chunk_counts(folder: Path, label: str, counts: dict[str, dict[str, int]]) -> None:
@@ -146,11 +173,18 @@ class ChunkStore:
         return {"reused": self.reused, "computed": written + self.replaced}
 
     def read(self, number: int, samples: np.ndarray, batch_size: int | None) -> pd.DataFrame | None:
-        """The stored chunk when it covers exactly these samples (counted as reused); None when it must be computed."""
+        """The stored chunk when it covers exactly these samples (counted as reused); None when it must be computed,
+        among them when it cannot be read: a damaged chunk is recomputed with a warning, never a dead end."""
         path = self.path(number, batch_size)
         if not path.is_file():
             return None
-        stored = pd.read_parquet(path)
+        try:
+            stored = pd.read_parquet(path)
+        except Exception as error:   # zero bytes or cut short (a full disk, a copy that stopped): never ours whole
+            log.warning("%s is damaged (%s): recomputing it", path, type(error).__name__)
+            self.replaced += 1
+            self._save()
+            return None
         if not np.array_equal(stored["sample_index"].to_numpy(), samples):
             log.warning("%s covers other samples than expected: recomputing it", path)
             self.replaced += 1
@@ -202,6 +236,19 @@ def finished_result(output_dir: Path, fingerprint: str, shard: dict | None) -> d
         return None
     result = json.loads(path.read_text())
     return result if (result.get("settings_hash"), result.get("shard")) == (fingerprint, shard) else None
+
+
+def other_finished_job(output_dir: Path, fingerprint: str, shard: dict | None) -> str | None:
+    """The identity (settings_hash, and ``-shard{i}of{n}``) of the finished job in ``output_dir`` when it is
+    not this one; None when the folder holds no finished job or this very one."""
+    path = output_dir / "result.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    stored = (result.get("settings_hash"), result.get("shard"))
+    if stored == (fingerprint, shard):
+        return None
+    return str(stored[0]) + (shard_suffix(stored[1]["index"], stored[1]["count"]) if stored[1] else "")
 
 
 def merge_shards(shards: dict[int, pd.DataFrame], num_shards: int) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import shutil
 import logging
 import signal
 import subprocess
@@ -166,6 +167,23 @@ def test_a_rerun_reuses_only_chunks_of_the_same_settings_and_weights(tmp_path, d
 
     audit(tmp_path / "whole", digits, deepfool())(model, 1, ["final"])
     pd.testing.assert_frame_equal(records, pd.read_parquet(tmp_path / "whole" / "audits" / "final" / "records.parquet"))
+
+
+@pytest.mark.parametrize("damage", [b"", b"PAR1 cut short"], ids=["empty", "truncated"])
+def test_a_damaged_chunk_is_recomputed_with_a_warning_naming_it(tmp_path, digits, model, caplog, damage):
+    plan = {"deepfool": EstimatorPlan(DeepFool(), batch_size=16, chunk_size=16)}
+    with pytest.raises(KeyboardInterrupt):
+        audit(tmp_path, digits, {"deepfool": EstimatorPlan(CrashesAfter(3), batch_size=16, chunk_size=16)})(
+            model, 1, ["final"])
+    damaged = sorted((tmp_path / "audits" / ".partial").glob("*/deepfool-batch16/chunk-*.parquet"))[1]
+    damaged.write_bytes(damage)
+    with caplog.at_level(logging.WARNING, logger="robustness_bias.records"):
+        audit(tmp_path, digits, plan)(model, 1, ["final"])
+    assert f"{damaged} is damaged" in caplog.text and "recomputing it" in caplog.text
+    assert chunk_counts(tmp_path)["deepfool"] == {"reused": 2, "computed": 7}   # 3 before, the damaged one and 3 after
+    audit(tmp_path / "whole", digits, plan)(model, 1, ["final"])
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "audits" / "final" / "records.parquet"),   # up to how
+                                  pd.read_parquet(tmp_path / "whole" / "audits" / "final" / "records.parquet"))   # the pool rounds
 
 
 def test_deepfool_reuses_chunks_only_from_its_own_batch_size(tmp_path, digits, model):
@@ -354,3 +372,46 @@ def test_an_audit_under_coinciding_tags_is_summarized_once_and_published_under_e
                                   summaries["middle"].drop(columns="epoch_tag"))
     assert {p.name for p in (tmp_path / "figures").iterdir()} == {
         f"{tag}_{kind}.png" for tag in ("first", "middle") for kind in ("survival_class", "sigma")}
+
+
+TINY = ["logger=none", "dataset=synthetic", "dataset.n_samples=300", "partition=group", "estimator=[exact,deepfool]",
+        "trainer.max_epochs=1", "audit.progress=false", "trainer.enable_progress_bar=false"]
+
+
+def figure_names(job) -> set[str]:
+    return {path.name for path in (job / "figures").glob("*.png")}
+
+
+def test_a_rerun_after_a_kill_between_records_and_summary_publishes_these_records(tmp_path):
+    """The records are this job's, the summary beside them an earlier job's (seed=1, in the same folder):
+    the rerun writes the summary of these records instead of taking the audit as finished."""
+    from conftest import compose_config
+
+    job, earlier = tmp_path / "job", tmp_path / "earlier"
+    run(compose_config(TINY, job))
+    run(compose_config([*TINY, "seed=1"], earlier))
+    ours = pd.read_parquet(audit_folder(job, "final") / "summary.parquet")
+    for tag in TAGS:
+        for name in ("summary.parquet", "summary.csv", "published.json"):
+            if (audit_folder(earlier, tag) / name).is_file():
+                shutil.copy(audit_folder(earlier, tag) / name, audit_folder(job, tag) / name)
+    (job / "result.json").unlink()
+    assert run(compose_config(TINY, job))["test_accuracy"] > 0
+    pd.testing.assert_frame_equal(pd.read_parquet(audit_folder(job, "final") / "summary.parquet"), ours)
+    assert json.loads((job / "result.json").read_text())["audit_chunks"] == \
+        {"first+middle+final": {"deepfool": {"reused": 0, "computed": 1}, "exact": {"reused": 0, "computed": 1}}}
+
+
+def test_a_rerun_after_a_kill_between_summary_and_figures_draws_the_figures(tmp_path):
+    from conftest import compose_config
+
+    run(compose_config(TINY, tmp_path))
+    drawn = figure_names(tmp_path)
+    assert len(drawn) == 2 * len(TAGS)
+    for path in (tmp_path / "figures").glob("*.png"):
+        path.unlink()
+    for tag in TAGS:
+        (audit_folder(tmp_path, tag) / "published.json").unlink(missing_ok=True)   # written after the figures
+    (tmp_path / "result.json").unlink()
+    run(compose_config(TINY, tmp_path))
+    assert figure_names(tmp_path) == drawn

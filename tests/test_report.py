@@ -180,12 +180,17 @@ def test_submitit_sweep_feeds_the_report_and_a_rerun_recomputes_nothing(tmp_path
 
 
 @pytest.mark.slow
-def test_changed_settings_rerun_the_job(tmp_path):
+def test_changed_settings_are_refused_a_finished_sweep_folder(tmp_path):
+    """A sweep's folder holds finished jobs: a sweep of other settings there stops in one line and leaves
+    them as they were (docs/design.md, "One job per folder")."""
     folder = tmp_path / "sweep"
     assert _sweep(folder).returncode == 0
-    assert _sweep(folder, "estimator.deepfool.overshoot=0.05").returncode == 0
+    results = {p: p.read_bytes() for p in folder.glob("*/result.json")}
+    changed = _sweep(folder, "estimator.deepfool.overshoot=0.05")
+    assert changed.returncode == 2 and "holds a finished job of other settings" in changed.stderr
+    assert len(results) == 2 and {p: p.read_bytes() for p in results} == results
     logs = "".join(p.read_text() for p in folder.glob("*/robustness_bias.log"))
-    assert "skipped" not in logs and logs.count("test accuracy") == 4
+    assert "skipped" not in logs and logs.count("test accuracy") == 2
 
 
 @pytest.mark.slow

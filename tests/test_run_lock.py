@@ -82,3 +82,45 @@ def test_concurrent_writers_of_one_file_never_share_a_temporary_file(tmp_path):
         list(pool.map(write, range(64)))
     text = path.read_text()
     assert text == text[:2] * 50_000 and list(tmp_path.iterdir()) == [path]   # one writer's whole text
+
+
+def files_of(folder) -> dict[str, bytes]:
+    """Every file of a job's folder and its bytes, but the lock (which a holder writes)."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*"))
+            if path.is_file() and path.name != ".lock"}
+
+
+def command_line(folder, *overrides) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "robustness_bias", *TINY, *QUIET, "trainer.max_epochs=1", *overrides,
+                           f"hydra.run.dir={folder}"], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A folder where the command line finished a job (seed=0)."""
+    folder = tmp_path_factory.mktemp("finished")
+    done = command_line(folder, "seed=0")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (folder / ".hydra" / "overrides.yaml").is_file() and (folder / "result.json").is_file()
+    return folder
+
+
+def test_a_finished_folder_is_refused_to_other_settings_in_one_line_and_left_as_it_was(finished):
+    before = files_of(finished)
+    done = command_line(finished, "seed=1")
+    fingerprints = [job_fingerprint(compose_config([*TINY, *QUIET, "trainer.max_epochs=1", seed], finished))
+                    for seed in ("seed=0", "seed=1")]
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"robustness_bias: error: {finished} holds a finished job of other settings ({fingerprints[0]}; this job's: "
+        f"{fingerprints[1]}), which is never overwritten. Fix: give this job its own folder (hydra.run.dir=…), "
+        f"or delete {finished}")
+    assert files_of(finished) == before
+
+
+def test_a_job_refused_a_busy_folder_writes_nothing_there(finished):
+    before = files_of(finished)
+    with folder_lock(finished):
+        done = command_line(finished, "seed=0")
+    assert done.returncode == 2 and "is in use by another job" in done.stderr
+    assert files_of(finished) == before

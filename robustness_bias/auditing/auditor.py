@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..records import (ChunkStore, audit_folder, merge_shards, partial_folder, stored_identity, weights_hash,
-                       write_chunk_counts, write_records)
+from ..records import (ChunkStore, audit_folder, merge_shards, partial_folder, published, read_records,
+                       records_identity, stored_identity, weights_hash, write_chunk_counts, write_records)
 from .engine import EstimatorPlan, Samples, measure
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,16 @@ class Auditor:
     def finished(self, tag: str, epoch: int) -> bool:
         """Whether the audit of ``tag`` after ``epoch`` is on disk under these settings, published."""
         folder = audit_folder(self.output_dir, tag)
-        published = self.publish is None or (folder / "summary.parquet").is_file()
-        return published and stored_identity(folder) == (self.settings_hash, epoch, self.shard_label)
+        done = self.publish is None or published(folder)   # summary and figures of these very records
+        return done and stored_identity(folder) == (self.settings_hash, epoch, self.shard_label)
+
+    def unpublished(self, tags: list[str], weights: str, epoch: int) -> bool:
+        """Whether the records of this very audit (settings, weights, epoch, shard) are written under every
+        tag but not yet published: a job killed between its records and its summary and figures."""
+        identity = {"settings_hash": self.settings_hash, "weights_hash": weights, "epoch": epoch,
+                    "shard": self.shard_label}
+        folders = [audit_folder(self.output_dir, tag) for tag in tags]
+        return self.publish is not None and all(records_identity(folder) == identity for folder in folders)
 
     def __call__(self, model: torch.nn.Module, epoch: int, tags: list[str], step: int = 0) -> pd.DataFrame:
         """Audit ``model`` now (in eval mode) and write its records under each of ``tags``; returns them.
@@ -79,6 +87,12 @@ class Auditor:
         part, parts = self.shard + self.num_shards * rank, self.num_shards * world
         weights = weights_hash(model)
         partial = partial_folder(self.output_dir, self.settings_hash, weights, epoch, part, parts)
+        if self.unpublished(tags, weights, epoch):   # killed after the records: only publishing is left
+            folders = {tag: audit_folder(self.output_dir, tag) for tag in tags}
+            if rank == 0:
+                self.publish(folders, step)
+            shutil.rmtree(partial, ignore_errors=True)
+            return read_records(next(iter(folders.values())))
         label = "+".join(tags)
         was_training = model.training
         model.eval()

@@ -22,6 +22,7 @@ from ..estimators import FAILURES, DistanceResult, Estimator
 from ..estimators.base import nonfinite_rows
 from ..estimators.pool import Chunk
 from ..records import ChunkStore
+from ..stopping import stop_if_signalled
 from .best import BEST, best_bound
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,8 @@ def estimate(name: str, step: EstimatorPlan, model, dataset: Dataset, meta: pd.D
     The chunks not stored yet are streamed to the estimator, which hands each back as it is done, to
     be stored at once. On running out of GPU memory the batch size halves for the rest of the audit
     and the stream restarts from the chunks still missing; chunks are stored per batch size unless
-    the estimator's results ignore batching.
+    the estimator's results ignore batching. A signal (robustness_bias.stopping) ends the audit after the
+    chunk it arrived in is stored.
     """
     attacked = meta.loc[meta["correct"], "sample_index"].to_numpy(copy=True)
     chunks = [attacked[start:start + step.chunk_size] for start in range(0, len(attacked), step.chunk_size)]
@@ -155,6 +157,7 @@ def estimate(name: str, step: EstimatorPlan, model, dataset: Dataset, meta: pd.D
                         if store is not None:   # under the batch size it ran at
                             store.write(number, parts[number], key)
                         bar.update(len(chunks[number]))
+                        stop_if_signalled()   # a signal stops the job here, with this chunk stored
                 break
             except torch.cuda.OutOfMemoryError:
                 if batch_size == 1:

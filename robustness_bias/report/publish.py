@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.summary import OVERALL, groups_without_sigma, summarize
-from ..records import read_records, write_summary
+from ..records import read_records, write_published, write_summary
 from .console import partition_label
 from .figures import sigma_figure, survival_figure
 
@@ -46,6 +46,7 @@ class Publisher:
             write_summary(folder, tagged)
             figures = self.draw(records, tagged, tag) if self.figures is not None else {}
             self.log(tagged, tag, step, figures)
+            write_published(folder, list(figures.values()))   # last: what a rerun checks (records.published)
         return summary
 
     def summarize(self, records: pd.DataFrame, tag: str) -> pd.DataFrame:

@@ -6,6 +6,6 @@ from .audit_schedule import AuditSchedule, audit_schedule
 from .module import Classifier
 from .progress import EpochLog
 from .regularizer import RobustnessBiasPenalty
-from .resume import EpochCheckpoint, resumable
+from .resume import EpochCheckpoint, StopOnSignal, resumable
 
-__all__ = ["AuditSchedule", "Classifier", "EpochCheckpoint", "EpochLog", "RobustnessBiasPenalty", "audit_schedule", "resumable"]
+__all__ = ["AuditSchedule", "Classifier", "EpochCheckpoint", "EpochLog", "RobustnessBiasPenalty", "StopOnSignal", "audit_schedule", "resumable"]

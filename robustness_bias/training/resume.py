@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..checkpoints import UnsafeCheckpoint, load_checkpoint
+from ..stopping import stop_if_signalled
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,18 @@ class EpochCheckpoint(L.Callback):
             name, keys, position, has_gauss, gauss = states["numpy"]
             np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
             random.setstate(states["python"])
+
+
+class StopOnSignal(L.Callback):
+    """Ends training after the batch during which SIGTERM or SIGINT arrived (see robustness_bias.stopping).
+
+    A rerun resumes from the last epoch's checkpoint. Lightning's own handlers stay as they are: its
+    SIGTERM notice runs beside ours, and under SLURM with auto-requeue its requeue signal still saves
+    and requeues.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        stop_if_signalled()
 
 
 def resumable(path: Path, settings_hash: str) -> Path | None:
