@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import TAGS, compose_config
+from robustness_bias.config import ConfigError
 from robustness_bias.records import merge_shards
 from robustness_bias.pipeline import run
 from robustness_bias.report.shards import merge_sharded_jobs
@@ -54,10 +55,14 @@ def test_merged_shards_equal_the_unsharded_audit(tmp_path):
 def test_a_shard_and_the_whole_audit_never_stand_in_for_each_other(tmp_path):
     first = run(compose_config([*JOB, "audit.shard=0", "audit.num_shards=2"], tmp_path))
     assert run(compose_config([*JOB, "audit.shard=0", "audit.num_shards=2"], tmp_path))["skipped"]
-    whole = run(compose_config(JOB, tmp_path))
+    with pytest.raises(ConfigError, match="holds a finished job of other settings"):
+        run(compose_config(JOB, tmp_path))   # the whole audit neither reuses nor overwrites the shard's folder
+    for tag in TAGS:
+        assert (pd.read_parquet(tmp_path / "audits" / tag / "records.parquet")["shard"] == "0/2").all()
+    whole = run(compose_config(JOB, tmp_path / "whole"))
     assert "skipped" not in whole and whole["settings_hash"] == first["settings_hash"]
-    for tag in TAGS:   # the shard's checkpoint was not resumed: every audit of the whole job is there
-        records = pd.read_parquet(tmp_path / "audits" / tag / "records.parquet")
+    for tag in TAGS:   # every audit of the whole job is there
+        records = pd.read_parquet(tmp_path / "whole" / "audits" / tag / "records.parquet")
         assert "shard" not in records and len(records) == 360 * 2 + 72
 
 

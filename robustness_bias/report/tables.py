@@ -258,6 +258,8 @@ def estimators_table(accuracy: pd.DataFrame) -> pd.DataFrame:
         if not path.is_file():
             continue
         summary = pd.read_parquet(path)
+        if "attacked" not in summary:   # summaries written before failures were counted
+            continue
         whole = summary[summary["group"] == OVERALL].drop_duplicates("estimator")
         for row in whole.itertuples():
             capped = getattr(row, "capped", np.nan)
