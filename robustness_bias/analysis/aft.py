@@ -38,13 +38,12 @@ def aft_ratios(records: pd.DataFrame, partitions, adjust_for=(), *, level: float
     ``level`` and p-value for ratio = 1.
 
     ``model``: the AFT's error distribution, which sets what "the" ratio is where the group's distances are not
-    the rest's scaled. ``"weibull"`` (default): it tracks the bulk of the distances, and unadjusted lies nearest
-    1 + σ (the ratio of restricted means it is read beside; mean |log| gap 0.041 against the log-normal's 0.076
-    over 37 groups of real and synthetic audits, ``bench/aft.py --sigma``); it also fits audits' distances
-    better (AIC). ``"lognormal"``: the ratio of geometric means, least squares on log distance where nothing is
-    censored, so its interval holds for any shape of one spread everywhere; it weighs the points nearest the
-    boundary most. The Weibull's 95% interval covered 88.5% of 200 simulated audits of log-normal distances
-    (docs/design.md, "A model view: AFT ratios", has the figures and where the two disagree).
+    the rest's scaled. ``"weibull"`` (default): it tracks the bulk of the distances, and unadjusted lies nearer
+    1 + σ (the ratio of restricted means it is read beside; ``bench/aft.py --sigma``); it also fits audits'
+    distances better (AIC). ``"lognormal"``: the ratio of geometric means, least squares on log distance where
+    nothing is censored, so its interval holds for any shape of one spread everywhere; it weighs the points
+    nearest the boundary most. The Weibull's interval under-covers on log-normal distances (docs/design.md,
+    "A model view: AFT ratios", has the figures and where the two disagree).
 
     Columns :data:`COLUMNS`: ``n``, ``events``, ``censored`` count the group's correctly classified points,
     its measured distances and its censored ones (failures and capped). Where no fit can be made (too few
@@ -182,9 +181,8 @@ def _fit(duration, event, member, adjusting: pd.DataFrame, level: float, model: 
 
 
 # Where the fitter's own minimizer does not converge, the one lifelines' regression fitters use by default. The
-# Weibull's own, SLSQP, runs off to an infinite likelihood on narrow, well separated distances: 12 of 20 simulated
-# audits of Weibull distances of shape 12 at a ratio of 2.4 (the exact distances of experiment=synthetic_confounded
-# by stratum); BFGS fits all of them (a throwaway simulation, seeds 0–19; tests/test_aft.py keeps seed 0).
+# Weibull's own, SLSQP, runs off to an infinite likelihood on narrow, well separated distances such as the exact
+# distances of experiment=synthetic_confounded by stratum (docs/design.md, "A model view: AFT ratios").
 FALLBACK_MINIMIZER = "BFGS"
 
 

@@ -126,9 +126,9 @@ def bootstrap_sigma(distance, correct, groups, tau_max: float, *, strata=None, n
     log gets the delta-method standard error of :func:`_log_ratio`. Each replicate resamples the counting points
     within every cell (group × stratum: the counts stay fixed, as in the permutation test, and so do the
     standardization's weights), and studentizes its log ratio with its own standard error; the interval inverts
-    the quantiles of those t values and maps back with σ = e^θ − 1. A percentile bootstrap over all points covered
-    the true σ 91% of the time for a group of ~20 counting points at 95% nominal; this one 94%
-    (tests/test_significance.py simulates it, docs/design.md "Intervals of σ" compares the methods). Returns
+    the quantiles of those t values and maps back with σ = e^θ − 1. A percentile bootstrap over all points
+    under-covered for groups of ~20 counting points; this one holds its level (tests/test_significance.py
+    simulates it, docs/design.md "Intervals of σ" compares the methods). Returns
     (low, high), each of length G: NaN where the group or its comparable rest has fewer than 2 counting points or
     an area of 0 (no log ratio), σ itself where no replicate varies (every counting point at one value, e.g. all
     censored).
