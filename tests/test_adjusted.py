@@ -154,3 +154,16 @@ def test_no_counting_point_gives_nan_not_an_error():
                                                           n_groups=2, permutations=10)).all()
         assert np.isnan(significance.bootstrap_sigma(distance, wrong, groups, 1.0, strata=strata_given, n_groups=2,
                                                      resamples=10)).all()
+
+
+def test_strata_are_named_whatever_the_attributes_values_hold():
+    """Values with commas (a user's CSV) keep their own stratum and name."""
+    records = _records()
+    records["age"] = pd.Categorical(np.where(records["age"] == "old", "old, retired", "young"))
+    records["site"] = pd.Categorical(["north, a"] * len(records))
+    rest = records.index[records["group"] == "a"]
+    records.loc[rest, "age"] = "young"
+    summary = group_summary(records, ["group"], adjust_for=["age", "site"],
+                            significance={"resamples": 20, "permutations": 20}).set_index("group")
+    b_old = int(((records["group"] == "b") & (records["age"] == "old, retired") & records["correct"]).sum())
+    assert summary.loc["b", "incomparable"] == f"age=old, retired, site=north, a ({b_old})"

@@ -183,10 +183,8 @@ def _adjusted(frame, adjusting, correct, distance, codes, n_groups, tau_max, kw,
     bootstrap interval resampling within strata and a permutation p-value shuffling within strata. The strata
     where the rest has fewer than :data:`MIN_STRATUM` counting points are left out for that group and named
     in ``incomparable``; a group with fewer than ``min_group_size`` comparable points gets no adjusted σ."""
-    strata = frame[adjusting].astype(str).agg(", ".join, axis=1) if len(adjusting) > 1 else frame[adjusting[0]].astype(str)
-    names = [", ".join(f"{a}={v}" for a, v in zip(adjusting, key.split(", "))) if len(adjusting) > 1
-             else f"{adjusting[0]}={key}" for key in sorted(strata.unique())]
-    stratum = pd.Categorical(strata, categories=sorted(strata.unique())).codes
+    stratum, keys = pd.MultiIndex.from_frame(frame[adjusting].astype(str)).factorize(sort=True)
+    names = [", ".join(f"{a}={v}" for a, v in zip(adjusting, key)) for key in keys]
     shape = dict(strata=stratum, n_groups=n_groups, n_strata=len(names), min_stratum=MIN_STRATUM, **kw)
     sigma, counts, left_out = standardized_sigma(distance, correct, codes, tau_max, **shape)
     low, high = bootstrap_sigma(distance, correct, codes, tau_max, resamples=options["resamples"],
