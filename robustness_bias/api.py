@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .analysis.aft import aft_ratios
 from .analysis.summary import OVERALL, SIGNIFICANCE, audited_accuracy, sigmas_of, summary_settings
-from .auditing import Auditor, EstimatorPlan, Samples
+from .auditing import AUDIT_TAGS, Auditor, EstimatorPlan, Samples
 from .auditing.logits import PROBE, check_logits, margin_readers
 from .estimators import (CarliniWagner, DeepFool, Estimator, EstimatorMismatch, ExactLinear, FastMinimumNorm,
                          RandomizedSmoothing)
@@ -518,7 +518,7 @@ def _plan(estimators, every_nth, model: nn.Module) -> dict[str, EstimatorPlan]:
             config.rule_of(config.EstimatorPlan, "every_nth").check(
                 f"every_nth[{name}]" if isinstance(every_nth, Mapping) else "every_nth", nth)
             spec = dataclasses.replace(spec, every_nth=nth)
-        plan[name] = spec
+        plan[name] = dataclasses.replace(spec, after=AUDIT_TAGS)   # one audit: every estimator measures in it
     unfit = {}
     for name, step in plan.items():
         try:

@@ -124,6 +124,8 @@ POSITIVES = Rule(lambda v: isinstance(v, list) and all(_number(m) and m > 0 for 
                  "each must be a positive number", "[1.0,0.4]")
 PROBABILITIES = Rule(lambda v: isinstance(v, list) and all(_number(q) and 0 < q < 1 for q in v),
                      "each must lie strictly between 0 and 1", "[0.2,0.8]")
+AUDIT_TAGS = Rule(lambda v: isinstance(v, list) and v and set(v) <= {"first", "middle", "final"},
+                  "must list one or more of first, middle, final", "[final]")
 TAU_MAX = Rule(lambda v: v == "pooled_max" or (_number(v) and v > 0), "must be pooled_max or a positive number",
                "pooled_max")
 
@@ -135,7 +137,10 @@ def setting(rule: Rule | None, default=MISSING, *, shapes_results: bool = True):
     it takes: left out of the job's fingerprint (:func:`results_settings`), so that e.g. a smaller batch
     chosen after running out of memory still resumes, and the shards of one audit share a fingerprint.
     """
-    return field(default=default, metadata={"rule": rule, "shapes_results": shapes_results})
+    metadata = {"rule": rule, "shapes_results": shapes_results}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def elsewhere(default=MISSING):
@@ -167,6 +172,7 @@ class EstimatorPlan:
     batch_size: int = setting(whole(1, 256), 256, shapes_results=False)
     chunk_size: int = setting(whole(1, 256), 256, shapes_results=False)  # a crash loses at most one chunk
     precision: str = setting(one_of("fp32", "bf16"), "fp32")
+    after: List[str] = setting(AUDIT_TAGS, ["first", "middle", "final"])   # which audits of a training run measure it
 
 
 @dataclass

@@ -116,8 +116,14 @@ def build_plan(cfg: DictConfig, model) -> dict[str, EstimatorPlan]:
         raise EstimatorMismatch(" ".join(str(e) for e in unfit.values()) + hint)
     if unfit:
         log.warning("skipping estimator(s) %s: they do not fit this model", sorted(unfit))
-    plans = cfg.audit.get("plan") or {}
-    return {name: EstimatorPlan(estimators[name], **(plans.get(name) or {})) for name in fitting}
+    plans = OmegaConf.to_container(cfg.audit.get("plan") or {})
+    if cfg.mode == "audit":   # one audit of a given model: every estimator measures it, whatever its ``after``
+        plans = {name: {key: value for key, value in (plans.get(name) or {}).items() if key != "after"} for name in plans}
+    plan = {name: EstimatorPlan(estimators[name], **(plans.get(name) or {})) for name in fitting}
+    if not any("final" in planned.after for planned in plan.values()):
+        raise ConfigError(f"no selected estimator measures the final model (audit.plan.<estimator>.after). Fix: pass "
+                          f"audit.plan.{fitting[0]}.after=[final]")
+    return plan
 
 
 def summary_settings(cfg: DictConfig, datamodule: ImageDataModule, partition: list[str]) -> dict:
@@ -276,7 +282,7 @@ def run_in(cfg: DictConfig, output_dir: Path, given: DictConfig) -> dict:
             test_accuracy = trainer.test(trainer.lightning_module, datamodule=datamodule, verbose=False)[0]["test/acc"]
             if not trainer.is_global_zero:
                 return {}   # with DDP, rank 0 holds the gathered audits and writes the result
-            tags = [tag for tags in audit_schedule(cfg.trainer.max_epochs).values() for tag in tags]
+            tags = auditor.planned([tag for tags in audit_schedule(cfg.trainer.max_epochs).values() for tag in tags])
         stop_if_signalled()   # arrived during the test: the rerun tests again
         audits, chunks = written_audits(output_dir, tags)
         result = {**choice_names(cfg), "seed": cfg.seed, "mode": cfg.mode, "settings_hash": fingerprint, "test_accuracy": test_accuracy,

@@ -38,6 +38,34 @@ def test_one_epoch_audits_once_under_all_three_tags(make_config, tmp_path):
     assert (tmp_path / "csv" / "version_0" / "metrics.csv").is_file()
 
 
+def _measured(tmp_path, tag):
+    records = pd.read_parquet(tmp_path / "audits" / tag / "records.parquet")
+    return set(records["estimator"].astype(str))
+
+
+def test_an_estimator_measures_only_after_the_audits_its_plan_names(make_config, tmp_path):
+    result = run(make_config("dataset=synthetic", "dataset.n_samples=200", "partition=group", "logger=none",
+                             "trainer.max_epochs=3", "estimator=[exact,deepfool]", "audit.plan.deepfool.after=[final]",
+                             "audit.plan.exact.after=[first,final]"))
+    assert {tag: _measured(tmp_path, tag) for tag in ("first", "final")} == {"first": {"exact"},
+                                                                             "final": {"exact", "deepfool"}}
+    assert not (tmp_path / "audits" / "middle").exists()   # nothing measures after the middle epoch
+    assert set(result["audits"]) == {"first", "final"}
+
+
+def test_an_audit_plan_that_never_measures_the_final_model_fails_before_training(make_config, tmp_path):
+    with pytest.raises(ConfigError, match=r"audit\.plan\.exact\.after=\[final\]"):
+        run(make_config("estimator=[exact]", "audit.plan.exact.after=[first]", "logger=none"))
+    _assert_not_trained(tmp_path)
+
+
+def test_one_audit_of_coinciding_tags_is_written_per_tag_with_its_own_estimators(make_config, tmp_path):
+    run(make_config("dataset=synthetic", "dataset.n_samples=200", "partition=group", "logger=none",
+                    "trainer.max_epochs=1", "estimator=[exact,deepfool]", "audit.plan.deepfool.after=[final]"))
+    assert [_measured(tmp_path, tag) for tag in ("first", "middle", "final")] == [{"exact"}, {"exact"},
+                                                                                 {"exact", "deepfool"}]
+
+
 @pytest.fixture
 def image_folder(tmp_path):
     """A tiny data set in the image_folder on-disk format: PNGs plus labels.csv with an attribute."""
@@ -145,6 +173,7 @@ def test_adjusting_for_an_unknown_attribute_names_the_choices_before_training(ma
                                                    ("audit.tau_max=-1", "audit.tau_max"),
                                                    ("audit.plan.rs.chunk_size=0", "audit.plan.rs.chunk_size"),
                                                    ("audit.plan.rs.precision=fp8", "audit.plan.rs.precision"),
+                                                   ("audit.plan.cw.after=[last]", "audit.plan.cw.after"),
                                                    ("audit.shard=2", "audit.shard=2 audit.num_shards=1")])
 def test_impossible_audit_settings(make_config, override, setting):
     with pytest.raises(ConfigError, match=setting.replace(".", r"\.")):

@@ -63,6 +63,13 @@ class Auditor:
     def partition_name(self) -> str:
         return "×".join(self.partition)
 
+    def planned(self, tags: list[str]) -> list[str]:
+        """Those of ``tags`` after which some estimator measures (``EstimatorPlan.after``)."""
+        return [tag for tag in tags if self._plan_after([tag])]
+
+    def _plan_after(self, tags: list[str]) -> dict[str, EstimatorPlan]:
+        return {name: planned for name, planned in self.plan.items() if set(planned.after) & set(tags)}
+
     def finished(self, tag: str, epoch: int) -> bool:
         """Whether the audit of ``tag`` after ``epoch`` is on disk under these settings, published."""
         folder = audit_folder(self.output_dir, tag)
@@ -83,6 +90,9 @@ class Auditor:
         The global random state is left as it was, so that training after an audit does not
         depend on how much of the audit a resumed run could reuse.
         """
+        plan = self._plan_after(tags)
+        if not plan:
+            raise ValueError(f"no estimator measures after {'+'.join(tags)}: call only with Auditor.planned tags")
         rank, world = process_group()
         part, parts = self.shard + self.num_shards * rank, self.num_shards * world
         weights = weights_hash(model)
@@ -99,17 +109,17 @@ class Auditor:
         started = time.perf_counter()
         try:
             with torch.random.fork_rng(devices=[]):
-                records = measure(model, self.samples, self.plan, chunks=partial, part=part, parts=parts,
+                records = measure(model, self.samples, plan, chunks=partial, part=part, parts=parts,
                                   channels_last=self.channels_last, progress=self.progress, label=label,
                                   best=self.best)
         finally:
             model.train(was_training)
-            for planned in self.plan.values():   # the attacks' CUDA graphs: training needs the memory
+            for planned in plan.values():   # the attacks' CUDA graphs: training needs the memory
                 planned.estimator.release_memory()
-        counts = {name: ChunkStore(partial / name).counts for name in self.plan}
+        counts = {name: ChunkStore(partial / name).counts for name in plan}
         attacked = records[records["correct"]].groupby("estimator", observed=True).size()
         log.info("audit %s (epoch %d): %s in %.1f s", label, epoch,
-                 ", ".join(f"{name} {attacked.get(name, 0)} images" for name in self.plan),
+                 ", ".join(f"{name} {attacked.get(name, 0)} images" for name in plan),
                  time.perf_counter() - started)
         records.insert(records.columns.get_loc("estimator") + 1, "epoch", epoch)
         records.insert(0, "settings_hash", self.settings_hash)
@@ -125,7 +135,7 @@ class Auditor:
         if rank == 0:
             folders = {tag: audit_folder(self.output_dir, tag) for tag in tags}
             for tag, folder in folders.items():
-                write_records(folder, records.assign(epoch_tag=tag))
+                write_records(folder, self._measured_after(records, tag).assign(epoch_tag=tag))
                 write_chunk_counts(folder, label, counts)
             if self.publish is not None:
                 self.publish(folders, step)
@@ -133,3 +143,11 @@ class Auditor:
             torch.distributed.barrier()   # the records are on disk before any rank drops its chunks
         shutil.rmtree(partial, ignore_errors=True)   # the records now hold what the chunks held
         return records
+
+    def _measured_after(self, records: pd.DataFrame, tag: str) -> pd.DataFrame:
+        """The records of the estimators planned after ``tag`` (and the best bound of those that ran), when one
+        audit serves coinciding tags."""
+        derived = [name for name in records["estimator"].cat.categories if name not in self.plan]
+        kept = [*self._plan_after([tag]), *derived]
+        return records[records["estimator"].isin(kept)].assign(
+            estimator=lambda frame: frame["estimator"].cat.remove_unused_categories())

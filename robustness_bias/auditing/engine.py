@@ -28,6 +28,7 @@ from .best import BEST, best_bound
 log = logging.getLogger(__name__)
 
 NOT_ATTACKED = "misclassified"   # the failure column of samples the model already gets wrong
+AUDIT_TAGS = ("first", "middle", "final")   # the audits of a training run (the paper's Figs. 7 and 8)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
@@ -36,17 +37,22 @@ class EstimatorPlan:
     """How one estimator audits: on every ``every_nth`` test sample, in chunks of ``chunk_size`` samples,
     each stored once it is done (a crash loses only the chunks in progress), working on ``batch_size``
     of them at once (the attacks' pool width: their pool runs on from one chunk into the next), under
-    autocast at ``precision``."""
+    autocast at ``precision``, in those audits of a training run that ``after`` names (an expensive
+    estimator may measure the final model only)."""
 
     estimator: Estimator
     every_nth: int = 1
     batch_size: int = 256
     chunk_size: int = 256
     precision: str = "fp32"
+    after: tuple[str, ...] = AUDIT_TAGS
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r}: use one of {sorted(PRECISIONS)}")
+        self.after = tuple(self.after)
+        if not self.after or set(self.after) - set(AUDIT_TAGS):
+            raise ValueError(f"after={list(self.after)}: use one or more of {list(AUDIT_TAGS)}")
 
 
 @dataclass

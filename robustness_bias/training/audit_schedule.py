@@ -36,7 +36,7 @@ class AuditSchedule(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
-        tags = audit_schedule(trainer.max_epochs).get(epoch)
+        tags = self.auditor.planned(audit_schedule(trainer.max_epochs).get(epoch, []))
         if tags and not trainer.sanity_checking:
             started = time.perf_counter()
             self.auditor(pl_module.model, epoch, tags, trainer.global_step)
@@ -59,7 +59,7 @@ class AuditSchedule(L.Callback):
         for epoch, tags in audit_schedule(trainer.max_epochs).items():
             if epoch > resumed:   # still to come: training reaches it
                 continue
-            missing = [tag for tag in tags if not self.auditor.finished(tag, epoch)]
+            missing = [tag for tag in self.auditor.planned(tags) if not self.auditor.finished(tag, epoch)]
             if missing and epoch == resumed:
                 self.auditor(pl_module.model, epoch, missing, trainer.global_step)
             elif missing:
