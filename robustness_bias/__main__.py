@@ -60,9 +60,49 @@ def main_with_one_line_errors() -> None:
         fail(composition_problem(error))
 
 
+USAGE = """usage: robustness-bias [OVERRIDES...]                 train and audit one model (a Hydra job)
+       robustness-bias -m KEY=A,B ... | experiment=NAME  a sweep: one job per combination
+       robustness-bias report SWEEP... --out FOLDER      the paper's tables, figures and findings from finished jobs
+       robustness-bias check [OVERRIDES...]              whether every job those overrides make can run
+       (python -m robustness_bias ... is the same command)
+
+With no overrides: logistic regression on scikit-learn's bundled digits, trained and audited with the exact
+distance, DeepFool, Carlini-Wagner and randomized smoothing; the answer is printed at the end.
+
+Common overrides (KEY=VALUE; +KEY=VALUE adds a key, see the README):
+  experiment=NAME          a grid of the paper, e.g. utk_race, utk_quick, cifar10, synthetic_group
+  dataset=NAME             digits, synthetic, utkface, adience, cifar10, cifar100, cifar100super, image_folder
+  dataset.root=PATH        where the dataset lies (image_folder: your images and labels.csv)
+  paths.data_dir=PATH      the folder holding the datasets, for every dataset at once
+  model=NAME               logreg, utk_classifier, resnet18, densenet121, ... or torchscript (your own model)
+  model.checkpoint=FILE mode=audit    audit saved weights without training
+  estimator=[exact,deepfool,cw,rs]    which distances to measure (fmn: Fast Minimum-Norm)
+  partition=[race,gender]  the groups: one attribute, or several and their intersections
+  audit.adjust_for=[class] σ also adjusted for these attributes
+  audit.plan.cw.every_nth=N          CW on every N-th test image (likewise deepfool, rs, exact)
+  trainer.max_epochs=N seed=N logger=wandb hydra.run.dir=FOLDER
+
+Options:
+  -h, --help      this text
+  --version       the installed version
+  --hydra-help    Hydra's own options (--cfg job prints the composed config, --info, --multirun, ...)
+
+The README is the manual: every option, the experiments, the output files and how to read σ."""
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    try:
+        return installed("robustness_bias")
+    except PackageNotFoundError:   # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def cli() -> None:
     """The console command ``robustness-bias``: ``report`` as its first word runs the report, ``check`` the
-    pre-flight of the jobs its overrides make; anything else is a job's (or a sweep's) Hydra overrides."""
+    pre-flight of the jobs its overrides make; ``--help`` and ``--version`` answer in a few lines (Hydra's own
+    help is ``--hydra-help``); anything else is a job's (or a sweep's) Hydra overrides."""
     if sys.argv[1:2] == ["report"]:
         from .report.cli import main as report
 
@@ -72,6 +112,12 @@ def cli() -> None:
         from .preflight import main as check
 
         check(sys.argv[2:])
+        return
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(USAGE)
+        return
+    if "--version" in sys.argv[1:]:
+        print(f"robustness-bias {version()}")
         return
     from .allocator import steady_cpu_allocator
 

@@ -17,6 +17,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -25,7 +26,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, checked
-from .models.torchvision_models import weights_problem
+from .models import MissingWeights
+from .models.torchvision_models import hub_file, imagenet_weights_file, weights_problem
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,21 @@ def job_problems(cfg: DictConfig, reach: Callable[[str], str | None] = reachable
     return problems
 
 
+def job_inventory(cfg: DictConfig) -> str:
+    """What a job that can run will use: its data's folder and its model's ImageNet weights, for ``check``'s list."""
+    root = cfg.dataset.get("root")
+    data = (f"data {Path(root).expanduser().resolve()}" if root else
+            f"data built in ({str(cfg.dataset._target_).rsplit('.', 1)[-1]})")
+    name = str(cfg.model.get("_target_", "")).rsplit(".", 1)[-1]
+    if not cfg.model.get("pretrained"):
+        return f"{data}; model from scratch"
+    try:
+        weights = str(imagenet_weights_file(name, cfg.model.get("weights_path")))
+    except MissingWeights:   # a download the job was asked to make, found reachable by job_problems
+        weights = f"downloaded from {hub_file(name)[0]}"
+    return f"{data}; ImageNet weights {weights}"
+
+
 def sweep_jobs(overrides: Iterable[str], sweeper_params: dict | None = None) -> list[list[str]]:
     """Each job's overrides, as Hydra's basic sweeper expands them: the sweeper's ``params`` (an experiment's
     grid) and the command line's, comma lists crossed."""
@@ -78,8 +95,10 @@ def sweep_jobs(overrides: Iterable[str], sweeper_params: dict | None = None) -> 
 
 
 def sweep_problems(jobs: list[list[str]], compose: Callable[[list[str]], DictConfig],
-                   reach: Callable[[str], str | None] = reachable) -> list[str]:
-    """Every problem of every job, each once, naming the jobs it stops (``#2 model=resnet50``)."""
+                   reach: Callable[[str], str | None] = reachable,
+                   inventory: list[str] | None = None) -> list[str]:
+    """Every problem of every job, each once, naming the jobs it stops (``#2 model=resnet50``); ``inventory``
+    gains a line per job that can run, saying what it found."""
     found: dict[str, list[str]] = {}
     cache: dict[str, str | None] = {}
 
@@ -91,8 +110,12 @@ def sweep_problems(jobs: list[list[str]], compose: Callable[[list[str]], DictCon
     shared = set.intersection(*(set(overrides) for overrides in jobs)) if jobs else set()
     for number, overrides in enumerate(jobs):
         varying = " ".join(o for o in overrides if o not in shared)   # what tells this job from the others
-        for problem in job_problems(compose(overrides), reach_once):
+        cfg = compose(overrides)
+        problems = job_problems(cfg, reach_once)
+        for problem in problems:
             found.setdefault(problem, []).append(f"#{number} {varying}".strip())
+        if inventory is not None and not problems:
+            inventory.append(f"#{number} {varying}".strip() + f": {job_inventory(cfg)}")
     return [f"{problem} [job(s) {'; '.join(jobs_)}]" for problem, jobs_ in found.items()]
 
 
@@ -105,13 +128,25 @@ def report(problems: list[str], jobs: int) -> None:
     sys.exit(2)
 
 
+USAGE = """usage: robustness-bias check [OVERRIDES...]
+
+Checks, before anything trains, every job the overrides make (an experiment's whole grid with
+experiment=NAME): that its settings are valid, its data is where dataset.root says, and its ImageNet
+weights are on disk (or reachable, with imagenet.download=true). Nothing is read beyond the files' names.
+Lists each job with what it found and exits 0, or prints every problem, naming the jobs it stops, and
+exits 2. Example: robustness-bias check experiment=utk_race paths.data_dir=/data"""
+
+
 def main(arguments: list[str]) -> None:
     """``robustness-bias check [overrides]``: compose every job the overrides (and their experiment's grid)
-    make, and check what each needs; exit 0 when every job can run."""
+    make, and check what each needs; exit 0, listing what each job found, when every job can run."""
     from hydra import compose, initialize_config_dir
 
     from .config import CONFIG_DIR, composition_problem, experiment_as_choice
 
+    if {"-h", "--help"} & set(arguments):
+        print(USAGE)
+        return
     arguments = [a for a in experiment_as_choice(arguments) if a not in ("-m", "--multirun")]
     hydra_overrides = [a for a in arguments if a.lstrip("+~").startswith(("hydra.", "hydra/"))]
     task = [a for a in arguments if a not in hydra_overrides]
@@ -124,8 +159,12 @@ def main(arguments: list[str]) -> None:
             report([composition_problem(error)], 1)
         params = OmegaConf.to_container(base.hydra.sweeper.params) if base.hydra.sweeper.get("params") else {}
         jobs = sweep_jobs(task, params)
+        found: list[str] = []
         problems = sweep_problems(jobs, lambda overrides: compose(config_name="config",
-                                                                  overrides=[*overrides, PLACEHOLDER_OUTPUT]))
+                                                                  overrides=[*overrides, PLACEHOLDER_OUTPUT]),
+                                  inventory=found)
     if problems:
         report(problems, len(jobs))
     print(f"pre-flight: {len(jobs)} job(s) can run")
+    for line in found:
+        print(f"  {line}")

@@ -56,6 +56,17 @@ def test_check_names_each_problem_once_with_the_jobs_it_stops(tmp_path):
     fine = command("check", "+experiment=utk_race", f"dataset.root={tmp_path}", "imagenet.pretrained=false",
                    tmp_path=tmp_path)
     assert fine.returncode == 0 and "pre-flight: 7 job(s) can run" in fine.stdout, fine.stderr
+    assert f"  #2 model=resnet50: data {tmp_path}; model from scratch" in fine.stdout.splitlines()
+
+
+def test_check_lists_the_imagenet_weights_each_job_found(tmp_path):
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    (hub / "resnet18-f37072fd.pth").write_bytes(b"looked up, never loaded by check")
+    done = command("check", "dataset=synthetic", "model=resnet18", "imagenet.pretrained=true", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1] == (f"  #0: data built in (SyntheticDataModule); ImageNet weights "
+                                           f"{hub / 'resnet18-f37072fd.pth'}")
 
 
 def test_a_job_stops_for_its_weights_before_it_reads_its_data(make_config, tmp_path, empty_hub):

@@ -1,0 +1,40 @@
+"""The command line explains itself: a usage text of its three forms instead of Hydra's config dump, its
+version, and help for ``check`` and ``report``."""
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def command(*arguments):
+    return subprocess.run([sys.executable, "-m", "robustness_bias", *arguments], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_is_a_usage_text_naming_report_and_check(flag):
+    done = command(flag)
+    assert done.returncode == 0 and not done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("usage: robustness-bias [OVERRIDES...]") and len(lines) <= 80
+    assert any(line.lstrip().startswith("robustness-bias report SWEEP") for line in lines)
+    assert any(line.lstrip().startswith("robustness-bias check") for line in lines)
+    assert "--hydra-help" in done.stdout   # Hydra's own help, one flag away
+
+
+def test_version_is_the_projects():
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    done = command("--version")
+    assert (done.returncode, done.stdout) == (0, f"robustness-bias {version}\n")
+
+
+@pytest.mark.parametrize(("words", "usage"), [(["check", "--help"], "usage: robustness-bias check"),
+                                              (["report", "--help"], "usage: robustness-bias report")])
+def test_check_and_report_have_their_own_help(words, usage):
+    done = command(*words)
+    assert done.returncode == 0 and done.stdout.startswith(usage), done.stderr[-1000:]
