@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import html
 import logging
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -66,6 +67,7 @@ ADJUSTED_METRICS = ("adjusted_sigma", "adjusted_sigma_low", "adjusted_sigma_high
 OVERALL_METRICS = ("size", "accuracy", "attacked", "failures", "failure_share", "capped", "cap_share", "median_distance",
                    "auc")
 COMPARED = ("accuracy", "median_distance", "auc", "sigma")
+RATIOS = ("accuracy", "median_distance", "auc")   # non-negative: a ratio of two groups' values means something
 
 
 def audit(model: nn.Module, X, y=None, *, sensitive_features=None, estimators=None, normalization=None,
@@ -122,9 +124,10 @@ def audit(model: nn.Module, X, y=None, *, sensitive_features=None, estimators=No
         with ExitStack() as stack:
             out = Path(folder) if folder is not None else \
                 Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="robustness_bias-")))
-            publisher = Publisher(out / "figures" if folder is not None else None, "×".join(chosen), settings)
+            publisher = Publisher(out / "figures" if folder is not None else None, "×".join(chosen), settings,
+                                  in_training=False)
             auditor = Auditor(plan, Samples(data, index), out, partition=chosen, settings_hash=fingerprint,
-                              progress=progress, publish=publisher, best=best)
+                              progress=progress, publish=publisher, best=best, in_training=False)
             written = audit_folder(out, TAG)
             if folder is not None and _finished(auditor, written, weights_hash(audited)):
                 log.info("%s already holds this audit: read back", written)
@@ -141,7 +144,8 @@ class AuditResult:
     """What :func:`audit` found, as the command line writes it: ``records`` (records.parquet's rows),
     ``summary`` (summary.parquet's), and fairlearn-style views of the summary for the audited
     partition (the sensitive features' intersection when there are several, the one feature, or the
-    class): :attr:`by_group`, :attr:`overall`, :meth:`difference`.
+    class): :attr:`by_group`, :attr:`overall`, :meth:`group_min`, :meth:`group_max`, :meth:`difference` and
+    :meth:`ratio`, with fairlearn's MetricFrame's names and conventions. A notebook shows it as a table.
     """
 
     def __init__(self, records: pd.DataFrame, summary: pd.DataFrame, settings: dict, partition: str,
@@ -163,8 +167,17 @@ class AuditResult:
         """The whole audited set's values of the metrics it has (σ compares a group with the rest, so
         the whole has none), indexed (metric, estimator) like :attr:`by_group`'s columns."""
         rows = self._rows(self.partition)
-        whole = rows[rows["group"] == OVERALL].set_index("estimator")[list(OVERALL_METRICS)]
-        return whole.T.stack().rename_axis(["metric", "estimator"]).rename("overall")
+        whole = rows[rows["group"] == OVERALL].set_index("estimator")[list(OVERALL_METRICS)].astype(object)
+        return whole.T.stack().rename_axis(["metric", "estimator"]).rename("overall")   # counts stay whole numbers
+
+    def group_min(self) -> pd.Series:
+        """Per (metric, estimator): the smallest value over the groups (those without one left out); for σ,
+        the least robust group's."""
+        return self.by_group[list(COMPARED)].min()
+
+    def group_max(self) -> pd.Series:
+        """Per (metric, estimator): the largest value over the groups."""
+        return self.by_group[list(COMPARED)].max()
 
     def difference(self, method: str = "between_groups") -> pd.Series:
         """Per (metric, estimator): the largest gap between two groups (``between_groups``), or between a
@@ -177,6 +190,20 @@ class AuditResult:
             overall = self.overall
             table = table[[m for m in COMPARED if m in OVERALL_METRICS]]
             return (table - overall.reindex(table.columns)).abs().max()
+        raise ValueError(f"method={method!r}: use 'between_groups' or 'to_overall'")
+
+    def ratio(self, method: str = "between_groups") -> pd.Series:
+        """Per (metric, estimator): the smallest group's value over the largest (``between_groups``), or the
+        smallest of each group's ratio to the whole and its inverse (``to_overall``), as fairlearn gives it;
+        1 is parity. Only for the metrics that cannot be negative (accuracy, median distance, AUC): σ is a
+        signed difference already, for which :meth:`difference` is the measure."""
+        table = self.by_group[list(RATIOS)]
+        if method == "between_groups":
+            return table.min() / table.max()
+        if method == "to_overall":
+            overall = self.overall.reindex(table.columns).astype(float)
+            ratios = table / overall
+            return np.minimum(ratios, 1 / ratios).min()
         raise ValueError(f"method={method!r}: use 'between_groups' or 'to_overall'")
 
     def by_partition(self, partition: str) -> pd.DataFrame:
@@ -252,13 +279,24 @@ class AuditResult:
             "summary_settings": self.settings, "shard": None, "sigma": sigmas_of(self.summary, self.partition)})
 
     def _publisher(self, figures: Path | None) -> Publisher:
-        return Publisher(figures, self.partition, self.settings)
+        return Publisher(figures, self.partition, self.settings, in_training=False)
 
-    def __repr__(self) -> str:
+    def _headline(self) -> str:
         estimators = ", ".join(map(str, pd.unique(self.records["estimator"])))
         samples = self.records["sample_index"].nunique()
         return (f"AuditResult: {samples} images, estimators {estimators}, accuracy {audited_accuracy(self.records):.3f}; "
-                f"σ(P) by {self.partition}:\n{self.by_group['sigma'].round(4)}")
+                f"σ(P) by {self.partition}")
+
+    def __repr__(self) -> str:
+        return f"{self._headline()}:\n{self.by_group['sigma'].round(4)}"
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: σ per group and estimator with its interval, failures and BH-adjusted p."""
+        table = self.by_group[["sigma", "sigma_low", "sigma_high", "p_adjusted", "attacked", "failures"]]
+        shapes = {"p_adjusted": "{:.3f}", "attacked": "{:.0f}", "failures": "{:.0f}"}
+        formats = {column: (lambda v, shape=shapes.get(column[0], "{:+.3f}"): "–" if pd.isna(v) else shape.format(v))
+                   for column in table.columns}
+        return f"<p>{html.escape(self._headline())}</p>" + table.to_html(formatters=formats)
 
 
 class _Source:

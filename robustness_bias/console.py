@@ -8,6 +8,7 @@ inside Lightning on every evaluation loop: none of it is the user's to fix.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 import warnings
@@ -55,6 +56,26 @@ def quiet_libraries() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (IPython's kernel app, not its terminal shell)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and "IPKernelApp" in shell.config
+
+
 def interactive() -> bool:
-    """Whether a person watches the console: progress bars only then (a redirected log would fill with them)."""
-    return sys.stderr.isatty()
+    """Whether a person watches the console or a notebook: progress bars only then (a redirected log would
+    fill with them)."""
+    return sys.stderr.isatty() or in_notebook()
+
+
+def progress_bar(iterable=None, **options):
+    """tqdm's bar: a widget in a notebook that has ipywidgets, else text, and none where nobody watches.
+    Not tqdm.auto, which warns on import in a kernel without ipywidgets ("IProgress not found")."""
+    if not interactive():
+        options["disable"] = True
+    if in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm(iterable, **options)

@@ -259,8 +259,9 @@ def run_in(cfg: DictConfig, output_dir: Path, given: DictConfig) -> dict:
     auditor = Auditor(plan, Samples(datamodule.table, datamodule.test_indices), output_dir, partition=partition,
                       settings_hash=fingerprint, shard=cfg.audit.shard, num_shards=cfg.audit.num_shards,
                       channels_last=cfg.module.channels_last, progress=cfg.audit.progress and bars,
-                      publish=Publisher(output_dir / "figures", "×".join(partition), summarizing, loggers, names),
-                      best=cfg.audit.best)
+                      publish=Publisher(output_dir / "figures", "×".join(partition), summarizing, loggers, names,
+                                        in_training=cfg.mode == "train"),
+                      best=cfg.audit.best, in_training=cfg.mode == "train")
     try:
         if cfg.mode == "audit":   # no training: the estimators run once on the given model, as the final audit
             audited = model.to(audit_device(cfg)).eval()

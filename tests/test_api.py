@@ -154,7 +154,15 @@ def test_any_sequential_with_two_sensitive_features_and_their_intersection(digit
     assert result.difference()["sigma", "deepfool"] == pytest.approx(table["sigma", "deepfool"].max()
                                                                       - table["sigma", "deepfool"].min())
     assert result.overall["accuracy", "deepfool"] == pytest.approx(deepfool["correct"].mean())
-    assert result.overall["size", "rs"] == 40
+    assert result.overall["size", "rs"] == 40 and isinstance(result.overall["size", "rs"], (int, np.integer))
+    # fairlearn's names: the extremes over groups, and the ratio of the smallest to the largest
+    assert result.group_min()["sigma", "deepfool"] == table["sigma", "deepfool"].min()
+    assert result.group_max()["median_distance", "deepfool"] == table["median_distance", "deepfool"].max()
+    assert result.ratio()["median_distance", "deepfool"] == pytest.approx(
+        table["median_distance", "deepfool"].min() / table["median_distance", "deepfool"].max())
+    worst = (table["accuracy", "deepfool"] / result.overall["accuracy", "deepfool"]).agg(lambda r: min(r.min(), (1 / r).min()))
+    assert result.ratio("to_overall")["accuracy", "deepfool"] == pytest.approx(worst)
+    assert "sigma" not in result.ratio().index.get_level_values("metric")   # signed: difference() is its measure
     assert result.by_partition("site").index.tolist() == ["south", "north", "east"]
 
 

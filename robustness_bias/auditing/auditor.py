@@ -41,18 +41,21 @@ class Auditor:
     report merges them); under DDP each rank audits a share and rank 0 writes the whole.
     ``partition`` names the attributes whose intersection the records get as an extra column. With
     ``best`` the records gain the attacks' per-sample best bound as estimator ``best`` (best.py).
+    ``in_training=False`` (an audit of given weights: the API, ``mode=audit``) keeps epochs and tags out of
+    what it says.
     """
 
     def __init__(self, plan: dict[str, EstimatorPlan], samples: Samples, output_dir: str | Path, *,
                  partition: list[str] = ("class",), settings_hash: str = "unhashed", shard: int = 0,
                  num_shards: int = 1, channels_last: bool = False, progress: bool = True,
-                 publish: Publish | None = None, best: bool = False):
+                 publish: Publish | None = None, best: bool = False, in_training: bool = True):
         if not 0 <= shard < num_shards:
             raise ValueError(f"shard={shard} num_shards={num_shards}: need 0 ≤ shard < num_shards")
         self.plan, self.samples, self.output_dir = dict(plan), samples, Path(output_dir)
         self.partition, self.settings_hash = list(partition), settings_hash
         self.shard, self.num_shards = shard, num_shards
         self.channels_last, self.progress, self.publish, self.best = channels_last, progress, publish, best
+        self.in_training = in_training
 
     @property
     def shard_label(self) -> str | None:
@@ -110,7 +113,8 @@ class Auditor:
         try:
             with torch.random.fork_rng(devices=[]):
                 records = measure(model, self.samples, plan, chunks=partial, part=part, parts=parts,
-                                  channels_last=self.channels_last, progress=self.progress, label=label,
+                                  channels_last=self.channels_last, progress=self.progress,
+                                  label=label if self.in_training else "",
                                   best=self.best)
         finally:
             model.train(was_training)
@@ -118,7 +122,7 @@ class Auditor:
                 planned.estimator.release_memory()
         counts = {name: ChunkStore(partial / name).counts for name in plan}
         attacked = records[records["correct"]].groupby("estimator", observed=True).size()
-        log.info("audit %s (epoch %d): %s in %.1f s", label, epoch,
+        log.info("%s: %s in %.1f s", f"audit {label} (epoch {epoch})" if self.in_training else "audit",
                  ", ".join(f"{name} {attacked.get(name, 0)} images" for name in plan),
                  time.perf_counter() - started)
         records.insert(records.columns.get_loc("estimator") + 1, "epoch", epoch)

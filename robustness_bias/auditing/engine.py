@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
 
 from ..estimators import FAILURES, DistanceResult, Estimator
 from ..estimators.base import nonfinite_rows
 from ..estimators.pool import Chunk
+from ..console import progress_bar
 from ..records import ChunkStore
 from ..stopping import stop_if_signalled
 from .best import BEST, best_bound
@@ -82,7 +82,7 @@ def measure(model: torch.nn.Module, samples: Samples, plan: dict[str, EstimatorP
         store = ChunkStore(chunks / name) if chunks is not None else None
         own = meta.iloc[::step.every_nth].iloc[part::parts]
         frames.append(estimate(name, step, model, samples.dataset, own, device, store, channels_last,
-                               f"audit {label} · {name}", progress))
+                               " ".join(filter(None, ("audit", label, "·", name))), progress))
     derived = best_bound(frames) if best else None
     if best and derived is None:
         log.warning("audit.best: no attack (upper-bound estimator) ran, so there is no best bound")
@@ -144,7 +144,7 @@ def estimate(name: str, step: EstimatorPlan, model, dataset: Dataset, meta: pd.D
     attacked = meta.loc[meta["correct"], "sample_index"].to_numpy(copy=True)
     chunks = [attacked[start:start + step.chunk_size] for start in range(0, len(attacked), step.chunk_size)]
     batch_size, parts = step.batch_size, [None] * len(chunks)
-    with tqdm(total=len(attacked), desc=description, unit="img", disable=not progress, leave=False) as bar:
+    with progress_bar(total=len(attacked), desc=description, unit="img", disable=not progress, leave=False) as bar:
         while True:
             key = None if step.estimator.batch_invariant else batch_size
             for number, chunk in enumerate(chunks):

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.functional import pil_to_tensor, resize
-from tqdm.auto import tqdm
 
+from ..console import progress_bar
 from .base import MAX_IMAGE_PIXELS, DataError, ImageTable
 
 MODES = {1: "L", 3: "RGB"}
@@ -128,7 +128,7 @@ class FileImages(ImageTable):
         pool = ThreadPoolExecutor()
         try:
             attempts = pool.map(self._attempt, range(len(self)))
-            for index, result in enumerate(tqdm(attempts, desc="decoding images", unit="img", total=len(self))):
+            for index, result in enumerate(progress_bar(attempts, desc="decoding images", unit="img", total=len(self))):
                 if isinstance(result, str):
                     reasons[index] = result
                 else:

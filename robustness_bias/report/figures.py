@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,21 @@ from ..records import write_atomic
 from .console import partition_label
 
 
+class PictureFigure(Figure):
+    """A Figure made without pyplot (no global state, no backend chosen for the user) that a notebook shows
+    as a picture by itself: IPython displays an object's ``_repr_png_``, and registers one for plain Figures
+    only under ``%matplotlib inline``."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        return buffer.getvalue()
+
+
 def _panels(count: int, figsize: tuple[float, float]):
-    """A figure of ``count`` panels in a row, made without pyplot: no global state and no backend chosen
-    for the user (a notebook shows the returned figure inline; a job writes it to a file)."""
-    fig = Figure(figsize=figsize)
+    """A figure of ``count`` panels in a row (a notebook shows the returned figure inline; a job writes it
+    to a file)."""
+    fig = PictureFigure(figsize=figsize)
     return fig, fig.subplots(1, count, squeeze=False)
 
 
@@ -220,7 +232,7 @@ def forest_figure(table: pd.DataFrame, dataset: str, partition: str, path: str |
     estimators = list(dict.fromkeys(rows["estimator"].astype(str))) or [""]
     labels = _forest_labels(rows)
     order = list(dict.fromkeys(labels))
-    fig = Figure(figsize=(4.5 * len(estimators) + 1.5, 1.4 + 0.3 * len(order)), layout="constrained")
+    fig = PictureFigure(figsize=(4.5 * len(estimators) + 1.5, 1.4 + 0.3 * len(order)), layout="constrained")
     axes = fig.subplots(1, len(estimators), sharey=True, squeeze=False)[0]
     for ax, estimator in zip(axes, estimators):
         mine = rows["estimator"].astype(str).to_numpy() == estimator

@@ -27,14 +27,21 @@ class Publisher:
     ``partition`` and its σ per group into ``figures`` (None: no figures), and logs both to
     ``loggers`` (Lightning loggers; those that take tables and images, as W&B's, get the summary
     table and the figures). ``names`` says what partitions are where their column's name does not
-    (``{"class": "age"}``): the figures show it beside the column's name.
+    (``{"class": "age"}``): the figures show it beside the column's name. ``in_training=False`` (an
+    audit of given weights) keeps epochs and tags out of its titles and messages.
     """
 
     def __init__(self, figures: str | Path | None, partition: str, settings: dict, loggers=(),
-                 names: dict[str, str] | None = None):
+                 names: dict[str, str] | None = None, in_training: bool = True):
         self.figures = None if figures is None else Path(figures)
         self.partition, self.settings, self.loggers = partition, settings, list(loggers)
-        self.names = dict(names or {})
+        self.names, self.in_training = dict(names or {}), in_training
+
+    def _when(self, tag: str, epoch: int | None = None) -> str:
+        """How titles and messages name the audit: ", final epoch" in a training run, nothing otherwise."""
+        if not self.in_training:
+            return ""
+        return f" {tag} (epoch {epoch})" if epoch is not None else f", {tag} epoch"
 
     def __call__(self, folders: dict[str, Path], step: int = 0) -> pd.DataFrame:
         """Publishes one audit written under one or more tags (coinciding epochs): summarized once,
@@ -55,8 +62,8 @@ class Publisher:
         summary = summarize(records, self.settings).assign(epoch_tag=tag)
         unmeasured = groups_without_sigma(summary)
         if unmeasured:
-            log.warning("audit %s (epoch %d): no σ for %s (fewer correctly classified points than "
-                        "audit.min_group_size=%d)", tag, records["epoch"].iloc[0], "; ".join(unmeasured),
+            log.warning("audit%s: no σ for %s (fewer correctly classified points than "
+                        "audit.min_group_size=%d)", self._when(tag, int(records["epoch"].iloc[0])), "; ".join(unmeasured),
                         self.settings.get("min_group_size", 1))
         return summary
 
@@ -69,12 +76,12 @@ class Publisher:
         """Survival curves by the partition, at ``path`` (None: the open figure)."""
         options = {key: self.settings[key] for key in ("conditional", "failures", "tau_max") if key in self.settings}
         return survival_figure(records, self.partition, path, names=self.names,
-                               title=f"Survival curves by {partition_label(self.partition, self.names)}, {tag} epoch",
+                               title=f"Survival curves by {partition_label(self.partition, self.names)}{self._when(tag)}",
                                **options)
 
     def sigma(self, summary: pd.DataFrame, tag: str, path: Path | None):
         """σ(P) per group of every partition, at ``path`` (None: the open figure)."""
-        return sigma_figure(summary, path, title=f"σ(P) per group, {tag} epoch", names=self.names,
+        return sigma_figure(summary, path, title=f"σ(P) per group{self._when(tag)}", names=self.names,
                             min_group_size=self.settings.get("min_group_size"))
 
     def log(self, summary: pd.DataFrame, tag: str, step: int, figures: dict[str, Path]) -> None:
