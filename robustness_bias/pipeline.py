@@ -146,6 +146,18 @@ def choice_names(cfg: DictConfig) -> dict[str, str]:
         return {"dataset": target["dataset"].removesuffix("DataModule").lower(), "model": target["model"]}
 
 
+def dashboard_identity(cfg: DictConfig, logger: DictConfig) -> dict:
+    """How a W&B dashboard names, groups and filters a job's run, where the logger's config does not say:
+    ``<experiment>-<dataset>-<model>-s<seed>``, grouped by experiment, ``job_type`` train or audit, and tags."""
+    if not str(logger.get("_target_", "")).endswith("WandbLogger"):
+        return {}
+    names = choice_names(cfg)
+    estimators = [name for name, spec in cfg.estimator.items() if "_target_" in spec]
+    identity = {"name": f"{cfg.name}-{names['dataset']}-{names['model']}-s{cfg.seed}", "group": cfg.name,
+                "job_type": cfg.mode, "tags": [cfg.name, names["dataset"], names["model"], *estimators]}
+    return {key: value for key, value in identity.items() if logger.get(key) is None}
+
+
 def run(cfg: DictConfig) -> dict:
     """Train ``cfg.model`` on ``cfg.dataset`` and audit it; returns the job's headline numbers."""
     given, cfg = cfg, checked(cfg)
@@ -250,7 +262,7 @@ def run_in(cfg: DictConfig, output_dir: Path, given: DictConfig) -> dict:
     plan = build_plan(cfg, model)
     penalty = build_penalty(cfg, datamodule)
 
-    loggers = [instantiate(spec) for spec in (cfg.get("logger") or {}).values()]
+    loggers = [instantiate(spec, **dashboard_identity(cfg, spec)) for spec in (cfg.get("logger") or {}).values()]
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     summarizing = summary_settings(cfg, datamodule, partition)

@@ -11,7 +11,7 @@ import pytest
 
 from robustness_bias.pipeline import run
 from robustness_bias.analysis.summary import OVERALL
-from wandb_files import logged_images, logged_table, offline_runs
+from wandb_files import history, logged_images, logged_table, offline_runs, run_identity, run_log, summary
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,6 +94,22 @@ def test_wandb_offline_run_holds_each_audits_summary_and_figures(default_run):
         for name in ("survival", "sigma"):
             [image] = logged_images(run, f"audit/{tag}/figures/{name}")
             assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_wandb_run_is_named_grouped_and_charts_sigma_against_the_epoch(default_run):
+    [run_folder] = offline_runs(default_run)
+    records = run_log(run_folder)
+    assert run_identity(records) == {"name": "default-digits-logreg-s0", "group": "default", "job_type": "train",
+                                     "tags": ["default", "digits", "logreg", "exact", "deepfool", "cw", "rs"]}
+    final = pd.read_parquet(default_run / "audits" / "final" / "summary.parquet")
+    worst = final[(final["estimator"] == "deepfool") & (final["group"] != OVERALL)].sort_values("sigma").iloc[0]
+    key = f"sigma/deepfool/class={worst['group']}"
+    charted = [(step["audit/epoch"], step[key]) for step in history(records) if key in step]
+    assert [epoch for epoch, _ in charted] == [1, 3, 6]   # first, middle and final: one chart
+    assert charted[-1][1] == pytest.approx(worst["sigma"])
+    headline = summary(records)
+    assert headline["least_robust/deepfool"] == f"class={worst['group']}"
+    assert headline["least_robust/deepfool/sigma"] == pytest.approx(worst["sigma"])
 
 
 def test_sigma_and_training_curves_reach_wandb(make_config, tmp_path, wandb_logged):

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..analysis.summary import OVERALL, groups_without_sigma, summarize
 from ..records import read_records, write_published, write_summary
-from .console import partition_label
+from .console import least_robust, partition_label
 from .figures import sigma_figure, survival_figure
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,18 @@ class Publisher:
         return {"survival": self.survival(records, tag, self.figures / f"{tag}_survival_{self.partition}.png"),
                 "sigma": self.sigma(summary, tag, self.figures / f"{tag}_sigma.png")}
 
+    def headline(self, summary: pd.DataFrame) -> dict:
+        """Per estimator, the least robust group of the audited partition and its σ (a dashboard's run table)."""
+        rows = summary[(summary["partition"] == self.partition) & (summary["group"] != OVERALL)]
+        found = {}
+        for estimator, mine in rows.groupby("estimator", observed=True, sort=False):
+            group = least_robust(mine)
+            if group is not None:
+                found[f"least_robust/{estimator}"] = f"{self.partition}={group}"
+                found[f"least_robust/{estimator}/sigma"] = float(mine.loc[mine["group"].astype(str) == group,
+                                                                          "sigma"].iloc[0])
+        return found
+
     def survival(self, records: pd.DataFrame, tag: str, path: Path | None):
         """Survival curves by the partition, at ``path`` (None: the open figure)."""
         options = {key: self.settings[key] for key in ("conditional", "failures", "tau_max") if key in self.settings}
@@ -86,16 +98,26 @@ class Publisher:
 
     def log(self, summary: pd.DataFrame, tag: str, step: int, figures: dict[str, Path]) -> None:
         """σ and adjusted p per group (and σ adjusted for ``audit.adjust_for``, with its p) and the median
-        distance per estimator as metrics; with loggers that take them, the summary table and the figures."""
+        distance per estimator as metrics, once under the tag (``audit/final/...``) and once against the epoch
+        (``sigma/...`` beside ``audit/epoch``: one chart per group shows first, middle and final); with
+        loggers that take them, the summary table, the figures, and the least robust group per estimator in
+        the run's summary."""
         groups = summary[summary["group"] != OVERALL]
         names = [name for name in ("sigma", "p_adjusted", "adjusted_sigma", "adjusted_p_adjusted") if name in groups]
-        metrics = {f"audit/{tag}/{r.estimator}/{name}/{r.partition}={r.group}": getattr(r, name)
-                   for r in groups.itertuples() for name in names if np.isfinite(getattr(r, name))}
+        values = {(r.estimator, name, f"{r.partition}={r.group}"): getattr(r, name)
+                  for r in groups.itertuples() for name in names if np.isfinite(getattr(r, name))}
+        metrics = {f"audit/{tag}/{estimator}/{name}/{group}": value for (estimator, name, group), value in values.items()}
         overall = summary[(summary["group"] == OVERALL) & (summary["partition"] == summary["partition"].iloc[0])]
         metrics.update({f"audit/{tag}/{r.estimator}/median_distance": r.median_distance
                         for r in overall.itertuples() if np.isfinite(r.median_distance)})
+        by_epoch = {f"{name}/{estimator}/{group}": value for (estimator, name, group), value in values.items()}
+        by_epoch["audit/epoch"] = int(summary["epoch"].iloc[0])
         for logger in self.loggers:
             logger.log_metrics(metrics, step=step)
+            if hasattr(logger, "log_by_epoch"):
+                logger.log_by_epoch(by_epoch)
+            if hasattr(logger, "headline") and tag == "final":
+                logger.headline(self.headline(summary))
             if hasattr(logger, "log_table") and hasattr(logger, "log_image"):
                 logger.log_table(key=f"audit/{tag}/summary", dataframe=summary.astype({"group": str}))
                 for name, path in figures.items():
