@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import hydra
@@ -15,22 +16,27 @@ from omegaconf import DictConfig
 from .config import CONFIG_DIR, composition_problem, experiment_as_choice  # noqa: F401 (tests import it here)
 
 
+STARTED: list[bool] = []   # main's body has begun: an error before it is Hydra's, making the job's folder or log
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from .auditing.logits import NotLogits
     from .checkpoints import UnsafeCheckpoint
     from .data import DataError
     from .estimators import EstimatorMismatch
-    from .lock import FolderBusy
+    from .lock import CannotWrite, FolderBusy
     from .models import MissingWeights
     from .pipeline import ConfigError, run
     from .stopping import Stopped
     from .console import quiet_libraries
 
+    STARTED.append(True)
     quiet_libraries()   # after Lightning's import, which gives its loggers console handlers of their own
     try:
         result = run(cfg)
-    except (ConfigError, DataError, EstimatorMismatch, MissingWeights, NotLogits, UnsafeCheckpoint, FolderBusy) as error:
+    except (ConfigError, DataError, EstimatorMismatch, MissingWeights, NotLogits, UnsafeCheckpoint, FolderBusy,
+            CannotWrite) as error:
         fail(str(error))
     except Stopped as stopped:   # one line, and the status a shell gives a process the signal killed
         print(f"robustness_bias: {stopped.message}", file=sys.stderr)
@@ -58,6 +64,14 @@ def main_with_one_line_errors() -> None:
         main()
     except (ConfigCompositionException, OverrideParseException) as error:
         fail(composition_problem(error))
+    except (OSError, ValueError) as error:   # before the job: Hydra making its folder, or opening its log file there
+        unwritable = error if isinstance(error, OSError) else error.__cause__
+        if STARTED or not isinstance(unwritable, OSError) or unwritable.errno is None or not unwritable.filename:
+            raise
+        from .lock import cannot_write
+
+        path = Path(unwritable.filename)
+        fail(str(cannot_write(path if unwritable is error else path.parent, unwritable)))
 
 
 USAGE = """usage: robustness-bias [OVERRIDES...]                 train and audit one model (a Hydra job)

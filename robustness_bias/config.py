@@ -13,9 +13,12 @@ importing this module registers the schemas in Hydra's ConfigStore.
 from __future__ import annotations
 
 import copy
+import difflib
+import inspect
 import logging
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -553,6 +556,9 @@ def checked(cfg: DictConfig) -> DictConfig:
     (``estimator=[deepfool] experiment=utk_quick``): those come without a ``_target_`` and are dropped.
     """
     cfg = without_unselected_estimators(cfg)
+    for node, key in added_keys(cfg):
+        if not takes_keyword(node.get("_target_"), key.rpartition(".")[2]):
+            raise ConfigError(unknown_setting(node, key, added_override(node, key)))
     try:
         job = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as error:
@@ -571,6 +577,82 @@ def without_unselected_estimators(cfg: DictConfig) -> DictConfig:
         for name in unselected:
             del cfg.estimator[name]
     return cfg
+
+
+def added_keys(node: DictConfig, key: str = "") -> Iterator[tuple[DictConfig, str]]:
+    """(node, full key) of each key that ``+`` or ``++`` added where the node's schema declares none.
+
+    Hydra refuses such a key without ``+``, but with it OmegaConf takes it silently: ``+audit.plann.x=1``
+    (a typo) was ignored and the job ran without the setting meant, ``+dataset.image_size=-3`` on the
+    digits reached the data module's constructor as a traceback. Hydra's own keys (``_target_``, …) pass.
+    """
+    schema = OmegaConf.get_type(node)
+    declared = {spec.name for spec in fields(schema)} if is_dataclass(schema) else None
+    for name in node.keys():
+        path = f"{key}.{name}" if key else str(name)
+        if declared is not None and name not in declared and not str(name).startswith("_"):
+            yield node, path
+            continue
+        child = node._get_node(name)
+        if isinstance(child, DictConfig) and not (child._is_missing() or child._is_none() or child._is_interpolation()):
+            yield from added_keys(child, path)
+
+
+def added_override(node: DictConfig, key: str) -> str:
+    """The added key as a command line gives it (``audit.plann.x=1``): down to its first plain value."""
+    child = node._get_node(key.rpartition(".")[2])
+    value = OmegaConf.to_container(child, resolve=False) if OmegaConf.is_config(child) else child._value()
+    while isinstance(value, dict) and value:
+        name, value = next(iter(value.items()))
+        key = f"{key}.{name}"
+    return f"{key}={shown(value)}"
+
+
+def takes_keyword(target: str | None, name: str) -> bool:
+    """Whether the callable a node instantiates (its ``_target_``) takes the keyword ``name``: a Lightning
+    Trainer argument that conf/trainer does not set (``+trainer.gradient_clip_val=5``) is what ``+`` is for.
+    A class's ``**kwargs`` are followed into its bases (the data modules pass theirs on); a function that
+    takes ``**kwargs`` takes anything, as far as one can tell."""
+    if not target:
+        return False
+    from hydra.utils import get_object
+
+    try:
+        found = get_object(str(target))
+    except Exception:   # an unknown target is refused when the job instantiates it, in Hydra's words
+        return False
+    calls = [c.__init__ for c in found.__mro__ if "__init__" in vars(c) and c is not object] \
+        if isinstance(found, type) else [found]
+    for call in calls:
+        parameters = inspect.signature(call).parameters
+        if name in parameters and parameters[name].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                            inspect.Parameter.KEYWORD_ONLY):
+            return True
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return False
+    return bool(calls)   # every one passes **kwargs on: no telling what the last one takes
+
+
+def unknown_setting(node: DictConfig, key: str, override: str) -> str:
+    """One line for ``override`` (``key=value`` as typed, without ``+``), whose ``key`` the schema of ``node``
+    does not declare: the settings it has, and a fix that works. Hydra's own line suggested adding the key
+    with ``+``, which then passed a typo unseen or failed in a constructor; ``+`` is suggested only where
+    the node's target takes the key, a setting only where the key is a typo of it."""
+    parent, _, name = key.rpartition(".")
+    schema = OmegaConf.get_type(node)
+    known = [spec.name for spec in fields(schema) if not spec.name.startswith("_")]
+    target = node.get("_target_")
+    line = f"{override}: {parent or 'the config'} has no setting {name} ({schema.__name__}'s: {', '.join(known)}"
+    if takes_keyword(target, name):
+        return f"{line}), but {target} takes it. Fix: pass +{override}"
+    line += f"; nor does {target} take it)" if target else ")"
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)   # a typo; image_size is no batch_size (0.6)
+    meant = f"{parent}.{close[0]}" if close and parent else (close[0] if close else None)
+    if meant and override.startswith(f"{key}="):
+        return f"{line}. Fix: pass {meant}{override[len(key):]}"
+    if meant:
+        return f"{line}. Fix: spell it {meant}, or leave {key} out"
+    return f"{line}. Fix: leave {key} out"
 
 
 def check_rules(node, key: str) -> None:
@@ -633,6 +715,10 @@ def composition_problem(error: Exception) -> str:
         cause = cause.__cause__
     if cause is not None and hasattr(cause, "value") and rule_of(cause.object_type, cause.key):
         return setting_problem(cause)
+    typed = re.search(r"To append to your config use \+(\S+)$", str(error))
+    if typed and isinstance(getattr(cause, "parent_node", None), DictConfig) and \
+            is_dataclass(OmegaConf.get_type(cause.parent_node)):
+        return unknown_setting(cause.parent_node, cause.full_key, typed.group(1))
     reason = f" ({str(cause.msg).splitlines()[0]})" if cause is not None and cause.msg else ""
     return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) + reason
 

@@ -3,10 +3,14 @@
 The lock is ``fcntl.flock`` on ``<folder>/.lock``, which names its holder (pid, host, start time).
 The kernel drops a flock when its process dies, however it dies, so the file of a killed job is
 stale: the next job takes the lock over with a warning naming the job that held it.
+
+Taking the lock is the job's first write, so a folder the job cannot write (a parent that is a file, no
+permission, a read-only disk) stops it there, before any data is read: :class:`CannotWrite`, in one line.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -24,6 +28,36 @@ LOCK_NAME = ".lock"
 
 class FolderBusy(RuntimeError):
     """Another job is running in this folder."""
+
+
+class CannotWrite(RuntimeError):
+    """The job cannot write in its folder: it cannot be made or written there, or the disk is full."""
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The file (not a folder) that ``path`` or one of its parents is, if any: mkdir says only "Not a directory"."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def cannot_write(folder: str | Path, error: OSError) -> CannotWrite:
+    """One line for ``error``, met writing ``folder`` (the job's) or a file in it: what stands in the way and the
+    fix. A full disk comes mid-job; every file is written whole or not at all (records.write_atomic), so what
+    the job finished is kept and a rerun after freeing space resumes from it."""
+    where = Path(error.filename) if error.filename else Path(folder)
+    if error.errno in DISK_FULL:
+        return CannotWrite(f"no space left to write {where} ({error.strerror}); what the job finished is kept in "
+                           f"{folder}. Fix: free space on that disk and rerun the same command (finished chunks and "
+                           "audits are reused), or give the job a folder on another disk (hydra.run.dir=…)")
+    blocker = file_in_the_way(where)
+    reason = f"{blocker} is a file, not a folder" if blocker else f"{where}: {error.strerror or error}"
+    return CannotWrite(f"cannot write the job's folder {folder} ({reason}). Fix: give the job a folder it can write "
+                       "to (hydra.run.dir=…, hydra.sweep.dir=… for a sweep, or paths.output_dir=…)")
 
 
 def _holder(text: str) -> str:
@@ -64,10 +98,14 @@ def first_process() -> bool:
 
 @contextmanager
 def folder_lock(folder: str | Path) -> Iterator[None]:
-    """Hold ``folder``'s lock for the duration of the block; :class:`FolderBusy` when another job has it."""
+    """Hold ``folder``'s lock for the duration of the block; :class:`FolderBusy` when another job has it,
+    :class:`CannotWrite` when the folder cannot be made or written."""
     path = Path(folder) / LOCK_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _acquire(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = _acquire(path)
+    except OSError as error:
+        raise cannot_write(folder, error) from error
     try:
         stale = os.read(fd, 4096).decode(errors="replace")
         if stale:

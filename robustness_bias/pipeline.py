@@ -24,7 +24,7 @@ from .config import ConfigError, checked, job_fingerprint
 from .console import interactive
 from .data import ImageDataModule
 from .estimators import EstimatorMismatch
-from .lock import first_process, folder_lock
+from .lock import DISK_FULL, cannot_write, first_process, folder_lock
 from .models import MissingWeights, load_weights, split_checkpoint
 from .preflight import model_problem
 from .records import (audit_folder, finished_result, other_finished_job, read_chunk_counts, read_summary, shard_suffix,
@@ -162,8 +162,13 @@ def run(cfg: DictConfig) -> dict:
     """Train ``cfg.model`` on ``cfg.dataset`` and audit it; returns the job's headline numbers."""
     given, cfg = cfg, checked(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    with folder_lock(output_dir) if first_process() else nullcontext(), stopped_in(output_dir):
-        result = run_in(cfg, output_dir, given)
+    try:
+        with folder_lock(output_dir) if first_process() else nullcontext(), stopped_in(output_dir):
+            result = run_in(cfg, output_dir, given)
+    except OSError as error:   # records, chunks, summaries, figures, the checkpoint: whichever filled the disk
+        if error.errno not in DISK_FULL:
+            raise
+        raise cannot_write(output_dir, error) from error
     if result:   # empty on DDP ranks other than 0
         show_answer(result)   # after the experiment loggers closed: the answer is the console's last word
     return result

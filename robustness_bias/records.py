@@ -38,7 +38,8 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place.
 
     The temporary name is unique to this writer (process and a random suffix), so that two writers,
-    threads included, never write into one temporary file.
+    threads included, never write into one temporary file. An error of the disk (full, read-only) names
+    ``path``, not the temporary file nor nothing (pyarrow names no file).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +47,10 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as error:
+        if error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from error
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -99,6 +99,18 @@ def test_a_class_too_small_for_the_split_is_named(root, caplog):
     assert "1 class(es) have no training or no test image after the split: bird (" in caplog.text
 
 
+def test_a_csv_of_one_label_is_refused_before_any_image_is_decoded(make_config, tmp_path, root, monkeypatch):
+    """DeepFool used to fail after the whole training: a model of one class has no other class to step toward."""
+    (root / "labels.csv").write_text(HEADER + rows().replace(",dog,", ",cat,"))
+    decoded = []
+    monkeypatch.setattr(Image, "open", lambda *a, **k: decoded.append(a) or pytest.fail("an image was decoded"))
+    with pytest.raises(DataError, match=rf"^{root / 'labels.csv'}: every image has the label 'cat', and a classifier of "
+                                        r"one class has no boundary to measure a distance to\. Fix: add images of at "
+                                        r"least one other class to the CSV$"):
+        run(make_config("dataset=image_folder", f"dataset.root={root}", "logger=none", "estimator=[deepfool]"))
+    assert not decoded and not (tmp_path / "checkpoints").exists()
+
+
 def test_images_of_mixed_sizes_fail_while_decoding_before_training(make_config, tmp_path, root):
     Image.fromarray(np.zeros((9, 7, 3), dtype=np.uint8)).save(root / "img" / "05.png")
     (root / "labels.csv").write_text(HEADER + rows())

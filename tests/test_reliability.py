@@ -1,13 +1,16 @@
 """Crashes, memory limits and reruns: results are never lost, never stale, and always the same."""
 
 import copy
+import errno
 import json
 import shutil
 import logging
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -415,3 +418,101 @@ def test_a_rerun_after_a_kill_between_summary_and_figures_draws_the_figures(tmp_
     (tmp_path / "result.json").unlink()
     run(compose_config(TINY, tmp_path))
     assert figure_names(tmp_path) == drawn
+
+
+# ---------------------------------------------------------------- a full disk
+
+TWO_EPOCHS = [*(o for o in TINY if not o.startswith("trainer.max_epochs")), "trainer.max_epochs=2"]
+# The write of the second epoch's (the final) audit, or the second checkpoint, that meets a full disk; the first
+# epoch's audit (first+middle) and checkpoint are written before it.
+MEETS_FULL_DISK = {"chunk": lambda path: path.name.startswith(".chunk-") and path.parent.parent.name.endswith("-e2"),
+                   "records": lambda path: path.name.startswith(".records.parquet") and path.parent.name == "final",
+                   "summary": lambda path: path.name.startswith(".summary.parquet") and path.parent.name == "final"}
+
+
+def full_disk_at(monkeypatch, kind: str, job) -> dict:
+    """Writes go on as usual until the one of ``kind``, which writes a few bytes of its temporary file and then
+    runs out of space (OSError ENOSPC, as a full disk or quota raises it). Returns the job's files, with their
+    bytes, as they were at that moment."""
+    import lightning as L
+
+    before = {}
+
+    def fill(tmp):
+        before.update({path: path.read_bytes() for path in job.rglob("*") if path.is_file() and path.name != ".lock"})
+        Path(tmp).write_bytes(b"PAR1 cut short")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if kind == "checkpoint":
+        save, saved = L.Trainer.save_checkpoint, []
+
+        def saving(self, path, *args, **kwargs):
+            saved.append(path)
+            return fill(path) if len(saved) == 2 else save(self, path, *args, **kwargs)
+
+        monkeypatch.setattr(L.Trainer, "save_checkpoint", saving)
+    else:
+        to_parquet = pd.DataFrame.to_parquet
+
+        def writing(frame, path, *args, **kwargs):
+            return fill(path) if MEETS_FULL_DISK[kind](Path(path)) else to_parquet(frame, path, *args, **kwargs)
+
+        monkeypatch.setattr(pd.DataFrame, "to_parquet", writing)
+    return before
+
+
+@pytest.mark.parametrize("kind", ["chunk", "records", "summary", "checkpoint"])
+def test_a_full_disk_stops_the_job_in_one_line_and_loses_nothing_written(tmp_path, monkeypatch, kind):
+    from conftest import compose_config
+
+    from robustness_bias.lock import CannotWrite
+
+    before = full_disk_at(monkeypatch, kind, tmp_path)
+    with pytest.raises(CannotWrite) as stopped:
+        run(compose_config(TWO_EPOCHS, tmp_path))
+    written = {"chunk": rf"{tmp_path}/audits/\.partial/\S+-e2/\w+-batch256/chunk-00000\.parquet",
+               "records": rf"{tmp_path}/audits/final/records\.parquet",
+               "summary": rf"{tmp_path}/audits/final/summary\.parquet", "checkpoint": str(tmp_path)}[kind]
+    assert re.fullmatch(rf"no space left to write {written} \(No space left on device\); what the job finished is "
+                        rf"kept in {tmp_path}\. Fix: free space on that disk and rerun the same command \(finished "
+                        r"chunks and audits are reused\), or give the job a folder on another disk \(hydra\.run\.dir=…\)",
+                        str(stopped.value)), str(stopped.value)
+    assert audit_folder(tmp_path, "first") / "records.parquet" in before and tmp_path / "checkpoints" / "last.ckpt" \
+        in before
+    assert all(path.read_bytes() == data for path, data in before.items()), "a file written before was lost or changed"
+    assert not list(tmp_path.rglob("*.tmp")) and not (tmp_path / "result.json").exists()
+    monkeypatch.undo()   # space freed: the rerun finishes, the first audit taken up as it was, not measured again
+    first = audit_folder(tmp_path, "first") / "records.parquet"
+    written = first.stat().st_mtime_ns
+    assert run(compose_config(TWO_EPOCHS, tmp_path))["audits"]["final"]
+    assert first.stat().st_mtime_ns == written
+
+
+FULL_DISK = """
+import errno, sys
+import pandas as pd
+
+to_parquet = pd.DataFrame.to_parquet
+
+
+def full(frame, path, *args, **kwargs):
+    if ".records.parquet" in str(path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return to_parquet(frame, path, *args, **kwargs)
+
+
+pd.DataFrame.to_parquet = full
+sys.argv[0] = "robustness_bias"
+from robustness_bias.__main__ import cli
+cli()
+"""
+
+
+def test_a_full_disk_is_one_line_on_the_command_line_and_a_failing_exit_status(tmp_path):
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, *TINY, f"hydra.run.dir={tmp_path}"], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        f"robustness_bias: error: no space left to write {tmp_path}/audits/first/records.parquet (No space left on "
+        f"device); what the job finished is kept in {tmp_path}. Fix: free space")
+    assert "Traceback" not in done.stderr + done.stdout

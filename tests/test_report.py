@@ -2,6 +2,8 @@
 
 import json
 import math
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -379,3 +381,58 @@ def test_saved_configs_are_read_without_resolvers_so_no_environment_variable_lea
     assert "${oc.env:RB_TEST_SECRET}" in written   # shown as its text
     assert list(settings["lr"]) == [0.05, 0.05]    # references to other settings are still followed
     assert list(settings["rs"]) == ["every 5; N = 1,000, N0 = ${oc.env:RB_TEST_SECRET}, σ = 0.25, α = 0.001"] * 2
+
+
+# ---------------------------------------------------------------- damaged jobs
+
+
+@pytest.fixture(scope="module")
+def finished_job(tmp_path_factory):
+    """A job the pipeline finished (records, summaries and result.json of its audits), with a saved config."""
+    from conftest import compose_config
+
+    from robustness_bias.pipeline import run
+
+    job = tmp_path_factory.mktemp("finished") / "sweep" / "job"
+    run(compose_config(["logger=none", "dataset=synthetic", "dataset.n_samples=300", "partition=group",
+                        "estimator=[exact]", "trainer.max_epochs=1", "audit.progress=false",
+                        "trainer.enable_progress_bar=false"], job))
+    (job / ".hydra").mkdir()
+    (job / ".hydra" / "config.yaml").write_text(SAVED_CONFIG)
+    return job
+
+
+def cut_short(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])   # a full disk, a copy that stopped
+
+
+DAMAGES = {
+    "config": (".hydra/config.yaml", lambda path: path.write_text("trainer: {max_epochs: [3\n"),
+               r"is not valid YAML \(expected ',' or ']', but got '<stream end>' at line 2\)"),
+    "records": ("audits/final/records.parquet", cut_short, r"is damaged, cut short or not Parquet \(ArrowInvalid\)"),
+    "summary": ("audits/final/summary.parquet", cut_short, r"is damaged, cut short or not Parquet \(ArrowInvalid\)"),
+    "records-deleted": ("audits/final/records.parquet", Path.unlink,
+                        "is missing, so the job's distances would be left out of the figures, σ adjusted and the "
+                        "AFT ratios while its σ stayed in the tables"),
+    "result": ("result.json", cut_short, r"is not valid JSON \(.*\)")}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_job_is_one_line_naming_it_its_file_and_the_fix(finished_job, tmp_path, capsys, damage):
+    """Each was a traceback naming no job, or (records deleted) a report without the job's distances, exit 0."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(finished_job.parent, sweep)
+    name, spoil, problem = DAMAGES[damage]
+    spoil(sweep / "job" / name)
+    with pytest.raises(SystemExit) as stop:
+        report.main([str(sweep), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert re.fullmatch(rf"robustness_bias\.report: error: {sweep / 'job'}: {re.escape(name)} {problem}\. Fix: delete "
+                        rf"{sweep / 'job'} and run that job again, or delete it to report without it", err.strip()), err
+    assert not (tmp_path / "out").exists(), "nothing is written before every job was read"
+
+
+def test_an_intact_job_passes_the_reading_of_its_files(finished_job, tmp_path):
+    assert report.main([str(finished_job.parent), "--out", str(tmp_path / "out"), "--only", "table2"])["table2"] \
+        .shape[0] == 1

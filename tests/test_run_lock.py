@@ -1,5 +1,6 @@
 """One job per run folder: a second job stops at once naming the holder; a killed job's lock is taken over."""
 
+import errno
 import json
 import logging
 import os
@@ -124,3 +125,61 @@ def test_a_job_refused_a_busy_folder_writes_nothing_there(finished):
         done = command_line(finished, "seed=0")
     assert done.returncode == 2 and "is in use by another job" in done.stderr
     assert files_of(finished) == before
+
+
+# ---------------------------------------------------------------- a folder the job cannot write
+
+READ_ONLY = """
+import errno, pathlib, sys
+
+mkdir, read_only = pathlib.Path.mkdir, sys.argv.pop(1)
+
+
+def refused(self, *args, **kwargs):   # a read-only folder, as a user who is not root meets it
+    if str(self).startswith(read_only + "/"):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+    return mkdir(self, *args, **kwargs)
+
+
+pathlib.Path.mkdir = refused
+sys.argv[0] = "robustness_bias"
+from robustness_bias.__main__ import cli
+cli()
+"""
+FIX = "Fix: give the job a folder it can write to (hydra.run.dir=…, hydra.sweep.dir=… for a sweep, or paths.output_dir=…)"
+
+
+@pytest.mark.parametrize("blocked", ["file", "read-only"])
+def test_a_run_folder_that_cannot_be_made_is_one_line_before_anything_runs(tmp_path, blocked):
+    """Hydra makes the run folder before any of the job's code runs: its OSError was a traceback."""
+    (tmp_path / "file").write_text("not a folder")
+    if blocked == "file":
+        folder, start = tmp_path / "file" / "run", [sys.executable, "-m", "robustness_bias"]
+        reason = f"{tmp_path / 'file'} is a file, not a folder"
+    else:
+        folder, start = tmp_path / "locked" / "run", [sys.executable, "-c", READ_ONLY, str(tmp_path / "locked")]
+        reason = f"{folder}: Permission denied"
+    done = subprocess.run([*start, *TINY, *QUIET, f"hydra.run.dir={folder}"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"robustness_bias: error: cannot write the job's folder {folder} ({reason}). {FIX}"
+
+
+def test_a_job_given_a_folder_it_cannot_write_stops_before_reading_data(tmp_path, monkeypatch):
+    from robustness_bias import lock
+    from robustness_bias.data import SyntheticDataModule
+    from robustness_bias.lock import CannotWrite
+
+    monkeypatch.setattr(SyntheticDataModule, "load", lambda self: pytest.fail("the data was read"))
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(CannotWrite, match=rf"^cannot write the job's folder {tmp_path}/file/run \({tmp_path}/file is "
+                                          rf"a file, not a folder\)\. Fix: give the job a folder"):
+        run(compose_config([*TINY, *QUIET], tmp_path / "file" / "run"))
+
+    def read_only(path):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(lock, "_acquire", read_only)
+    with pytest.raises(CannotWrite, match=rf"^cannot write the job's folder {tmp_path}/job \({tmp_path}/job/\.lock: "
+                                          r"Read-only file system\)\. Fix: "):
+        run(compose_config([*TINY, *QUIET], tmp_path / "job"))

@@ -11,7 +11,8 @@ audited as a group once the attributes are named.
 The CSV is input we do not control: every path must stay inside the folder once symlinks are
 resolved (an audit must never read, or write into ``dataset.json`` the name of, a file elsewhere),
 and a duplicate row, an empty label or an empty attribute value is an error naming its lines,
-since each would silently change the split or invent a group.
+since each would silently change the split or invent a group. A CSV of one label is refused before
+any image is decoded: one class has no boundary to measure a distance to.
 """
 
 from __future__ import annotations
@@ -79,6 +80,15 @@ def check_cells(table: pd.DataFrame, csv_path: Path) -> None:
         where = "; ".join(f"{column} on line(s) {lines}" for column, lines in empty.items())
         raise DataError(f"{csv_path} has empty cells: {where}. Fix: fill them in, or remove those lines "
                         "(a missing value is not a group)")
+
+
+def check_classes(table: pd.DataFrame, csv_path: Path) -> None:
+    """Two labels at least: a classifier of one class has no decision boundary, so no distance to measure;
+    refused here, before any image is decoded, instead of an estimator failing after the whole training."""
+    labels = table["label"].unique()
+    if len(labels) < 2:
+        raise DataError(f"{csv_path}: every image has the label {labels[0]!r}, and a classifier of one class has no "
+                        "boundary to measure a distance to. Fix: add images of at least one other class to the CSV")
 
 
 def confined_paths(table: pd.DataFrame, root: Path, csv_path: Path) -> list[Path]:
@@ -164,6 +174,7 @@ class ImageFolderDataModule(ImageDataModule):
         columns = audited_columns(table, self.attributes, self.csv_path)
         table = table[[c for c in RESERVED if c in table.columns] + columns]   # an ignored column may have gaps
         check_cells(table, self.csv_path)
+        check_classes(table, self.csv_path)
         paths = confined_paths(table, self.root, self.csv_path)
         split = split_of(table, self.csv_path)
         order = np.argsort(table["path"].to_numpy(), kind="stable")

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from ..analysis.agreement import agreement, paired
 from ..analysis.aft import aft_ratios
 from ..analysis.summary import OVERALL, summarize
-from ..records import read_final_records
+from ..records import AUDITS, audit_folder, read_final_records
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,81 @@ PAPER_STATS = {
 
 
 def find_jobs(directories: list[str | Path]) -> list[Path]:
-    """Every finished job (a folder with result.json) below the given sweep folders."""
+    """Every finished job (a folder with result.json) below the given sweep folders, each with the files the
+    report reads intact (:func:`check_job`)."""
     jobs = sorted({p.parent for d in directories for p in Path(d).rglob("result.json")})
     if not jobs:
         raise FileNotFoundError(f"no finished jobs (result.json) below {[str(d) for d in directories]}: "
                                 "run a sweep first, e.g. python -m robustness_bias +experiment=utk_race")
+    for job in jobs:
+        check_job(job)
     return jobs
+
+
+class DamagedJob(ValueError):
+    """A finished job's file that the report reads is missing or cannot be read."""
+
+
+def check_job(job: Path) -> None:
+    """Each file of ``job`` the report reads, read before any table is written: result.json, the saved
+    config, and the records and summary of each audit result.json lists (and of any other audit there).
+
+    A file cut short (a full disk, a copy that stopped) failed deep in a table as a traceback naming no job.
+    A job whose records are gone is refused too, not left out: its σ would stay in the tables while its
+    distances left the figures, σ adjusted and the AFT ratios, and the report would exit 0.
+    """
+    try:
+        result = json.loads((job / "result.json").read_text())
+    except ValueError as error:   # JSON's errors and a file that is not UTF-8 text
+        raise DamagedJob(damaged(job, "result.json", f"is not valid JSON ({error})")) from None
+    missing = [key for key in ("dataset", "model", "test_accuracy") if not isinstance(result, dict) or key not in result]
+    if missing:
+        raise DamagedJob(damaged(job, "result.json", f"lacks {', '.join(missing)}"))
+    audits = [folder / name for tag in result.get("audits") or {} for name in ("records.parquet", "summary.parquet")
+              for folder in [audit_folder(job, tag)]]
+    for path in dict.fromkeys([*audits, *sorted((job / AUDITS).glob("*/*.parquet"))]):
+        problem = parquet_problem(path)
+        if problem:
+            raise DamagedJob(damaged(job, path.relative_to(job), problem))
+    saved = job / ".hydra" / "config.yaml"
+    if saved.is_file():
+        problem = yaml_problem(saved)
+        if problem:
+            raise DamagedJob(damaged(job, ".hydra/config.yaml", problem))
+
+
+def damaged(job: Path, name: str | Path, problem: str) -> str:
+    """The line for a damaged job: a rerun in its folder would take the job as finished, so the fix starts afresh."""
+    overrides = job / ".hydra" / "overrides.yaml"
+    where = f" (its overrides are in {overrides})" if overrides.is_file() else ""
+    return f"{job}: {name} {problem}. Fix: delete {job} and run that job again{where}, or delete it to report without it"
+
+
+def parquet_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as Parquet (its footer, which a file cut short lacks), or None."""
+    if not path.is_file():   # its σ would stay in the tables, its distances leave the figures and the AFT ratios
+        return "is missing" + (", so the job's distances would be left out of the figures, σ adjusted and the AFT "
+                               "ratios while its σ stayed in the tables" if path.name == "records.parquet" else "")
+    try:
+        pq.read_metadata(path)
+    except Exception as error:   # pyarrow's ArrowInvalid and OSError alike
+        return f"is damaged, cut short or not Parquet ({type(error).__name__})"
+    return None
+
+
+def yaml_problem(path: Path) -> str | None:
+    """Why ``path`` is not a config the report can read, or None."""
+    import yaml
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        saved_config(path)
+    except yaml.MarkedYAMLError as error:
+        where = f" at line {error.problem_mark.line + 1}" if error.problem_mark else ""
+        return f"is not valid YAML ({error.problem}{where})"
+    except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as error:
+        return f"is not valid YAML ({str(error).splitlines()[0]})"
+    return None
 
 
 SIGMA_COLUMNS = ["estimator", "epoch_tag", "partition", "group", "attacked", "failures", "capped", "sigma", "sigma_low",
