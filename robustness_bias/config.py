@@ -13,6 +13,7 @@ importing this module registers the schemas in Hydra's ConfigStore.
 from __future__ import annotations
 
 import copy
+import hashlib
 import difflib
 import inspect
 import logging
@@ -46,6 +47,17 @@ def find_config_dir() -> Path:
 
 
 CONFIG_DIR = find_config_dir()
+
+
+def overrides_tag(overrides) -> str:
+    """``-<8 hex>`` naming a command line's overrides (none: empty), for the job folders ``conf/config.yaml``
+    names by what the job is rather than by the clock, so that the same command finds its folder again and
+    resumes or skips (docs/design.md, "Reliability")."""
+    given = sorted(str(override) for override in overrides or ())
+    return "-" + hashlib.sha256("\n".join(given).encode()).hexdigest()[:8] if given else ""
+
+
+OmegaConf.register_new_resolver("overrides_tag", overrides_tag, replace=True)
 
 
 class ConfigError(ValueError):

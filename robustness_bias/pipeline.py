@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -146,16 +147,30 @@ def choice_names(cfg: DictConfig) -> dict[str, str]:
         return {"dataset": target["dataset"].removesuffix("DataModule").lower(), "model": target["model"]}
 
 
-def dashboard_identity(cfg: DictConfig, logger: DictConfig) -> dict:
+def dashboard_identity(cfg: DictConfig, logger: DictConfig, output_dir: Path) -> dict:
     """How a W&B dashboard names, groups and filters a job's run, where the logger's config does not say:
-    ``<experiment>-<dataset>-<model>-s<seed>``, grouped by experiment, ``job_type`` train or audit, and tags."""
+    ``<experiment>-<dataset>-<model>-s<seed>``, grouped by experiment, ``job_type`` train or audit, and tags;
+    and the run's id, kept in the job's folder, so that a resumed job continues its run instead of opening
+    a second one."""
     if not str(logger.get("_target_", "")).endswith("WandbLogger"):
         return {}
     names = choice_names(cfg)
     estimators = [name for name, spec in cfg.estimator.items() if "_target_" in spec]
     identity = {"name": f"{cfg.name}-{names['dataset']}-{names['model']}-s{cfg.seed}", "group": cfg.name,
-                "job_type": cfg.mode, "tags": [cfg.name, names["dataset"], names["model"], *estimators]}
+                "job_type": cfg.mode, "tags": [cfg.name, names["dataset"], names["model"], *estimators],
+                "id": wandb_run_id(output_dir), "resume": "allow"}
     return {key: value for key, value in identity.items() if logger.get(key) is None}
+
+
+def wandb_run_id(output_dir: Path) -> str:
+    """The W&B run id of the job in ``output_dir``: made once, at random (ids are unique per project, which
+    the same folder name on two machines is not), and read back by a rerun."""
+    stored = output_dir / "wandb-run-id"
+    if stored.is_file():
+        return stored.read_text().strip()
+    run_id = secrets.token_hex(4)
+    write_atomic(stored, lambda tmp: tmp.write_text(run_id))
+    return run_id
 
 
 def run(cfg: DictConfig) -> dict:
@@ -267,7 +282,8 @@ def run_in(cfg: DictConfig, output_dir: Path, given: DictConfig) -> dict:
     plan = build_plan(cfg, model)
     penalty = build_penalty(cfg, datamodule)
 
-    loggers = [instantiate(spec, **dashboard_identity(cfg, spec)) for spec in (cfg.get("logger") or {}).values()]
+    loggers = [instantiate(spec, **dashboard_identity(cfg, spec, output_dir))
+               for spec in (cfg.get("logger") or {}).values()]
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     summarizing = summary_settings(cfg, datamodule, partition)

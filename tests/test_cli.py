@@ -38,3 +38,16 @@ def test_version_is_the_projects():
 def test_check_and_report_have_their_own_help(words, usage):
     done = command(*words)
     assert done.returncode == 0 and done.stdout.startswith(usage), done.stderr[-1000:]
+
+
+def test_the_same_command_twice_makes_one_folder_and_the_second_skips(tmp_path):
+    arguments = ["trainer.max_epochs=1", "estimator=[exact]", "audit.progress=false"]
+    runs = [subprocess.run([sys.executable, "-m", "robustness_bias", *arguments], capture_output=True, text=True,
+                           timeout=600, cwd=tmp_path) for _ in range(2)]
+    assert [done.returncode for done in runs] == [0, 0], runs[-1].stderr[-2000:]
+    [folder] = (tmp_path / "outputs" / "default").iterdir()   # named by the job, not by the clock
+    assert folder.name.startswith("digits-logreg-s0-")
+    log = (folder / "robustness_bias.log").read_text()
+    assert log.count("already finished with the same settings") == 1
+    [wandb_run] = (folder / "wandb").glob("offline-run-*")   # the skipped rerun opened no second W&B run
+    assert wandb_run.name.endswith((folder / "wandb-run-id").read_text())

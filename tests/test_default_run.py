@@ -140,7 +140,7 @@ def test_a_sweep_gives_one_closed_wandb_run_per_job(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = sorted(p for p in tmp_path.iterdir() if (p / "result.json").is_file())
-    assert [job.name for job in jobs] == ["0-logreg", "1-logreg"]
+    assert [job.name.rsplit("-", 1)[0] for job in jobs] == ["digits-logreg-s0", "digits-logreg-s1"]   # -<overrides' hash>
     sigmas = []
     for job in jobs:
         # each job's own run, holding that job's summary and nothing of the other's

@@ -155,7 +155,7 @@ def _sweep_lines(done: subprocess.CompletedProcess, ending: str = "") -> list[st
     lines = [line.strip() for line in tail.splitlines()[1:]]
     assert all(": test accuracy 0." in line and "; least robust class: exact " in line and "deepfool" in line
                and line.endswith(ending) for line in lines), lines
-    return [line.split(":")[0] for line in lines]
+    return [line.split(":")[0].rsplit("-", 1)[0] for line in lines]   # without the overrides' hash
 
 
 @pytest.mark.slow
@@ -163,17 +163,17 @@ def test_submitit_sweep_feeds_the_report_and_a_rerun_recomputes_nothing(tmp_path
     folder = tmp_path / "sweep"
     done = _sweep(folder, "hydra/launcher=local")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(p.name for p in folder.glob("*-logreg")) == ["0-logreg", "1-logreg"]
+    assert sorted(p.name.rsplit("-", 1)[0] for p in folder.glob("digits-logreg-*")) == ["digits-logreg-s0", "digits-logreg-s1"]
     logs = "".join(p.read_text() for p in folder.glob("*/robustness_bias.log"))
     assert logs.count("test accuracy") == 2 and "skipped" not in logs
-    assert _sweep_lines(done) == ["0-logreg", "1-logreg"]   # the sweep's last word: a line per job
+    assert _sweep_lines(done) == ["digits-logreg-s0", "digits-logreg-s1"]   # the sweep's last word: a line per job
     stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*/audits/final/records.parquet")}
 
     again = _sweep(folder, "hydra/launcher=local")
     assert again.returncode == 0, again.stderr[-3000:]
     logs = "".join(p.read_text() for p in folder.glob("*/robustness_bias.log"))
     assert logs.count("skipped") == 2                        # both jobs were skipped …
-    assert _sweep_lines(again, "[finished before: skipped]") == ["0-logreg", "1-logreg"]
+    assert _sweep_lines(again, "[finished before: skipped]") == ["digits-logreg-s0", "digits-logreg-s1"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps   # … and nothing was rewritten
 
     tables = report.main([str(folder), "--out", str(tmp_path / "report"), "--only", "table2", "agreement"])
@@ -212,7 +212,8 @@ def test_make_paper_smoke_writes_every_table_and_figure(tmp_path):
                 expected += [f"figures/survival_{dataset}_{m}_{partition}.{kind}" for m in ("logreg", "small_cnn")]
     missing = [name for name in expected if not (out / name).is_file()]
     assert not missing
-    assert sorted(p.name for p in (sweeps / "smoke_digits").glob("*-*")) == ["0-logreg", "1-small_cnn"]
+    assert sorted(p.name.rsplit("-", 1)[0] for p in (sweeps / "smoke_digits").glob("*-*")) == ["digits-logreg-s0",
+                                                                                               "digits-small_cnn-s0"]
     settings = pd.read_csv(out / "settings.csv")   # the settings each job ran with, from its saved config
     assert len(settings) == 4 and settings["rs"].str.contains("N = 1,000, N0 = 20").all()
     assert set(settings["epochs"]) == {3}
