@@ -14,17 +14,21 @@ import sys
 import warnings
 
 OWN_LOGGERS = ("robustness_bias", "__main__")
-NOT_THE_USERS_TO_FIX = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",)
+NOT_THE_USERS_TO_FIX = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+                        r"The `srun` command is available on your system but is not used")   # any machine with SLURM
 
 
 class ConsoleFilter(logging.Filter):
-    """On the console: this package's records from INFO, every other library's from WARNING.
+    """On the console: this package's records from INFO, every other library's from WARNING, but for
+    records logged with ``extra={"console": False}`` (details for the log file: smoothing's batch probe).
 
     The log file, which has no filter, keeps the rest (Lightning's device and checkpoint notices,
     matplotlib's unit conversions).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "console", True):
+            return False
         return record.levelno >= logging.WARNING or record.name.split(".")[0] in OWN_LOGGERS
 
 

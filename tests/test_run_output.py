@@ -69,22 +69,30 @@ def test_the_epoch_bar_divides_by_training_time_only():
 
 @pytest.mark.slow
 def test_a_redirected_job_prints_its_table_and_less_than_a_screen_besides(tmp_path):
-    """As ``make run > out.txt``: no progress bars, a line per epoch and per audit, W&B's four lines, no
-    line of Lightning's twice, no notices, then the table; Lightning's notices are in the log file."""
-    done = subprocess.run([sys.executable, "-m", "robustness_bias", "estimator=[exact,deepfool]", "trainer.max_epochs=2",
-                           "audit.significance.resamples=50", "audit.significance.permutations=50",
-                           f"hydra.run.dir={tmp_path}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=600, cwd=tmp_path, env={**os.environ, "WANDB_SILENT": "false"})
+    """As ``make run > out.txt`` on a machine with SLURM installed: no progress bars, a line per epoch and per
+    audit, W&B's four lines, no line of Lightning's twice, no notices (nor its ``srun`` hint), no smoothing
+    probe's rates, then the table; Lightning's notices and the probe's rates are in the log file."""
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    (bin_folder / "srun").write_text("#!/bin/sh\n")
+    (bin_folder / "srun").chmod(0o755)
+    done = subprocess.run([sys.executable, "-m", "robustness_bias", "estimator=[exact,deepfool,rs]", "trainer.max_epochs=2",
+                           "audit.significance.resamples=50", "audit.significance.permutations=50", "estimator.rs.n=50",
+                           "estimator.rs.n0=10", f"hydra.run.dir={tmp_path}"], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "WANDB_SILENT": "false", "PATH": f"{bin_folder}:{os.environ['PATH']}"})
     assert done.returncode == 0, done.stdout[-3000:]
     before, title, table = done.stdout.partition("σ(P) per group, final audit (epoch 2)")
     assert title and "exact · class\n" in table and "deepfool · class\n" in table
-    assert table.count(LEAST_ROBUST) == 2 and f"files in {tmp_path}" in table
+    assert table.count(LEAST_ROBUST) == 3 and f"files in {tmp_path}" in table
     lines = before.splitlines()
     assert len(lines) <= 12, before
     assert sum("epoch 1/2: 20 batches in" in line for line in lines) == 1
-    assert sum("audit first+middle (epoch 1): exact 337 images, deepfool 337 images in" in line for line in lines) == 1
+    assert sum("audit first+middle (epoch 1): exact 337 images, deepfool 337 images, rs " in line
+               for line in lines) == 1
     for chatter in ("INFO:", "lightning", "LeafSpec", "litlogger", "weights_only", "Run summary", "Run history",
-                    "anonymous", "it/s]", "Traceback"):
+                    "anonymous", "it/s]", "Traceback", "srun", "images/s"):
         assert chatter not in done.stdout, chatter
     log = (tmp_path / "robustness_bias.log").read_text()
     assert "GPU available" in log and log.count("GPU available") == 1 and "σ(P) per group" in log
+    assert "rs: forward batch" in log   # the probe's rates: in the file only

@@ -200,7 +200,8 @@ class RandomizedSmoothing(Estimator):
             log.info("rs: forward batch %d for %s inputs of %s on %s (autocast: %s), the fastest measured "
                      "(images/s: %s)", probe.batch, type(model).__name__, "×".join(map(str, x.shape[1:])), x.device,
                      autocast_dtype(x.device),
-                     ", ".join(f"{rows}: {rate:,.0f}" for rows, rate in probe.rates.items()))
+                     ", ".join(f"{rows}: {rate:,.0f}" for rows, rate in probe.rates.items()),
+                     extra={"console": False})   # the job's log file keeps it; the console need not
         return measured[kind]
 
     def probe(self, model: nn.Module, x: torch.Tensor) -> ForwardProbe:
