@@ -60,9 +60,13 @@ def test_fmn_lands_on_the_boundary_of_the_class_its_loss_follows_on_a_ten_class_
     runner_up = logits.topk(2, 1).indices[:, 1]
     own = logits.gather(1, y[:, None])[:, 0]
     to_runner_up = (own - logits.gather(1, runner_up[:, None])[:, 0]) / (weights[y] - weights[runner_up]).norm(dim=1)
-    result = FastMinimumNorm()(model, x, y)
+    fmn = FastMinimumNorm()
+    result = fmn(model, x, y)
     assert result.success.all()
-    torch.testing.assert_close(result.distance.double(), to_runner_up, rtol=1e-3, atol=0)
+    # on the boundary up to the bisection's resolution, times the last γ_T step out where a bisected point was
+    # not adversarial alone (fmn.py): (1 + 2⁻ᵏ)(1 + γ_T) − 1 ≈ 0.2% (a fixed 0.1% failed on one CPU at 0.1004%)
+    landing = (1 + 2.0 ** -fmn.refine_steps) * (1 + fmn.gamma_final) - 1
+    torch.testing.assert_close(result.distance.double(), to_runner_up, rtol=landing, atol=0)
     ratio = result.distance / exact
     assert (ratio >= 1 - 1e-5).all()
     assert ratio.median() <= 1.01
