@@ -363,7 +363,8 @@ def test_the_figures_leave_the_users_matplotlib_backend_alone():
              "'group': ['(all)', 'a', 'b'], 'sigma': [float('nan'), -0.2, 0.2], 'sigma_low': [float('nan'), -0.3, 0.1], "
              "'sigma_high': [float('nan'), -0.1, 0.3], 'p_adjusted': [float('nan'), 0.01, 0.01], "
              "'correct': [20, 10, 10]}); figure = sigma_figure(summary, None); "
-             "assert type(figure).__name__ == 'Figure', figure; print(matplotlib.get_backend())")
+             "from matplotlib.figure import Figure; assert isinstance(figure, Figure), figure; "
+             "print(matplotlib.get_backend())")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "MPLBACKEND": "svg"})
     assert done.returncode == 0, done.stderr[-2000:]

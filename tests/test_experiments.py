@@ -33,10 +33,10 @@ def test_utk_race_runs_the_whole_grid_into_one_folder_per_job(tmp_path, tiny_utk
                            *tiny, f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     models = ["logreg", "utk_classifier", "resnet50", "alexnet", "vgg19_bn", "densenet121", "squeezenet1_0"]
-    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert jobs == sorted(f"{i}-{m}" for i, m in enumerate(models))
-    for i, model in enumerate(models):
-        job = sweep / f"{i}-{model}"
+    jobs = {p.name.rsplit("-", 1)[0]: p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    assert sorted(jobs) == sorted(f"utkface-{m}-s0" for m in models)   # named by the job, plus its overrides' hash
+    for model in models:
+        job = jobs[f"utkface-{model}-s0"]
         records = pd.read_parquet(job / "audits" / "final" / "records.parquet")
         expected = {"exact", "deepfool", "cw", "rs"} if model == "logreg" else {"deepfool", "cw", "rs"}
         assert set(records["estimator"]) == expected, model
