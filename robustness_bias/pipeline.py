@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import signal
 from collections.abc import Iterator
@@ -166,8 +167,9 @@ def wandb_run_id(output_dir: Path) -> str:
     """The W&B run id of the job in ``output_dir``: made once, at random (ids are unique per project, which
     the same folder name on two machines is not), and read back by a rerun."""
     stored = output_dir / "wandb-run-id"
-    if stored.is_file():
-        return stored.read_text().strip()
+    kept = stored.read_text(errors="replace").strip() if stored.is_file() else ""
+    if re.fullmatch(r"[0-9a-f]{8}", kept):   # anything else (a damaged or planted file) is replaced
+        return kept
     run_id = secrets.token_hex(4)
     write_atomic(stored, lambda tmp: tmp.write_text(run_id))
     return run_id

@@ -51,3 +51,12 @@ def test_the_same_command_twice_makes_one_folder_and_the_second_skips(tmp_path):
     assert log.count("already finished with the same settings") == 1
     [wandb_run] = (folder / "wandb").glob("offline-run-*")   # the skipped rerun opened no second W&B run
     assert wandb_run.name.endswith((folder / "wandb-run-id").read_text())
+
+
+def test_a_planted_wandb_run_id_is_replaced_not_used(tmp_path):
+    from robustness_bias.pipeline import wandb_run_id
+
+    (tmp_path / "wandb-run-id").write_text("../../elsewhere; rm -rf /\n")
+    made = wandb_run_id(tmp_path)
+    assert len(made) == 8 and set(made) <= set("0123456789abcdef")
+    assert wandb_run_id(tmp_path) == made == (tmp_path / "wandb-run-id").read_text()   # kept for the rerun
