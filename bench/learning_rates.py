@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.nn import functional as F
 
-from robustness_bias.config import CONFIG_DIR
+from robustness_bias.config.store import CONFIG_DIR
 from robustness_bias.data import DigitsDataModule
 from robustness_bias.data.base import split_indices
 from robustness_bias.models import logreg, small_cnn

@@ -13,7 +13,8 @@ import hydra
 from hydra.errors import ConfigCompositionException, OverrideParseException
 from omegaconf import DictConfig
 
-from .config import CONFIG_DIR, composition_problem, experiment_as_choice  # noqa: F401 (tests import it here)
+from .config.messages import composition_problem, experiment_as_choice  # noqa: F401 (tests import it here)
+from .config.store import CONFIG_DIR
 
 
 STARTED: list[bool] = []   # main's body has begun: an error before it is Hydra's, making the job's folder or log
@@ -21,22 +22,16 @@ STARTED: list[bool] = []   # main's body has begun: an error before it is Hydra'
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from .auditing.logits import NotLogits
-    from .checkpoints import UnsafeCheckpoint
-    from .data import DataError
-    from .estimators import EstimatorMismatch
-    from .lock import CannotWrite, FolderBusy
-    from .models import MissingWeights
-    from .pipeline import ConfigError, run
-    from .stopping import Stopped
     from .console import quiet_libraries
+    from .errors import UserError
+    from .pipeline import run
+    from .stopping import Stopped
 
     STARTED.append(True)
     quiet_libraries()   # after Lightning's import, which gives its loggers console handlers of their own
     try:
         result = run(cfg)
-    except (ConfigError, DataError, EstimatorMismatch, MissingWeights, NotLogits, UnsafeCheckpoint, FolderBusy,
-            CannotWrite) as error:
+    except UserError as error:   # bad settings, data, weights or folders: the message says how to fix it
         fail(str(error))
     except Stopped as stopped:   # one line, and the status a shell gives a process the signal killed
         print(f"robustness_bias: {stopped.message}", file=sys.stderr)

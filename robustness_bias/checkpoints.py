@@ -17,17 +17,19 @@ from pathlib import Path
 import torch
 from torch.torch_version import TorchVersion
 
+from .errors import UserError
+
 SAFE_TORCH = (2, 6)   # the first torch whose weights_only loading has no known bypass (CVE-2025-32434)
 TORCHSCRIPT = "is a TorchScript model"
 _LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"   # how torch.save's pre-1.6 format begins
 
 
-class UnsafeCheckpoint(ValueError):
+class UnsafeCheckpoint(UserError, ValueError):
     """A checkpoint holds more than tensors and plain data, or this torch cannot read one safely:
     refused, and nothing in it ran."""
 
 
-class UnreadableCheckpoint(ValueError):
+class UnreadableCheckpoint(UserError, ValueError):
     """``torch.load`` cannot read the file at all; ``what`` says what it is instead ("is a plain pickle …")."""
 
     def __init__(self, path, what: str):

@@ -21,16 +21,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import UserError
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
 
 
-class FolderBusy(RuntimeError):
+class FolderBusy(UserError, RuntimeError):
     """Another job is running in this folder."""
 
 
-class CannotWrite(RuntimeError):
+class CannotWrite(UserError, RuntimeError):
     """The job cannot write in its folder: it cannot be made or written there, or the disk is full."""
 
 

@@ -1,10 +1,9 @@
-"""One Hydra job: check the settings, train, audit at the first/middle/final epoch, test, log."""
+"""One Hydra job: check the settings, train, audit at the first/middle/final epoch, test, log (its parts: assembly.py)."""
 
 from __future__ import annotations
 
+import json
 import logging
-import re
-import secrets
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -12,167 +11,31 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from .analysis.summary import SUMMARY_OPTIONS, sigmas_of
-from .analysis.summary import summary_settings as audit_summary_settings
-from .auditing import Auditor, EstimatorPlan, Samples, accuracy
+from .analysis.summary import sigmas_of
+from .assembly import (build_model, build_module, build_penalty, build_plan, check_partition, choice_names,
+                       chosen_partition, dashboard_identity, instantiate, partition_labels, summary_settings_of)
+from .auditing import Auditor, Samples, accuracy
 from .auditing.logits import check_outputs
-from .config import ConfigError, checked, job_fingerprint
+from .config.checks import checked
+from .config.fingerprint import job_fingerprint
+from .config.rules import ConfigError
 from .console import interactive
 from .data import ImageDataModule
-from .estimators import EstimatorMismatch
 from .lock import DISK_FULL, cannot_write, first_process, folder_lock
-from .models import MissingWeights, load_weights, split_checkpoint
+from .models import MissingWeights
 from .preflight import model_problem
 from .records import (audit_folder, finished_result, other_finished_job, read_chunk_counts, read_summary, shard_suffix,
                       write_atomic, write_json)
 from .report.console import job_answer
 from .report.publish import Publisher
 from .stopping import Stopped, stop_if_signalled, stop_on_signals
-from .training import AuditSchedule, EpochLog, RobustnessBiasPenalty, StopOnSignal, audit_schedule, resumable
+from .training import AuditSchedule, EpochLog, StopOnSignal, audit_schedule, resumable
 
 log = logging.getLogger(__name__)
-
-
-def instantiate(spec, *args, **kwargs):
-    """Hydra's instantiate, but our own errors (bad data, bad settings) surface unwrapped."""
-    try:
-        return hydra_instantiate(spec, *args, **kwargs)
-    except InstantiationException as error:
-        if isinstance(error.__cause__, (ValueError, FileNotFoundError)):
-            raise error.__cause__ from None
-        raise
-
-
-def chosen_partition(cfg: DictConfig) -> list[str]:
-    """The attributes whose groups the figures show: ``partition.by`` if given, else the selected
-    partition configs (several of them also audit their intersection)."""
-    return list(cfg.partition.get("by") or cfg.partition.get("attributes") or ["class"])
-
-
-def check_partition(partition: list[str], datamodule: ImageDataModule, adjust_for=()) -> None:
-    """Before training: the partition's and ``audit.adjust_for``'s attributes are the dataset's."""
-    unknown = [p for p in partition if p not in datamodule.partitions]
-    if unknown:
-        raise ConfigError(f"partition {list(partition)}: this dataset has no {unknown}. "
-                          f"Fix: choose among {datamodule.partitions} (partition=class works everywhere, "
-                          "+partition.by=[<column>] for any attribute)")
-    unknown = [a for a in adjust_for if a not in datamodule.partitions]
-    if unknown:
-        raise ConfigError(f"audit.adjust_for={list(adjust_for)}: this dataset has no {unknown}. "
-                          f"Fix: adjust for some of {datamodule.partitions}")
-
-
-def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[torch.nn.Module, int | None]:
-    """The configured model at the dataset's input size, with ``model.checkpoint``'s weights when given.
-
-    Returns the model and the epoch its checkpoint was saved after (None when unknown).
-    """
-    spec, checkpoint = split_checkpoint(OmegaConf.to_container(cfg.model, resolve=True))
-    builder = instantiate(spec)
-    try:
-        model = builder(input_shape=datamodule.input_shape, num_classes=datamodule.num_classes,
-                        normalization=datamodule.normalization)
-        epoch = load_weights(model, checkpoint) if checkpoint else None
-    except ValueError as error:
-        raise ConfigError(str(error)) from error
-    if cfg.module.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model, epoch
-
-
-def build_penalty(cfg: DictConfig, datamodule: ImageDataModule) -> RobustnessBiasPenalty | None:
-    """The regularizer of ``cfg.regularizer`` (none: ``{}``), its partition looked up on this dataset."""
-    return instantiate(cfg.regularizer)(datamodule) if cfg.get("regularizer") else None
-
-
-def build_module(cfg: DictConfig, model: torch.nn.Module, penalty: RobustnessBiasPenalty | None) -> L.LightningModule:
-    """The LightningModule of ``cfg.module`` around ``model``, with the optimizer and schedule it completes."""
-    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    return instantiate(cfg.module)(model, optimizer=instantiate(cfg.optim), scheduler=scheduler, penalty=penalty)
-
-
-def build_plan(cfg: DictConfig, model) -> dict[str, EstimatorPlan]:
-    """The selected estimators, each with its plan from ``audit.plan`` (defaults where it has none).
-
-    Settings an experiment gives an estimator that is not selected (no ``_target_``) are ignored. An
-    estimator that cannot measure this model is an error, or is skipped with a warning under
-    ``audit.skip_unfit_estimators`` (sweeps over models that mix linear and non-linear ones, where
-    only some can use the exact estimator).
-    """
-    estimators = {name: instantiate(spec) for name, spec in cfg.estimator.items() if "_target_" in spec}
-    unfit = {}
-    for name, estimator in estimators.items():
-        try:
-            estimator.check_model(model)
-        except EstimatorMismatch as error:
-            unfit[name] = error
-    fitting = [name for name in estimators if name not in unfit]
-    if unfit and not (cfg.audit.skip_unfit_estimators and fitting):
-        hint = f" For this model: estimator=[{','.join(fitting)}]" if fitting else ""
-        raise EstimatorMismatch(" ".join(str(e) for e in unfit.values()) + hint)
-    if unfit:
-        log.warning("skipping estimator(s) %s: they do not fit this model", sorted(unfit))
-    plans = OmegaConf.to_container(cfg.audit.get("plan") or {})
-    if cfg.mode == "audit":   # one audit of a given model: every estimator measures it, whatever its ``after``
-        plans = {name: {key: value for key, value in (plans.get(name) or {}).items() if key != "after"} for name in plans}
-    plan = {name: EstimatorPlan(estimators[name], **(plans.get(name) or {})) for name in fitting}
-    if not any("final" in planned.after for planned in plan.values()):
-        raise ConfigError(f"no selected estimator measures the final model (audit.plan.<estimator>.after). Fix: pass "
-                          f"audit.plan.{fitting[0]}.after=[final]")
-    return plan
-
-
-def summary_settings(cfg: DictConfig, datamodule: ImageDataModule, partition: list[str]) -> dict:
-    """The options of the per-group summaries: every single-attribute partition of the dataset, plus the
-    chosen one when it combines attributes, and how σ and RB are computed."""
-    options = {key: OmegaConf.to_container(cfg.audit[key]) if OmegaConf.is_config(cfg.audit[key]) else cfg.audit[key]
-               for key in SUMMARY_OPTIONS}
-    return audit_summary_settings(options, datamodule.partitions, partition)
-
-
-def choice_names(cfg: DictConfig) -> dict[str, str]:
-    """The dataset and model names the job was composed with (Hydra's choices; class names otherwise)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        choices = HydraConfig.get().runtime.choices
-        return {"dataset": choices["dataset"], "model": choices["model"]}
-    except (ValueError, KeyError):
-        target = {key: str(cfg[key]._target_).rsplit(".", 1)[-1] for key in ("dataset", "model")}
-        return {"dataset": target["dataset"].removesuffix("DataModule").lower(), "model": target["model"]}
-
-
-def dashboard_identity(cfg: DictConfig, logger: DictConfig, output_dir: Path) -> dict:
-    """How a W&B dashboard names, groups and filters a job's run, where the logger's config does not say:
-    ``<experiment>-<dataset>-<model>-s<seed>``, grouped by experiment, ``job_type`` train or audit, and tags;
-    and the run's id, kept in the job's folder, so that a resumed job continues its run instead of opening
-    a second one."""
-    if not str(logger.get("_target_", "")).endswith("WandbLogger"):
-        return {}
-    names = choice_names(cfg)
-    estimators = [name for name, spec in cfg.estimator.items() if "_target_" in spec]
-    identity = {"name": f"{cfg.name}-{names['dataset']}-{names['model']}-s{cfg.seed}", "group": cfg.name,
-                "job_type": cfg.mode, "tags": [cfg.name, names["dataset"], names["model"], *estimators],
-                "id": wandb_run_id(output_dir), "resume": "allow"}
-    return {key: value for key, value in identity.items() if logger.get(key) is None}
-
-
-def wandb_run_id(output_dir: Path) -> str:
-    """The W&B run id of the job in ``output_dir``: made once, at random (ids are unique per project, which
-    the same folder name on two machines is not), and read back by a rerun."""
-    stored = output_dir / "wandb-run-id"
-    kept = stored.read_text(errors="replace").strip() if stored.is_file() else ""
-    if re.fullmatch(r"[0-9a-f]{8}", kept):   # anything else (a damaged or planted file) is replaced
-        return kept
-    run_id = secrets.token_hex(4)
-    write_atomic(stored, lambda tmp: tmp.write_text(run_id))
-    return run_id
 
 
 def run(cfg: DictConfig) -> dict:
@@ -207,12 +70,6 @@ def stopped_in(output_dir: Path) -> Iterator[None]:
         raise Stopped(stopped.signum, output_dir) from None
 
 
-def partition_names(datamodule: ImageDataModule) -> dict[str, str]:
-    """What the partitions are called where their column's name does not say it: ``class`` is the age
-    bin on UTKFace and Adience. Shown in figures and on the console; records keep the column ``class``."""
-    return {"class": datamodule.label_name} if datamodule.label_name else {}
-
-
 def show_answer(result: dict) -> None:
     """The final audit's per-group table and where the job's files are: on the console and in the job's log."""
     summary = read_summary(audit_folder(Path(result["output_dir"]), "final"))
@@ -240,6 +97,20 @@ def refuse_other_job(output_dir: Path, fingerprint: str, shard: dict | None) -> 
         raise ConfigError(f"{output_dir} holds a finished job of other settings ({other}; this job's: {ours}), which "
                           f"is never overwritten. Fix: give this job its own folder (hydra.run.dir=…), or delete "
                           f"{output_dir}")
+
+
+def refuse_other_data(output_dir: Path, content: str) -> None:
+    """A folder whose unfinished job read other data (``dataset.json``'s ``content``) is not resumed with this
+    data: its chunks and checkpoint measured other images. The same files in another folder are the same
+    data (the fingerprint leaves out where the data lies), so a copied dataset resumes."""
+    try:
+        before = json.loads((output_dir / "dataset.json").read_text()).get("content")
+    except (OSError, ValueError, AttributeError):   # none yet, or unreadable: nothing to compare
+        return
+    if before is not None and before != content:
+        raise ConfigError(f"{output_dir} holds an unfinished job on other data (its data: {before}; the data read now: "
+                          f"{content}), whose chunks and checkpoint this data must not resume. Fix: give this job its "
+                          f"own folder (hydra.run.dir=…), or delete {output_dir}")
 
 
 def save_hydra_files(given: DictConfig, output_dir: Path) -> None:
@@ -277,6 +148,7 @@ def run_in(cfg: DictConfig, output_dir: Path, given: DictConfig) -> dict:
     if missing:                                                   # (a download is tried when the model is built)
         raise MissingWeights(missing)
     datamodule.setup()
+    refuse_other_data(output_dir, datamodule.facts["content"])
     write_json(output_dir / "dataset.json", datamodule.facts)
     partition = chosen_partition(cfg)
     check_partition(partition, datamodule, cfg.audit.adjust_for)
@@ -288,8 +160,8 @@ def run_in(cfg: DictConfig, output_dir: Path, given: DictConfig) -> dict:
                for spec in (cfg.get("logger") or {}).values()]
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    summarizing = summary_settings(cfg, datamodule, partition)
-    names = partition_names(datamodule)
+    summarizing = summary_settings_of(cfg, datamodule, partition)
+    names = partition_labels(datamodule)
     bars = interactive()   # a redirected console gets a line per epoch and per audit instead of progress bars
     auditor = Auditor(plan, Samples(datamodule.table, datamodule.test_indices), output_dir, partition=partition,
                       settings_hash=fingerprint, shard=cfg.audit.shard, num_shards=cfg.audit.num_shards,

@@ -25,7 +25,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, checked
+from .config.checks import checked
+from .config.rules import ConfigError
 from .models import MissingWeights
 from .models.torchvision_models import hub_file, imagenet_weights_file, weights_problem
 
@@ -142,7 +143,8 @@ def main(arguments: list[str]) -> None:
     make, and check what each needs; exit 0, listing what each job found, when every job can run."""
     from hydra import compose, initialize_config_dir
 
-    from .config import CONFIG_DIR, composition_problem, experiment_as_choice
+    from .config.messages import composition_problem, experiment_as_choice
+    from .config.store import CONFIG_DIR
 
     if {"-h", "--help"} & set(arguments):
         print(USAGE)

@@ -12,7 +12,10 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
 
 from robustness_bias.__main__ import experiment_as_choice
-from robustness_bias.config import CONFIG_DIR, ConfigError, checked, composition_problem
+from robustness_bias.config.checks import checked
+from robustness_bias.config.messages import composition_problem
+from robustness_bias.config.rules import ConfigError
+from robustness_bias.config.store import CONFIG_DIR
 
 TAGS = ("first", "middle", "final")   # the audits of a training run
 

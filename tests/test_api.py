@@ -11,19 +11,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 from hydra.utils import instantiate
 from torch import nn
 
 import robustness_bias
-import robustness_bias.api
+import robustness_bias.api.entry
 from conftest import compose_config
 from robustness_bias import AuditResult, audit
 from robustness_bias.analysis import metrics
-from robustness_bias.api import ESTIMATORS, NAMED, PLANS
-from robustness_bias.auditing import EstimatorPlan
+from robustness_bias.api.entry import ESTIMATORS, NAMED, plan_of
+from robustness_bias.config.job import EstimatorPlan
 from robustness_bias.estimators import CarliniWagner, DeepFool, EstimatorMismatch, RandomizedSmoothing
 from robustness_bias.models import Normalize
-from robustness_bias.pipeline import build_model, run
+from robustness_bias.assembly import build_model
+from robustness_bias.pipeline import run
 from robustness_bias.records import audit_folder, read_records, read_summary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +61,9 @@ def test_defaults_are_the_command_lines():
         assert type(configured) is estimator_class
         public = {key: value for key, value in vars(configured).items() if not key.startswith("_") and key != "step_cache"}
         assert {key: getattr(estimator_class(), key) for key in public} == public, name
-        assert EstimatorPlan(configured, **PLANS.get(name, {})) == EstimatorPlan(configured, **cfg.audit.plan[name]), name
+        (_, plan), = plan_of([name], None, None, nn.Identity()).values() if name != "exact" else \
+            plan_of([name], None, None, nn.Linear(2, 2)).values()
+        assert plan == OmegaConf.to_object(cfg.audit.plan[name]), name
     assert list(ESTIMATORS) == [name for name in compose_config(["logger=none"]).estimator]   # the same four, in order
     defaults = audit.__kwdefaults__
     for key in ("conditional", "failures", "tau_max", "min_group_size"):
@@ -244,7 +248,7 @@ def test_default_estimators_are_the_four_that_fit_the_model(linear, test_digits,
     assert set(audit(mlp, images[:20], labels[:20], estimators={"deepfool": DeepFool(), **cheap},
                      progress=False).records["estimator"]) == {"deepfool", "cw", "rs"}
     # unnamed, the default four (here on cheap budgets): exact only where it fits
-    monkeypatch.setattr(robustness_bias.api, "ESTIMATORS",
+    monkeypatch.setattr(robustness_bias.api.entry, "ESTIMATORS",
                         {name: (lambda name=name: cheap.get(name) or ESTIMATORS[name]()) for name in ESTIMATORS})
     assert list(pd.unique(audit(mlp, images[:20], labels[:20], progress=False).records["estimator"])) == \
         ["deepfool", "cw", "rs"]
@@ -294,8 +298,8 @@ def test_a_folder_makes_the_audit_resumable_by_chunk(linear, test_digits, tmp_pa
     images, labels = test_digits
 
     def run_in(folder):
-        plan = {"deepfool": EstimatorPlan(CrashingDeepFool(), batch_size=8, chunk_size=16)}
-        return audit(linear, images, labels, estimators=plan, folder=folder, progress=False)
+        return audit(linear, images, labels, estimators={"deepfool": CrashingDeepFool()},
+                     plans={"deepfool": EstimatorPlan(batch_size=8, chunk_size=16)}, folder=folder, progress=False)
 
     CrashingDeepFool.chunks = None
     whole = run_in(tmp_path / "whole")

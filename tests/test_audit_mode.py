@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from robustness_bias.models import logreg
-from robustness_bias.pipeline import ConfigError, run
+from robustness_bias.config.rules import ConfigError
+from robustness_bias.pipeline import run
 
 TINY = ["dataset=synthetic", "dataset.n_samples=300", "partition=group", "estimator=[exact,deepfool,rs]",
         "estimator.rs.n=500", "estimator.rs.n0=20", "logger=none"]

@@ -54,7 +54,7 @@ def test_the_same_command_twice_makes_one_folder_and_the_second_skips(tmp_path):
 
 
 def test_a_planted_wandb_run_id_is_replaced_not_used(tmp_path):
-    from robustness_bias.pipeline import wandb_run_id
+    from robustness_bias.assembly import wandb_run_id
 
     (tmp_path / "wandb-run-id").write_text("../../elsewhere; rm -rf /\n")
     made = wandb_run_id(tmp_path)

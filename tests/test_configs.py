@@ -12,7 +12,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import CONFIG_DIR, compose_config, config_problem
-from robustness_bias.config import SCHEMAS, job_fingerprint
+from robustness_bias.config.fingerprint import job_fingerprint
+from robustness_bias.config.schema import SCHEMAS
 from robustness_bias.estimators.cw import PAPER_BUDGET
 
 GROUPS = ["dataset", "model", "imagenet", "estimator", "partition", "trainer", "optim", "scheduler", "module",
@@ -122,7 +123,7 @@ def test_the_command_line_lists_the_estimators_in_one_line(tmp_path):
 
 def test_the_module_optimizer_and_schedule_are_built_from_the_config():
     from robustness_bias.models import logreg
-    from robustness_bias.pipeline import build_module
+    from robustness_bias.assembly import build_module
 
     network = logreg((1, 8, 8), 10, {"mean": [0.5], "std": [0.5]})
     module = build_module(compose_config(["optim.lr=0.01", "trainer.max_epochs=4"]), network, None)
@@ -138,7 +139,6 @@ def test_the_module_optimizer_and_schedule_are_built_from_the_config():
 def test_speed_settings_leave_the_fingerprint_and_science_settings_change_it():
     """A job reruns or resumes under another batch size, gradient mode or with CUDA graphs (same results up
     to rounding), but not under another budget."""
-    from robustness_bias.config import job_fingerprint
 
     base = ["estimator=[deepfool,cw,rs]"]
     fingerprint = job_fingerprint(compose_config(base))

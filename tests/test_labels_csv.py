@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from robustness_bias.data import DataError, ImageFolderDataModule
-from robustness_bias.pipeline import ConfigError, run
+from robustness_bias.config.rules import ConfigError
+from robustness_bias.pipeline import run
 
 NORM = {"mean": [0.5] * 3, "std": [0.5] * 3}
 HEADER = "path,label,site\n"

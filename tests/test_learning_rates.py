@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_config
-from robustness_bias.config import CONFIG_DIR, checked, job_fingerprint
+from robustness_bias.config.checks import checked
+from robustness_bias.config.fingerprint import job_fingerprint
+from robustness_bias.config.store import CONFIG_DIR
 
 MODELS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
 FAMILY = {"logreg": "linear", "alexnet": "torchvision", "vgg19_bn": "torchvision", "resnet18": "torchvision",

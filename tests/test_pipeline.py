@@ -8,7 +8,8 @@ from PIL import Image
 from robustness_bias.training import audit_schedule
 from robustness_bias.data import DataError
 from robustness_bias.estimators import EstimatorMismatch
-from robustness_bias.pipeline import ConfigError, run
+from robustness_bias.config.rules import ConfigError
+from robustness_bias.pipeline import run
 
 
 def test_audit_schedule_first_middle_final():

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from peers import Counted   # bench/, on the path through conftest
-from robustness_bias.auditing import EstimatorPlan, Samples, measure
+from robustness_bias.auditing import Samples, measure
+from robustness_bias.config.job import EstimatorPlan
 from robustness_bias.estimators import CarliniWagner, DeepFool
 from robustness_bias.estimators.base import BUDGET_EXHAUSTED, NO_FAILURE, NONFINITE_LOGITS
 from robustness_bias.estimators.cw import ABORT_FACTOR, BETA1, BETA2, EPS, TANH_SCALE
@@ -224,7 +225,7 @@ def test_the_audit_streams_its_chunks_through_one_pool_pulled_as_needed():
         optimizer.step()
     model.eval()
     recorder = Recorder()
-    plan = {"r": EstimatorPlan(recorder, batch_size=4, chunk_size=16)}
+    plan = {"r": (recorder, EstimatorPlan(batch_size=4, chunk_size=16))}
     records = measure(model, Samples(digits.table, indices), plan)
     attacked = records.loc[records["correct"], "sample_index"].tolist()
     chunks = [attacked[i:i + 16] for i in range(0, len(attacked), 16)]

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from robustness_bias.models import logreg
-from robustness_bias.pipeline import ConfigError, run
+from robustness_bias.config.rules import ConfigError
+from robustness_bias.pipeline import run
 from robustness_bias.training.regularizer import RobustnessBiasPenalty, proxy_distance
 
 SHAPE = (1, 4, 4)
@@ -58,7 +59,7 @@ def test_a_batch_without_the_group_falls_back_to_cross_entropy():
 def test_the_penalty_is_built_from_its_config_on_the_dataset(make_config):
     from hydra.utils import instantiate
 
-    from robustness_bias.pipeline import build_penalty
+    from robustness_bias.assembly import build_penalty
 
     cfg = make_config("dataset=synthetic", "dataset.n_samples=100", "partition=group", "regularizer=rb",
                       "regularizer.attribute=group", "regularizer.group=planted", "regularizer.alpha=0.5")

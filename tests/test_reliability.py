@@ -20,7 +20,8 @@ from torch import nn
 
 from conftest import TAGS
 from robustness_bias.analysis.summary import summarize
-from robustness_bias.auditing import Auditor, EstimatorPlan, Samples
+from robustness_bias.auditing import Auditor, Planned, Samples
+from robustness_bias.config.job import EstimatorPlan
 from robustness_bias.data import DigitsDataModule
 from robustness_bias.estimators import DeepFool, Estimator, RandomizedSmoothing
 from robustness_bias.pipeline import run
@@ -124,7 +125,7 @@ def model(digits):
     return net.eval()
 
 
-def audit(tmp_path, digits, plan: dict[str, EstimatorPlan], settings_hash="settings-a") -> Auditor:
+def audit(tmp_path, digits, plan: Planned, settings_hash="settings-a") -> Auditor:
     """An auditor of the digits' test samples, with no Lightning object and no publisher in sight."""
     return Auditor(plan, Samples(digits.table, digits.test_indices), tmp_path, settings_hash=settings_hash,
                    progress=False)
@@ -151,7 +152,7 @@ class CrashesAfter(DeepFool):
 
 def test_a_rerun_reuses_only_chunks_of_the_same_settings_and_weights(tmp_path, digits, model):
     def deepfool(attack=None, batch_size=16):
-        return {"deepfool": EstimatorPlan(attack or DeepFool(), batch_size=batch_size, chunk_size=16)}
+        return {"deepfool": (attack or DeepFool(), EstimatorPlan(batch_size=batch_size, chunk_size=16))}
 
     with pytest.raises(KeyboardInterrupt):
         audit(tmp_path, digits, deepfool(CrashesAfter(3)))(model, 1, ["final"])
@@ -174,9 +175,9 @@ def test_a_rerun_reuses_only_chunks_of_the_same_settings_and_weights(tmp_path, d
 
 @pytest.mark.parametrize("damage", [b"", b"PAR1 cut short"], ids=["empty", "truncated"])
 def test_a_damaged_chunk_is_recomputed_with_a_warning_naming_it(tmp_path, digits, model, caplog, damage):
-    plan = {"deepfool": EstimatorPlan(DeepFool(), batch_size=16, chunk_size=16)}
+    plan = {"deepfool": (DeepFool(), EstimatorPlan(batch_size=16, chunk_size=16))}
     with pytest.raises(KeyboardInterrupt):
-        audit(tmp_path, digits, {"deepfool": EstimatorPlan(CrashesAfter(3), batch_size=16, chunk_size=16)})(
+        audit(tmp_path, digits, {"deepfool": (CrashesAfter(3), EstimatorPlan(batch_size=16, chunk_size=16))})(
             model, 1, ["final"])
     damaged = sorted((tmp_path / "audits" / ".partial").glob("*/deepfool-batch16/chunk-*.parquet"))[1]
     damaged.write_bytes(damage)
@@ -198,9 +199,9 @@ def test_deepfool_reuses_chunks_only_from_its_own_batch_size(tmp_path, digits, m
     assert torch.allclose(by_batch[7], by_batch[96], rtol=1e-4)
 
     with pytest.raises(KeyboardInterrupt):
-        audit(tmp_path, digits, {"deepfool": EstimatorPlan(CrashesAfter(3), batch_size=16, chunk_size=16)})(
+        audit(tmp_path, digits, {"deepfool": (CrashesAfter(3), EstimatorPlan(batch_size=16, chunk_size=16))})(
             model, 1, ["final"])
-    at_8 = {"deepfool": EstimatorPlan(DeepFool(), batch_size=8, chunk_size=16)}
+    at_8 = {"deepfool": (DeepFool(), EstimatorPlan(batch_size=8, chunk_size=16))}
     audit(tmp_path, digits, at_8)(model, 1, ["final"])
     assert chunk_counts(tmp_path)["deepfool"] == {"reused": 0, "computed": 9}   # 3 at 16 and 6 at 8
     audit(tmp_path / "whole", digits, at_8)(model, 1, ["final"])
@@ -262,11 +263,11 @@ def test_out_of_memory_halves_the_batch_and_gives_the_records_of_the_smaller_bat
     monkeypatch.setattr(Estimator, "release_memory", lambda self: released.append(len(limited.refused)))
     limited = MemoryLimited(make(), limit=16)
     with caplog.at_level(logging.WARNING, logger="robustness_bias.auditing"):
-        audit(tmp_path / "retried", digits, {"e": EstimatorPlan(limited, batch_size=64, chunk_size=64)})(
+        audit(tmp_path / "retried", digits, {"e": (limited, EstimatorPlan(batch_size=64, chunk_size=64))})(
             model, 1, ["final"])
     assert limited.refused == [64, 32] and max(limited.accepted) == 16 and released == [1, 2, 2]
     assert "batch_size=32" in caplog.text and "batch_size=16" in caplog.text
-    audit(tmp_path / "small", digits, {"e": EstimatorPlan(make(), batch_size=16, chunk_size=64)})(model, 1, ["final"])
+    audit(tmp_path / "small", digits, {"e": (make(), EstimatorPlan(batch_size=16, chunk_size=64))})(model, 1, ["final"])
     retried, small = (tmp_path / name / "audits" / "final" / "records.parquet" for name in ("retried", "small"))
     assert retried.read_bytes() == small.read_bytes()
 
@@ -294,7 +295,7 @@ def test_out_of_memory_mid_stream_keeps_the_chunks_handed_back_and_streams_the_r
         tmp_path, digits, model, caplog):
     attack = RunsOutMidStream()
     with caplog.at_level(logging.WARNING, logger="robustness_bias.auditing"):
-        records = audit(tmp_path, digits, {"deepfool": EstimatorPlan(attack, batch_size=16, chunk_size=16)})(
+        records = audit(tmp_path, digits, {"deepfool": (attack, EstimatorPlan(batch_size=16, chunk_size=16))})(
             model, 1, ["final"])
     (wide, first), (narrow, rest) = attack.streams
     assert (wide, narrow) == (16, 8) and len(first) > 2 and rest == [chunk for chunk in first if chunk != attack.kept]
@@ -311,7 +312,7 @@ def test_out_of_memory_mid_stream_keeps_the_chunks_handed_back_and_streams_the_r
 
 def test_out_of_memory_at_batch_size_one_is_not_hidden(tmp_path, digits, model):
     with pytest.raises(torch.cuda.OutOfMemoryError):
-        audit(tmp_path, digits, {"e": EstimatorPlan(MemoryLimited(DeepFool(), limit=0), batch_size=2)})(
+        audit(tmp_path, digits, {"e": (MemoryLimited(DeepFool(), limit=0), EstimatorPlan(batch_size=2))})(
             model, 1, ["final"])
 
 
@@ -347,7 +348,7 @@ def test_training_resumes_only_from_a_checkpoint_of_the_same_settings(tmp_path):
 
 def test_records_say_why_samples_have_no_distance(tmp_path, digits, model):
     rs = RandomizedSmoothing(n=200, forward_batch=200, sigma=1.0)   # a large σ makes it abstain often
-    audit(tmp_path, digits, {"deepfool": EstimatorPlan(DeepFool(steps=1)), "rs": EstimatorPlan(rs, batch_size=16)})(
+    audit(tmp_path, digits, {"deepfool": (DeepFool(steps=1), EstimatorPlan()), "rs": (rs, EstimatorPlan(batch_size=16))})(
         model, 1, ["final"])
     records = pd.read_parquet(tmp_path / "audits" / "final" / "records.parquet")
     assert (records.loc[~records["correct"], "failure"] == "misclassified").all()
@@ -365,7 +366,7 @@ def test_an_audit_under_coinciding_tags_is_summarized_once_and_published_under_e
                                                                                    monkeypatch):
     calls = []
     monkeypatch.setattr(publish, "summarize", lambda records, settings: calls.append(1) or summarize(records, settings))
-    plan = {"deepfool": EstimatorPlan(DeepFool(), batch_size=32, chunk_size=64, every_nth=4)}
+    plan = {"deepfool": (DeepFool(), EstimatorPlan(batch_size=32, chunk_size=64, every_nth=4))}
     Auditor(plan, Samples(digits.table, digits.test_indices), tmp_path, progress=False,
             publish=Publisher(tmp_path / "figures", "class", {"partitions": ["class"]}))(model, 1, ["first", "middle"])
     assert len(calls) == 1

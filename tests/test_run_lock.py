@@ -15,7 +15,7 @@ import pytest
 from conftest import compose_config
 
 from robustness_bias.lock import FolderBusy, folder_lock
-from robustness_bias.config import job_fingerprint
+from robustness_bias.config.fingerprint import job_fingerprint
 from robustness_bias.pipeline import run
 from robustness_bias.records import write_atomic
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import TAGS, compose_config
-from robustness_bias.config import ConfigError
+from robustness_bias.config.rules import ConfigError
 from robustness_bias.records import merge_shards
 from robustness_bias.pipeline import run
 from robustness_bias.report.shards import merge_sharded_jobs

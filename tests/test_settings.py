@@ -10,7 +10,10 @@ import yaml
 from conftest import CONFIG_DIR, compose_config, config_problem
 from hydra.errors import ConfigCompositionException
 
-from robustness_bias.config import SCHEMAS, ConfigError, EstimatorPlan, checked
+from robustness_bias.config.checks import checked
+from robustness_bias.config.job import EstimatorPlan
+from robustness_bias.config.rules import ConfigError
+from robustness_bias.config.schema import SCHEMAS
 
 BAD_SETTINGS = [("estimator.rs.n=-5", "must be a whole number ≥ 1"),
                 ("estimator.rs.alpha=2", "must lie strictly between 0 and 1"),
@@ -132,7 +135,8 @@ def test_the_audit_layout_with_a_plan_per_estimator_checks_each_plan():
     """The layout the audit moves to (``audit.plan.<estimator>``), not yet what conf/config.yaml holds."""
     from omegaconf import OmegaConf
 
-    from robustness_bias.config import AuditConfig, check_rules
+    from robustness_bias.config.job import AuditConfig
+    from robustness_bias.config.rules import check_rules
 
     today = OmegaConf.to_container(compose_config([]).audit)
     shared = {key: value for key, value in today.items() if key not in ("every_nth", "batch_size", "chunk_size")}

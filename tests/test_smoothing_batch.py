@@ -144,7 +144,7 @@ def test_settings_refuse_a_forward_batch_that_is_not_null_or_a_whole_number_of_a
     rule = "must be a whole number ≥ 1, or null to measure the fastest. Fix: pass estimator.rs.forward_batch=null"
     assert config_problem(["estimator=[rs]", f"estimator.rs.forward_batch={value}"]) == \
         f"estimator.rs.forward_batch={value}: {rule}"
-    with pytest.raises(ValueError, match="forward_batch ≥ 1"):
+    with pytest.raises(ValueError, match="rs.forward_batch=0: must be a whole number ≥ 1"):
         RandomizedSmoothing(forward_batch=0)
 
 

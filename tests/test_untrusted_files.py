@@ -12,7 +12,8 @@ import torch
 
 from robustness_bias.checkpoints import UnsafeCheckpoint
 from robustness_bias.models import logreg
-from robustness_bias.pipeline import ConfigError, run
+from robustness_bias.config.rules import ConfigError
+from robustness_bias.pipeline import run
 
 TINY = ["logger=none", "dataset=synthetic", "dataset.n_samples=200", "partition=group", "estimator=[exact]",
           "trainer.max_epochs=1"]

@@ -53,7 +53,7 @@ def test_the_wheel_carries_every_config(fresh):
 
 
 def test_the_installed_package_is_the_wheels_with_its_own_configs(fresh):
-    done = subprocess.run([fresh["python"], "-c", "import robustness_bias.config as c; print(c.__file__); "
+    done = subprocess.run([fresh["python"], "-c", "import robustness_bias.config.store as c; print(c.__file__); "
                            "print(c.CONFIG_DIR)"], capture_output=True, text=True, env=fresh["env"], cwd=fresh["work"])
     module, config_dir = done.stdout.split()
     assert Path(module).is_relative_to(fresh["venv"]) and Path(config_dir).is_relative_to(fresh["venv"]), done.stdout

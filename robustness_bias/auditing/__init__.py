@@ -3,6 +3,7 @@ No Lightning here (robustness_bias.training decides when to audit during trainin
 report, which reads what the audit writes."""
 
 from .auditor import Auditor
-from .engine import AUDIT_TAGS, NOT_ATTACKED, EstimatorPlan, Samples, accuracy, measure
+from .engine import NOT_ATTACKED, Planned, Samples, accuracy, measure
+from .plan import fitting_plan
 
-__all__ = ["AUDIT_TAGS", "NOT_ATTACKED", "Auditor", "EstimatorPlan", "Samples", "accuracy", "measure"]
+__all__ = ["NOT_ATTACKED", "Auditor", "Planned", "Samples", "accuracy", "fitting_plan", "measure"]

@@ -17,7 +17,7 @@ import torch
 
 from ..records import (ChunkStore, audit_folder, merge_shards, partial_folder, published, read_records,
                        records_identity, stored_identity, weights_hash, write_chunk_counts, write_records)
-from .engine import EstimatorPlan, Samples, measure
+from .engine import Planned, Samples, measure
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Auditor:
     what it says.
     """
 
-    def __init__(self, plan: dict[str, EstimatorPlan], samples: Samples, output_dir: str | Path, *,
+    def __init__(self, plan: Planned, samples: Samples, output_dir: str | Path, *,
                  partition: list[str] = ("class",), settings_hash: str = "unhashed", shard: int = 0,
                  num_shards: int = 1, channels_last: bool = False, progress: bool = True,
                  publish: Publish | None = None, best: bool = False, in_training: bool = True):
@@ -70,8 +70,8 @@ class Auditor:
         """Those of ``tags`` after which some estimator measures (``EstimatorPlan.after``)."""
         return [tag for tag in tags if self._plan_after([tag])]
 
-    def _plan_after(self, tags: list[str]) -> dict[str, EstimatorPlan]:
-        return {name: planned for name, planned in self.plan.items() if set(planned.after) & set(tags)}
+    def _plan_after(self, tags: list[str]) -> Planned:
+        return {name: (estimator, plan) for name, (estimator, plan) in self.plan.items() if set(plan.after) & set(tags)}
 
     def finished(self, tag: str, epoch: int) -> bool:
         """Whether the audit of ``tag`` after ``epoch`` is on disk under these settings, published."""
@@ -118,8 +118,8 @@ class Auditor:
                                   best=self.best)
         finally:
             model.train(was_training)
-            for planned in plan.values():   # the attacks' CUDA graphs: training needs the memory
-                planned.estimator.release_memory()
+            for estimator, _ in plan.values():   # the attacks' CUDA graphs: training needs the memory
+                estimator.release_memory()
         counts = {name: ChunkStore(partial / name).counts for name in plan}
         attacked = records[records["correct"]].groupby("estimator", observed=True).size()
         log.info("%s: %s in %.1f s", f"audit {label} (epoch {epoch})" if self.in_training else "audit",

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..config.job import EstimatorPlan
 from ..estimators import FAILURES, DistanceResult, Estimator
 from ..estimators.base import nonfinite_rows
 from ..estimators.pool import Chunk
@@ -28,31 +29,11 @@ from .best import BEST, best_bound
 log = logging.getLogger(__name__)
 
 NOT_ATTACKED = "misclassified"   # the failure column of samples the model already gets wrong
-AUDIT_TAGS = ("first", "middle", "final")   # the audits of a training run (the paper's Figs. 7 and 8)
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}   # EstimatorPlan.precision: autocast's dtype
 
-
-@dataclass
-class EstimatorPlan:
-    """How one estimator audits: on every ``every_nth`` test sample, in chunks of ``chunk_size`` samples,
-    each stored once it is done (a crash loses only the chunks in progress), working on ``batch_size``
-    of them at once (the attacks' pool width: their pool runs on from one chunk into the next), under
-    autocast at ``precision``, in those audits of a training run that ``after`` names (an expensive
-    estimator may measure the final model only)."""
-
-    estimator: Estimator
-    every_nth: int = 1
-    batch_size: int = 256
-    chunk_size: int = 256
-    precision: str = "fp32"
-    after: tuple[str, ...] = AUDIT_TAGS
-
-    def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r}: use one of {sorted(PRECISIONS)}")
-        self.after = tuple(self.after)
-        if not self.after or set(self.after) - set(AUDIT_TAGS):
-            raise ValueError(f"after={list(self.after)}: use one or more of {list(AUDIT_TAGS)}")
+# What an audit measures with: each estimator by name, and how it runs (robustness_bias.config.job.EstimatorPlan,
+# the schema of audit.plan.<estimator>, whose defaults it keeps): auditing/plan.py builds it.
+Planned = dict[str, tuple[Estimator, EstimatorPlan]]
 
 
 @dataclass
@@ -64,7 +45,7 @@ class Samples:
     indices: np.ndarray
 
 
-def measure(model: torch.nn.Module, samples: Samples, plan: dict[str, EstimatorPlan], *,
+def measure(model: torch.nn.Module, samples: Samples, planned: Planned, *,
             chunks: Path | None = None, part: int = 0, parts: int = 1, channels_last: bool = False,
             progress: bool = False, label: str = "", best: bool = False) -> pd.DataFrame:
     """Records of every planned estimator on its samples: each takes every ``every_nth`` of ``samples``
@@ -78,10 +59,10 @@ def measure(model: torch.nn.Module, samples: Samples, plan: dict[str, EstimatorP
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     meta = predictions(model, samples, device, channels_last)
     frames = []
-    for name, step in plan.items():
+    for name, (estimator, plan) in planned.items():
         store = ChunkStore(chunks / name) if chunks is not None else None
-        own = meta.iloc[::step.every_nth].iloc[part::parts]
-        frames.append(estimate(name, step, model, samples.dataset, own, device, store, channels_last,
+        own = meta.iloc[::plan.every_nth].iloc[part::parts]
+        frames.append(estimate(name, estimator, plan, model, samples.dataset, own, device, store, channels_last,
                                " ".join(filter(None, ("audit", label, "·", name))), progress))
     derived = best_bound(frames) if best else None
     if best and derived is None:
@@ -89,7 +70,7 @@ def measure(model: torch.nn.Module, samples: Samples, plan: dict[str, EstimatorP
     if derived is not None:
         frames.append(derived)
     records = pd.concat(frames, ignore_index=True)
-    records["estimator"] = pd.Categorical(records["estimator"], categories=[*plan, *([BEST] if derived is not None else [])])
+    records["estimator"] = pd.Categorical(records["estimator"], categories=[*planned, *([BEST] if derived is not None else [])])
     records["failure"] = pd.Categorical(records["failure"], categories=[*FAILURES, NOT_ATTACKED])
     return records
 
@@ -131,7 +112,7 @@ def chunk_frame(chunk: np.ndarray, result: DistanceResult) -> pd.DataFrame:
                          "failure": np.asarray(FAILURES, dtype=object)[result.failure.numpy()]})
 
 
-def estimate(name: str, step: EstimatorPlan, model, dataset: Dataset, meta: pd.DataFrame, device,
+def estimate(name: str, estimator: Estimator, plan: EstimatorPlan, model, dataset: Dataset, meta: pd.DataFrame, device,
              store: ChunkStore | None, channels_last: bool, description: str, progress: bool) -> pd.DataFrame:
     """One estimator's records on the samples in ``meta``, chunk by chunk, with a progress bar.
 
@@ -142,11 +123,11 @@ def estimate(name: str, step: EstimatorPlan, model, dataset: Dataset, meta: pd.D
     chunk it arrived in is stored.
     """
     attacked = meta.loc[meta["correct"], "sample_index"].to_numpy(copy=True)
-    chunks = [attacked[start:start + step.chunk_size] for start in range(0, len(attacked), step.chunk_size)]
-    batch_size, parts = step.batch_size, [None] * len(chunks)
+    chunks = [attacked[start:start + plan.chunk_size] for start in range(0, len(attacked), plan.chunk_size)]
+    batch_size, parts = plan.batch_size, [None] * len(chunks)
     with progress_bar(total=len(attacked), desc=description, unit="img", disable=not progress, leave=False) as bar:
         while True:
-            key = None if step.estimator.batch_invariant else batch_size
+            key = None if estimator.batch_invariant else batch_size
             for number, chunk in enumerate(chunks):
                 if parts[number] is None and store is not None:
                     parts[number] = store.read(number, chunk, key)
@@ -155,9 +136,9 @@ def estimate(name: str, step: EstimatorPlan, model, dataset: Dataset, meta: pd.D
             if not missing:
                 break
             try:
-                with torch.autocast(device.type, dtype=PRECISIONS[step.precision], enabled=step.precision != "fp32"):
+                with torch.autocast(device.type, dtype=PRECISIONS[plan.precision], enabled=plan.precision != "fp32"):
                     inputs = (chunk_inputs(dataset, chunks[number], device, channels_last) for number in missing)
-                    for position, result in step.estimator.stream(model, inputs, batch_size):
+                    for position, result in estimator.stream(model, inputs, batch_size):
                         number = missing[position]
                         parts[number] = chunk_frame(chunks[number], DistanceResult.cat([result]))
                         if store is not None:   # under the batch size it ran at
@@ -169,7 +150,7 @@ def estimate(name: str, step: EstimatorPlan, model, dataset: Dataset, meta: pd.D
                 if batch_size == 1:
                     raise
             # outside the handler, whose traceback holds the failed stream's tensors: now they can go
-            step.estimator.release_memory()
+            estimator.release_memory()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             batch_size //= 2
@@ -185,8 +166,8 @@ def estimate(name: str, step: EstimatorPlan, model, dataset: Dataset, meta: pd.D
         success[correct] = result["success"].to_numpy()
         queries[correct] = result["queries"].to_numpy()
         failure[correct] = result["failure"].to_numpy()
-    return meta.assign(estimator=name, precision=step.precision, distance=distance, bound=step.estimator.bound,
-                       cap=step.estimator.cap, success=success, queries=queries, failure=failure)
+    return meta.assign(estimator=name, precision=plan.precision, distance=distance, bound=estimator.bound,
+                       cap=estimator.cap, success=success, queries=queries, failure=failure)
 
 
 def chunk_inputs(dataset: Dataset, chunk: np.ndarray, device, channels_last: bool) -> Chunk:

@@ -18,8 +18,9 @@ import logging
 
 import torch
 
+from ..errors import UserError
 from ..estimators import LOWER
-from .engine import EstimatorPlan, Samples, batches
+from .engine import Planned, Samples, batches
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +28,14 @@ PROBE = 8   # images the check runs the model on
 TOLERANCE = 1e-3   # on a row's sum, or its logsumexp: a float32 softmax is 1 within 10⁻⁵ even over 1000 classes
 
 
-class NotLogits(ValueError):
+class NotLogits(UserError, ValueError):
     """The model outputs probabilities, where the audit needs logits; the message says how to give them."""
 
 
-def margin_readers(plan: dict[str, EstimatorPlan]) -> list[str]:
+def margin_readers(plan: Planned) -> list[str]:
     """The estimators of ``plan`` that read more of the outputs than their argmax: all but smoothing, whose
     lower bound counts the argmax's votes."""
-    return [name for name, step in plan.items() if step.estimator.bound != LOWER]
+    return [name for name, (estimator, _) in plan.items() if estimator.bound != LOWER]
 
 
 def check_logits(outputs: torch.Tensor, readers: list[str]) -> None:
@@ -63,7 +64,7 @@ def check_logits(outputs: torch.Tensor, readers: list[str]) -> None:
 
 
 @torch.no_grad()
-def check_outputs(model: torch.nn.Module, samples: Samples, plan: dict[str, EstimatorPlan],
+def check_outputs(model: torch.nn.Module, samples: Samples, plan: Planned,
                   channels_last: bool = False) -> None:
     """:func:`check_logits` on the model's outputs for the first :data:`PROBE` samples, as the audit feeds them,
     for the estimators of ``plan``."""

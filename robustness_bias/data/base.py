@@ -7,6 +7,7 @@ are known without decoding any image, so audits and partitions never touch pixel
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Sequence
@@ -19,9 +20,11 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
-log = logging.getLogger(__name__)
+from ..config.data import DataConfig, FileData
+from ..config.rules import rule_of
+from ..errors import UserError
 
-BAD_FILE_POLICIES = ("skip", "raise")
+log = logging.getLogger(__name__)
 
 
 # dataset.max_image_pixels' default: a thousand times a UTKFace face (200×200), far above any photo of
@@ -29,7 +32,7 @@ BAD_FILE_POLICIES = ("skip", "raise")
 MAX_IMAGE_PIXELS = 40_000_000
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """The data cannot be loaded as configured; the message names the setting and the fix."""
 
 
@@ -99,6 +102,19 @@ class ImageTable(Dataset):
     def __getitem__(self, index: int):
         return self.image(index), int(self.labels[index]), self._attribute_matrix[index]
 
+    def digest(self, *splits: np.ndarray) -> str:
+        """What this data is, as a hash: the images (:meth:`image_digest`), labels, classes, attributes and the
+        ``splits``' indices; never where it lies, so that a copied dataset folder is the same data."""
+        hashed = hashlib.sha256(self.image_digest().encode())
+        for part in (self.labels, *(self.attributes[name] for name in sorted(self.attributes)), *splits):
+            hashed.update(np.ascontiguousarray(part, dtype=np.int64).tobytes())
+        hashed.update(repr((self.class_names, sorted(self.categories.items()))).encode())
+        return hashed.hexdigest()[:16]
+
+    def image_digest(self) -> str:
+        """A hash of the images as cheap as the table allows: tables held in memory hash their pixels."""
+        raise NotImplementedError
+
     def metadata(self, indices: np.ndarray) -> pd.DataFrame:
         """One row per sample: its index, label, class name and every attribute by readable name."""
         table = pd.DataFrame({
@@ -122,6 +138,9 @@ class TensorImages(ImageTable):
 
     def image(self, index: int) -> torch.Tensor:
         return self.images[index]
+
+    def image_digest(self) -> str:
+        return hashlib.sha256(self.images.numpy().tobytes()).hexdigest()
 
 
 def _check_fraction(name: str, value: float) -> None:
@@ -164,18 +183,12 @@ class ImageDataModule(L.LightningDataModule):
                  val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 42,
                  on_bad_file: str = "skip", max_image_pixels: int = MAX_IMAGE_PIXELS):
         super().__init__()
-        if on_bad_file not in BAD_FILE_POLICIES:
-            raise DataError(f"dataset.on_bad_file={on_bad_file}: unknown policy for image files that cannot be decoded. "
-                            "Fix: pass dataset.on_bad_file=skip (leave them out, listed in dataset.json) or "
-                            "dataset.on_bad_file=raise (stop before training)")
+        for schema, key, value in ((FileData, "on_bad_file", on_bad_file), (FileData, "max_image_pixels", max_image_pixels),
+                                   (DataConfig, "batch_size", batch_size), (DataConfig, "eval_batch_size", eval_batch_size)):
+            rule_of(schema, key).check(f"dataset.{key}", value)   # the command line's rules, for data modules made in Python
         self.on_bad_file = on_bad_file
-        if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1:
-            raise DataError(f"dataset.max_image_pixels={max_image_pixels}: must be a whole number ≥ 1. "
-                            "Fix: pass dataset.max_image_pixels=40000000")
         self.max_image_pixels = max_image_pixels   # image files larger than this are refused before decoding
         self.normalization = {"mean": list(normalization["mean"]), "std": list(normalization["std"])}
-        if batch_size < 1 or eval_batch_size < 1:
-            raise DataError("dataset.batch_size and dataset.eval_batch_size must be positive")
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.table: ImageTable | None = None
@@ -206,7 +219,8 @@ class ImageDataModule(L.LightningDataModule):
         self.warn_thin_classes()
         self.facts.update(samples=len(table), classes=table.class_names, label_name=self.label_name,
                           split={"train": len(self.train_indices), "val": len(self.val_indices),
-                                 "test": len(self.test_indices)})
+                                 "test": len(self.test_indices)},
+                          content=table.digest(self.train_indices, self.val_indices, self.test_indices))
 
     def warn_thin_classes(self) -> None:
         """Name the classes the split left without training or without test images: a class with

@@ -10,6 +10,7 @@ which builds numpy arrays and nothing else (docs/design.md, "Untrusted files and
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,9 @@ class CIFARImages(ImageTable):
                  attributes=None, categories=None):
         super().__init__(labels, class_names, attributes, categories, is_test)
         self.pixels, self.image_size = pixels, image_size
+
+    def image_digest(self) -> str:
+        return hashlib.sha256(self.pixels.numpy().tobytes()).hexdigest() + f"@{self.image_size}"
 
     def image(self, index: int) -> torch.Tensor:
         image = self.pixels[index].float() / 255.0

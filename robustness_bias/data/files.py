@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -56,6 +58,15 @@ class FileImages(ImageTable):
 
     def source(self, index: int) -> str:
         return str(self.paths[index])
+
+    def image_digest(self) -> str:
+        """The files' names below the folder that holds them all, and their sizes (reading every byte
+        would double the decoding pass), with the size and channels they are converted to."""
+        top = os.path.commonpath([str(path.parent) for path in self.paths]) if self.paths else ""
+        hashed = hashlib.sha256(f"{self.mode}@{self.image_size}".encode())
+        for path in self.paths:
+            hashed.update(f"{os.path.relpath(path, top)}\0{path.stat().st_size}\n".encode())
+        return hashed.hexdigest()
 
     def _open(self, index: int) -> Image.Image:
         """Image ``index`` decoded in full; raises one of ``READ_ERRORS`` for a broken file.

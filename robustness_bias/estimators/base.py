@@ -10,6 +10,7 @@ from typing import Iterable, Iterator, NamedTuple
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .graphs import StepCache
 from .pool import Chunk
 
@@ -70,7 +71,7 @@ class Passes(NamedTuple):
     backward: torch.Tensor
 
 
-class EstimatorMismatch(ValueError):
+class EstimatorMismatch(UserError, ValueError):
     """The estimator cannot measure this model (e.g. the exact estimator on a non-linear network)."""
 
 

@@ -42,6 +42,8 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 import torch
 from torch import nn
 
+from ..config.estimators import CarliniWagnerConfig
+from ..config.rules import check_values
 from .base import (DistanceResult, Passes, Pooled, failed, failure_codes, l2_norm, nonfinite_rows,
                    shorten_onto_boundary)
 from .graphs import GraphedSteps, StepCache
@@ -67,12 +69,19 @@ class CarliniWagner(Pooled):
 
     name = "cw"
 
-    def __init__(self, binary_search_steps: int = 10, steps: int = 300, initial_const: float = 0.01,
-                 confidence: float = 0.0, learning_rate: float = 0.4, abort_early: bool = True,
-                 warm_start: bool = True, refine_steps: int = 10, cuda_graphs: bool = False,
-                 per_dimension: bool = True):
-        if binary_search_steps < 1 or steps < 1 or initial_const <= 0 or learning_rate <= 0:
-            raise ValueError("cw needs binary_search_steps ≥ 1, steps ≥ 1, initial_const > 0 and learning_rate > 0")
+    schema = CarliniWagnerConfig   # the parameters' defaults and ranges
+
+    def __init__(self, binary_search_steps: int = CarliniWagnerConfig.binary_search_steps,
+                 steps: int = CarliniWagnerConfig.steps, initial_const: float = CarliniWagnerConfig.initial_const,
+                 confidence: float = CarliniWagnerConfig.confidence,
+                 learning_rate: float = CarliniWagnerConfig.learning_rate,
+                 abort_early: bool = CarliniWagnerConfig.abort_early, warm_start: bool = CarliniWagnerConfig.warm_start,
+                 refine_steps: int = CarliniWagnerConfig.refine_steps, cuda_graphs: bool = CarliniWagnerConfig.cuda_graphs,
+                 per_dimension: bool = CarliniWagnerConfig.per_dimension):
+        check_values(CarliniWagnerConfig, self.name, binary_search_steps=binary_search_steps, steps=steps,
+                     initial_const=initial_const, confidence=confidence, learning_rate=learning_rate,
+                     abort_early=abort_early, warm_start=warm_start, refine_steps=refine_steps,
+                     cuda_graphs=cuda_graphs, per_dimension=per_dimension)
         self.binary_search_steps, self.steps, self.initial_const = binary_search_steps, steps, initial_const
         self.confidence, self.learning_rate, self.abort_early = confidence, learning_rate, abort_early
         self.warm_start, self.refine_steps, self.cuda_graphs = warm_start, refine_steps, cuda_graphs

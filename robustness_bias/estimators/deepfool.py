@@ -26,6 +26,8 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
+from ..config.estimators import DeepFoolConfig
+from ..config.rules import check_values
 from .base import DistanceResult, Passes, Pooled, failed, failure_codes, l2_norm, nonfinite_rows
 from .graphs import GraphedSteps, StepCache
 from .pool import Chunk, Pool, Rows
@@ -33,7 +35,6 @@ from .pool import Chunk, Pool, Rows
 STABILITY = 1e-4  # added to each step's length, as in foolbox, so that steps never stall on the boundary
 
 
-GRADIENT_MODES = ("loop", "batched", "replicated")
 
 
 def candidate_directions(classes: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -82,13 +83,13 @@ class DeepFool(Pooled):
     """
 
     name = "deepfool"
+    schema = DeepFoolConfig   # the parameters' defaults and ranges
 
-    def __init__(self, steps: int = 100, candidates: int = 10, overshoot: float = 0.02, gradients: str = "loop",
-                 cuda_graphs: bool = False):
-        if steps < 1 or candidates < 2 or overshoot < 0:
-            raise ValueError("deepfool needs steps ≥ 1, candidates ≥ 2 and overshoot ≥ 0")
-        if gradients not in GRADIENT_MODES:
-            raise ValueError(f"deepfool gradients={gradients!r}: use one of {GRADIENT_MODES}")
+    def __init__(self, steps: int = DeepFoolConfig.steps, candidates: int = DeepFoolConfig.candidates,
+                 overshoot: float = DeepFoolConfig.overshoot, gradients: str = DeepFoolConfig.gradients,
+                 cuda_graphs: bool = DeepFoolConfig.cuda_graphs):
+        check_values(DeepFoolConfig, self.name, steps=steps, candidates=candidates, overshoot=overshoot,
+                     gradients=gradients, cuda_graphs=cuda_graphs)
         self.steps, self.candidates, self.overshoot, self.gradients = steps, candidates, overshoot, gradients
         self.cuda_graphs = cuda_graphs
         self.step_cache = StepCache(self._build_steps)

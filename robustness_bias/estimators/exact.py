@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config.estimators import ExactConfig
+from ..config.rules import check_values
 from .base import EXACT, DistanceResult, Estimator, EstimatorMismatch, failure_codes, nonfinite_rows
 
 # Layers that keep a model affine in eval mode.
@@ -45,7 +47,10 @@ class ExactLinear(Estimator):
     name = "exact"
     bound = EXACT
 
-    def __init__(self, rtol: float = 1e-4):
+    schema = ExactConfig   # the parameter's default and range
+
+    def __init__(self, rtol: float = ExactConfig.rtol):
+        check_values(ExactConfig, self.name, rtol=rtol)
         self.rtol = rtol
 
     def check_model(self, model: nn.Module) -> None:

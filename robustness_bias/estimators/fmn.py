@@ -47,6 +47,8 @@ import math
 import torch
 from torch import nn
 
+from ..config.estimators import FastMinimumNormConfig
+from ..config.rules import check_values
 from .base import (DistanceResult, Estimator, Passes, adversarial_alone, failed, failure_codes, frozen, l2_norm,
                    nonfinite_rows, shorten_onto_boundary)
 
@@ -57,12 +59,16 @@ class FastMinimumNorm(Estimator):
 
     name = "fmn"
 
-    def __init__(self, steps: int = 100, alpha_init: float = 1.0, alpha_final: float | None = None,
-                 gamma_init: float = 0.05, gamma_final: float = 0.001, refine_steps: int = 10):
+    schema = FastMinimumNormConfig   # the parameters' defaults and ranges
+
+    def __init__(self, steps: int = FastMinimumNormConfig.steps, alpha_init: float = FastMinimumNormConfig.alpha_init,
+                 alpha_final: float | None = FastMinimumNormConfig.alpha_final,
+                 gamma_init: float = FastMinimumNormConfig.gamma_init,
+                 gamma_final: float = FastMinimumNormConfig.gamma_final,
+                 refine_steps: int = FastMinimumNormConfig.refine_steps):
+        check_values(FastMinimumNormConfig, self.name, steps=steps, alpha_init=alpha_init, alpha_final=alpha_final,
+                     gamma_init=gamma_init, gamma_final=gamma_final, refine_steps=refine_steps)
         alpha_final = alpha_init / 100 if alpha_final is None else alpha_final
-        if steps < 1 or alpha_init <= 0 or alpha_final <= 0 or not 0 < gamma_final <= gamma_init < 1 or refine_steps < 0:
-            raise ValueError("fmn needs steps ≥ 1, alpha_init > 0, alpha_final > 0, 0 < gamma_final ≤ gamma_init < 1 "
-                             "and refine_steps ≥ 0")
         self.steps, self.alpha_init, self.alpha_final = steps, alpha_init, alpha_final
         self.gamma_init, self.gamma_final, self.refine_steps = gamma_init, gamma_final, refine_steps
 

@@ -27,6 +27,8 @@ import torch
 from scipy.stats import beta, norm
 from torch import nn
 
+from ..config.estimators import SmoothingConfig
+from ..config.rules import check_values
 from .base import (ABSTAINED, LOWER, NO_FAILURE, NONFINITE_LOGITS, WRONG_CLASS, DistanceResult, Estimator,
                    is_channels_last, nonfinite_rows)
 
@@ -139,12 +141,14 @@ class RandomizedSmoothing(Estimator):
     bound = LOWER   # of the smoothed classifier's distance to its boundary
     batch_invariant = True   # noise seeded per sample and chunk of noise (tests/test_reliability.py)
 
-    def __init__(self, sigma: float = 0.125, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
-                 forward_batch: int | None = None, noise_chunk: int = 500, seed: int = 0, compile: bool = False):
-        if sigma <= 0 or n0 < 1 or n < 1 or not 0 < alpha < 1:
-            raise ValueError("rs needs sigma > 0, n0 ≥ 1, n ≥ 1 and 0 < alpha < 1")
-        if (forward_batch is not None and forward_batch < 1) or noise_chunk < 1:
-            raise ValueError("rs needs forward_batch ≥ 1 (or None to measure the fastest) and noise_chunk ≥ 1")
+    schema = SmoothingConfig   # the parameters' defaults and ranges
+
+    def __init__(self, sigma: float = SmoothingConfig.sigma, n0: int = SmoothingConfig.n0, n: int = SmoothingConfig.n,
+                 alpha: float = SmoothingConfig.alpha, forward_batch: int | None = SmoothingConfig.forward_batch,
+                 noise_chunk: int = SmoothingConfig.noise_chunk, seed: int = SmoothingConfig.seed,
+                 compile: bool = SmoothingConfig.compile):
+        check_values(SmoothingConfig, self.name, sigma=sigma, n0=n0, n=n, alpha=alpha, forward_batch=forward_batch,
+                     noise_chunk=noise_chunk, seed=seed, compile=compile)
         self.sigma, self.n0, self.n, self.alpha = sigma, n0, n, alpha
         self.forward_batch, self.noise_chunk, self.seed = forward_batch, noise_chunk, seed
         self.compile = compile

@@ -20,11 +20,12 @@ import torchvision.models as tv
 from torch import nn
 from torchvision.models import WeightsEnum
 
+from ..errors import UserError
 from ..checkpoints import UnreadableCheckpoint, load_checkpoint
 from .common import _normalize
 
 
-class MissingWeights(FileNotFoundError):
+class MissingWeights(UserError, FileNotFoundError):
     """ImageNet weights were asked for but are not on this machine; the message says how to get them."""
 
 

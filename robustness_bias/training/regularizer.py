@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..config import ConfigError
+from ..config.rules import ConfigError
 
 if TYPE_CHECKING:
     from .data import ImageDataModule
