@@ -12,6 +12,7 @@ asked for is only tried for reachability. ``robustness-bias check [overrides]`` 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 import urllib.error
@@ -20,8 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.errors import InstantiationException
+from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -88,11 +88,22 @@ def job_inventory(cfg: DictConfig) -> str:
 
 def sweep_jobs(overrides: Iterable[str], sweeper_params: dict | None = None) -> list[list[str]]:
     """Each job's overrides, as Hydra's basic sweeper expands them: the sweeper's ``params`` (an experiment's
-    grid) and the command line's, comma lists crossed."""
+    grid) and the command line's, comma lists crossed, a later override of a key taking the earlier one's place.
+
+    Built on Hydra's public override API, as its sweeper plugins are: the basic sweeper's own expansion
+    (``BasicSweeper.split_arguments``) is in ``hydra._internal``. tests/test_preflight.py holds the two equal.
+    """
     arguments = [f"{key}={value}" for key, value in (sweeper_params or {}).items()] + list(overrides)
-    parsed = OverridesParser.create().parse_overrides(arguments)
-    batches = BasicSweeper.split_arguments(parsed, None)
-    return batches[0] if batches else [[]]
+    choices: dict[str, list[str]] = {}   # each key's overrides, one per job that differs in it
+    for override in OverridesParser.create().parse_overrides(arguments):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:   # interval(...): no list of jobs
+            raise HydraException(f"BasicSweeper does not support sweep type : {override.value_type.name}")
+    return [list(job) for job in itertools.product(*choices.values())]
 
 
 def sweep_problems(jobs: list[list[str]], compose: Callable[[list[str]], DictConfig],

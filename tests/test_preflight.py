@@ -13,6 +13,7 @@ import torchvision
 from robustness_bias.models import MissingWeights, squeezenet1_0, torchvision_models
 from robustness_bias.models.torchvision_models import weights_problem
 from robustness_bias.pipeline import run
+from robustness_bias.preflight import sweep_jobs
 
 NORM = {"mean": [0.5] * 3, "std": [0.5] * 3}
 TORCHVISION = ["resnet50", "alexnet", "vgg19_bn", "densenet121", "squeezenet1_0"]
@@ -28,6 +29,22 @@ def command(*arguments, tmp_path):
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}
     return subprocess.run([sys.executable, "-m", "robustness_bias", *arguments], capture_output=True, text=True,
                           timeout=300, env=env, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(("overrides", "params"), [
+    ([], None),
+    (["model=logreg,cnn", "seed=0,1,2"], None),
+    (["experiment=utk_race", "seed=range(0,3)", "hydra.sweep.dir=x"], {"model": "logreg,resnet50", "seed": "0,1"}),
+    (["+extra=1,2", "~trainer.max_epochs", "tag='a,b'", "values=[1,2],[3]", "order=sort(3,1,2)"], {}),
+])
+def test_sweep_jobs_are_the_jobs_hydras_basic_sweeper_makes(overrides, params):
+    """Our expansion (on Hydra's public override API) against the basic sweeper's own, an internal of Hydra's."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    arguments = [f"{key}={value}" for key, value in (params or {}).items()] + overrides
+    assert sweep_jobs(overrides, params) == BasicSweeper.split_arguments(
+        OverridesParser.create().parse_overrides(arguments), None)[0]
 
 
 def test_a_sweep_stops_before_its_first_job_when_a_later_job_lacks_its_weights(tmp_path):

@@ -9,7 +9,7 @@ from torch import nn
 from conftest import compose_config, config_problem
 from test_estimators import NORM, SHAPE, interior_points, small_weights
 from robustness_bias.estimators import RandomizedSmoothing
-from robustness_bias.estimators import smoothing
+from robustness_bias.estimators import fastest_batch, smoothing
 from robustness_bias.models import logreg
 
 SETTINGS = dict(n0=50, n=2000, noise_chunk=300)
@@ -36,7 +36,8 @@ class RowsSeen(nn.Module):
 
 @pytest.fixture
 def probes(monkeypatch):
-    """The arguments of every probe smoothing runs (the probe itself still runs)."""
+    """The arguments of every probe smoothing runs (the probe itself still runs), counted where smoothing
+    looks the probe up."""
     calls = []
     probe = smoothing.fastest_forward_batch
 
@@ -54,7 +55,8 @@ def test_records_are_the_same_at_two_forced_forward_batches_and_the_measured_one
     measured = RandomizedSmoothing(**SETTINGS)
     results = [RandomizedSmoothing(forward_batch=batch, **SETTINGS)(binary_linear, x, y, index=index)
                for batch in (37, 1000)] + [measured(binary_linear, x, y, index=index)]
-    assert len(probes) == 1 and measured.forward_batch_for(binary_linear, x) in smoothing.probe_batches(len(x) * 2000)
+    assert len(probes) == 1
+    assert measured.forward_batch_for(binary_linear, x) in fastest_batch.probe_batches(len(x) * 2000)
     for result in results[1:]:
         for field in ("distance", "success", "queries", "failure"):
             assert torch.equal(getattr(result, field), getattr(results[0], field)), field
@@ -112,31 +114,31 @@ def costed_model(clock, seconds_for, tried):
 def test_the_probe_picks_the_fastest_batch_and_stops_growing_when_it_no_longer_pays(monkeypatch, seconds_for,
                                                                                       chosen, largest_tried):
     clock, tried = Clock(), set()
-    monkeypatch.setattr(smoothing, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
-    probe = smoothing.fastest_forward_batch(costed_model(clock, seconds_for, tried), torch.rand(2, 1, 4, 4))
+    monkeypatch.setattr(fastest_batch, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    probe = fastest_batch.fastest_forward_batch(costed_model(clock, seconds_for, tried), torch.rand(2, 1, 4, 4))
     assert probe.batch == chosen and max(tried) == largest_tried
-    assert sorted(tried) == smoothing.probe_batches(largest_tried)
+    assert sorted(tried) == fastest_batch.probe_batches(largest_tried)
 
 
 def test_nothing_fitting_in_memory_is_an_out_of_memory_error(monkeypatch):
     clock = Clock()
-    monkeypatch.setattr(smoothing, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(fastest_batch, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
     with pytest.raises(torch.cuda.OutOfMemoryError, match="not even 16 images of shape"):
-        smoothing.fastest_forward_batch(costed_model(clock, lambda rows: None, set()), torch.rand(2, 1, 4, 4))
+        fastest_batch.fastest_forward_batch(costed_model(clock, lambda rows: None, set()), torch.rand(2, 1, 4, 4))
 
 
 def test_the_probe_leaves_the_global_random_state_alone(binary_linear):
     """An audit probes between training epochs: the training that follows must not see another RNG."""
     images = torch.rand(3, *SHAPE)
     before = torch.get_rng_state()
-    smoothing.fastest_forward_batch(binary_linear, images)
+    fastest_batch.fastest_forward_batch(binary_linear, images)
     assert torch.equal(torch.get_rng_state(), before)
 
 
 def test_probe_batches_double_and_end_at_the_largest_useful_one():
-    assert smoothing.probe_batches(100) == [16, 32, 64, 100]
-    assert smoothing.probe_batches(5) == [5]
-    assert smoothing.probe_batches(10 ** 9) == [16 << k for k in range(11)]
+    assert fastest_batch.probe_batches(100) == [16, 32, 64, 100]
+    assert fastest_batch.probe_batches(5) == [5]
+    assert fastest_batch.probe_batches(10 ** 9) == [16 << k for k in range(11)]
 
 
 @pytest.mark.parametrize("value", [0, -5, 2.5])   # 2.5 is refused while composing, the others when the job starts
@@ -162,4 +164,4 @@ def test_the_benches_measure_smoothings_floor_at_the_measured_batch_whatever_it_
     runs_at, floor_at = bench.smoothing_batches(measured, binary_linear, images)
     assert runs_at == floor_at == measured.forward_batch_for(binary_linear, images) and len(probes) == 1
     runs_at, floor_at = bench.smoothing_batches(RandomizedSmoothing(n=2000, forward_batch=37), binary_linear, images)
-    assert runs_at == 37 and floor_at in smoothing.probe_batches(len(images) * 2000) and len(probes) == 2
+    assert runs_at == 37 and floor_at in fastest_batch.probe_batches(len(images) * 2000) and len(probes) == 2

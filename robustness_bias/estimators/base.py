@@ -203,10 +203,10 @@ def adversarial_alone(model: nn.Module, points: torch.Tensor, y: torch.Tensor, q
 
 @torch.no_grad()
 def shorten_onto_boundary(model, x0: torch.Tensor, perturbation: torch.Tensor, y: torch.Tensor, rows: torch.Tensor,
-                          steps: int, distance: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+                          bisections: int, distance: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     """Moves the adversarial points ``x0 + perturbation`` of ``rows`` back onto the boundary along their own
     direction: the smallest multiple of each perturbation in (0, 1] that still fools the model (strictly:
-    :func:`fooled`), bisected in ``steps`` forward passes, which the rows' ``queries`` count. Their
+    :func:`fooled`), bisected in ``bisections`` forward passes, which the rows' ``queries`` count. Their
     ``distance`` becomes that multiple's length where it is shorter; the multiples are returned, one per
     row of ``rows``.
 
@@ -219,11 +219,11 @@ def shorten_onto_boundary(model, x0: torch.Tensor, perturbation: torch.Tensor, y
     x0, perturbation, y = x0[rows], perturbation[rows], y[rows]
     low = torch.zeros(len(x0), device=x0.device)
     shape = [-1] + [1] * (x0.dim() - 1)
-    for _ in range(steps):
+    for _ in range(bisections):
         mid = (low + high) / 2
         hit = fooled(model(x0 + mid.view(shape) * perturbation), y)
         high, low = torch.where(hit, mid, high), torch.where(hit, low, mid)
-    queries[rows] += steps
+    queries[rows] += bisections
     distance[rows] = torch.minimum(distance[rows], l2_norm(high.view(shape) * perturbation))
     return high
 

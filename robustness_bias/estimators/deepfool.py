@@ -94,8 +94,8 @@ class DeepFool(Pooled):
         self.cuda_graphs = cuda_graphs
         self.step_cache = StepCache(self._build_steps)
 
-    def _build_steps(self, model: nn.Module) -> Steps:
-        return Steps(self, model)
+    def _build_steps(self, model: nn.Module) -> DeepFoolSteps:
+        return DeepFoolSteps(self, model)
 
     def passes(self, result: DistanceResult, classes: int) -> Passes:
         """A sample that made s moves made s + 1 checks (forward passes without a graph) and per move a
@@ -108,11 +108,11 @@ class DeepFool(Pooled):
         return Passes(forward=1 + moves, graphed=others * moves if replicated else moves, backward=others * moves)
 
     def _attack(self, model: nn.Module, chunks: Iterable[Chunk], width: int) -> Iterator[tuple[int, DistanceResult]]:
-        steps = self.step_cache(model)
+        model_steps = self.step_cache(model)   # DeepFoolSteps: the check and the move over this model
 
         def look(points: torch.Tensor) -> torch.Tensor:
             """The logits at ``points``: each row's check, counted as one query."""
-            return steps.graphs(steps.look, (points,), width=width)[0]
+            return model_steps.graphs(model_steps.look, (points,), width=width)[0]
 
         def admit(origin: torch.Tensor, _: torch.Tensor) -> Rows:
             """Rows at the samples' clean inputs, whose logits fix the candidates (column 0: the predicted class)."""
@@ -139,7 +139,7 @@ class DeepFool(Pooled):
                 return
             flipped, bad = verdict(rows["logits"], rows["classes"])
             moves = rows["moves"]
-            per_move = (rows["classes"].shape[1] - 1) * (2 if steps.mode == "replicated" else 1)
+            per_move = (rows["classes"].shape[1] - 1) * (2 if model_steps.mode == "replicated" else 1)
             pool.record(rows["sample"], success=flipped, nonfinite=bad, queries=1 + moves + per_move * moves,
                         distance=torch.where(flipped, l2_norm(rows["points"] - rows["origin"]), math.inf))
 
@@ -160,7 +160,8 @@ class DeepFool(Pooled):
             if not len(pool):
                 return
             rows = pool.rows
-            points, perturbation = steps.graphs(steps.move, tuple(rows[key] for key in MOVE_INPUTS), width=width)
+            points, perturbation = model_steps.graphs(model_steps.move, tuple(rows[key] for key in MOVE_INPUTS),
+                                                       width=width)
             pool.update(points=points, perturbation=perturbation, moves=rows["moves"] + 1, logits=look(points))
             retire(pool.leave(finished(pool.rows)))
             yield from results()
@@ -176,7 +177,7 @@ def verdict(logits: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, 
     return (logits.argmax(1) != classes[:, 0]) & ~bad, bad
 
 
-class Steps:
+class DeepFoolSteps:
     """DeepFool's check and step over one model, the gradient mode it settled on and the graphs that replay
     them: ``batched`` may fall back to ``loop`` in the first step (eagerly, or in the warm-up before a
     capture), and every later step keeps ``loop``."""

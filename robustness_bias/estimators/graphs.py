@@ -23,19 +23,19 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 Tensors = tuple[torch.Tensor, ...]
-Steps = TypeVar("Steps")
+StepFunctions = TypeVar("StepFunctions")   # what an attack builds per model: its step functions and graphs
 
 
-class StepCache(Generic[Steps]):
+class StepCache(Generic[StepFunctions]):
     """An attack's steps over one model (its step functions and their :class:`GraphedSteps`), built by
     ``build(model)`` on the first call with that model and kept for later calls with it."""
 
-    def __init__(self, build: Callable[[nn.Module], Steps]):
+    def __init__(self, build: Callable[[nn.Module], StepFunctions]):
         self.build = build
         self.model: nn.Module | None = None
-        self.current: Steps | None = None
+        self.current: StepFunctions | None = None
 
-    def __call__(self, model: nn.Module) -> Steps:
+    def __call__(self, model: nn.Module) -> StepFunctions:
         if self.current is None or self.model is not model:
             self.model, self.current = model, self.build(model)
         return self.current
@@ -46,7 +46,7 @@ class StepCache(Generic[Steps]):
 
 
 class GraphedSteps:
-    """Steps ``step(*batch, *shared)`` run eagerly, or on CUDA tensors with ``enabled`` from CUDA graphs.
+    """Step functions ``step(*batch, *shared)`` run eagerly, or on CUDA tensors with ``enabled`` from CUDA graphs.
 
     A ``step`` must be pure (it reads its arguments and returns new tensors, batch first), must not
     synchronise with the host, and may run autograd inside. ``batch`` tensors share their first

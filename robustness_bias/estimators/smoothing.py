@@ -9,18 +9,11 @@ The noise of sample ``index`` comes in fixed chunks, each from a generator seede
 images share a forward pass. A noisy copy whose logits hold a NaN or an infinity casts no vote,
 and its sample fails as ``nonfinite_logits``: the votes of the others do not change.
 
-Unless ``forward_batch`` is set, how many noisy images share a forward pass is measured, not
-assumed: the best batch differs by device, model and image size (on a CPU a large batch can run
-slower than a small one; a GPU wants thousands), and the radii do not depend on it.
+Unless ``forward_batch`` is set, how many noisy images share a forward pass is measured by a short
+timed probe (fastest_batch.py); the radii do not depend on it.
 """
 
 from __future__ import annotations
-
-import logging
-import math
-import time
-import weakref
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -30,14 +23,8 @@ from torch import nn
 from ..config.estimators import SmoothingConfig
 from ..config.rules import check_values
 from .base import (ABSTAINED, LOWER, NO_FAILURE, NONFINITE_LOGITS, WRONG_CLASS, DistanceResult, Estimator,
-                   is_channels_last, nonfinite_rows)
-
-log = logging.getLogger(__name__)
-
-SMALLEST_PROBE, LARGEST_PROBE = 16, 16384   # forward batches tried, doubling from the smallest
-PROBE_SECONDS = 0.02      # timed passes per batch size: at least two, more until this much time is spent
-LONG_PASS_SECONDS = 0.25  # no larger batch is tried after a pass this long: it bounds the probe's time and memory
-CLEARLY_SLOWER = 0.9      # growth stops at a batch running below this share of the best images/s so far
+                   nonfinite_rows)
+from .fastest_batch import FastestBatches, ForwardProbe, buffer_like, fastest_forward_batch
 
 
 def lower_confidence_bound(successes: np.ndarray, trials: int, alpha: float) -> np.ndarray:
@@ -50,82 +37,6 @@ def lower_confidence_bound(successes: np.ndarray, trials: int, alpha: float) -> 
 def chunk_seed(seed: int, index: int, stream: int, chunk: int) -> int:
     """A well-mixed 63-bit seed for one chunk of one sample's noise."""
     return int(np.random.SeedSequence([seed, index, stream, chunk]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-class ForwardProbe(NamedTuple):
-    batch: int                 # the fastest batch size tried
-    rates: dict[int, float]    # images/s at each batch size tried
-
-
-def noisy_buffer(x: torch.Tensor, rows: int) -> torch.Tensor:
-    """Room for ``rows`` noisy copies of images like ``x``, in ``x``'s memory format (a channels-last
-    model wants channels-last inputs)."""
-    buffer = torch.empty(rows, *x.shape[1:], device=x.device, dtype=x.dtype)
-    return buffer.contiguous(memory_format=torch.channels_last) if is_channels_last(x) else buffer
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The dtype autocast runs the forward passes in on ``device`` (an audit's plan sets it), or None."""
-    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@torch.no_grad()
-def fastest_pass_seconds(forward: nn.Module, x: torch.Tensor, rows: int) -> float | None:
-    """The shortest of a few timed forward passes over ``rows`` copies of ``x[0]``, after an untimed one
-    (a new shape allocates memory, and cuDNN may tune for it); None when they do not fit in memory."""
-    try:
-        buffer = noisy_buffer(x, rows)
-        buffer.copy_(x[:1].expand_as(buffer))
-        forward(buffer)
-        shortest, spent, passes = math.inf, 0.0, 0
-        while passes < 2 or spent < PROBE_SECONDS:
-            synchronize(x.device)
-            start = time.perf_counter()
-            forward(buffer)
-            synchronize(x.device)
-            took = time.perf_counter() - start
-            shortest, spent, passes = min(shortest, took), spent + took, passes + 1
-        return shortest
-    except torch.cuda.OutOfMemoryError:
-        return None
-
-
-def probe_batches(most: int) -> list[int]:
-    """Batch sizes doubling from SMALLEST_PROBE, ending at ``most`` (at most LARGEST_PROBE)."""
-    most = min(most, LARGEST_PROBE)
-    doubling = (SMALLEST_PROBE << k for k in range((LARGEST_PROBE // SMALLEST_PROBE).bit_length()))
-    return [rows for rows in doubling if rows < most] + [most]
-
-
-def fastest_forward_batch(forward: nn.Module, x: torch.Tensor, most: int = LARGEST_PROBE) -> ForwardProbe:
-    """The batch size at which ``forward`` runs the most images/s on images like ``x``, by a short timed probe.
-
-    Batch sizes double (probe_batches) and stop growing at the first that does not fit in GPU memory,
-    runs clearly slower than the best so far (on a CPU throughput falls long before memory runs out),
-    or takes LONG_PASS_SECONDS a pass (a GPU is busy by then; a longer probe costs more
-    than it can save). The shortest of the timed passes counts, which other work on the machine
-    disturbs least. Only the images' shape, device, dtype, memory format and the autocast in force
-    matter; the global RNG is not touched.
-    """
-    rates: dict[int, float] = {}
-    for rows in probe_batches(most):
-        seconds = fastest_pass_seconds(forward, x, rows)
-        if seconds is None:
-            break
-        rates[rows] = rows / seconds
-        if seconds >= LONG_PASS_SECONDS or rates[rows] < CLEARLY_SLOWER * max(rates.values()):
-            break
-    if x.device.type == "cuda":
-        torch.cuda.empty_cache()   # what a batch that ran out of memory left behind
-    if not rates:
-        raise torch.cuda.OutOfMemoryError(f"not even {probe_batches(most)[0]} images of shape "
-                                          f"{tuple(x.shape[1:])} fit in one forward pass")
-    return ForwardProbe(max(rates, key=rates.get), rates)
 
 
 class RandomizedSmoothing(Estimator):
@@ -153,7 +64,7 @@ class RandomizedSmoothing(Estimator):
         self.forward_batch, self.noise_chunk, self.seed = forward_batch, noise_chunk, seed
         self.compile = compile
         self._compiled: tuple[nn.Module, nn.Module] | None = None   # (model, its compiled forward)
-        self._measured: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # model → {input kind: batch}
+        self._fastest = FastestBatches(self.name)   # the measured batches, per model and kind of input
 
     def batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> DistanceResult:
         guess_counts, guess_nonfinite = self.class_counts(model, x, index, self.n0, stream=0)
@@ -171,48 +82,6 @@ class RandomizedSmoothing(Estimator):
                               queries=torch.full((len(x),), self.n0 + self.n, dtype=torch.long), failure=failure,
                               bound=self.bound)
 
-    @property
-    def cap(self) -> float:
-        """The largest radius N noisy samples can certify, where all N vote for the class: σ·Φ⁻¹(α^(1/N)),
-        as ``batch`` computes it (in float32), so that a record at the cap compares equal to it."""
-        p_lower = lower_confidence_bound(np.array([self.n]), self.n, self.alpha)
-        return float(torch.as_tensor(self.sigma * norm.ppf(np.maximum(p_lower, 0.5)), dtype=torch.float32)[0])
-
-    def forward_of(self, model: nn.Module) -> nn.Module:
-        """The model, or with ``compile`` its torch.compile'd version (compiled once per model, for one
-        fixed batch shape: every forward pass then gets the full buffer)."""
-        if not self.compile:
-            return model
-        if self._compiled is None or self._compiled[0] is not model:
-            self._compiled = (model, torch.compile(model, dynamic=False))
-        return self._compiled[1]
-
-    def forward_batch_for(self, model: nn.Module, x: torch.Tensor) -> int:
-        """The set ``forward_batch``, or else the fastest one measured for this model on inputs like ``x``
-        (fastest_forward_batch), probed once per input shape, dtype, memory format, device and autocast.
-
-        The probe runs the model uncompiled: with ``compile`` every batch size tried would cost a
-        compilation.
-        """
-        if self.forward_batch is not None:
-            return self.forward_batch
-        kind = (tuple(x.shape[1:]), x.dtype, is_channels_last(x), x.device, autocast_dtype(x.device))
-        measured = self._measured.setdefault(model, {})
-        if kind not in measured:
-            probe = self.probe(model, x)
-            measured[kind] = probe.batch
-            log.info("rs: forward batch %d for %s inputs of %s on %s (autocast: %s), the fastest measured "
-                     "(images/s: %s)", probe.batch, type(model).__name__, "×".join(map(str, x.shape[1:])), x.device,
-                     autocast_dtype(x.device),
-                     ", ".join(f"{rows}: {rate:,.0f}" for rows, rate in probe.rates.items()),
-                     extra={"console": False})   # the job's log file keeps it; the console need not
-        return measured[kind]
-
-    def probe(self, model: nn.Module, x: torch.Tensor) -> ForwardProbe:
-        """fastest_forward_batch up to the noisy copies of a call on ``x``, uncached: benchmarks measure
-        smoothing's floor where it is fastest, whatever ``forward_batch`` says."""
-        return fastest_forward_batch(model, x, most=len(x) * max(self.n0, self.n))
-
     @torch.no_grad()
     def class_counts(self, model: nn.Module, x: torch.Tensor, index: torch.Tensor, num: int,
                      stream: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,7 +89,7 @@ class RandomizedSmoothing(Estimator):
         copies gave non-finite logits instead, (B,)."""
         device = x.device
         forward_batch = self.forward_batch_for(model, x)
-        buffer = noisy_buffer(x, forward_batch)
+        buffer = buffer_like(x, forward_batch)
         owners = torch.empty(forward_batch, dtype=torch.long, device=device)
         generator = torch.Generator(device=device)
         counts: torch.Tensor | None = None
@@ -254,3 +123,35 @@ class RandomizedSmoothing(Estimator):
         if filled:
             flush(filled)
         return counts, nonfinite
+
+    @property
+    def cap(self) -> float:
+        """The largest radius N noisy samples can certify, where all N vote for the class: σ·Φ⁻¹(α^(1/N)),
+        as ``batch`` computes it (in float32), so that a record at the cap compares equal to it."""
+        p_lower = lower_confidence_bound(np.array([self.n]), self.n, self.alpha)
+        return float(torch.as_tensor(self.sigma * norm.ppf(np.maximum(p_lower, 0.5)), dtype=torch.float32)[0])
+
+    def forward_of(self, model: nn.Module) -> nn.Module:
+        """The model, or with ``compile`` its torch.compile'd version (compiled once per model, for one
+        fixed batch shape: every forward pass then gets the full buffer)."""
+        if not self.compile:
+            return model
+        if self._compiled is None or self._compiled[0] is not model:
+            self._compiled = (model, torch.compile(model, dynamic=False))
+        return self._compiled[1]
+
+    def forward_batch_for(self, model: nn.Module, x: torch.Tensor) -> int:
+        """The set ``forward_batch``, or else the fastest one measured for this model on inputs like ``x``
+        (fastest_forward_batch), probed once per input shape, dtype, memory format, device and autocast.
+
+        The probe runs the model uncompiled: with ``compile`` every batch size tried would cost a
+        compilation.
+        """
+        if self.forward_batch is not None:
+            return self.forward_batch
+        return self._fastest(model, x, self.probe)
+
+    def probe(self, model: nn.Module, x: torch.Tensor) -> ForwardProbe:
+        """fastest_forward_batch up to the noisy copies of a call on ``x``, uncached: benchmarks measure
+        smoothing's floor where it is fastest, whatever ``forward_batch`` says."""
+        return fastest_forward_batch(model, x, most=len(x) * max(self.n0, self.n))

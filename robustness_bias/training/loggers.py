@@ -16,6 +16,7 @@ class WandbLogger(loggers.WandbLogger):
 
         kwargs.setdefault("settings", wandb.Settings(quiet=quiet))
         super().__init__(*args, **kwargs)
+        # Lightning puts anonymous in wandb.init's arguments even when None, and no constructor argument leaves it out
         if self._wandb_init.get("anonymous") is None:
             del self._wandb_init["anonymous"]
         self._epoch_metrics_defined = False

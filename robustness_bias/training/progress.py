@@ -20,7 +20,7 @@ def exclude_from_epoch_bar(trainer: L.Trainer, seconds: float) -> None:
     """Take ``seconds`` (an audit's) out of the time the epoch bar's speed divides by. (tqdm's ``unpause``
     cannot: it counts from the last ``update``, and Lightning's bars only ever ``refresh``.)"""
     bar = getattr(trainer.progress_bar_callback, "train_progress_bar", None)
-    if bar is not None and hasattr(bar, "start_t"):
+    if bar is not None and hasattr(bar, "start_t"):   # tqdm has no public way to move its start: reset zeroes the count
         bar.start_t += seconds
 
 

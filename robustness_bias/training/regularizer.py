@@ -18,7 +18,7 @@ from torch import nn
 from ..config.rules import ConfigError
 
 if TYPE_CHECKING:
-    from .data import ImageDataModule
+    from ..data.base import ImageDataModule
 
 
 def proxy_distance(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
