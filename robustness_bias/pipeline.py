@@ -28,8 +28,8 @@ from .data import ImageDataModule
 from .lock import DISK_FULL, cannot_write, first_process, folder_lock
 from .models import MissingWeights
 from .preflight import model_problem
-from .records import (audit_folder, finished_result, other_finished_job, read_chunk_counts, read_summary, shard_suffix,
-                      write_atomic, write_json)
+from .records import (audit_folder, finished_result, intersection_name, other_finished_job, read_chunk_counts,
+                      read_summary, shard_suffix, write_atomic, write_json)
 from .report.console import job_answer
 from .report.publish import Publisher
 from .stopping import Stopped, stop_if_signalled, stop_on_signals
@@ -166,7 +166,7 @@ def run_in(cfg: DictConfig, output_dir: Path, given: DictConfig) -> dict:
     auditor = Auditor(plan, Samples(datamodule.table, datamodule.test_indices), output_dir, partition=partition,
                       settings_hash=fingerprint, shard=cfg.audit.shard, num_shards=cfg.audit.num_shards,
                       channels_last=cfg.module.channels_last, progress=cfg.audit.progress and bars,
-                      publish=Publisher(output_dir / "figures", "×".join(partition), summarizing, loggers, names,
+                      publish=Publisher(output_dir / "figures", intersection_name(partition), summarizing, loggers, names,
                                         in_training=cfg.mode == "train"),
                       best=cfg.audit.best, in_training=cfg.mode == "train")
     try:

@@ -6,9 +6,12 @@ with the overall values, so every group can be read against the whole test set.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pandas as pd
 
+from ..config.job import AuditConfig, Significance
 from . import metrics
 from .significance import benjamini_hochberg, bootstrap_sigma, permutation_p_values, standardized_sigma
 
@@ -74,15 +77,15 @@ def groups_without_sigma(summary: pd.DataFrame) -> list[str]:
             for (partition, group), estimators in by_group]
 
 
-SIGNIFICANCE = {"resamples": 1000, "permutations": 1000, "level": 0.95, "seed": 0}
+DEFAULT = AuditConfig()   # the command line's audit.* defaults
 # A stratum of the adjusting attributes is compared only where the rest has this many counting points in it: one
 # more than a mean needs, so that its spread, and the interval, can be estimated.
 MIN_STRATUM = 2
 ADJUSTED = ("adjusted_sigma", "adjusted_sigma_low", "adjusted_sigma_high", "adjusted_p_value")
 
 
-def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: bool = True,
-                  failures: str = "censor", tau_max="pooled_max", rb_quantiles=(0.25, 0.5, 0.75),
+def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: bool = DEFAULT.conditional,
+                  failures: str = DEFAULT.failures, tau_max=DEFAULT.tau_max, rb_quantiles=tuple(DEFAULT.rb_quantiles),
                   min_group_size: int = 1, significance: dict | None = None, adjust_for=()) -> pd.DataFrame:
     """σ(P), RB(P, τ) and plain statistics for every group of every partition, per estimator.
 
@@ -93,7 +96,9 @@ def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: 
 
     Each σ comes with a bootstrap interval (``sigma_low``, ``sigma_high``), a permutation-test
     p-value for σ ≠ 0 and its Benjamini–Hochberg adjustment across all groups of the estimator's
-    audit. Groups with fewer than ``min_group_size`` attacked points get no σ (``too_small``).
+    audit. Groups with fewer than ``min_group_size`` attacked points get no σ (``too_small``; by default every
+    group gets one, where the command line's ``audit.min_group_size`` asks for 5). The other options default to
+    the command line's ``audit.*`` (robustness_bias/config/job.py).
     What σ rests on: each group's failures and distances at the estimator's cap (records' ``cap``),
     counted and as shares of its attacked points; ``sigma_least``/``sigma_most``, the range σ spans
     wherever those points' true distances lie; and ``flag`` (``failures``, ``cap``) where they pass
@@ -103,7 +108,7 @@ def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: 
     and p-values (:func:`_adjusted`): ``adjusted_sigma``, ``adjusted_sigma_low``/``_high``, ``adjusted_p_value``,
     ``adjusted_p_adjusted``, ``adjusted_for`` and ``incomparable`` (the strata left out).
     """
-    significance = {**SIGNIFICANCE, **(significance or {})}
+    significance = {**asdict(Significance()), **(significance or {})}
     check_adjusting(records, adjust_for)
     rows = []
     for estimator, frame in records.groupby("estimator", sort=False, observed=True):
