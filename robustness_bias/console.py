@@ -46,6 +46,20 @@ class ConsoleFormatter(logging.Formatter):
         return text
 
 
+class ConsoleHandler(logging.StreamHandler):
+    """The console's handler: a line never starts at the end of a live progress bar's line. tqdm's ``write``
+    (its public way to print beside bars) clears the bars, writes the line and draws them again below it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm.std import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:   # as logging.StreamHandler does: a failed line must not end the job
+            self.handleError(record)
+
+
 def quiet_libraries() -> None:
     """Each library line once, through Hydra's handlers: drop the handlers Lightning puts on its own loggers
     when it is imported (Hydra configures the root logger later, so both printed), and silence the warnings

@@ -1,5 +1,8 @@
 """In-process jobs: the planted-bias known answer, the audit schedule, own data, and bad input."""
 
+import json
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -93,6 +96,33 @@ def test_own_images_with_an_attribute_partition(make_config, tmp_path, image_fol
     records = pd.read_parquet(tmp_path / "audits" / "final" / "records.parquet")
     assert set(records["site"]) <= {"north", "south"} and len(records) == 12
     assert 0 <= result["test_accuracy"] <= 1
+
+
+def test_a_job_whose_data_folder_was_copied_elsewhere_skips_as_finished(make_config, tmp_path, image_folder):
+    """The fingerprint holds what the data is, not where it lies: the same files under another root are the same job."""
+    settings = ("dataset=image_folder", "logger=none", "trainer.max_epochs=1", "estimator=[exact]")
+    first = run(make_config(*settings, f"dataset.root={image_folder}"))
+    copied = shutil.copytree(image_folder, tmp_path / "elsewhere" / "faces")
+    again = run(make_config(*settings, f"dataset.root={copied}"))
+    assert again.get("skipped") and again["settings_hash"] == first["settings_hash"]
+    content = json.loads((tmp_path / "dataset.json").read_text())["content"]
+    (tmp_path / "result.json").unlink()   # unfinished now: the copy resumes, the same data
+    assert not run(make_config(*settings, f"dataset.root={copied}")).get("skipped")
+    assert json.loads((tmp_path / "dataset.json").read_text())["content"] == content
+
+
+def test_an_unfinished_job_is_never_resumed_on_other_data(make_config, tmp_path, image_folder):
+    settings = ("dataset=image_folder", "logger=none", "trainer.max_epochs=1", "estimator=[exact]",
+                f"dataset.root={image_folder}")
+    run(make_config(*settings))
+    (tmp_path / "result.json").unlink()
+    labels = pd.read_csv(image_folder / "labels.csv")
+    labels.loc[0, "label"] = "dog" if labels.loc[0, "label"] == "cat" else "cat"   # one label changed
+    labels.to_csv(image_folder / "labels.csv", index=False)
+    records = (tmp_path / "audits" / "final" / "records.parquet").read_bytes()
+    with pytest.raises(ConfigError, match=r"holds an unfinished job on other data .* Fix: give this job its own folder"):
+        run(make_config(*settings))
+    assert (tmp_path / "audits" / "final" / "records.parquet").read_bytes() == records   # nothing lost
 
 
 def _assert_not_trained(tmp_path):

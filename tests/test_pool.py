@@ -12,7 +12,7 @@ from torch import nn
 from peers import Counted   # bench/, on the path through conftest
 from robustness_bias.auditing import Samples, measure
 from robustness_bias.config.job import EstimatorPlan
-from robustness_bias.estimators import CarliniWagner, DeepFool
+from robustness_bias.estimators import CarliniWagner, DeepFool, ExactLinear, FastMinimumNorm
 from robustness_bias.estimators.base import BUDGET_EXHAUSTED, NO_FAILURE, NONFINITE_LOGITS
 from robustness_bias.estimators.cw import ABORT_FACTOR, BETA1, BETA2, EPS, TANH_SCALE
 from robustness_bias.estimators.deepfool import STABILITY
@@ -88,6 +88,27 @@ def fills(monkeypatch):
 
     monkeypatch.setattr(Pool, "fill", spy)
     return seen
+
+
+@pytest.mark.parametrize("name", ["deepfool", "cw", "exact", "fmn"])
+def test_progress_hears_of_samples_as_they_are_measured_not_per_chunk(name):
+    """An audit's bar moves with each sample leaving an attack's pool (each batch of the other estimators), so a
+    chunk of 1,024 images is not a bar at 0 until it is all done. The counts add up to the stream's samples,
+    and a chunk comes back only after its own samples were counted."""
+    model = cnn()
+    x, y = inputs(model)
+    estimator = {"exact": lambda: ExactLinear(), "fmn": lambda: FastMinimumNorm(steps=10),
+                 **ATTACKS}[name]()
+    if name == "exact":
+        model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 5)).eval()
+        x, y = inputs(model)
+    chunks = [(x[:24], y[:24], torch.arange(24)), (x[24:], y[24:], torch.arange(24, COUNT))]
+    told, counted_when_back = [], {}
+    for number, _ in estimator.stream(model, iter(chunks), WIDTH, progress=told.append):
+        counted_when_back[number] = sum(told)
+    assert sum(told) == COUNT and len(told) > len(chunks), told
+    assert counted_when_back[0] >= 24 and counted_when_back[1] == COUNT, counted_when_back
+    assert min(told) >= 1 and max(told) <= WIDTH, told
 
 
 @pytest.mark.parametrize("name", ATTACKS)
@@ -194,7 +215,7 @@ class Recorder(DeepFool):
         super().__init__(steps=3)
         self.streams, self.handed_back = [], []
 
-    def stream(self, model, chunks, batch_size):
+    def stream(self, model, chunks, batch_size, progress=None):
         pulled = []
         self.streams.append((batch_size, pulled))
 
@@ -203,7 +224,7 @@ class Recorder(DeepFool):
                 pulled.append((len(x), index.tolist()))
                 yield x, y, index
 
-        for number, result in super().stream(model, recorded(), batch_size):
+        for number, result in super().stream(model, recorded(), batch_size, progress):
             self.handed_back.append((number, len(pulled)))
             yield number, result
 

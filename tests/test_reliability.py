@@ -247,12 +247,12 @@ class MemoryLimited:
     def __getattr__(self, name):
         return getattr(self.estimator, name)
 
-    def stream(self, model, chunks, batch_size):
+    def stream(self, model, chunks, batch_size, progress=None):
         if batch_size > self.limit:
             self.refused.append(batch_size)
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
         self.accepted.append(batch_size)
-        yield from self.estimator.stream(model, chunks, batch_size)
+        yield from self.estimator.stream(model, chunks, batch_size, progress)
 
 
 @pytest.mark.parametrize("make", [DeepFool, lambda: RandomizedSmoothing(n=500, forward_batch=250)],
@@ -280,10 +280,10 @@ class RunsOutMidStream(DeepFool):
         super().__init__()
         self.streams = []
 
-    def stream(self, model, chunks, batch_size):
+    def stream(self, model, chunks, batch_size, progress=None):
         chunks = list(chunks)
         self.streams.append((batch_size, [index.tolist() for *_, index in chunks]))
-        for handed, (number, result) in enumerate(super().stream(model, iter(chunks), batch_size)):
+        for handed, (number, result) in enumerate(super().stream(model, iter(chunks), batch_size, progress)):
             if handed == 1 and batch_size > 8:
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
             if batch_size > 8:

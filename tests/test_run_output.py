@@ -2,6 +2,7 @@
 speed on the epoch bar; the σ figure's intervals and the reason a group has no bar."""
 
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from tqdm import tqdm
 
 from robustness_bias.report.console import LEAST_ROBUST, group_table
+from robustness_bias.console import ConsoleHandler
 from robustness_bias.report.figures import sigma_figure
 from robustness_bias.training.progress import exclude_from_epoch_bar
 
@@ -65,6 +67,21 @@ def test_the_epoch_bar_divides_by_training_time_only():
     exclude_from_epoch_bar(SimpleNamespace(progress_bar_callback=SimpleNamespace(train_progress_bar=bar)), 100)
     assert bar.format_dict["elapsed"] == pytest.approx(1, abs=0.5)
     exclude_from_epoch_bar(SimpleNamespace(progress_bar_callback=None), 100)   # no bar: nothing to do
+
+
+def test_a_log_line_never_starts_at_the_end_of_a_live_progress_bar():
+    """The console's handler clears the bars, writes the line at the start of its own line, then draws the bars
+    again: a line logged during an audit no longer reads ``audit · deepfool:  30%|███ | 3/10 13:05:01 …``."""
+    out = io.StringIO()
+    bar = tqdm(total=10, file=out, mininterval=0, desc="audit · deepfool")
+    bar.update(3)
+    handler = ConsoleHandler(out)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.emit(logging.LogRecord("robustness_bias", logging.INFO, __file__, 1, "a log line", None, None))
+    before, after = out.getvalue().split("a log line\n")
+    assert before.rstrip(" ").endswith("\r") and "3/10" in before   # the bar was there, and was cleared
+    assert "3/10" in after   # and is drawn again below the line
+    bar.close()
 
 
 @pytest.mark.slow

@@ -114,7 +114,8 @@ def chunk_frame(chunk: np.ndarray, result: DistanceResult) -> pd.DataFrame:
 
 def estimate(name: str, estimator: Estimator, plan: EstimatorPlan, model, dataset: Dataset, meta: pd.DataFrame, device,
              store: ChunkStore | None, channels_last: bool, description: str, progress: bool) -> pd.DataFrame:
-    """One estimator's records on the samples in ``meta``, chunk by chunk, with a progress bar.
+    """One estimator's records on the samples in ``meta``, chunk by chunk, with a progress bar that moves as
+    samples are measured (per batch, or per sample leaving an attack's pool).
 
     The chunks not stored yet are streamed to the estimator, which hands each back as it is done, to
     be stored at once. On running out of GPU memory the batch size halves for the rest of the audit
@@ -138,12 +139,11 @@ def estimate(name: str, estimator: Estimator, plan: EstimatorPlan, model, datase
             try:
                 with torch.autocast(device.type, dtype=PRECISIONS[plan.precision], enabled=plan.precision != "fp32"):
                     inputs = (chunk_inputs(dataset, chunks[number], device, channels_last) for number in missing)
-                    for position, result in estimator.stream(model, inputs, batch_size):
-                        number = missing[position]
+                    for position, result in estimator.stream(model, inputs, batch_size, progress=bar.update):
+                        number = missing[position]   # the bar moved as its samples were measured
                         parts[number] = chunk_frame(chunks[number], DistanceResult.cat([result]))
                         if store is not None:   # under the batch size it ran at
                             store.write(number, parts[number], key)
-                        bar.update(len(chunks[number]))
                         stop_if_signalled()   # a signal stops the job here, with this chunk stored
                 break
             except torch.cuda.OutOfMemoryError:
@@ -154,6 +154,8 @@ def estimate(name: str, estimator: Estimator, plan: EstimatorPlan, model, datase
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             batch_size //= 2
+            bar.reset(total=len(attacked))   # the failed stream's samples are measured again
+            bar.update(sum(len(chunks[number]) for number, part in enumerate(parts) if part is not None))
             log.warning("%s ran out of GPU memory: retrying its unfinished chunks with batch_size=%d", name, batch_size)
     distance = np.full(len(meta), np.nan)
     success = np.zeros(len(meta), dtype=bool)

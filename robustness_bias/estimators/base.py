@@ -12,7 +12,7 @@ from torch import nn
 
 from ..errors import UserError
 from .graphs import StepCache
-from .pool import Chunk
+from .pool import Chunk, Progress
 
 
 # Which side of the true distance an estimate lies on: attacks find an upper bound, smoothing certifies
@@ -111,20 +111,24 @@ class Estimator:
             self.step_cache.clear()
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None,
-                 batch_size: int | None = None) -> DistanceResult:
+                 batch_size: int | None = None, progress: Progress | None = None) -> DistanceResult:
         index = torch.arange(len(x)) if index is None else torch.as_tensor(index)
         size = batch_size or max(len(x), 1)
-        parts = [self.batch(model, x[start:start + size], y[start:start + size], index[start:start + size])
-                 for start in range(0, max(len(x), 1), size)]
+        parts = []
+        for start in range(0, max(len(x), 1), size):
+            parts.append(self.batch(model, x[start:start + size], y[start:start + size], index[start:start + size]))
+            if progress is not None:
+                progress(len(parts[-1].distance))
         return parts[0] if len(parts) == 1 else DistanceResult.cat(parts)
 
-    def stream(self, model: nn.Module, chunks: Iterable[Chunk],
-               batch_size: int | None) -> Iterator[tuple[int, DistanceResult]]:
-        """(position, result) of each chunk (inputs, labels, dataset indices) of ``chunks`` as it is done. Here
+    def stream(self, model: nn.Module, chunks: Iterable[Chunk], batch_size: int | None,
+               progress: Progress | None = None) -> Iterator[tuple[int, DistanceResult]]:
+        """(position, result) of each chunk (inputs, labels, dataset indices) of ``chunks`` as it is done, telling
+        ``progress`` of the samples measured as they are (an audit's bar moves per batch, not per chunk). Here
         one call per chunk, in order; the attacks carry one pool of working rows across the chunks instead
         (:class:`Pooled`), and hand chunks back as their last samples finish."""
         for number, (x, y, index) in enumerate(chunks):
-            yield number, self(model, x, y, index=index, batch_size=batch_size)
+            yield number, self(model, x, y, index=index, batch_size=batch_size, progress=progress)
 
     def batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> DistanceResult:
         """The results of one batch, for estimators that measure a batch at a time."""
@@ -148,13 +152,15 @@ class Pooled(Estimator):
         (_, result), = self.stream(model, [(x, y, index)], batch_size or max(len(x), 1))
         return result
 
-    def stream(self, model: nn.Module, chunks: Iterable[Chunk],
-               batch_size: int) -> Iterator[tuple[int, DistanceResult]]:
+    def stream(self, model: nn.Module, chunks: Iterable[Chunk], batch_size: int,
+               progress: Progress | None = None) -> Iterator[tuple[int, DistanceResult]]:
         with frozen(model):
-            yield from self._attack(model, chunks, batch_size)
+            yield from self._attack(model, chunks, batch_size, progress)
 
-    def _attack(self, model: nn.Module, chunks: Iterable[Chunk], width: int) -> Iterator[tuple[int, DistanceResult]]:
-        """(position, result) of each chunk as its last sample leaves a pool of ``width`` rows."""
+    def _attack(self, model: nn.Module, chunks: Iterable[Chunk], width: int,
+                progress: Progress | None) -> Iterator[tuple[int, DistanceResult]]:
+        """(position, result) of each chunk as its last sample leaves a pool of ``width`` rows, telling
+        ``progress`` of each sample as it leaves."""
         raise NotImplementedError
 
 

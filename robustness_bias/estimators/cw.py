@@ -47,7 +47,7 @@ from ..config.rules import check_values
 from .base import (DistanceResult, Passes, Pooled, failed, failure_codes, l2_norm, nonfinite_rows,
                    shorten_onto_boundary)
 from .graphs import GraphedSteps, StepCache
-from .pool import Chunk, Pool, Rows
+from .pool import Chunk, Pool, Progress, Rows
 
 TANH_SCALE = 0.999999  # keeps arctanh finite at the box's edges, as in foolbox
 ABORT_FACTOR = 0.9999  # a run stops when ten steps shrank its loss by less than this factor
@@ -112,7 +112,8 @@ class CarliniWagner(Pooled):
         """Adam steps between a row's checks for a stall or non-finite values: ten checks per run."""
         return math.ceil(self.steps / 10)
 
-    def _attack(self, model: nn.Module, chunks: Iterable[Chunk], width: int) -> Iterator[tuple[int, DistanceResult]]:
+    def _attack(self, model: nn.Module, chunks: Iterable[Chunk], width: int,
+                progress: Progress | None) -> Iterator[tuple[int, DistanceResult]]:
         """Every sample's binary search in a pool of ``width`` rows (pool.py), then, once a chunk's searches
         have all ended, the refinement of the adversarial points found in it, ``width`` at a time."""
         adam_step, graphs = self.step_cache(model)
@@ -158,7 +159,7 @@ class CarliniWagner(Pooled):
                                                    failure=failure_codes(success, measured["nonfinite"]),
                                                    bound=self.bound)
 
-        pool = Pool(width, chunks, admit, blank)
+        pool = Pool(width, chunks, admit, blank, progress)
         while True:
             pool.fill()
             yield from results()

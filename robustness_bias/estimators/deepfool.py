@@ -30,7 +30,7 @@ from ..config.estimators import DeepFoolConfig
 from ..config.rules import check_values
 from .base import DistanceResult, Passes, Pooled, failed, failure_codes, l2_norm, nonfinite_rows
 from .graphs import GraphedSteps, StepCache
-from .pool import Chunk, Pool, Rows
+from .pool import Chunk, Pool, Progress, Rows
 
 STABILITY = 1e-4  # added to each step's length, as in foolbox, so that steps never stall on the boundary
 
@@ -107,7 +107,8 @@ class DeepFool(Pooled):
         moves = (result.queries - 1) // (1 + others * (2 if replicated else 1))
         return Passes(forward=1 + moves, graphed=others * moves if replicated else moves, backward=others * moves)
 
-    def _attack(self, model: nn.Module, chunks: Iterable[Chunk], width: int) -> Iterator[tuple[int, DistanceResult]]:
+    def _attack(self, model: nn.Module, chunks: Iterable[Chunk], width: int,
+                progress: Progress | None) -> Iterator[tuple[int, DistanceResult]]:
         model_steps = self.step_cache(model)   # DeepFoolSteps: the check and the move over this model
 
         def look(points: torch.Tensor) -> torch.Tensor:
@@ -152,7 +153,7 @@ class DeepFool(Pooled):
                                                    failure=failure_codes(success, measured["nonfinite"]),
                                                    bound=self.bound)
 
-        pool = Pool(width, chunks, admit, blank)
+        pool = Pool(width, chunks, admit, blank, progress)
         while True:
             while pool.fill():   # admitted rows come checked at their clean inputs
                 retire(pool.leave(finished(pool.rows)))

@@ -29,6 +29,7 @@ import torch
 Rows = dict[str, torch.Tensor]
 # A chunk of the stream: its inputs, labels and dataset indices
 Chunk = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+Progress = Callable[[int], None]   # told of each n samples measured, as they are
 
 
 @dataclass
@@ -47,13 +48,15 @@ class OpenChunk:
 class Pool:
     """At most ``width`` rows, admitted in order from the samples of ``chunks`` by ``admit(x, y)``, which
     returns the new rows' state (without ``sample``, which the pool adds). ``blank(x, y)`` gives a
-    pulled chunk's results before any of its samples has left the pool: tensors with one row per sample."""
+    pulled chunk's results before any of its samples has left the pool: tensors with one row per sample.
+    ``progress(n)``, if given, hears of every ``n`` samples whose results are recorded (an audit's bar)."""
 
     def __init__(self, width: int, chunks: Iterable[Chunk], admit: Callable[[torch.Tensor, torch.Tensor], Rows],
-                 blank: Callable[[torch.Tensor, torch.Tensor], Rows]):
+                 blank: Callable[[torch.Tensor, torch.Tensor], Rows], progress: Progress | None = None):
         if width < 1:
             raise ValueError(f"a pool needs at least one row, not {width}")
         self.width, self.chunks, self.admit, self.blank = width, enumerate(chunks), admit, blank
+        self.progress = progress
         self.open: list[OpenChunk] = []
         self.queued = self.pulled = 0   # samples admitted and pulled so far: the queue is samples queued .. pulled − 1
         self.drained = False            # every chunk pulled
@@ -113,6 +116,8 @@ class Pool:
             for key, value in results.items():
                 chunk.results[key][mine] = value[inside]
             chunk.left -= len(mine)
+        if self.progress is not None:
+            self.progress(len(sample))
 
     def done(self) -> Iterator[OpenChunk]:
         """The chunks whose samples have all left the pool, taken out of it; once the stream is drained and
