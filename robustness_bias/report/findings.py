@@ -3,7 +3,7 @@ across every seed a model was trained with, and nothing they do not.
 
 Prose written beside tables drifts from them (issue 33 found a results page claiming a group least
 robust "in all four models and by every estimator" while its own table showed otherwise). Here every
-sentence is built from :func:`~robustness_bias.report.tables.seeds_table`: a finding is stated only
+sentence is built from :func:`~robustness_bias.report.sigma_tables.seeds_table`: a finding is stated only
 where it holds in every seed, and a σ that rests on failed or capped points (its ``flag``) says so.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .console import partition_label
-from .tables import CELL
+from .sigma_tables import CELL
 
 
 def _where(cells: pd.DataFrame) -> str:
@@ -107,7 +107,7 @@ def findings(table: pd.DataFrame, sigma: pd.DataFrame, accuracy: pd.DataFrame,
     """The findings page (Markdown): per dataset, the significant groups, the least robust groups and the
     estimators' agreement, each holding in every seed, whether the significant ones survive adjusting for the
     other attributes (``adjusted``: the seeds table of σ adjusted; ``adjusted_sigma``: its rows, from
-    :func:`~robustness_bias.report.tables.adjusted_sigmas`), then what was left unstated and why."""
+    :func:`~robustness_bias.report.sigma_tables.adjusted_sigmas`), then what was left unstated and why."""
     names = names or {}
     out = ["# Findings", "",
            "Written by the report from its tables (seeds.csv, sigma_final.csv): a finding is stated only where it "
