@@ -17,7 +17,7 @@ import pandas as pd
 from ..records import read_final_records, write_atomic, write_table
 from . import figures
 from .aft_table import aft_table
-from .console import partition_label
+from .answer import partition_label
 from .findings import findings
 from .jobs import collect, find_jobs, originals, single_attributes
 from .paper_tables import agreement_statistics, table1, table2

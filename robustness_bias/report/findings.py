@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .console import partition_label
+from .answer import partition_label
 from .sigma_tables import CELL
 
 

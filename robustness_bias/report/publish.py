@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..analysis.summary import OVERALL, groups_without_sigma, summarize
 from ..records import read_records, write_published, write_summary
-from .console import least_robust, partition_label
+from .answer import least_robust, partition_label
 from .figures import sigma_figure, survival_figure
 
 log = logging.getLogger(__name__)
