@@ -65,6 +65,14 @@ def sigmas_of(summary: pd.DataFrame, partition: str) -> dict[str, float]:
     return {f"{r.estimator}/{r.partition}={r.group}": r.sigma for r in rows.itertuples()}
 
 
+def least_robust(rows: pd.DataFrame) -> str | None:
+    """The least robust group of ``rows`` (σ rows of one partition under one estimator, from one audit): the group
+    with the lowest σ among those that have one, the first of them in the rows' order where σ ties; None when no
+    group has a σ. The console's mark, a run's headline and the report's findings all pick it here."""
+    sized = rows[rows["sigma"].notna()]
+    return None if sized.empty else str(sized.loc[sized["sigma"].idxmin(), "group"])
+
+
 def groups_without_sigma(summary: pd.DataFrame) -> list[str]:
     """``"<partition>=<group> by <estimators>"`` for every group too small for σ: on real data, e.g. an
     age bin a briefly trained model never classifies correctly."""

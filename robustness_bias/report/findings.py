@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..analysis.summary import least_robust
 from .answer import partition_label
 from .sigma_tables import CELL
 
@@ -46,7 +47,7 @@ def least_robust_findings(table: pd.DataFrame, sigma: pd.DataFrame, names: dict[
     for partition, rows in final.groupby("partition", sort=True):
         same, varies = {}, []
         for (model, estimator), cells in rows.groupby(["model", "estimator"], sort=True):
-            lowest = cells.loc[cells.groupby("job")["sigma"].idxmin(), "group"]
+            lowest = pd.Series([least_robust(job) for _, job in cells.groupby("job")])   # per trained model
             if lowest.nunique() == 1:
                 same.setdefault(lowest.iloc[0], []).append(f"{model} by {estimator}")
             else:
