@@ -32,6 +32,19 @@ AUDITS = "audits"
 PUBLISHED = "published.json"   # an audit's summary and figures are those of its records: see write_published
 IDENTITY = ("settings_hash", "weights_hash", "epoch", "shard")   # what a record's first row says it was measured under
 BEST_BOUND = "best"   # the estimator name of the per-sample best bound in the records (auditing/best.py)
+# Joins the attributes of an intersection, as its column in the records and its partition in the summary are named
+# (race×gender), and their values, as its groups are (white×male).
+INTERSECTION = "×"
+
+
+def intersection_name(parts) -> str:
+    """The name of the intersection of ``parts`` (attributes or their values): ``race×gender``, ``white×male``."""
+    return INTERSECTION.join(parts)
+
+
+def intersection_parts(name: str) -> list[str]:
+    """The attributes (or values) an intersection's name joins; a single attribute's name is its only part."""
+    return name.split(INTERSECTION)
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ..analysis.summary import OVERALL
-from ..records import AUDITS, audit_folder
+from ..records import AUDITS, INTERSECTION, audit_folder
 
 
 def find_jobs(directories: list[str | Path]) -> list[Path]:
@@ -135,7 +135,7 @@ def originals(frame: pd.DataFrame) -> pd.DataFrame:
 
 def single_attributes(sigma: pd.DataFrame) -> pd.DataFrame:
     """The rows of single-attribute partitions: the paper's cells have no intersections (race×gender)."""
-    return sigma[~sigma["partition"].astype(str).str.contains("×")]
+    return sigma[~sigma["partition"].astype(str).str.contains(INTERSECTION, regex=False)]
 
 
 # A value that is only a reference to another setting, as Hydra saves them: ${model.lr}.
