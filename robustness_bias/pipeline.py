@@ -30,7 +30,7 @@ from .models import MissingWeights
 from .preflight import model_problem
 from .records import (audit_folder, finished_result, intersection_name, other_finished_job, read_chunk_counts,
                       read_summary, shard_suffix, write_atomic, write_json)
-from .report.console import job_answer
+from .report.answer import job_answer
 from .report.publish import Publisher
 from .stopping import Stopped, stop_if_signalled, stop_on_signals
 from .training import AuditSchedule, EpochLog, StopOnSignal, audit_schedule, resumable

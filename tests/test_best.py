@@ -84,7 +84,7 @@ def test_an_audit_records_the_best_bound_beside_the_attacks():
 
 
 def sigma_rows(estimator, sigmas, p=0.01):
-    """The report's σ table (report.tables.collect) for one model's final audit: race groups a, b, c."""
+    """The report's σ table (report.jobs.collect) for one model's final audit: race groups a, b, c."""
     return pd.DataFrame({"estimator": estimator, "epoch_tag": "final", "partition": "race", "group": ["a", "b", "c"],
                          "attacked": [30, 40, 50], "sigma": sigmas, "sigma_low": np.nan, "sigma_high": np.nan,
                          "p_adjusted": p, "dataset": "utkface", "model": "cnn", "job": "j", "target": "", "alpha": np.nan,

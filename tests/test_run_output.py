@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from tqdm import tqdm
 
-from robustness_bias.report.console import LEAST_ROBUST, group_table
 from robustness_bias.console import ConsoleHandler
+from robustness_bias.report.answer import LEAST_ROBUST, group_table
 from robustness_bias.report.figures import sigma_figure
 from robustness_bias.training.progress import exclude_from_epoch_bar
 

@@ -14,7 +14,7 @@ from robustness_bias.config.rules import ConfigError
 from robustness_bias.records import merge_shards
 from robustness_bias.pipeline import run
 from robustness_bias.report.shards import merge_sharded_jobs
-from robustness_bias.report.tables import find_jobs
+from robustness_bias.report.jobs import find_jobs
 
 JOB = ["estimator=[exact,deepfool,rs]", "estimator.rs.n=1000", "logger=none", "trainer.max_epochs=2",
        "audit.progress=false", "trainer.enable_progress_bar=false"]

@@ -88,7 +88,7 @@ def test_no_flag_and_no_band_where_everything_was_measured():
 
 
 def test_console_shows_failures_caps_and_how_sigma_treats_them():
-    from robustness_bias.report.console import group_table
+    from robustness_bias.report.answer import group_table
 
     text = group_table(group_summary(_unknowns(), ["site"], tau_max=1.0))
     header, *_ = [line for line in text.splitlines() if "group" in line]
@@ -111,7 +111,7 @@ def test_console_and_figure_show_the_adjusted_sigma_beside_sigma():
                             "age": pd.Categorical(age)})
     summary = group_summary(records, ["group", "age"], adjust_for=["age"], min_group_size=5,
                             significance={"resamples": 50, "permutations": 50})
-    from robustness_bias.report.console import group_table
+    from robustness_bias.report.answer import group_table
     from matplotlib.collections import PathCollection
     from robustness_bias.report.figures import sigma_figure
     text = group_table(summary)

@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from ..records import intersection_parts
 from . import metrics
 from .summary import group_values
 
@@ -79,7 +80,7 @@ def own_strata(partition: str, adjust_for: list[str]) -> list[str]:
     """The attributes ``partition`` is adjusted for: ``adjust_for`` less the partition's own (race is not adjusted
     for race, nor race×gender for gender), as σ adjusted for them leaves them out (docs/design.md, "σ adjusted for
     other attributes"), so that one setting adjusts race for age and age for race."""
-    return [name for name in adjust_for if name not in partition.split("×")]
+    return [name for name in adjust_for if name not in intersection_parts(partition)]
 
 
 def durations(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

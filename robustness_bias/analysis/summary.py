@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..config.job import AuditConfig, Significance
+from ..records import INTERSECTION, intersection_name, intersection_parts
 from . import metrics
 from .significance import benjamini_hochberg, bootstrap_sigma, permutation_p_values, standardized_sigma
 
@@ -66,6 +67,14 @@ def sigmas_of(summary: pd.DataFrame, partition: str) -> dict[str, float]:
     """σ of every group of ``partition`` that has one, keyed ``<estimator>/<partition>=<group>``."""
     rows = summary[(summary["partition"] == partition) & (summary["group"] != OVERALL) & summary["sigma"].notna()]
     return {f"{r.estimator}/{r.partition}={r.group}": r.sigma for r in rows.itertuples()}
+
+
+def least_robust(rows: pd.DataFrame) -> str | None:
+    """The least robust group of ``rows`` (σ rows of one partition under one estimator, from one audit): the group
+    with the lowest σ among those that have one, the first of them in the rows' order where σ ties; None when no
+    group has a σ. The console's mark, a run's headline and the report's findings all pick it here."""
+    sized = rows[rows["sigma"].notna()]
+    return None if sized.empty else str(sized.loc[sized["sigma"].idxmin(), "group"])
 
 
 def groups_without_sigma(summary: pd.DataFrame) -> list[str]:
@@ -135,7 +144,7 @@ def group_summary(records: pd.DataFrame, partitions: list[str], *, conditional: 
             groups = group_values(column)
             codes = pd.Categorical(column.astype(str), categories=[str(g) for g in groups]).codes
             tests = _significance(distance, correct, codes, len(groups), t_max, kw, significance)
-            adjusting = [a for a in adjust_for if a not in partition.split("×")]   # never a partition for itself
+            adjusting = [a for a in adjust_for if a not in intersection_parts(partition)]   # never a partition for itself
             if adjusting:
                 tests.update(_adjusted(frame, adjusting, correct, distance, codes, len(groups), t_max, kw,
                                        significance, min_group_size))
@@ -176,7 +185,7 @@ def check_adjusting(records: pd.DataFrame, adjust_for) -> None:
     missing = [a for a in adjust_for if a not in records.columns]
     if missing:
         known = [c for c in records.columns if isinstance(records[c].dtype, pd.CategoricalDtype)
-                 and c not in ("estimator", "failure") and "×" not in c]
+                 and c not in ("estimator", "failure") and INTERSECTION not in c]
         raise ValueError(f"adjust_for={list(adjust_for)}: the audit has no attribute {missing}. "
                          f"Fix: adjust for some of {known}")
 
@@ -226,7 +235,7 @@ def summary_settings(options: dict, partitions: list[str], chosen: list[str]) ->
     attributes (``race×gender``), as the auditor names its column. The command line and the Python
     API both build their settings here, so they summarize alike."""
     return {**{key: options[key] for key in SUMMARY_OPTIONS},
-            "partitions": [*partitions, *(["×".join(chosen)] if len(chosen) > 1 else [])]}
+            "partitions": [*partitions, *([intersection_name(chosen)] if len(chosen) > 1 else [])]}
 
 
 def summarize(records: pd.DataFrame, settings: dict) -> pd.DataFrame:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..records import (ChunkStore, audit_folder, merge_shards, partial_folder, published, read_records,
-                       records_identity, stored_identity, weights_hash, write_chunk_counts, write_records)
+from ..records import (ChunkStore, audit_folder, intersection_name, merge_shards, partial_folder, published,
+                       read_records, records_identity, stored_identity, weights_hash, write_chunk_counts, write_records)
 from .engine import Planned, Samples, measure
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class Auditor:
 
     @property
     def partition_name(self) -> str:
-        return "×".join(self.partition)
+        return intersection_name(self.partition)
 
     def planned(self, tags: list[str]) -> list[str]:
         """Those of ``tags`` after which some estimator measures (``EstimatorPlan.after``)."""
@@ -135,7 +135,7 @@ class Auditor:
         if self.shard_label:   # this job's part of an audit split across jobs (the report merges them)
             records.insert(2, "shard", self.shard_label)
         if len(self.partition) > 1:
-            records[self.partition_name] = pd.Categorical(records[self.partition].astype(str).agg("×".join, axis=1))
+            records[self.partition_name] = pd.Categorical(records[self.partition].astype(str).agg(intersection_name, axis=1))
         if rank == 0:
             folders = {tag: audit_folder(self.output_dir, tag) for tag in tags}
             for tag, folder in folders.items():

@@ -16,12 +16,14 @@ import pandas as pd
 
 from ..records import read_final_records, write_atomic, write_table
 from . import figures
-from .console import partition_label
-from .shards import merge_sharded_jobs
+from .aft_table import aft_table
+from .answer import partition_label
 from .findings import findings
-from .tables import (adjusted_sigmas, adjusted_table, aft_table, agreement_statistics, collect, estimators_table,
-                     find_jobs, originals, regularization_table, seeds_table, settings_table, sigma_table, single_attributes,
-                     table1, table2)
+from .jobs import collect, find_jobs, originals, single_attributes
+from .paper_tables import agreement_statistics, table1, table2
+from .run_tables import estimators_table, settings_table
+from .shards import merge_sharded_jobs
+from .sigma_tables import adjusted_sigmas, adjusted_table, regularization_table, seeds_table, sigma_table
 from .tightness import tightness_tables
 
 PARTS = ("table1", "table2", "estimators", "agreement", "sigma_final", "seeds", "adjusted", "findings", "settings", "regularized",

@@ -14,7 +14,7 @@ from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 from ..analysis import metrics
 from ..analysis.summary import OVERALL, group_values
 from ..records import write_atomic
-from .console import partition_label
+from .answer import partition_label
 
 
 class PictureFigure(Figure):

@@ -3,7 +3,7 @@ across every seed a model was trained with, and nothing they do not.
 
 Prose written beside tables drifts from them (issue 33 found a results page claiming a group least
 robust "in all four models and by every estimator" while its own table showed otherwise). Here every
-sentence is built from :func:`~robustness_bias.report.tables.seeds_table`: a finding is stated only
+sentence is built from :func:`~robustness_bias.report.sigma_tables.seeds_table`: a finding is stated only
 where it holds in every seed, and a σ that rests on failed or capped points (its ``flag``) says so.
 """
 
@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .console import partition_label
-from .tables import CELL
+from ..analysis.summary import least_robust
+from .answer import partition_label
+from .sigma_tables import CELL
 
 
 def _where(cells: pd.DataFrame) -> str:
@@ -46,7 +47,7 @@ def least_robust_findings(table: pd.DataFrame, sigma: pd.DataFrame, names: dict[
     for partition, rows in final.groupby("partition", sort=True):
         same, varies = {}, []
         for (model, estimator), cells in rows.groupby(["model", "estimator"], sort=True):
-            lowest = cells.loc[cells.groupby("job")["sigma"].idxmin(), "group"]
+            lowest = pd.Series([least_robust(job) for _, job in cells.groupby("job")])   # per trained model
             if lowest.nunique() == 1:
                 same.setdefault(lowest.iloc[0], []).append(f"{model} by {estimator}")
             else:
@@ -107,7 +108,7 @@ def findings(table: pd.DataFrame, sigma: pd.DataFrame, accuracy: pd.DataFrame,
     """The findings page (Markdown): per dataset, the significant groups, the least robust groups and the
     estimators' agreement, each holding in every seed, whether the significant ones survive adjusting for the
     other attributes (``adjusted``: the seeds table of σ adjusted; ``adjusted_sigma``: its rows, from
-    :func:`~robustness_bias.report.tables.adjusted_sigmas`), then what was left unstated and why."""
+    :func:`~robustness_bias.report.sigma_tables.adjusted_sigmas`), then what was left unstated and why."""
     names = names or {}
     out = ["# Findings", "",
            "Written by the report from its tables (seeds.csv, sigma_final.csv): a finding is stated only where it "

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..analysis.summary import OVERALL, groups_without_sigma, summarize
+from ..analysis.summary import OVERALL, groups_without_sigma, least_robust, summarize
 from ..records import read_records, write_published, write_summary
-from .console import least_robust, partition_label
+from .answer import partition_label
 from .figures import sigma_figure, survival_figure
 
 log = logging.getLogger(__name__)

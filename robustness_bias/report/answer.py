@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..analysis.summary import MIN_STRATUM, OVERALL
+from ..analysis.summary import MIN_STRATUM, OVERALL, least_robust
 
 LEAST_ROBUST = "◀ least robust"
 
@@ -27,12 +27,6 @@ def partition_label(partition: str, names: dict[str, str] | None) -> str:
     """``class (age)`` where the dataset names what its classes are; the column keeps its name ``class``."""
     shown = (names or {}).get(partition)
     return f"{partition} ({shown})" if shown and shown != partition else partition
-
-
-def least_robust(rows: pd.DataFrame) -> str | None:
-    """The group with the lowest σ among those that have one; None when none has."""
-    sized = rows[rows["sigma"].notna()]
-    return None if sized.empty else str(sized.loc[sized["sigma"].idxmin(), "group"])
 
 
 def percent(share: float) -> str:
