@@ -17,7 +17,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .analysis.summary import OVERALL
+from .analysis.summary import OVERALL, least_robust
 from .records import audit_folder
 
 
@@ -69,7 +69,7 @@ def job_line(job: Path, since: float) -> str:
     if summary_file.is_file() and partition:
         summary = pd.read_parquet(summary_file)
         rows = summary[(summary["partition"] == partition) & (summary["group"] != OVERALL) & summary["sigma"].notna()]
-        lowest = [f"{estimator} {frame.loc[frame['sigma'].idxmin(), 'group']} (σ {frame['sigma'].min():+.3f})"
+        lowest = [f"{estimator} {least_robust(frame)} (σ {frame['sigma'].min():+.3f})"
                   for estimator, frame in rows.groupby("estimator", sort=False, observed=True)]
         if lowest:
             text += f"; least robust {partition}: " + ", ".join(lowest)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.summary import OVERALL
+from ..config.job import selected_estimators
 from .jobs import saved_config, saved_setting
 
 
@@ -51,8 +52,7 @@ def settings_table(accuracy: pd.DataFrame) -> pd.DataFrame:
         if not saved.is_file():
             continue
         cfg = saved_config(saved)
-        estimators = [name for name, spec in (saved_setting(cfg, "estimator") or {}).items()
-                      if isinstance(spec, dict) and "_target_" in spec]
+        estimators = selected_estimators(saved_setting(cfg, "estimator") or {})
         row = {"dataset": job.dataset, "model": job.model,
                "image size": saved_setting(cfg, "dataset.image_size") or "native",
                "epochs": saved_setting(cfg, "trainer.max_epochs"), "lr": saved_setting(cfg, "optim.lr"),
