@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 from test_face_datasets import NORM, jpeg_bytes, write_utkface
 
+from robustness_bias.config.rules import ConfigError
 from robustness_bias.data import DataError, ImageTable, UTKFaceDataModule
 from robustness_bias.pipeline import run
 
@@ -70,7 +71,8 @@ def test_raise_names_the_bad_files_and_the_fix(utkface):
 
 
 def test_unknown_policy_names_the_setting(utkface):
-    with pytest.raises(DataError, match=r"dataset\.on_bad_file=ignore.*Fix: pass dataset\.on_bad_file=skip"):
+    """A data module made in Python checks its settings by the command line's rules (config/data.py)."""
+    with pytest.raises(ConfigError, match=r"dataset\.on_bad_file=ignore.*Fix: pass dataset\.on_bad_file=skip"):
         UTKFaceDataModule(root=str(utkface), normalization=NORM, on_bad_file="ignore")
 
 

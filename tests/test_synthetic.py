@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from conftest import config_problem
 
-from robustness_bias.data import DataError, SyntheticDataModule
+from robustness_bias.config.rules import ConfigError
+from robustness_bias.data import SyntheticDataModule
 from robustness_bias.data.synthetic import planted_bias_images
 
 CONFOUNDED = dict(n_samples=4000, n_classes=2, shape=(1, 8, 8), separation=2.0, planted_share=0.3, seed=0,
@@ -56,10 +57,11 @@ def test_strata_land_in_the_records_and_without_them_nothing_changes():
 
 @pytest.mark.parametrize(("options", "message"), [
     (dict(stratum_margins=[1.0, 0.4], stratum_planted_shares=[0.5]), "dataset.stratum_margins has 2 strata but"),
-    (dict(stratum_margins=[1.0, 0.0], stratum_planted_shares=[0.2, 0.8]), "dataset.stratum_margins=[1.0, 0.0]: each"),
-    (dict(stratum_margins=[1.0, 0.4], stratum_planted_shares=[0.0, 0.8]), "dataset.stratum_planted_shares=[0.0, 0.8]")])
+    (dict(stratum_margins=[1.0, 0.0], stratum_planted_shares=[0.2, 0.8]), "dataset.stratum_margins=[1,0]: each"),
+    (dict(stratum_margins=[1.0, 0.4], stratum_planted_shares=[0.0, 0.8]), "dataset.stratum_planted_shares=[0,0.8]")])
 def test_impossible_strata_are_one_line_naming_the_option_and_the_fix(options, message):
-    with pytest.raises(DataError) as error:
+    """The command line's rules and words (config/data.py), for a data module made in Python too."""
+    with pytest.raises(ConfigError) as error:
         SyntheticDataModule(normalization={"mean": [0.5], "std": [0.25]}, **options)
     assert str(error.value).startswith(message) and "Fix: " in str(error.value) and "\n" not in str(error.value)
 

@@ -16,6 +16,8 @@ import re
 
 import pandas as pd
 
+from ..config.data import AdienceData
+from ..config.rules import check_values
 from .base import DataError, ImageDataModule, existing_root
 from .files import FileImages, missing_files
 
@@ -47,9 +49,10 @@ class AdienceDataModule(ImageDataModule):
 
     label_name = "age"
 
-    def __init__(self, root: str | None = None, image_size: int | None = 224, cache: bool = False,
-                 drop_unknown_gender: bool = False, **kwargs):
+    def __init__(self, root: str | None = None, image_size: int | None = AdienceData.image_size,
+                 cache: bool = AdienceData.cache, drop_unknown_gender: bool = AdienceData.drop_unknown_gender, **kwargs):
         super().__init__(**kwargs)
+        check_values(AdienceData, "dataset", image_size=image_size, cache=cache, drop_unknown_gender=drop_unknown_gender)
         hint = ("It must hold Adience's fold files fold_0_data.txt … fold_4_data.txt and the folder aligned/ "
                 "(from AdienceBenchmarkGenderAndAgeClassification). Fix: pass dataset.root=/path/to/adience")
         self.root = existing_root(root, "dataset.root", hint)

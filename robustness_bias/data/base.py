@@ -20,16 +20,13 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..config.data import DataConfig, FileData
+from ..config.data import TEST_SHARE, DataConfig, FileData
 from ..config.rules import rule_of
 from ..errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-# dataset.max_image_pixels' default: a thousand times a UTKFace face (200×200), far above any photo of
-# the paper's datasets; a file claiming more is refused before its pixels are decoded (160 MB as RGBA).
-MAX_IMAGE_PIXELS = 40_000_000
 
 
 class DataError(UserError, ValueError):
@@ -179,12 +176,15 @@ class ImageDataModule(L.LightningDataModule):
 
     label_name: str | None = None
 
-    def __init__(self, normalization: dict, batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0,
-                 val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 42,
-                 on_bad_file: str = "skip", max_image_pixels: int = MAX_IMAGE_PIXELS):
+    def __init__(self, normalization: dict, batch_size: int = DataConfig.batch_size,
+                 eval_batch_size: int = DataConfig.eval_batch_size, num_workers: int = DataConfig.num_workers,
+                 val_fraction: float = DataConfig.val_fraction, test_fraction: float = TEST_SHARE,
+                 split_seed: int = DataConfig.split_seed, on_bad_file: str = FileData.on_bad_file,
+                 max_image_pixels: int = FileData.max_image_pixels):
         super().__init__()
         for schema, key, value in ((FileData, "on_bad_file", on_bad_file), (FileData, "max_image_pixels", max_image_pixels),
-                                   (DataConfig, "batch_size", batch_size), (DataConfig, "eval_batch_size", eval_batch_size)):
+                                   (DataConfig, "batch_size", batch_size), (DataConfig, "eval_batch_size", eval_batch_size),
+                                   (DataConfig, "num_workers", num_workers), (DataConfig, "split_seed", split_seed)):
             rule_of(schema, key).check(f"dataset.{key}", value)   # the command line's rules, for data modules made in Python
         self.on_bad_file = on_bad_file
         self.max_image_pixels = max_image_pixels   # image files larger than this are refused before decoding

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torchvision.transforms.functional import InterpolationMode, resize
 
+from ..config.data import CifarData
+from ..config.rules import check_values
 from .base import DataError, ImageDataModule, ImageTable, existing_root
 
 _PIXELS_PER_IMAGE = 3 * 32 * 32
@@ -115,13 +117,14 @@ class CIFARDataModule(ImageDataModule):
     archive: Archive
     label_keys: tuple[str, ...]   # the per-image label lists to read from every data file
 
-    def __init__(self, root: str | None = None, download: bool = False, image_size: int | None = None, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, root: str | None = None, download: bool = CifarData.download,
+                 image_size: int | None = CifarData.image_size, batch_size: int = CifarData.batch_size,
+                 eval_batch_size: int = CifarData.eval_batch_size, **kwargs):
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, **kwargs)
+        check_values(CifarData, "dataset", download=download, image_size=image_size)
         # root need not exist yet (dataset.download=true makes it); _missing_message explains a wrong one
         self.root = existing_root(root, "dataset.root", f"It must be the folder that holds {self.archive.folder}/. "
                                   "Fix: pass dataset.root=/path/to/that/folder", must_exist=False).resolve()
-        if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-            raise DataError(f"dataset.image_size={image_size}: use a positive number of pixels, or null for 32")
         self.folder = self.root / self.archive.folder
         self.image_size = image_size
         if self._missing_files() and download:

@@ -13,7 +13,8 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.functional import pil_to_tensor, resize
 
 from ..console import progress_bar
-from .base import MAX_IMAGE_PIXELS, DataError, ImageTable
+from ..config.data import FileData
+from .base import DataError, ImageTable
 
 MODES = {1: "L", 3: "RGB"}
 READ_ERRORS = (OSError, SyntaxError)    # what PIL raises for empty, truncated or garbled files
@@ -42,7 +43,7 @@ class FileImages(ImageTable):
 
     def __init__(self, paths: list[Path], labels, class_names, attributes=None, categories=None, channels: int = 3,
                  image_size: int | None = None, cache: bool = False, is_test=None,
-                 max_pixels: int = MAX_IMAGE_PIXELS):
+                 max_pixels: int = FileData.max_image_pixels):
         super().__init__(labels, class_names, attributes, categories, is_test)
         check_channels(channels)
         if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..config.data import ImageFolderData
+from ..config.rules import check_values
 from .base import DataError, ImageDataModule, existing_root, split_official
 from .files import FileImages, check_channels, codes_of, missing_files
 
@@ -154,10 +156,11 @@ def split_of(table: pd.DataFrame, csv_path: Path) -> np.ndarray | None:
 class ImageFolderDataModule(ImageDataModule):
     """Images listed in ``<root>/<csv>``; rows sorted by path so the split ignores file-system order."""
 
-    def __init__(self, root: str | None = None, csv: str = "labels.csv", channels: int = 3,
-                 image_size: int | None = None, cache: bool = False, attributes: list[str] | None = None,
-                 **kwargs):
+    def __init__(self, root: str | None = None, csv: str = ImageFolderData.csv, channels: int = ImageFolderData.channels,
+                 image_size: int | None = ImageFolderData.image_size, cache: bool = ImageFolderData.cache,
+                 attributes: list[str] | None = ImageFolderData.attributes, **kwargs):
         super().__init__(**kwargs)
+        check_values(ImageFolderData, "dataset", channels=channels, image_size=image_size, cache=cache)
         self.attributes = None if attributes is None else list(attributes)
         self.assigned: np.ndarray | None = None   # the CSV's split per (sorted) row, when it has one
         self.root = existing_root(root, "dataset.root", f"It must be the folder that holds your images and {csv}. "

@@ -18,7 +18,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import DataError, ImageDataModule, TensorImages
+from ..config.data import SyntheticData
+from ..config.rules import check_values
+from .base import ImageDataModule, TensorImages
 
 
 def planted_bias_images(n_samples: int, n_classes: int, shape: tuple[int, int, int], separation: float,
@@ -58,26 +60,19 @@ class SyntheticDataModule(ImageDataModule):
     """Planted-bias images with the attribute ``group`` ∈ {reference, planted}, and ``stratum`` (stratum_0, …)
     when ``stratum_margins`` is set."""
 
-    def __init__(self, n_samples: int = 2000, n_classes: int = 2, channels: int = 1, image_size: int = 8,
-                 separation: float = 2.0, noise: float = 0.1, planted_share: float = 0.3,
-                 planted_margin: float = 0.4, shared_separation: float = 0.0, stratum_margins=(),
-                 stratum_planted_shares=(), seed: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        if n_classes < 2 or n_samples < 10:
-            raise DataError("dataset.n_classes must be ≥ 2 and dataset.n_samples ≥ 10")
-        if not 0 < planted_share < 1:
-            raise DataError(f"dataset.planted_share={planted_share}: must lie strictly between 0 and 1")
-        if not 0 < planted_margin:
-            raise DataError(f"dataset.planted_margin={planted_margin}: must be positive (1 plants no bias)")
+    def __init__(self, n_samples: int = SyntheticData.n_samples, n_classes: int = SyntheticData.n_classes,
+                 channels: int = SyntheticData.channels, image_size: int = SyntheticData.image_size,
+                 separation: float = SyntheticData.separation, noise: float = SyntheticData.noise,
+                 planted_share: float = SyntheticData.planted_share, planted_margin: float = SyntheticData.planted_margin,
+                 shared_separation: float = SyntheticData.shared_separation, stratum_margins=(),
+                 stratum_planted_shares=(), seed: int = SyntheticData.seed,
+                 eval_batch_size: int = SyntheticData.eval_batch_size, **kwargs):
+        super().__init__(eval_batch_size=eval_batch_size, **kwargs)
         stratum_margins, stratum_planted_shares = list(stratum_margins or []), list(stratum_planted_shares or [])
-        if len(stratum_margins) != len(stratum_planted_shares):
-            raise DataError(f"dataset.stratum_margins has {len(stratum_margins)} strata but dataset.stratum_planted_shares "
-                            f"{len(stratum_planted_shares)}. Fix: give both one entry per stratum (or both [] for none)")
-        if not all(m > 0 for m in stratum_margins):
-            raise DataError(f"dataset.stratum_margins={stratum_margins}: each must be positive. Fix: pass e.g. [1.0,0.4]")
-        if not all(0 < s < 1 for s in stratum_planted_shares):
-            raise DataError(f"dataset.stratum_planted_shares={stratum_planted_shares}: each must lie strictly between "
-                            "0 and 1, so both groups meet in every stratum. Fix: pass e.g. [0.2,0.8]")
+        check_values(SyntheticData, "dataset", n_samples=n_samples, n_classes=n_classes, channels=channels,
+                     image_size=image_size, separation=separation, noise=noise, planted_share=planted_share,
+                     planted_margin=planted_margin, shared_separation=shared_separation, stratum_margins=stratum_margins,
+                     stratum_planted_shares=stratum_planted_shares, seed=seed)
         self.options = dict(n_samples=n_samples, n_classes=n_classes, shape=(channels, image_size, image_size),
                             separation=separation, noise=noise, planted_share=planted_share,
                             planted_margin=planted_margin, shared_separation=shared_separation,

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config.data import UTKFaceData
+from ..config.rules import check_values
 from .base import DataError, ImageDataModule, existing_root, split_indices
 from .files import FileImages
 
@@ -33,7 +35,6 @@ AGE_BINS = [(0, 14), (15, 24), (25, 39), (40, 59), (60, 200)]
 AGE_NAMES = ["0-14", "15-24", "25-39", "40-59", "60+"]
 GENDERS = ["male", "female"]
 RACES = ["white", "black", "asian", "indian", "other"]
-CONFLICT_POLICIES = ("drop", "keep_first")
 
 
 def age_bin(age: int) -> int:
@@ -87,11 +88,12 @@ class UTKFaceDataModule(ImageDataModule):
 
     label_name = "age"
 
-    def __init__(self, root: str | None = None, image_size: int | None = None, cache: bool = False,
-                 deduplicate: bool = True, on_conflict: str = "drop", **kwargs):
+    def __init__(self, root: str | None = None, image_size: int | None = UTKFaceData.image_size,
+                 cache: bool = UTKFaceData.cache, deduplicate: bool = UTKFaceData.deduplicate,
+                 on_conflict: str = UTKFaceData.on_conflict, **kwargs):
         super().__init__(**kwargs)
-        if on_conflict not in CONFLICT_POLICIES:
-            raise DataError(f"dataset.on_conflict={on_conflict}: use one of {CONFLICT_POLICIES}")
+        check_values(UTKFaceData, "dataset", image_size=image_size, cache=cache, deduplicate=deduplicate,
+                     on_conflict=on_conflict)
         self.root = existing_root(root, "dataset.root", "It must be the folder UTKFace/ unpacked from UTKFace.tar.gz "
                                   "(UTKFace's 'Aligned & Cropped Faces', 23,707 JPEGs). "
                                   "Fix: pass dataset.root=/path/to/UTKFace")
