@@ -7,7 +7,11 @@ from typing import List, Optional
 
 from omegaconf import MISSING
 
-from .rules import FLAG, optional, positive, setting, whole
+from .rules import FLAG, Rule, optional, positive, setting, whole
+
+INPUT_SIZE = optional(whole(1, 224), "to keep the dataset's size")
+CHANNELS = Rule(lambda v: isinstance(v, list) and v and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1
+                                                            for c in v), "must list whole numbers ≥ 1", "[16,32]")
 
 
 @dataclass
@@ -36,27 +40,36 @@ class ImageNetConfig:
     among them, which has neither) sets it once for the torchvision ones.
     """
 
-    pretrained: bool = setting(FLAG)
-    input_size: Optional[int] = setting(optional(whole(1, 224), "to keep the dataset's size"))
-    download: bool = setting(FLAG, False, shapes_results=False)   # where the weights come from, not what they are
-
-
-@dataclass
-class TorchvisionModel(ModelConfig):
-    pretrained: bool = setting(FLAG)
-    weights_path: Optional[str] = None
-    input_size: Optional[int] = setting(optional(whole(1, 224), "to keep the dataset's size"))
+    pretrained: bool = setting(FLAG, False)   # true: fine-tune from ImageNet weights (torch hub's cache or weights_path)
+    # resize the images to this size inside the model (e.g. 224 for CIFAR); null: the dataset's size
+    input_size: Optional[int] = setting(INPUT_SIZE, None)
+    # true: fetch missing weights into torch hub's cache (torchvision's URLs, hash-checked); false: never. Where the
+    # weights come from, not what they are
     download: bool = setting(FLAG, False, shapes_results=False)
 
 
 @dataclass
+class TorchvisionModel(ModelConfig):
+    """A torchvision network behind the input normalization; its ImageNet settings link to ``imagenet``."""
+
+    pretrained: bool = setting(FLAG, ImageNetConfig.pretrained)
+    weights_path: Optional[str] = None   # a saved ImageNet state dict to use instead of torch hub's cache
+    input_size: Optional[int] = setting(INPUT_SIZE, ImageNetConfig.input_size)
+    download: bool = setting(FLAG, ImageNetConfig.download, shapes_results=False)
+
+
+@dataclass
 class SmallCNN(ModelConfig):
-    channels: List[int] = MISSING
-    hidden: int = setting(whole(1, 64))
+    """A few conv3×3+ReLU+maxpool blocks and an MLP head."""
+
+    channels: List[int] = setting(CHANNELS, [16, 32])   # output channels of each block
+    hidden: int = setting(whole(1, 64), 64)
 
 
 @dataclass
 class PyramidNet(ModelConfig):
-    depth: int = setting(whole(1, 110))   # the builder checks that the units fit it
-    alpha: int = setting(whole(0, 64))
-    bottleneck: bool = setting(FLAG)
+    """PyramidNet at the paper's CIFAR-10 setting (conf/model/pyramidnet_bottleneck.yaml: its CIFAR-100 one)."""
+
+    depth: int = setting(whole(1, 110), 110)   # layers with weights: 2 + 6·(units per stage) for basic units
+    alpha: int = setting(whole(0, 64), 64)     # total widening: the last unit is 16 + α channels wide
+    bottleneck: bool = setting(FLAG, False)    # basic units (two 3×3 convs); the builder checks the units fit depth

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config.models import PyramidNet
 from .common import _normalize
 
 _STEM_WIDTH = 16
@@ -61,9 +62,9 @@ def pyramidnet(
     input_shape: Sequence[int],
     num_classes: int,
     normalization,
-    depth: int = 110,
-    alpha: int = 64,
-    bottleneck: bool = False,
+    depth: int = PyramidNet.depth,
+    alpha: int = PyramidNet.alpha,
+    bottleneck: bool = PyramidNet.bottleneck,
 ) -> nn.Sequential:
     """PyramidNet with ``depth`` layers in three stages of equal length, the last two starting at stride 2.
 

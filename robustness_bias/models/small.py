@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from ..config.models import SmallCNN
 from .common import _normalize, flattened_size
 
 
@@ -20,8 +21,8 @@ def small_cnn(
     input_shape: Sequence[int],
     num_classes: int,
     normalization,
-    channels: Sequence[int] = (16, 32),
-    hidden: int = 64,
+    channels: Sequence[int] = tuple(SmallCNN().channels),
+    hidden: int = SmallCNN.hidden,
 ) -> nn.Sequential:
     """A few conv3×3+ReLU+maxpool blocks and an MLP head: a quick non-linear model for CPU demos."""
     layers: list[nn.Module] = [_normalize(input_shape, normalization)]

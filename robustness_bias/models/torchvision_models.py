@@ -20,6 +20,7 @@ import torchvision.models as tv
 from torch import nn
 from torchvision.models import WeightsEnum
 
+from ..config.models import TorchvisionModel
 from ..errors import UserError
 from ..checkpoints import UnreadableCheckpoint, load_checkpoint
 from .common import _normalize
@@ -162,10 +163,10 @@ def _torchvision_model(
     input_shape: Sequence[int],
     num_classes: int,
     normalization,
-    pretrained: bool = False,
-    weights_path: str | None = None,
-    input_size: int | None = None,
-    download: bool = False,
+    pretrained: bool = TorchvisionModel.pretrained,
+    weights_path: str | None = TorchvisionModel.weights_path,
+    input_size: int | None = TorchvisionModel.input_size,
+    download: bool = TorchvisionModel.download,
 ) -> nn.Sequential:
     """Normalize, then torchvision's network; ``pretrained`` loads ImageNet weights, then replaces the head.
 

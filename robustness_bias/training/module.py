@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MeanMetric
 
+from ..config.training import ModuleConfig
 from .regularizer import RobustnessBiasPenalty
 
 
@@ -32,7 +33,8 @@ class Classifier(L.LightningModule):
     """
 
     def __init__(self, model: nn.Module, optimizer: Optimizer, scheduler: Scheduler | None = None,
-                 penalty: RobustnessBiasPenalty | None = None, channels_last: bool = False, compile: bool = False):
+                 penalty: RobustnessBiasPenalty | None = None, channels_last: bool = ModuleConfig.channels_last,
+                 compile: bool = ModuleConfig.compile):
         super().__init__()
         self.model = model
         self.make_optimizer, self.make_scheduler = optimizer, scheduler
