@@ -1,7 +1,7 @@
 """Audit image classifiers for robustness bias.
 
 ``robustness_bias.audit(model, X, y, sensitive_features=...)`` audits any PyTorch model from Python
-(api.py); ``python -m robustness_bias`` is the command line. The API is imported on first use, so
+(api/); ``python -m robustness_bias`` is the command line. The API is imported on first use, so
 importing the package alone stays cheap and loads neither the estimators nor the figures.
 """
 

@@ -27,7 +27,7 @@ class Classifier(L.LightningModule):
     α · RB̃ (the paper's Appendix B); batches that lack one side of the partition train on
     cross-entropy alone and are counted.
     ``channels_last`` feeds image batches in NHWC order (the model should be converted too: see
-    :func:`robustness_bias.pipeline.build_model`); ``compile`` runs training and evaluation
+    :func:`robustness_bias.assembly.build_model`); ``compile`` runs training and evaluation
     steps through ``torch.compile`` (the regularized step, which differentiates through input
     gradients, and the audits use the plain model; smoothing compiles its own).
     """
