@@ -387,3 +387,19 @@ def test_the_example_runs(tmp_path):
     assert lines[0].startswith("accuracy on the 360 audited digits:") and float(lines[0].split()[-1]) > 0.5
     assert any(line.startswith("heavy") for line in lines) and any(line.startswith("light") for line in lines)
     assert (tmp_path / "survival_by_ink.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plans_update_or_replace_the_command_lines_plan_by_name():
+    """``plans=`` takes the command line's audit.plan.<estimator> (config/job.py): a dict updates its fields, an
+    EstimatorPlan replaces it; a misspelled field or an estimator not audited is one line, before any work."""
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    (_, updated), = plan_of(["rs"], {"rs": {"chunk_size": 8}}, None, mlp).values()
+    assert (updated.every_nth, updated.batch_size, updated.chunk_size) == (5, 16, 8)   # smoothing's plan, updated
+    (_, replaced), = plan_of(["cw"], {"cw": EstimatorPlan(batch_size=4)}, {"cw": 3}, mlp).values()
+    assert (replaced.every_nth, replaced.batch_size, replaced.chunk_size) == (3, 4, 256)
+    with pytest.raises(ValueError, match=r"plans\['cw'\] has unknown keys \['chunksize'\]"):
+        plan_of(["cw"], {"cw": {"chunksize": 8}}, None, mlp)
+    with pytest.raises(ValueError, match=r"plans for \['fmn'\], which are not among the estimators"):
+        plan_of(["cw"], {"fmn": {}}, None, mlp)
+    with pytest.raises(ValueError, match=r"plans\['cw'\]\.batch_size=0: must be a whole number ≥ 1"):
+        plan_of(["cw"], {"cw": {"batch_size": 0}}, None, mlp)

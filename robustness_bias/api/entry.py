@@ -126,14 +126,14 @@ def summary_options(conditional, failures, tau_max, rb_quantiles, min_group_size
     unknown = sorted(set(significance or {}) - set(known))
     if unknown:
         raise ValueError(f"significance has unknown keys {unknown}: use {known}")
-    tests = dataclasses.asdict(Significance(**(significance or {})))
-    check_rules(Significance(**tests), "significance")
+    given = Significance(**(significance or {}))
+    check_rules(given, "significance")
     missing = [a for a in adjust_for if a not in attributes]
     if missing:
         raise ValueError(f"adjust_for={adjust_for}: no sensitive feature {missing}. Fix: adjust for some of "
                          f"{attributes}, or pass {missing} in sensitive_features")
     return {"conditional": conditional, "failures": failures, "tau_max": tau_max, "rb_quantiles": list(rb_quantiles),
-            "min_group_size": min_group_size, "significance": tests, "adjust_for": adjust_for}
+            "min_group_size": min_group_size, "significance": dataclasses.asdict(given), "adjust_for": adjust_for}
 
 
 def plan_of(estimators, plans, every_nth, model: nn.Module) -> Planned:
