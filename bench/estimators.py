@@ -507,8 +507,11 @@ def main(argv=None) -> pd.DataFrame:
     print()
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     rate_of = dict(zip(table["method"], table["images/s"]))
-    for name, peer in (("deepfool", "foolbox L2DeepFoolAttack"), ("cw", "foolbox L2CarliniWagnerAttack")):
-        graphed = rate_of.get(f"{name} (ours, cuda graphs)")
+    pairs = [("deepfool", "deepfool (ours, cuda graphs)", "foolbox L2DeepFoolAttack")]
+    pairs += [(f"cw{'' if budget == 'default' else f' ({budget} budget)'}", *cw_names(budget)[1:3])
+              for budget in args.cw_budgets]
+    for name, graphed_row, peer in pairs:
+        graphed = rate_of.get(graphed_row)
         if graphed and peer in rate_of:
             print(f"{name} with cuda graphs: {graphed / rate_of[peer]:.2f}× {peer}'s images/s")
     print(f"\nforward pass ({args.rs_precision}{', compiled' if args.rs_compile else ''}, batch {fastest}): "
