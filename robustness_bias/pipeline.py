@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
 import logging
+import time
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from .analysis.summary import sigmas_of
 from .assembly import (build_model, build_module, build_penalty, build_plan, check_partition, choice_names,
                        chosen_partition, dashboard_identity, instantiate, partition_labels, summary_settings_of)
-from .auditing import Auditor, Samples, accuracy
+from .auditing import Auditor, Samples, accuracy, group_accuracies
 from .auditing.logits import check_outputs
 from .config.checks import checked
 from .config.fingerprint import job_fingerprint
@@ -199,10 +199,13 @@ def run_in(cfg: DictConfig, output_dir: Path, given: DictConfig) -> dict:
             tags = auditor.planned([tag for tags in audit_schedule(cfg.trainer.max_epochs).values() for tag in tags])
         stop_if_signalled()   # arrived during the test: the rerun tests again
         audits, chunks = written_audits(output_dir, tags)
+        trained = model if cfg.mode == "audit" else trainer.lightning_module.model
+        by_group = group_accuracies(trained.eval(), auditor.samples, datamodule.partitions, cfg.module.channels_last)
         result = {**choice_names(cfg), "seed": cfg.seed, "mode": cfg.mode, "settings_hash": fingerprint, "test_accuracy": test_accuracy,
                   "training_precision": str(cfg.trainer.get("precision", "32-true")) if cfg.mode == "train" else None,
                   "regularizer": OmegaConf.to_container(cfg.regularizer) if cfg.get("regularizer") else None,
                   "balance_by": cfg.dataset.get("balance_by"), "train_seconds": train_seconds,
+                  "group_accuracy": by_group,   # every test sample's, per group of the class and each attribute
                   "resumed": resume_from is not None,
                   "output_dir": str(output_dir), "bad_files": datamodule.facts.get("bad_files", []),
                   "audits": audits, "audit_chunks": chunks, "partition": auditor.partition_name,
