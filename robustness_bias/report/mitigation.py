@@ -32,6 +32,18 @@ def targeted(job, partition: str, group: str) -> bool:
     return bool(job.balance_by) and partition == job.balance_by
 
 
+def unmitigated(accuracy: pd.DataFrame, job) -> pd.DataFrame:
+    """The unmitigated job(s) of ``job``'s dataset, model and seed (a job without a seed matches one without)."""
+    bases = originals(accuracy)
+    seed = bases["seed"].isna() if pd.isna(job.seed) else bases["seed"] == job.seed
+    return bases[(bases["dataset"] == job.dataset) & (bases["model"] == job.model) & seed]
+
+
+def _sigma(value, low, high) -> str:
+    """σ and its interval as the table shows them; – where the group had no σ (too few faces)."""
+    return "–" if not np.isfinite(value) else f"{value:+.2f} {_interval(low, high)}"
+
+
 def _interval(low, high) -> str:
     return "–" if not (np.isfinite(low) and np.isfinite(high)) else f"[{low:+.2f}, {high:+.2f}]"
 
@@ -40,12 +52,11 @@ def mitigation_groups(sigma: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFra
     """Every group's final σ (interval, BH-adjusted p) and test accuracy in each mitigated job and in the
     unmitigated job of the same dataset, model and seed."""
     final = single_attributes(sigma[sigma["epoch_tag"] == "final"]).astype({"group": str})
-    bases = originals(accuracy)
     rows = []
     for job in accuracy.itertuples():
         if not (job.target or job.balance_by):
             continue
-        base = bases[(bases["dataset"] == job.dataset) & (bases["model"] == job.model) & (bases["seed"] == job.seed)]
+        base = unmitigated(accuracy, job)
         base_job = base.iloc[0] if len(base) else None
         mine = final[final["job"] == job.job].set_index(CELL)
         theirs = final[final["job"] == base_job["job"]].set_index(CELL) if base_job is not None else None
@@ -53,7 +64,8 @@ def mitigation_groups(sigma: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFra
             estimator, partition, group = cell
             other = theirs.loc[cell] if theirs is not None and cell in theirs.index else None
             accuracy_of = lambda j: 100 * (j or {}).get(partition, {}).get(group, np.nan)  # noqa: E731
-            rows.append({"dataset": job.dataset, "model": job.model, "seed": job.seed, "mitigation": mitigation_name(job),
+            rows.append({"job": job.job, "dataset": job.dataset, "model": job.model, "seed": job.seed,
+                         "mitigation": mitigation_name(job),
                          "estimator": estimator, "partition": partition, "group": group,
                          "targeted": targeted(job, partition, group),
                          "σ": row["sigma"], "σ low": row["sigma_low"], "σ high": row["sigma_high"],
@@ -67,6 +79,7 @@ def mitigation_groups(sigma: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFra
     frame = pd.DataFrame(rows)
     if len(frame):
         frame["Δσ"] = frame["σ"] - frame["σ before"]
+        frame = frame.drop(columns="job").assign(job=frame["job"])   # last: a path, for matching, not for reading
     return frame
 
 
@@ -77,16 +90,14 @@ def mitigation_table(sigma: pd.DataFrame, accuracy: pd.DataFrame, groups: pd.Dat
     groups = mitigation_groups(sigma, accuracy) if groups is None else groups
     if groups.empty:
         return pd.DataFrame()
-    bases = originals(accuracy)
     rows = []
-    for (dataset, model, seed, name, estimator), cells in groups.groupby(
-            ["dataset", "model", "seed", "mitigation", "estimator"], sort=False, dropna=False):
-        job = next(j for j in accuracy.itertuples() if (j.dataset, j.model, j.seed) == (dataset, model, seed)
-                   and (j.target or j.balance_by) and mitigation_name(j) == name)
-        base = bases[(bases["dataset"] == dataset) & (bases["model"] == model) & (bases["seed"] == seed)]
+    for (path, estimator), cells in groups.groupby(["job", "estimator"], sort=False):
+        job = next(j for j in accuracy.itertuples() if j.job == path)
+        dataset, model, seed, name = job.dataset, job.model, job.seed, mitigation_name(job)
+        base = unmitigated(accuracy, job)
         target, rest = cells[cells["targeted"]], cells[~cells["targeted"]]
-        shown = "; ".join(f"{r['group']}: {r['σ before']:+.2f} {_interval(r['σ before low'], r['σ before high'])} → "
-                          f"{r['σ']:+.2f} {_interval(r['σ low'], r['σ high'])}" for _, r in target.iterrows())
+        shown = "; ".join(f"{r['group']}: {_sigma(r['σ before'], r['σ before low'], r['σ before high'])} → "
+                          f"{_sigma(r['σ'], r['σ low'], r['σ high'])}" for _, r in target.iterrows())
         moved = rest.dropna(subset=["Δσ"]).sort_values("Δσ", kind="stable")
         worst = moved.iloc[0] if len(moved) else None
         partitions = sorted(set(target["partition"]))
