@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test wheel bench bench-pipeline clean check sweeps table1 table2 agreement figures paper tightness
+.PHONY: install run test wheel bench bench-pipeline clean check sweeps table1 table2 agreement figures paper tightness mitigation
 
 install: $(STAMP)
 
@@ -105,6 +105,15 @@ tightness: sweeps
 	    hydra.run.dir=$(SWEEP_ROOT)/utk_quick_tight/$$job || exit 1; \
 	done
 	$(PY) -m robustness_bias.report $(SWEEP_ROOT)/utk_quick_tight --out $(REPORT_DIR)/tightness --only tightness settings
+
+# The mitigation on the real faces (issue 39; QUICK=1): conf/experiment/utk_mitigation.yaml's sweep (the UTK
+# classifier with no mitigation, group-balanced batches by race and by age, and the regularizer on white faces and
+# on ages 40-59), then the report's mitigation tables into $(REPORT_DIR)/mitigation. Finished jobs are skipped.
+mitigation: $(STAMP)
+	@test "$(QUICK)" = 1 || { echo "make mitigation: only the quick tier exists; pass QUICK=1 DATA_DIR=..."; exit 2; }
+	$(MAKE) sweeps EXPERIMENTS=utk_mitigation
+	$(PY) -m robustness_bias.report $(SWEEP_ROOT)/utk_mitigation --out $(REPORT_DIR)/mitigation \
+	  --only mitigation sigma_final estimators settings
 
 clean:
 	rm -rf outputs .pytest_cache build dist

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -18,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from .analysis.summary import sigmas_of
 from .assembly import (build_model, build_module, build_penalty, build_plan, check_partition, choice_names,
                        chosen_partition, dashboard_identity, instantiate, partition_labels, summary_settings_of)
-from .auditing import Auditor, Samples, accuracy
+from .auditing import Auditor, Samples, accuracy, group_accuracies
 from .auditing.logits import check_outputs
 from .config.checks import checked
 from .config.fingerprint import job_fingerprint
@@ -170,6 +171,7 @@ def run_in(cfg: DictConfig, output_dir: Path, given: DictConfig) -> dict:
                                         in_training=cfg.mode == "train"),
                       best=cfg.audit.best, in_training=cfg.mode == "train")
     try:
+        train_seconds = None
         if cfg.mode == "audit":   # no training: the estimators run once on the given model, as the final audit
             audited = model.to(audit_device(cfg)).eval()
             check_outputs(audited, auditor.samples, plan, cfg.module.channels_last)   # logits? (trained here, they are)
@@ -181,11 +183,15 @@ def run_in(cfg: DictConfig, output_dir: Path, given: DictConfig) -> dict:
         else:
             # the checkpoint before the audit, which Lightning calls in list order: see EpochCheckpoint
             shown = cfg.trainer.enable_progress_bar and bars
-            callbacks = [checkpoint, *([] if shown else [EpochLog()]), AuditSchedule(auditor), StopOnSignal()]
+            schedule = AuditSchedule(auditor)
+            callbacks = [checkpoint, *([] if shown else [EpochLog()]), schedule, StopOnSignal()]
             trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, enable_progress_bar=shown,
                                              logger=loggers or False, enable_checkpointing=False)   # ours replaces Lightning's
             module = build_module(cfg, model, penalty)
+            started = time.perf_counter()
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+            # this process's fit (a resumed job: since it resumed), less the audits run within it
+            train_seconds = time.perf_counter() - started - schedule.seconds
             stop_if_signalled()   # arrived after the last batch: the audits are on disk, the rerun tests
             test_accuracy = trainer.test(trainer.lightning_module, datamodule=datamodule, verbose=False)[0]["test/acc"]
             if not trainer.is_global_zero:
@@ -193,9 +199,14 @@ def run_in(cfg: DictConfig, output_dir: Path, given: DictConfig) -> dict:
             tags = auditor.planned([tag for tags in audit_schedule(cfg.trainer.max_epochs).values() for tag in tags])
         stop_if_signalled()   # arrived during the test: the rerun tests again
         audits, chunks = written_audits(output_dir, tags)
+        trained = model if cfg.mode == "audit" else trainer.lightning_module.model
+        by_group = group_accuracies(trained.eval(), auditor.samples, datamodule.partitions, cfg.module.channels_last)
         result = {**choice_names(cfg), "seed": cfg.seed, "mode": cfg.mode, "settings_hash": fingerprint, "test_accuracy": test_accuracy,
                   "training_precision": str(cfg.trainer.get("precision", "32-true")) if cfg.mode == "train" else None,
                   "regularizer": OmegaConf.to_container(cfg.regularizer) if cfg.get("regularizer") else None,
+                  "balance_by": cfg.dataset.get("balance_by"), "train_seconds": train_seconds,
+                  "group_accuracy": by_group,   # every test sample's, per group of the class and each attribute
+                  "resumed": resume_from is not None,
                   "output_dir": str(output_dir), "bad_files": datamodule.facts.get("bad_files", []),
                   "audits": audits, "audit_chunks": chunks, "partition": auditor.partition_name,
                   "summary_settings": summarizing, "shard": shard, "partition_names": names,

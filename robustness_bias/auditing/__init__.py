@@ -3,7 +3,7 @@ No Lightning here (robustness_bias.training decides when to audit during trainin
 report, which reads what the audit writes."""
 
 from .auditor import Auditor
-from .engine import NOT_ATTACKED, Planned, Samples, accuracy, measure
+from .engine import NOT_ATTACKED, Planned, Samples, accuracy, group_accuracies, measure
 from .plan import fitting_plan
 
-__all__ = ["NOT_ATTACKED", "Auditor", "Planned", "Samples", "accuracy", "fitting_plan", "measure"]
+__all__ = ["NOT_ATTACKED", "Auditor", "Planned", "Samples", "accuracy", "group_accuracies", "fitting_plan", "measure"]

@@ -91,6 +91,17 @@ def accuracy(model: torch.nn.Module, samples: Samples, channels_last: bool = Fal
     return float(predictions(model, samples, device, channels_last)["correct"].mean())
 
 
+def group_accuracies(model: torch.nn.Module, samples: Samples, partitions: list[str],
+                     channels_last: bool = False) -> dict[str, dict[str, float]]:
+    """Per partition (the class or an attribute), each group's share of ``samples`` classified correctly: on
+    every sample, not only those an estimator's ``every_nth`` audits."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    meta = predictions(model, samples, device, channels_last)
+    return {partition: {str(group): float(rows["correct"].mean())
+                        for group, rows in meta.groupby(partition, observed=True, sort=True)}
+            for partition in partitions if partition in meta}
+
+
 @torch.no_grad()
 def predictions(model, samples: Samples, device, channels_last: bool, batch_size: int = 256) -> pd.DataFrame:
     """The samples' metadata with the model's ``prediction`` and whether it is ``correct``; a sample whose

@@ -14,6 +14,8 @@ from .rules import (FLAG, POSITIVES, PROBABILITIES, ConfigError, Rule, at_least_
 
 IMAGE_SIZE = optional(whole(1, 64), "to keep the images' own size")
 CHANNELS = Rule(lambda v: v in (1, 3) and not isinstance(v, bool), "must be 1 (grey) or 3 (colour)", "3")
+BALANCE_BY = optional(Rule(lambda v: isinstance(v, str) and bool(v), "must be an attribute name or class", "race"),
+                      "for the plain shuffle")
 BATCH, EVAL_BATCH, TEST_FRACTION = whole(1, 64), whole(1, 256), fraction(0.2)
 TEST_SHARE = 0.2   # the paper's 80/20 split, where a dataset has no official test set
 
@@ -37,6 +39,9 @@ class DataConfig:
     num_workers: int = setting(whole(0, 0), 0, shapes_results=False)
     val_fraction: float = setting(fraction(0.1), 0.1)   # held out of the training images for validation curves
     split_seed: int = setting(whole(0, 42), 42)          # the paper's split seed
+    # group-balanced training (the mitigation's baseline): training batches drawn with every group of this
+    # attribute (or class) equally likely; null: the plain shuffle. Left out of the fingerprint while null.
+    balance_by: Optional[str] = setting(BALANCE_BY, None, hashed_at_default=False)
 
 
 @dataclass

@@ -59,16 +59,30 @@ def shaping_no_result(schema) -> set[str]:
         if is_dataclass(schema) else set()
 
 
+def unhashed_defaults(schema) -> dict:
+    """The fields of a schema left out of the fingerprint while they hold their default (``hashed_at_default=
+    False``: added after jobs were run), with that default."""
+    return {spec.name: spec.default for spec in fields(schema)
+            if not spec.metadata.get("hashed_at_default", True)} if is_dataclass(schema) else {}
+
+
+def _at_unhashed_default(defaults: dict, key, value) -> bool:
+    return key in defaults and value == defaults[key]
+
+
 def shaping(node):
     """``node`` as plain data, interpolations resolved, less the fields its schema marks as shaping no result."""
     if OmegaConf.is_dict(node):
-        left_out = shaping_no_result(OmegaConf.get_type(node))
-        return {str(key): shaping(node[key]) for key in node if key not in left_out}
+        schema = OmegaConf.get_type(node)
+        left_out, defaults = shaping_no_result(schema), unhashed_defaults(schema)
+        return {str(key): shaping(node[key]) for key in node
+                if key not in left_out and not _at_unhashed_default(defaults, key, node[key])}
     if OmegaConf.is_list(node) or isinstance(node, (list, tuple)):
         return [shaping(value) for value in node]
     if is_dataclass(node) and not isinstance(node, type):
-        left_out = shaping_no_result(type(node))
-        return {spec.name: shaping(getattr(node, spec.name)) for spec in fields(node) if spec.name not in left_out}
+        left_out, defaults = shaping_no_result(type(node)), unhashed_defaults(type(node))
+        return {spec.name: shaping(getattr(node, spec.name)) for spec in fields(node) if spec.name not in left_out
+                and not _at_unhashed_default(defaults, spec.name, getattr(node, spec.name))}
     if isinstance(node, dict):
         return {str(key): shaping(value) for key, value in node.items()}
     return node

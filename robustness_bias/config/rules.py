@@ -101,14 +101,17 @@ TAU_MAX = Rule(lambda v: v == "pooled_max" or (_number(v) and v > 0), "must be p
                "pooled_max")
 
 
-def setting(rule: Rule | None, default=MISSING, *, shapes_results: bool = True):
+def setting(rule: Rule | None, default=MISSING, *, shapes_results: bool = True, hashed_at_default: bool = True):
     """A dataclass field checked against ``rule``; MISSING (the default): every YAML file of the group sets it.
 
     ``shapes_results=False`` marks what changes only how fast a job runs, where it writes or which shard
     it takes: left out of the job's fingerprint (:func:`results_settings`), so that e.g. a smaller batch
     chosen after running out of memory still resumes, and the shards of one audit share a fingerprint.
+    ``hashed_at_default=False`` (a setting added after jobs were run, whose default reproduces what they did):
+    the fingerprint leaves it out while it holds its default and hashes it otherwise, so those jobs keep
+    their fingerprints (they resume and are skipped as before) and a job that sets it is another job.
     """
-    metadata = {"rule": rule, "shapes_results": shapes_results}
+    metadata = {"rule": rule, "shapes_results": shapes_results, "hashed_at_default": hashed_at_default}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)

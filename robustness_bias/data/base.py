@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from ..config.data import TEST_SHARE, DataConfig, FileData
-from ..config.rules import rule_of
+from ..config.rules import ConfigError, rule_of
 from ..errors import UserError
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,42 @@ def split_official(is_test: np.ndarray, val_fraction: float, seed: int) -> tuple
     return np.sort(rest[order[n_val:]]), np.sort(rest[order[:n_val]]), np.flatnonzero(is_test)
 
 
+class GroupBalancedSampler(DistributedSampler):
+    """Training indices drawn with replacement so that every group of an attribute is equally likely.
+
+    Why sampling, not reweighting the loss by inverse group frequency: every batch then holds the groups in
+    about equal shares, so the loss, its logged value and the robustness-bias regularizer (which compares
+    groups within a batch) all see a balanced batch, and a small group's few images are not multiplied into
+    large, noisy gradients. An epoch draws as many images as the training set holds, so it costs what a plain
+    epoch costs and training times compare. Small groups' images repeat within an epoch; large groups' are
+    left out of some.
+
+    Each epoch's draw is seeded by ``seed`` and the epoch (:meth:`set_epoch`, which Lightning calls), so every
+    DDP rank draws the same list and takes its own share of it (every ``num_replicas``-th from ``rank``); being
+    a DistributedSampler, Lightning leaves it in place instead of wrapping it in one of its own.
+    """
+
+    def __init__(self, groups: np.ndarray, seed: int, num_replicas: int = 1, rank: int = 0):
+        groups = np.asarray(groups)
+        if groups.size == 0:
+            raise DataError("dataset.balance_by: there are no training images to draw from")
+        super().__init__(range(len(groups)), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
+        counts = np.unique(groups, return_counts=True)
+        share = dict(zip(*counts))
+        self.weights = torch.as_tensor([1.0 / share[g] for g in groups], dtype=torch.float64)
+        self.groups = len(share)
+        self.total_size = math.ceil(len(groups) / num_replicas) * num_replicas
+        self.num_samples = self.total_size // num_replicas
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        drawn = torch.multinomial(self.weights, self.total_size, replacement=True, generator=generator)
+        return iter(drawn[self.rank::self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
 class ImageDataModule(L.LightningDataModule):
     """Seeded train/validation/test split of an :class:`ImageTable`, with the dataset's normalization.
 
@@ -180,17 +216,22 @@ class ImageDataModule(L.LightningDataModule):
                  eval_batch_size: int = DataConfig.eval_batch_size, num_workers: int = DataConfig.num_workers,
                  val_fraction: float = DataConfig.val_fraction, test_fraction: float = TEST_SHARE,
                  split_seed: int = DataConfig.split_seed, on_bad_file: str = FileData.on_bad_file,
-                 max_image_pixels: int = FileData.max_image_pixels):
+                 max_image_pixels: int = FileData.max_image_pixels, balance_by: str | None = DataConfig.balance_by):
         super().__init__()
         for schema, key, value in ((FileData, "on_bad_file", on_bad_file), (FileData, "max_image_pixels", max_image_pixels),
                                    (DataConfig, "batch_size", batch_size), (DataConfig, "eval_batch_size", eval_batch_size),
-                                   (DataConfig, "num_workers", num_workers), (DataConfig, "split_seed", split_seed)):
+                                   (DataConfig, "num_workers", num_workers), (DataConfig, "split_seed", split_seed),
+                                   (DataConfig, "balance_by", balance_by)):
             rule_of(schema, key).check(f"dataset.{key}", value)   # the command line's rules, for data modules made in Python
         self.on_bad_file = on_bad_file
         self.max_image_pixels = max_image_pixels   # image files larger than this are refused before decoding
         self.normalization = {"mean": list(normalization["mean"]), "std": list(normalization["std"])}
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.balance_by = balance_by
+        # the job's seed (Lightning's seed_everything seeds torch just before the pipeline builds this module), read
+        # without drawing from torch's generator, so a balanced job's model starts from the plain job's weights
+        self.sampling_seed = torch.initial_seed() % 2**31
         self.table: ImageTable | None = None
         self.facts: dict = {}   # counts worth keeping with the run (written to dataset.json)
 
@@ -216,6 +257,8 @@ class ImageDataModule(L.LightningDataModule):
             raise DataError(f"{len(bad)} of {len(table)} images cannot be decoded, which leaves no training or no "
                             "test images (see the warning above). Fix: remove or replace the broken files")
         self.table = table
+        if self.balance_by is not None:
+            self.facts["balanced_by"] = self.balance_groups_count()
         self.warn_thin_classes()
         self.facts.update(samples=len(table), classes=table.class_names, label_name=self.label_name,
                           split={"train": len(self.train_indices), "val": len(self.val_indices),
@@ -288,8 +331,28 @@ class ImageDataModule(L.LightningDataModule):
         distributed = self.trainer is not None and self.trainer.world_size > 1
         return self._loader(indices, False, self.eval_batch_size, unrepeated_share=distributed)
 
+    def balance_groups(self, indices: np.ndarray) -> np.ndarray:
+        """The code of each of ``indices`` in ``balance_by``'s partition (the class, or an attribute)."""
+        if self.balance_by == "class":
+            return self.table.labels[indices]
+        if self.balance_by not in self.table.attributes:
+            raise ConfigError(f"dataset.balance_by={self.balance_by}: this dataset has no such attribute. Fix: choose "
+                              f"among {['class', *self.table.attributes]}, or null for the plain shuffle")
+        return self.table.attributes[self.balance_by][indices]
+
+    def balance_groups_count(self) -> dict[str, int]:
+        """Training images per group of ``balance_by`` (dataset.json's ``balanced_by``): what the sampler evens out."""
+        names = self.table.class_names if self.balance_by == "class" else self.table.categories.get(self.balance_by)
+        codes, counts = np.unique(self.balance_groups(self.train_indices), return_counts=True)
+        return {"attribute": self.balance_by, **{names[c]: int(n) for c, n in zip(codes, counts)}}
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_indices, True, self.batch_size)
+        if self.balance_by is None:
+            return self._loader(self.train_indices, True, self.batch_size)
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        sampler = GroupBalancedSampler(self.balance_groups(self.train_indices), self.sampling_seed, world, rank)
+        return DataLoader(Subset(self.table, self.train_indices.tolist()), batch_size=self.batch_size, sampler=sampler,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return self._evaluation_loader(self.val_indices)

@@ -20,6 +20,7 @@ from .aft_table import aft_table
 from .answer import partition_label
 from .findings import findings
 from .jobs import collect, find_jobs, originals, single_attributes
+from .mitigation import mitigation_groups, mitigation_table
 from .paper_tables import agreement_statistics, table1, table2
 from .run_tables import estimators_table, settings_table
 from .shards import merge_sharded_jobs
@@ -27,7 +28,7 @@ from .sigma_tables import adjusted_sigmas, adjusted_table, regularization_table,
 from .tightness import tightness_tables
 
 PARTS = ("table1", "table2", "estimators", "agreement", "sigma_final", "seeds", "adjusted", "findings", "settings", "regularized",
-         "tightness", "aft", "figures")
+         "mitigation", "tightness", "aft", "figures")
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -149,6 +150,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m robustness_bias.r
                 "settings": lambda: settings_table(accuracy),
                 "regularized": lambda: regularization_table(sigma, accuracy)}
     tables = {name: build() for name, build in builders.items() if name in args.only}
+    if "mitigation" in args.only:   # regularized or group-balanced jobs beside the unmitigated job of their model and seed
+        tables["mitigation_groups"] = mitigation_groups(sigma, accuracy)
+        tables["mitigation"] = mitigation_table(sigma, accuracy, tables["mitigation_groups"])
     if "tightness" in args.only:   # sweeps audited with audit.best=true: σ at DeepFool, CW and the best bound
         tables.update(tightness_tables(paper_cells, originals(accuracy)))
     adjusted = (adjusted_sigmas(originals(accuracy), args.adjust_for)
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m robustness_bias.r
         tables["adjusted_seeds"] = seeds_table(adjusted, "adjusted_sigma", "adjusted_p_adjusted")
     if "aft" in args.only:   # each group's distance ratio from an AFT fit on the final records, adjusted or not
         tables["aft"] = aft_table(originals(sigma), originals(accuracy), args.adjust_for)
-    for name in ("regularized", "settings", "aft"):   # no regularized runs, saved configs or records among these
+    for name in ("regularized", "mitigation", "mitigation_groups", "settings", "aft"):   # none among these jobs
         if tables.get(name) is not None and tables[name].empty:
             del tables[name]
     written = write_tables(tables, out)

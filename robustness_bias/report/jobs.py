@@ -113,15 +113,19 @@ def collect(jobs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         regularizer = result.get("regularizer") or {}
         labels = {"dataset": result["dataset"], "model": result["model"], "seed": result.get("seed"), "job": str(job),
                   "target": f"{regularizer['attribute']}={regularizer['group']}" if regularizer else "",
-                  "alpha": regularizer.get("alpha", np.nan), "tau": regularizer.get("tau", np.nan)}
-        accuracies.append({**labels, "test_accuracy": result["test_accuracy"]})
+                  "alpha": regularizer.get("alpha", np.nan), "tau": regularizer.get("tau", np.nan),
+                  "balance_by": result.get("balance_by") or ""}
+        accuracies.append({**labels, "test_accuracy": result["test_accuracy"],
+                           "train_seconds": result.get("train_seconds", np.nan),
+                           "group_accuracy": result.get("group_accuracy") or {}})
         for summary in sorted((job / "audits").glob("*/summary.parquet")):
             frame = pd.read_parquet(summary)
             frame = frame[frame["group"] != OVERALL]
             missing = [c for c in SIGMA_COLUMNS if c not in frame]   # summaries written before these existed
             frame = frame.assign(**dict.fromkeys(missing, np.nan))
             sigmas.append(frame[SIGMA_COLUMNS].assign(**labels))
-    empty = pd.DataFrame(columns=[*SIGMA_COLUMNS, "dataset", "model", "seed", "job", "target", "alpha", "tau"])
+    empty = pd.DataFrame(columns=[*SIGMA_COLUMNS, "dataset", "model", "seed", "job", "target", "alpha", "tau",
+                                  "balance_by"])
     sigma = pd.concat(sigmas, ignore_index=True) if sigmas else empty
     sigma["estimator"] = sigma["estimator"].astype(str)
     sigma["flag"] = sigma["flag"].fillna("").astype(str)
@@ -129,8 +133,10 @@ def collect(jobs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def originals(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows of models trained without the regularizer: the paper's tables are about those."""
-    return frame[frame["target"] == ""]
+    """The rows of models trained without a mitigation (the regularizer, group-balanced batches): the paper's
+    tables are about those."""
+    plain = frame["target"] == ""
+    return frame[plain & (frame["balance_by"] == "")] if "balance_by" in frame else frame[plain]
 
 
 def single_attributes(sigma: pd.DataFrame) -> pd.DataFrame:

@@ -33,6 +33,7 @@ class AuditSchedule(L.Callback):
     def __init__(self, auditor: Auditor):
         self.auditor = auditor
         self._resumed_epoch: int | None = None
+        self.seconds = 0.0   # spent auditing within fit (the job's training time leaves it out)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
@@ -41,7 +42,9 @@ class AuditSchedule(L.Callback):
             started = time.perf_counter()
             self.auditor(pl_module.model, epoch, tags, trainer.global_step)
             # the epoch bar's speed is training's; the audit has its own bars
-            exclude_from_epoch_bar(trainer, time.perf_counter() - started)
+            spent = time.perf_counter() - started
+            self.seconds += spent
+            exclude_from_epoch_bar(trainer, spent)
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         self._resumed_epoch = checkpoint.get("epochs_completed")   # see resume.EpochCheckpoint
@@ -61,7 +64,9 @@ class AuditSchedule(L.Callback):
                 continue
             missing = [tag for tag in self.auditor.planned(tags) if not self.auditor.finished(tag, epoch)]
             if missing and epoch == resumed:
+                started = time.perf_counter()
                 self.auditor(pl_module.model, epoch, missing, trainer.global_step)
+                self.seconds += time.perf_counter() - started
             elif missing:
                 log.warning("the audit after epoch %d (%s) was lost and cannot be redone from this checkpoint",
                             epoch, "+".join(missing))
