@@ -10,7 +10,7 @@ from robustness_bias.config.data import Normalization, UTKFaceData
 from robustness_bias.config.fingerprint import shaping
 from robustness_bias.config.rules import ConfigError
 from robustness_bias.data import UTKFaceDataModule
-from robustness_bias.data.base import GroupBalancedSampler
+from robustness_bias.data.sampling import GroupBalancedSampler
 from test_face_datasets import NORM, jpeg_bytes
 
 # 80% of group 0, 15% of group 1, 5% of group 2

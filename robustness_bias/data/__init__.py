@@ -1,6 +1,8 @@
 """One LightningDataModule per dataset; a sample is (image, label, attributes)."""
 
-from .base import DataError, ImageDataModule, ImageTable, TensorImages, split_indices, split_official
+from .base import ImageDataModule, ImageTable, TensorImages
+from .errors import DataError
+from .sampling import split_indices, split_official
 from .adience import AdienceDataModule
 from .cifar import CIFAR10DataModule, CIFAR100DataModule, CIFAR100SuperDataModule
 from .digits import DigitsDataModule

@@ -25,7 +25,8 @@ import pandas as pd
 
 from ..config.data import ImageFolderData
 from ..config.rules import check_values
-from .base import DataError, ImageDataModule, existing_root, split_official
+from .base import DataError, ImageDataModule, existing_root
+from .sampling import split_official
 from .files import FileImages, check_channels, codes_of, missing_files
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ import numpy as np
 
 from ..config.data import UTKFaceData
 from ..config.rules import check_values
-from .base import DataError, ImageDataModule, existing_root, split_indices
+from .base import DataError, ImageDataModule, existing_root
+from .sampling import split_indices
 from .files import FileImages
 
 log = logging.getLogger(__name__)
