@@ -1,0 +1,25 @@
+"""``hydra/launcher=slurm`` (conf/hydra/launcher/slurm.yaml): hydra-submitit-launcher's SLURM launcher, its jobs'
+states read from squeue where the cluster keeps no accounting (robustness_bias/launcher.py says why).
+
+Hydra takes launchers from the ``hydra_plugins`` namespace package only, and imports every module in it when it
+starts: this one stays small and imports submitit when a sweep is launched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
+
+
+class SlurmLauncher(SubmititSlurmLauncher):
+    """hydra-submitit-launcher's SLURM launcher, its jobs watched by robustness_bias.launcher.QueueWatcher while it
+    waits for them. Preemption and time-outs requeue a job as before (its ``checkpoint``): the requeued job runs
+    the same Hydra job in the same folder, which resumes from its stored chunks and checkpoint."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
+        from robustness_bias.launcher import watched_by_squeue
+
+        with watched_by_squeue():
+            return super().launch(job_overrides, initial_job_idx)
