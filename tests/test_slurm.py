@@ -79,9 +79,10 @@ def job_state(cluster, job_id: str) -> str:
     return cluster.run("squeue", "--noheader", "--states=all", "--format=%T", "--jobs", job_id, check=False).stdout.strip()
 
 
-# an audit of some seconds in chunks of 4 images (as tests/test_stopping.py's), to be preempted in the middle
+# an audit of about 10 s in 29 chunks of 4 images (every third test image), to be preempted in the middle
 SLOW = ["dataset=digits", "model=logreg", "trainer.max_epochs=1", "estimator=[cw]", "estimator.cw.steps=40",
-        "estimator.cw.binary_search_steps=3", "audit.plan.cw.chunk_size=4", "audit.plan.cw.batch_size=4",
+        "estimator.cw.binary_search_steps=3", "audit.plan.cw.every_nth=3", "audit.plan.cw.chunk_size=4",
+        "audit.plan.cw.batch_size=4",
         "audit.significance.resamples=20", "audit.significance.permutations=20", *QUIET]
 
 
