@@ -77,6 +77,18 @@ class QueueWatcher(slurm.SlurmInfoWatcher):
         return info
 
 
+def refused(error: Exception) -> str | None:
+    """sbatch's refusal of the sweep's jobs (more GPUs, cores or memory than a node has, an unknown partition) in
+    one line with the fix; None for any other error (a job that failed: submitit's message holds its trace)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    said = [line.removeprefix("sbatch: error:").strip() for line in lines if line.startswith("sbatch: error:")]
+    if not said:
+        return None
+    return (f"SLURM refused the sweep's jobs (sbatch: {'; '.join(said)}). Fix: ask for what the cluster's nodes have "
+            "(hydra.launcher.gpus_per_node, cpus_per_task, mem_gb, partition; `sinfo -N -l` lists them), see "
+            "docs/cluster.md")
+
+
 @contextmanager
 def watched_by_squeue() -> Iterator[None]:
     """submitit's SLURM jobs watched by a :class:`QueueWatcher` for the duration of the block (the watcher is

@@ -19,7 +19,17 @@ class SlurmLauncher(SubmititSlurmLauncher):
     the same Hydra job in the same folder, which resumes from its stored chunks and checkpoint."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
-        from robustness_bias.launcher import watched_by_squeue
+        from submitit.core.utils import FailedJobError
 
-        with watched_by_squeue():
-            return super().launch(job_overrides, initial_job_idx)
+        from robustness_bias.launcher import refused, watched_by_squeue
+
+        try:
+            with watched_by_squeue():
+                return super().launch(job_overrides, initial_job_idx)
+        except FailedJobError as error:   # sbatch's refusal in one line; a failed job's trace as before
+            problem = refused(error)
+            if problem is None:
+                raise
+            from robustness_bias.__main__ import fail
+
+            fail(problem)
