@@ -121,6 +121,8 @@ def test_a_job_requeued_mid_audit_resumes_from_its_chunks_and_writes_the_records
     logs = "".join(path.read_text() for path in folder.glob(f".submitit/{job_id}/*_log.*"))
     assert logs.count(f"Starting with JobEnvironment(job_id={job_id},") == 2, "SLURM ran the same job twice"
     assert "robustness_bias: stopped by SIGTERM: the finished chunks and audits are kept" in logs
+    # submitit's own line of the requeue's SIGCONT (on its stdout and stderr handlers), not again through ours
+    assert "submitit WARNING" in logs and " WARNING Bypassing signal SIGCONT" not in logs
     [job] = job_folders(folder)
     result = json.loads((job / "result.json").read_text())
     counts = result["audit_chunks"]["first+middle+final"]["cw"]
