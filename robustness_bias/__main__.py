@@ -99,6 +99,16 @@ Options:
 The README is the manual: every option, the experiments, the output files and how to read σ."""
 
 
+def register_launcher() -> None:
+    """Make ``hydra/launcher=slurm``'s class (hydra_plugins/robustness_bias_launcher) known to Hydra, which finds
+    plugins by listing the ``hydra_plugins`` folders on sys.path: an editable install (``pip install -e``, as
+    ``make install`` does) maps the package without such a folder, and Hydra's listing misses it."""
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.robustness_bias_launcher import SlurmLauncher
+
+    Plugins.instance().register(SlurmLauncher)
+
+
 def version() -> str:
     from importlib.metadata import PackageNotFoundError, version as installed
 
@@ -132,6 +142,7 @@ def cli() -> None:
 
     sys.argv[1:] = experiment_as_choice(sys.argv[1:])
     steady_cpu_allocator()
+    register_launcher()
     main_with_one_line_errors()
 
 

@@ -20,7 +20,8 @@ NOT_THE_USERS_TO_FIX = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",
 
 class ConsoleFilter(logging.Filter):
     """On the console: this package's records from INFO, every other library's from WARNING, but for
-    records logged with ``extra={"console": False}`` (details for the log file: smoothing's batch probe).
+    records logged with ``extra={"console": False}`` (details for the log file: smoothing's batch probe)
+    and submitit's, which its own handlers print already.
 
     The log file, which has no filter, keeps the rest (Lightning's device and checkpoint notices,
     matplotlib's unit conversions).
@@ -29,6 +30,8 @@ class ConsoleFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(record, "console", True):
             return False
+        if record.name.split(".")[0] == "submitit" and logging.getLogger("submitit").handlers:
+            return False   # submitit prints its own records (in a SLURM job: "Bypassing signal SIGCONT" on requeue)
         return record.levelno >= logging.WARNING or record.name.split(".")[0] in OWN_LOGGERS
 
 

@@ -87,3 +87,37 @@ def wandb_logged(monkeypatch):
 
     monkeypatch.setattr(Run, "log", spy)
     return logged
+
+
+class SlurmCluster:
+    """The throwaway cluster of scripts/slurm-cluster: ``env`` is this process's environment with the cluster's
+    ``SLURM_CONF`` (and no ``SLURM_*`` of a job this suite may itself run in)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+        self.env["SLURM_CONF"] = str(folder / "slurm.conf")
+
+    def run(self, *command: str, check: bool = True):
+        import subprocess
+
+        return subprocess.run(command, env=self.env, capture_output=True, text=True, check=check, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A single-node SLURM cluster for the whole session (started once, by the first `slurm` test; stopped at the
+    end). Skipped in one line where this machine cannot have one (no root, no apt, packages not installable);
+    a cluster that fails to start otherwise fails the tests."""
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "slurm-cluster"
+    folder = tmp_path_factory.mktemp("slurm")
+    started = subprocess.run([str(script), "start", str(folder)], capture_output=True, text=True, timeout=900)
+    if started.returncode == 3:
+        pytest.skip(f"no SLURM cluster: {started.stderr.strip().splitlines()[-1]}")
+    if started.returncode != 0:
+        subprocess.run([str(script), "stop", str(folder)], capture_output=True, timeout=120)
+        pytest.fail(f"scripts/slurm-cluster start failed:\n{started.stdout}{started.stderr}")
+    yield SlurmCluster(folder)
+    subprocess.run([str(script), "stop", str(folder)], capture_output=True, timeout=120)
