@@ -52,7 +52,7 @@ TRAINER_KEYS = "max_epochs, accelerator, devices, precision, deterministic, log_
                "default_root_dir, enable_progress_bar, strategy"
 AUDIT_KEYS = "plan, shard, num_shards, conditional, failures, tau_max, rb_quantiles, progress, min_group_size, " \
              "significance, adjust_for, skip_unfit_estimators, best"
-DIGITS_KEYS = "normalization, batch_size, eval_batch_size, num_workers, val_fraction, split_seed, test_fraction"
+DIGITS_KEYS = "normalization, batch_size, eval_batch_size, num_workers, val_fraction, split_seed, balance_by, test_fraction"
 # With or without +: Hydra refuses the key without it, and with it OmegaConf used to take it silently (a typo
 # ignored, or a TypeError traceback from the data module's constructor); either way now the same line.
 UNKNOWN_KEYS = [
