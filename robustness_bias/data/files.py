@@ -13,16 +13,12 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.functional import pil_to_tensor, resize
 
 from ..console import progress_bar
-from ..config.data import FileData
+from ..config.data import FileData, ImageFolderData
+from ..config.rules import rule_of
 from .base import DataError, ImageTable
 
 MODES = {1: "L", 3: "RGB"}
 READ_ERRORS = (OSError, SyntaxError)    # what PIL raises for empty, truncated or garbled files
-
-
-def check_channels(channels: int) -> None:
-    if channels not in MODES:
-        raise DataError(f"dataset.channels={channels}: use 1 (grey) or 3 (RGB)")
 
 
 def missing_files(paths: list[Path], listed_in: str) -> None:
@@ -45,11 +41,8 @@ class FileImages(ImageTable):
                  image_size: int | None = None, cache: bool = False, is_test=None,
                  max_pixels: int = FileData.max_image_pixels):
         super().__init__(labels, class_names, attributes, categories, is_test)
-        check_channels(channels)
-        if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
-                                       or image_size < 1):
-            raise DataError(f"dataset.image_size={image_size}: use a whole number of pixels ≥ 1, or null for the "
-                            "files' own size")
+        rule_of(ImageFolderData, "channels").check("dataset.channels", channels)   # the schema's rules
+        rule_of(FileData, "image_size").check("dataset.image_size", image_size)
         self.paths, self.mode, self.image_size, self.cache = list(paths), MODES[channels], image_size, cache
         self.max_pixels = max_pixels
         self._decoded: torch.Tensor | None = None

@@ -27,7 +27,7 @@ from ..config.data import ImageFolderData
 from ..config.rules import check_values
 from .base import DataError, ImageDataModule, existing_root
 from .sampling import split_official
-from .files import FileImages, check_channels, codes_of, missing_files
+from .files import FileImages, codes_of, missing_files
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,6 @@ class ImageFolderDataModule(ImageDataModule):
         if not self.csv_path.is_file():
             raise DataError(f"dataset.csv={csv}: {self.csv_path} does not exist. Fix: put a CSV with columns "
                             "path,label[,attributes...] there, or name it with dataset.csv=FILE")
-        check_channels(channels)
         self.channels, self.image_size, self.cache = channels, image_size, cache
 
     def load(self) -> FileImages:

@@ -9,12 +9,13 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
+from ..config.data import DataConfig
+from ..config.rules import rule_of
 from .errors import DataError
 
 
 def _check_fraction(name: str, value: float) -> None:
-    if not 0 <= value < 1:
-        raise DataError(f"dataset.{name}={value}: must lie in [0, 1)")
+    rule_of(DataConfig, "val_fraction").check(f"dataset.{name}", value)   # the schema's rule for either fraction
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
