@@ -107,8 +107,9 @@ tightness: sweeps
 	$(PY) -m robustness_bias.report $(SWEEP_ROOT)/utk_quick_tight --out $(REPORT_DIR)/tightness --only tightness settings
 
 # The mitigation on the real faces (issue 39; QUICK=1): conf/experiment/utk_mitigation.yaml's sweep (the UTK
-# classifier with no mitigation, group-balanced batches by race and by age, and the regularizer on white faces and
-# on ages 40-59), then the report's mitigation tables into $(REPORT_DIR)/mitigation. Finished jobs are skipped.
+# classifier and ResNet-18, each with no mitigation, group-balanced batches by race and by age, and the regularizer
+# on white faces and on ages 40-59), then the report's mitigation tables into $(REPORT_DIR)/mitigation. Finished
+# jobs are skipped.
 mitigation: $(STAMP)
 	@test "$(QUICK)" = 1 || { echo "make mitigation: only the quick tier exists; pass QUICK=1 DATA_DIR=..."; exit 2; }
 	$(MAKE) sweeps EXPERIMENTS=utk_mitigation

@@ -21,7 +21,7 @@ def _batch(seed=0):
 
 def _penalty(alpha, group_code=1):
     return RobustnessBiasPenalty(alpha=alpha, tau=0.05, temperature=0.05, attribute_column=0, group_code=group_code,
-                                 group_names=["reference", "planted"])
+                                 group_names=["reference", "planted"], running_weight=0.9)
 
 
 def test_proxy_distance_is_exact_on_a_linear_model():
@@ -40,20 +40,51 @@ def test_penalty_gradient_reaches_the_parameters_and_vanishes_at_alpha_zero(grou
     x, attributes = _batch()
     y = model(x).argmax(1)                                  # every point correctly classified
     for alpha, nonzero in ((1.0, True), (0.0, False)):
+        penalty_of = _penalty(alpha, group_code)
+        _, first, _, _ = penalty_of(model, x, y, attributes)
+        assert first is None                                # which side leads is not known before a batch is seen
         model.zero_grad()
-        _, penalty, means = _penalty(alpha, group_code)(model, x, y, attributes)
+        _, penalty, _, means = penalty_of(model, x, y, attributes)
         penalty.backward()
         grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
         assert bool(grads.abs().sum() > 0) is nonzero
         assert set(means) == ({"planted", "rest"} if group_code == 1 else {"reference", "planted"})
 
 
+def test_the_penalty_is_unbiased_where_the_batch_gap_is_not():
+    """Two exchangeable groups (the same distances): RB̃ is 0. A batch's absolute gap of shares is not (its
+    sampling noise), and descending it saturates every share; the penalty, the batch's gap signed by the
+    running shares' lead, averages 0 over batches, and its running RB̃ tends to 0."""
+    torch.manual_seed(1)
+    model = logreg(SHAPE, 2, NORM)
+    penalty_of = RobustnessBiasPenalty(alpha=1.0, tau=0.0, temperature=0.05, attribute_column=0, group_code=1,
+                                       group_names=["reference", "planted"], running_weight=0.95)
+    absolute, signed = [], []
+    for _ in range(400):
+        x = torch.rand(20, *SHAPE)
+        attributes = torch.randint(0, 2, (20, 1))
+        y = model(x).argmax(1)
+        _, penalty, gap, _ = penalty_of(model, x, y, attributes)
+        beyond = torch.sigmoid(proxy_distance(model, x, y)[1].detach() / 0.05)
+        planted = attributes[:, 0] == 1
+        absolute.append(float(beyond[planted].mean() - beyond[~planted].mean()))
+        if penalty is not None:
+            signed.append(float(penalty))
+    absolute, signed = torch.tensor(absolute), torch.tensor(signed)
+    noise = float(signed.std() / len(signed) ** 0.5)
+    assert float(absolute.abs().mean()) > 10 * noise                  # the batch's |gap| is biased well above 0
+    assert abs(float(signed.mean())) < 3 * noise                      # the penalty is not
+    assert gap < float(absolute.abs().mean()) / 2                     # the running RB̃ is below the batch's |gap|
+
+
 def test_a_batch_without_the_group_falls_back_to_cross_entropy():
     model = logreg(SHAPE, 2, NORM)
     x, _ = _batch()
     y = model(x).argmax(1)
-    _, penalty, _ = _penalty(1.0)(model, x, y, torch.zeros(32, 1, dtype=torch.long))
-    assert penalty is None
+    penalty_of = _penalty(1.0)
+    for _ in range(2):   # the second batch would have a lead, were both sides there
+        _, penalty, _, _ = penalty_of(model, x, y, torch.zeros(32, 1, dtype=torch.long))
+        assert penalty is None
 
 
 def test_the_penalty_is_built_from_its_config_on_the_dataset(make_config):

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
-from .rules import FLAG, at_least_zero, elsewhere, fraction, positive, setting, whole
+from .rules import FLAG, at_least_zero, elsewhere, fraction, optional, positive, setting, whole
 from .models import PartialConfig
 
 
@@ -25,6 +25,8 @@ class TrainerConfig:
     enable_model_summary: bool = setting(FLAG)
     default_root_dir: str = elsewhere()
     enable_progress_bar: bool = setting(FLAG, True, shapes_results=False)
+    gradient_clip_val: Optional[float] = setting(optional(positive(1.0), "for no clipping"), None,
+                                                 hashed_at_default=False)   # the gradients' norm at most this
     strategy: str = "auto"            # ddp: trainer=ddp
 
 
@@ -52,6 +54,7 @@ class RegularizerConfig(PartialConfig):
     alpha: float = setting(at_least_zero(1.0))
     tau: float = setting(at_least_zero(2.0))
     temperature: float = setting(positive(0.1))
+    running_weight: float = setting(fraction(0.95))
     attribute: str = MISSING
     group: Optional[str] = MISSING
 

@@ -25,7 +25,7 @@ class Classifier(L.LightningModule):
     module completes them with its parameters and its optimizer; without a scheduler the learning
     rate stays constant. With a ``penalty`` the training loss adds the robustness-bias regularizer
     α · RB̃ (the paper's Appendix B); batches that lack one side of the partition train on
-    cross-entropy alone and are counted.
+    cross-entropy alone and are counted; the penalty's running shares travel in the checkpoint.
     ``channels_last`` feeds image batches in NHWC order (the model should be converted too: see
     :func:`robustness_bias.assembly.build_model`); ``compile`` runs training and evaluation
     steps through ``torch.compile`` (the regularized step, which differentiates through input
@@ -64,14 +64,15 @@ class Classifier(L.LightningModule):
         return loss
 
     def _regularized_step(self, images, labels, attributes) -> torch.Tensor:
-        logits, penalty, mean_distance = self.penalty(self.model, images, labels, attributes)
+        logits, penalty, running_gap, mean_distance = self.penalty(self.model, images, labels, attributes)
         loss = F.cross_entropy(logits, labels)
         self._log_loss("train", loss, logits, labels)
         if penalty is None:
             self.skipped_batches += 1
         else:
-            self.log("reg/rb", penalty / self.penalty.alpha, on_step=True, on_epoch=True, batch_size=len(labels))
             loss = loss + penalty
+        if running_gap is not None:
+            self.log("reg/rb", running_gap, on_step=True, on_epoch=False, batch_size=len(labels))
         self.log("reg/skipped_batches", float(self.skipped_batches), on_step=True, on_epoch=False)
         for group, value in mean_distance.items():
             self.log(f"reg/proxy_distance/{group}", value, on_step=False, on_epoch=True, batch_size=len(labels))
@@ -88,6 +89,14 @@ class Classifier(L.LightningModule):
         acc_mean.update(correct)
         self.log(f"{stage}/loss", loss_mean, on_step=False, on_epoch=True, prog_bar=stage != "test")
         self.log(f"{stage}/acc", acc_mean, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.penalty is not None:   # a resumed run goes on with the same lead
+            checkpoint["penalty_running_shares"] = self.penalty.running.tolist()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.penalty is not None and "penalty_running_shares" in checkpoint:
+            self.penalty.running = torch.tensor(checkpoint["penalty_running_shares"])
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

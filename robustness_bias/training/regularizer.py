@@ -5,11 +5,18 @@ d(x) is approximated DeepFool-style by the first-order distance to the runner-up
 sigmoid with a temperature; the shares of correctly classified points beyond τ are compared
 between the target group and the rest (or, for a whole attribute, between its two extreme
 groups). The training loss is cross-entropy + α · RB̃.
+
+RB̃ is a gap between population shares; a batch's absolute gap overestimates it by its sampling noise
+(about 0.15 for ~10 correct faces a side), and that noise vanishes only where every share saturates:
+every correctly classified point beyond τ, or every one within it. Descending the batch's absolute gap
+drives training there (on UTKFace: one predicted class; docs/design.md, "Mitigation"). So which side
+leads is read from running shares over past batches, and the batch contributes its signed gap,
+lead − trail: an unbiased estimate of the population gap's gradient wherever the lead is known.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -37,7 +44,8 @@ class RobustnessBiasPenalty:
     """α · RB̃(P, τ) for one attribute: ``group`` vs the rest, or all its groups when ``group`` is None.
 
     ``attribute_column`` indexes the batch's attribute codes (None: the partition is the class
-    label); ``group_code`` is the group's code.
+    label); ``group_code`` is the group's code. ``running`` holds each side's running share beyond τ
+    (NaN until the side is first seen), each batch weighing ``1 − running_weight``; a checkpoint keeps it.
     """
 
     alpha: float
@@ -46,10 +54,16 @@ class RobustnessBiasPenalty:
     attribute_column: int | None
     group_code: int | None
     group_names: list[str]
+    running_weight: float
+    running: torch.Tensor = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.running is None:
+            self.running = torch.full((len(self._side_names()),), float("nan"))
 
     @classmethod
     def on_dataset(cls, datamodule: ImageDataModule, alpha: float, tau: float, temperature: float, attribute: str,
-                   group: str | None) -> RobustnessBiasPenalty:
+                   group: str | None, running_weight: float) -> RobustnessBiasPenalty:
         """The penalty for ``attribute`` (or ``class``) and ``group`` of this dataset, as ``regularizer``
         configures it (the config leaves the dataset to the pipeline: ``_partial_``)."""
         table = datamodule.table
@@ -64,10 +78,12 @@ class RobustnessBiasPenalty:
             raise ConfigError(f"regularizer.group={group}: {attribute} has no such group. Fix: choose among {names}, "
                               "or null for all groups")
         return cls(alpha=alpha, tau=tau, temperature=temperature, attribute_column=column,
-                   group_code=None if group is None else names.index(str(group)), group_names=list(names))
+                   group_code=None if group is None else names.index(str(group)), group_names=list(names),
+                   running_weight=running_weight)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, attributes: torch.Tensor):
-        """(logits, penalty or None when the batch lacks a side, mean proxy distance per group)."""
+        """(logits, penalty or None when the batch lacks a side or no lead is known yet, the running RB̃
+        (None until two sides were seen), mean proxy distance per group)."""
         logits, distance = proxy_distance(model, x, y)
         correct = logits.detach().argmax(1) == y
         beyond = torch.sigmoid((distance - self.tau) / self.temperature)
@@ -79,18 +95,27 @@ class RobustnessBiasPenalty:
             sides = torch.stack([target, ~target])
         sides = sides & correct                                                # (sides, batch)
         counts = sides.sum(1)
-        present = (counts > 0).nonzero()[:, 0].tolist()   # the one wait for the device: masked means need no other
 
         def side_means(values: torch.Tensor) -> torch.Tensor:
             return torch.where(sides, values, 0).sum(1) / counts.clamp_min(1)   # where, not ×: 0 · inf is NaN
 
-        mean_distance = side_means(distance.detach())
-        names = self._side_names()
-        means = {names[i]: mean_distance[i] for i in present}
-        if len(present) < 2:
-            return logits, None, means
-        shares = side_means(beyond)[present]
-        return logits, self.alpha * (shares.max() - shares.min()), means
+        shares = side_means(beyond)
+        seen_counts, seen_shares = torch.stack([counts, shares.detach()]).cpu()   # the one wait for the device
+        present = seen_counts.nonzero()[:, 0].tolist()
+        known = [i for i in present if not self.running[i].isnan()]   # who leads: from past batches only
+        penalty = None
+        if len(known) >= 2:
+            lead, trail = max(known, key=self.running.__getitem__), min(known, key=self.running.__getitem__)
+            penalty = self.alpha * (shares[lead] - shares[trail])
+        weight = torch.where(self.running[present].isnan(), 0.0, float(self.running_weight))   # a first share stands alone
+        self.running[present] = weight * self.running[present].nan_to_num() + (1 - weight) * seen_shares[present]
+        mean_distance, names = side_means(distance.detach()), self._side_names()
+        return logits, penalty, self.running_gap(), {names[i]: mean_distance[i] for i in present}
+
+    def running_gap(self) -> float | None:
+        """RB̃ by the running shares: the largest minus the smallest (None until two sides were seen)."""
+        seen = self.running[~self.running.isnan()]
+        return float(seen.max() - seen.min()) if len(seen) >= 2 else None
 
     def _side_names(self) -> list[str]:
         if self.group_code is None:
