@@ -151,7 +151,7 @@ def test_speed_settings_leave_the_fingerprint_and_science_settings_change_it():
         assert job_fingerprint(compose_config([*base, speed])) == fingerprint, speed
     for science in ("estimator.deepfool.steps=7", "estimator.cw.learning_rate=0.01", "estimator.rs.n=10",
                     "audit.plan.rs.every_nth=2", "audit.plan.cw.precision=bf16",
-                    "+trainer.gradient_clip_val=5"):   # a key the schema does not know counts
+                    "+trainer.accumulate_grad_batches=2", "trainer.gradient_clip_val=5"):   # a key the schema does not know counts too
         assert job_fingerprint(compose_config([*base, science])) != fingerprint, science
 
 

@@ -49,7 +49,7 @@ def test_a_wrong_type_is_refused_while_composing_with_its_rule():
 
 
 TRAINER_KEYS = "max_epochs, accelerator, devices, precision, deterministic, log_every_n_steps, enable_model_summary, " \
-               "default_root_dir, enable_progress_bar, strategy"
+               "default_root_dir, enable_progress_bar, gradient_clip_val, strategy"
 AUDIT_KEYS = "plan, shard, num_shards, conditional, failures, tau_max, rb_quantiles, progress, min_group_size, " \
              "significance, adjust_for, skip_unfit_estimators, best"
 DIGITS_KEYS = "normalization, batch_size, eval_batch_size, num_workers, val_fraction, split_seed, balance_by, test_fraction"
@@ -84,9 +84,9 @@ def test_the_fix_an_unknown_key_suggests_works():
 
 
 def test_plus_adds_what_the_nodes_target_takes_and_is_suggested_for_it():
-    assert config_problem(["+trainer.gradient_clip_val=5"]) is None   # an argument of Lightning's Trainer
-    assert config_problem(["trainer.gradient_clip_val=5"]).endswith(
-        "but lightning.pytorch.Trainer takes it. Fix: pass +trainer.gradient_clip_val=5")
+    assert config_problem(["+trainer.accumulate_grad_batches=2"]) is None   # an argument of Lightning's Trainer
+    assert config_problem(["trainer.accumulate_grad_batches=2"]).endswith(
+        "but lightning.pytorch.Trainer takes it. Fix: pass +trainer.accumulate_grad_batches=2")
     assert config_problem(["+partition.by=[class]"]) is None   # partition has no schema: its keys are free
     assert config_problem(["dataset=image_folder", "+dataset.image_size=-3"]) == \
         "dataset.image_size=-3: must be a whole number ≥ 1, or null to keep the images' own size. Fix: pass " \
