@@ -127,3 +127,26 @@ def test_impossible_regularizer_settings(make_config, override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         run(make_config("dataset=synthetic", "partition=group", "estimator=[exact]", "logger=none", "regularizer=rb",
                         "regularizer.attribute=group", "regularizer.group=planted", override))
+
+
+def test_the_running_shares_travel_in_the_checkpoint():
+    """A resumed run goes on with the lead it had: the module's checkpoint holds the penalty's running shares
+    (NaN for a side not seen yet), as plain data that a weights_only load reads."""
+    import io
+
+    from robustness_bias.training import Classifier
+
+    model = logreg(SHAPE, 2, NORM)
+    x, attributes = _batch()
+    trained = Classifier(model, optimizer=torch.optim.SGD, penalty=_penalty(1.0))
+    trained.penalty(model, x, model(x).argmax(1), attributes)
+    trained.penalty.running[0] = float("nan")
+    checkpoint = {}
+    trained.on_save_checkpoint(checkpoint)
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    buffer.seek(0)
+    resumed = Classifier(logreg(SHAPE, 2, NORM), optimizer=torch.optim.SGD, penalty=_penalty(1.0))
+    resumed.on_load_checkpoint(torch.load(buffer, weights_only=True))
+    torch.testing.assert_close(resumed.penalty.running, trained.penalty.running, equal_nan=True)
+    assert resumed.penalty.running[1].isfinite()
