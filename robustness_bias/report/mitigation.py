@@ -80,6 +80,8 @@ def mitigation_groups(sigma: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFra
     if len(frame):
         frame["Δσ"] = frame["σ"] - frame["σ before"]
         frame = frame.drop(columns="job").assign(job=frame["job"])   # last: a path, for matching, not for reading
+        # read by model, each one's mitigations in one order (balanced before rb, small α first), not as found on disk
+        frame = frame.sort_values(["dataset", "model", "seed", "mitigation"], kind="stable", ignore_index=True)
     return frame
 
 

@@ -6,12 +6,13 @@ sigmoid with a temperature; the shares of correctly classified points beyond τ 
 between the target group and the rest (or, for a whole attribute, between its two extreme
 groups). The training loss is cross-entropy + α · RB̃.
 
-RB̃ is a gap between population shares; a batch's absolute gap overestimates it by its sampling noise
-(about 0.15 for ~10 correct faces a side), and that noise vanishes only where every share saturates:
-every correctly classified point beyond τ, or every one within it. Descending the batch's absolute gap
-drives training there (on UTKFace: one predicted class; docs/design.md, "Mitigation"). So which side
-leads is read from running shares over past batches, and the batch contributes its signed gap,
-lead − trail: an unbiased estimate of the population gap's gradient wherever the lead is known.
+RB̃ is a gap between population shares. A batch's absolute gap is biased by its sampling noise (with
+ten correct points a side at shares near 0.4, about 0.17 where the shares are equal), and that noise
+vanishes only where every share saturates: every correctly classified point beyond τ, or every one
+within it. Descending the batch's absolute gap drives training there (on UTKFace: one predicted class;
+docs/design.md, "Mitigation"). So which side leads is read from running shares over past batches, and
+the batch contributes its signed gap, lead − trail: an unbiased estimate of the population gap's
+gradient wherever the lead is known.
 """
 
 from __future__ import annotations
