@@ -94,13 +94,13 @@ def test_make_mitigation_runs_on_a_utkface_fixture(tmp_path):
         ["make", "-o", ".venv/.installed", "mitigation", "QUICK=1", f"PY={sys.executable}", f"DATA_DIR={tmp_path / 'data'}",
          f"SWEEP_ROOT={tmp_path / 'multirun'}", f"REPORT_DIR={tmp_path / 'reports'}",
          "SWEEP_ARGS=dataset.image_size=8 trainer.max_epochs=1 audit.plan.deepfool.every_nth=1 logger=none "
-         "mitigation=none,rb_race_a1"], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+         "mitigation=none,rb_race_t08_a1"], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
         timeout=600)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
     table = pd.read_csv(tmp_path / "reports" / "mitigation" / "mitigation.csv")
     assert list(table["mitigation"]) == ["rb race=white α=1 τ=0.8"]
     assert table["train s"].gt(0).all() and table["train s before"].gt(0).all()
     assert table["accuracy %"].between(0, 100).all()
-    result = json.loads(next((tmp_path / "multirun" / "utk_mitigation").glob("*-rb_race_a1-seed0/result.json")).read_text())
+    result = json.loads(next((tmp_path / "multirun" / "utk_mitigation").glob("*-rb_race_t08_a1-seed0/result.json")).read_text())
     assert result["regularizer"]["group"] == "white" and result["regularizer"]["tau"] == 0.8
     assert set(result["group_accuracy"]) == {"class", "gender", "race"}
