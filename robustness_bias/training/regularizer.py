@@ -108,7 +108,8 @@ class RobustnessBiasPenalty:
         if len(known) >= 2:
             lead, trail = max(known, key=self.running.__getitem__), min(known, key=self.running.__getitem__)
             penalty = self.alpha * (shares[lead] - shares[trail])
-        weight = torch.where(self.running[present].isnan(), 0.0, float(self.running_weight))   # a first share stands alone
+        # a side's first share stands alone; later ones join the running share with weight 1 − running_weight
+        weight = torch.where(self.running[present].isnan(), 0.0, float(self.running_weight))
         self.running[present] = weight * self.running[present].nan_to_num() + (1 - weight) * seen_shares[present]
         mean_distance, names = side_means(distance.detach()), self._side_names()
         return logits, penalty, self.running_gap(), {names[i]: mean_distance[i] for i in present}
