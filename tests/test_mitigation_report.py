@@ -44,7 +44,7 @@ def test_mitigated_jobs_beside_the_unmitigated_one(sweep, tmp_path):
     tables = report.main([str(sweep), "--out", str(out), "--only", "table2", "mitigation"])
     assert list(tables["table2"]["model"]) == ["utk_classifier"]   # the paper's tables: the unmitigated job only
     table = tables["mitigation"].set_index("mitigation")
-    assert list(table.index) == ["rb race=white α=1 τ=0.8", "balanced by race"]
+    assert list(table.index) == ["balanced by race", "rb race=white α=1 τ=0.8"]   # by name, not by folder
     rb = table.loc["rb race=white α=1 τ=0.8"]
     assert rb["targeted: σ before → after [95% interval]"] == "white: -0.27 [-0.37, -0.17] → -0.05 [-0.15, +0.05]"
     assert rb["targeted Δσ"] == pytest.approx(0.22)
@@ -94,7 +94,7 @@ def test_make_mitigation_runs_on_a_utkface_fixture(tmp_path):
         ["make", "-o", ".venv/.installed", "mitigation", "QUICK=1", f"PY={sys.executable}", f"DATA_DIR={tmp_path / 'data'}",
          f"SWEEP_ROOT={tmp_path / 'multirun'}", f"REPORT_DIR={tmp_path / 'reports'}",
          "SWEEP_ARGS=dataset.image_size=8 trainer.max_epochs=1 audit.plan.deepfool.every_nth=1 logger=none "
-         "mitigation=none,rb_race_t08_a1"], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+         "model=utk_classifier mitigation=none,rb_race_t08_a1"], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
         timeout=600)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
     table = pd.read_csv(tmp_path / "reports" / "mitigation" / "mitigation.csv")
