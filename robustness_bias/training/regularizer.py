@@ -9,10 +9,10 @@ groups). The training loss is cross-entropy + α · RB̃.
 RB̃ is a gap between population shares. A batch's absolute gap is biased by its sampling noise (with
 ten correct points a side at shares near 0.4, about 0.17 where the shares are equal), and that noise
 vanishes only where every share saturates: every correctly classified point beyond τ, or every one
-within it. Descending the batch's absolute gap drives training there (on UTKFace: one predicted class;
-docs/design.md, "Mitigation"). So which side leads is read from running shares over past batches, and
-the batch contributes its signed gap, lead − trail: an unbiased estimate of the population gap's
-gradient wherever the lead is known.
+within it, so descending the batch's absolute gap pushes training there whatever the groups' true gap.
+So which side leads is read from running shares over past batches, and the batch contributes its signed
+gap, lead − trail: an unbiased estimate of the population gap's gradient wherever the lead is known
+(docs/design.md, "Mitigation").
 """
 
 from __future__ import annotations
