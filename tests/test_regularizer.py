@@ -150,3 +150,8 @@ def test_the_running_shares_travel_in_the_checkpoint():
     resumed.on_load_checkpoint(torch.load(buffer, weights_only=True))
     torch.testing.assert_close(resumed.penalty.running, trained.penalty.running, equal_nan=True)
     assert resumed.penalty.running[1].isfinite()
+    for crafted in ([0.5], ["0.5", 0.5], "0.5,0.5", [[0.5], 0.5]):   # not one number per side: ignored, not a traceback
+        fresh = _penalty(1.0)
+        Classifier(logreg(SHAPE, 2, NORM), optimizer=torch.optim.SGD, penalty=fresh).on_load_checkpoint(
+            {"penalty_running_shares": crafted})
+        assert fresh.running.isnan().all(), crafted

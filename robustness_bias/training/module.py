@@ -96,7 +96,7 @@ class Classifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self.penalty is not None and "penalty_running_shares" in checkpoint:
-            self.penalty.running = torch.tensor(checkpoint["penalty_running_shares"])
+            self.penalty.restore(checkpoint["penalty_running_shares"])
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

@@ -17,6 +17,7 @@ gap, lead − trail: an unbiased estimate of the population gap's gradient where
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,8 @@ import torch
 from torch import nn
 
 from ..config.rules import ConfigError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ..data.base import ImageDataModule
@@ -113,6 +116,16 @@ class RobustnessBiasPenalty:
         self.running[present] = weight * self.running[present].nan_to_num() + (1 - weight) * seen_shares[present]
         mean_distance, names = side_means(distance.detach()), self._side_names()
         return logits, penalty, self.running_gap(), {names[i]: mean_distance[i] for i in present}
+
+    def restore(self, shares) -> None:
+        """The running shares a checkpoint kept; anything but one number per side is ignored with a warning
+        (the lead is learnt again within a few batches), as an unreadable checkpoint starts training over."""
+        if not (isinstance(shares, list) and len(shares) == len(self.running)
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in shares)):
+            log.warning("the checkpoint's running shares of the regularizer are not %d numbers: the lead is learnt "
+                        "again", len(self.running))
+            return
+        self.running = torch.tensor(shares, dtype=torch.float32)
 
     def running_gap(self) -> float | None:
         """RB̃ by the running shares: the largest minus the smallest (None until two sides were seen)."""
