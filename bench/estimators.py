@@ -21,6 +21,7 @@ none).
     python bench/estimators.py --model resnet50 --image-size 32 --device cuda --images 512
     python bench/estimators.py --model resnet50 --image-size 224 --device cuda --rs-n 10000
     python bench/estimators.py --rs-compile                     # smoothing through torch.compile
+    python bench/estimators.py --no-faster                      # without our attacks' channels-last and bf16 rows
     python bench/estimators.py --split                          # our attacks' time in their model's passes (CPU)
     python bench/estimators.py --stream --images 2000           # a call per chunk against one stream of chunks
 """
@@ -341,6 +342,31 @@ def compare(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).drop(columns=["_d", "_passes", "_floor"])
 
 
+# Our attacks again on faster passes (--faster): channels-last images, then also a search under bf16 autocast whose
+# verdicts run in fp32 (estimators/base.py, full_precision)
+FASTER = (("fp32", "channels-last"), ("bf16", "bf16, channels-last"))
+
+
+def faster_summary(rows: list[dict], faster_of: dict[str, str], adv_lib_of: dict[str, str]) -> None:
+    """Each faster row against its eager row (speed, and its distances' ratios on the samples both solved:
+    the tolerance) and against adv-lib's attack of the same kind."""
+    if not faster_of:
+        return
+    by_method = {r["method"]: r for r in rows}
+    print("\nfaster passes: speed over our eager row and over adv-lib's; distances ÷ the eager row's (median, 5–95%, "
+          "extremes) on the samples both solved")
+    for method, eager in faster_of.items():
+        fast, base = by_method[method], by_method[eager]
+        peer = by_method.get(adv_lib_of.get(eager, ""))
+        both = np.isfinite(fast["_d"]) & np.isfinite(base["_d"]) & (base["_d"] > 0)
+        ratio = fast["_d"][both] / base["_d"][both]
+        spread = (f"{np.median(ratio):.4f} [{np.quantile(ratio, 0.05):.4f}, {np.quantile(ratio, 0.95):.4f}], "
+                  f"{ratio.min():.4f} to {ratio.max():.4f}" if both.any() else "no sample solved by both")
+        against_peer = f", {fast['images/s'] / peer['images/s']:.2f}× {peer['method']}" if peer else ""
+        print(f"  {method}: {fast['images/s'] / base['images/s']:.2f}× ours{against_peer}; distances ÷ eager {spread}; "
+              f"success {fast['success']:.3f} (eager {base['success']:.3f})")
+
+
 def main(argv=None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="utk_classifier", choices=sorted(LEARNING_RATES),
@@ -364,6 +390,8 @@ def main(argv=None) -> pd.DataFrame:
                         help="noisy images per forward pass (default: the fastest, measured as an audit does)")
     parser.add_argument("--channels-last", action="store_true", help="model and inputs in channels-last memory format")
     parser.add_argument("--rs-compile", action="store_true", help="torch.compile smoothing's forward passes")
+    parser.add_argument("--faster", action=argparse.BooleanOptionalAction, default=True,
+                        help="also our attacks on channels-last images, in fp32 and with a bf16 search (fp32 verdicts)")
     parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
                         help="add rows for our attacks with cuda_graphs=True (default: on a GPU; elsewhere they run eagerly)")
     parser.add_argument("--skip", nargs="*", default=[], help="peers to leave out: torchattacks, foolbox, adv-lib, cohen")
@@ -438,11 +466,21 @@ def main(argv=None) -> pd.DataFrame:
         print(f"  {method}: {len(xs) / seconds:.1f} images/s, {rows[-1]['passes/img']:.1f} passes per image"
               + (f" (the capturing call: {len(xs) / warm:.1f})" if warm_up_on_all else ""), flush=True)
 
-    def attack(method, make, peer_of=None, **kwargs):
+    def attack(method, make, peer_of=None, batch_size=args.batch_size, faster=False, **kwargs):
+        """Our attack from ``make``; with ``faster`` (and --faster) again on each of the FASTER passes."""
         estimator = make()
-        run(method, peer_of, ours(estimator, args.batch_size), x, y, estimator=estimator, **kwargs)
+        run(method, peer_of, ours(estimator, batch_size), x, y, estimator=estimator, **kwargs)
+        if not (faster and args.faster) or args.channels_last:
+            return
+        for precision, variant in FASTER:   # the same attack on faster passes: docs/design.md, "Faster passes"
+            estimator = make()
+            run(f"{method[:-1]}, {variant})", None, ours(estimator, batch_size, precision), x_channels_last, y,
+                estimator=estimator)
+            faster_of[rows[-1]["method"]] = method
 
-    attack("deepfool (ours)", lambda: DeepFool(steps=args.deepfool_steps))
+    x_channels_last = x.contiguous(memory_format=torch.channels_last)
+    faster_of: dict[str, str] = {}   # each faster row's eager row
+    attack("deepfool (ours)", lambda: DeepFool(steps=args.deepfool_steps), faster=True)
     for mode in ("batched", "replicated"):   # the other ways to the candidates' gradients
         attack(f"deepfool (ours, {mode})", lambda: DeepFool(steps=args.deepfool_steps, gradients=mode))
     if args.cuda_graphs:
@@ -455,7 +493,7 @@ def main(argv=None) -> pd.DataFrame:
         run("torchattacks DeepFool", "deepfool (ours)", lambda m, a, b: peers.torchattacks_deepfool(m, a, b, steps=args.deepfool_steps), x[:k], y[:k])
     for budget in args.cw_budgets:   # each budget against foolbox's CW at the same one (adv-lib's: below)
         settings, (name, graphed, foolbox_name, _) = CW_BUDGETS[budget], cw_names(budget)
-        attack(name, lambda: CarliniWagner(**settings))
+        attack(name, lambda: CarliniWagner(**settings), faster=budget == "default")
         if args.cuda_graphs:
             attack(graphed, lambda: CarliniWagner(**settings, cuda_graphs=True), warm_up_on_all=True)
         same = peer_budget(CarliniWagner(**settings), x[0].numel())
@@ -463,8 +501,8 @@ def main(argv=None) -> pd.DataFrame:
             run(foolbox_name, name, lambda m, a, b: peers.foolbox_cw(m, a, b, **same), x, y)
         if "torchattacks" not in args.skip and budget == "paper":   # its c = 1 and 100 steps at 5e-3
             run("torchattacks CW (c=1)", name, peers.torchattacks_cw, x, y)
-    fmn = FastMinimumNorm(steps=args.fmn_steps)   # plain batches, at audit.plan.fmn's batch_size
-    run("fmn (ours)", None, ours(fmn, args.fmn_batch_size), x, y, estimator=fmn)
+    attack("fmn (ours)", lambda: FastMinimumNorm(steps=args.fmn_steps), batch_size=args.fmn_batch_size,   # plain batches
+           faster=True)
     if "adv-lib" not in args.skip and peers.adv_lib_attacks() is None:
         print("  adv-lib is not installed: its rows are skipped (make bench installs it)", flush=True)
     elif "adv-lib" not in args.skip:
@@ -514,6 +552,8 @@ def main(argv=None) -> pd.DataFrame:
         graphed = rate_of.get(graphed_row)
         if graphed and peer in rate_of:
             print(f"{name} with cuda graphs: {graphed / rate_of[peer]:.2f}× {peer}'s images/s")
+    faster_summary(rows, faster_of, {"deepfool (ours)": "adv-lib df", cw_names("default")[0]: cw_names("default")[3],
+                                      "fmn (ours)": f"adv-lib fmn ({args.fmn_steps} steps)"})
     print(f"\nforward pass ({args.rs_precision}{', compiled' if args.rs_compile else ''}, batch {fastest}): "
           f"{rate:,.0f} images/s → smoothing floor at N+N0={args.rs_n + smoothing.n0}: {floor:.3f} images/s; "
           f"ours (forward batch {runs_at}) reaches {ours_rs / floor:.0%} of it")

@@ -116,6 +116,30 @@ def test_utkface_resize_and_cache(utkface):
     assert data.table._decoded is not None and data.table._decoded.dtype.is_floating_point is False
 
 
+def test_a_sweep_decodes_its_images_once_and_again_when_a_file_changes(utkface, monkeypatch):
+    """The next job of a sweep (the same process) reuses the decoding pass of the files as they were; a file
+    rewritten since, or another image size, is decoded anew."""
+    from robustness_bias.data.files import FileImages
+    passes = []
+    decode_all = FileImages._decode_all
+    monkeypatch.setattr(FileImages, "_decode_all", lambda table: passes.append(1) or decode_all(table))
+
+    def pixels(image_size=4):
+        data = UTKFaceDataModule(root=str(utkface), normalization=NORM, image_size=image_size, cache=True)
+        data.setup()
+        return data.table[3][0]
+
+    first = pixels()
+    assert len(passes) == 1 and pixels().equal(first) and len(passes) == 1
+    assert pixels(image_size=5).shape == (3, 5, 5) and len(passes) == 2
+    pixels()
+    assert len(passes) == 3   # one pass is kept at a time
+    source = sorted(utkface.glob("*.jpg"))[5]
+    source.write_bytes(jpeg_bytes(999, size=9))   # rewritten in place: another size
+    pixels()
+    assert len(passes) == 4
+
+
 def test_utkface_missing_folder_says_what_to_do(tmp_path):
     with pytest.raises(DataError, match=r"UTKFace.tar.gz.*Fix: pass dataset.root="):
         UTKFaceDataModule(root=str(tmp_path / "nowhere"), normalization=NORM)

@@ -163,7 +163,7 @@ def test_bench_prints_the_share_of_its_floor_for_every_row(capsys):
                         "--skip", "adv-lib"])   # adv-lib is the bench's to install (make bench), not the tests'
     printed = capsys.readouterr().out
     assert "of floor" in printed and "floor per image: a forward pass" in printed
-    assert len(table) == 13 and table["of floor"].between(0, float("inf"), inclusive="neither").all(), table
+    assert len(table) == 19 and table["of floor"].between(0, float("inf"), inclusive="neither").all(), table
     assert (table["passes/img"] > 0).all()
     by_method = table.set_index("method")
     # foolbox runs one forward and one backward pass per candidate and step, for every sample until the last flips
@@ -175,6 +175,11 @@ def test_bench_prints_the_share_of_its_floor_for_every_row(capsys):
     assert by_method.loc["foolbox L2CarliniWagnerAttack", "peer_of"] == "cw (ours)"
     assert by_method.loc["foolbox L2CarliniWagnerAttack (paper budget)", "peer_of"] == "cw (ours, paper budget)"
     assert by_method.loc["torchattacks CW (c=1)", "peer_of"] == "cw (ours, paper budget)"
+    # each of our attacks again on channels-last images, in fp32 and searching in bf16, against its eager row
+    for attack in ("deepfool", "cw", "fmn"):
+        for variant in ("channels-last", "bf16, channels-last"):
+            assert f"{attack} (ours, {variant}): " in printed and "× ours" in printed
+            assert by_method.loc[f"{attack} (ours, {variant})", "success"] == by_method.loc[f"{attack} (ours)", "success"]
 
 
 def test_the_bench_gives_the_peers_our_cw_budget_per_input_value():

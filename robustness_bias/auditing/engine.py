@@ -149,7 +149,8 @@ def estimate(name: str, estimator: Estimator, plan: EstimatorPlan, model, datase
                 break
             try:
                 with torch.autocast(device.type, dtype=PRECISIONS[plan.precision], enabled=plan.precision != "fp32"):
-                    inputs = (chunk_inputs(dataset, chunks[number], device, channels_last) for number in missing)
+                    inputs = (chunk_inputs(dataset, chunks[number], device, channels_last or plan.channels_last)
+                              for number in missing)
                     for position, result in estimator.stream(model, inputs, batch_size, progress=bar.update):
                         number = missing[position]   # the bar moved as its samples were measured
                         parts[number] = chunk_frame(chunks[number], DistanceResult.cat([result]))

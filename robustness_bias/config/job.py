@@ -36,7 +36,8 @@ class EstimatorPlan:
     paper's smoothing: every 5th), working on ``batch_size`` samples at once (the attacks' pool width: their
     pool runs on from one chunk into the next; halved after running out of GPU memory), storing each chunk of
     ``chunk_size`` samples once done (a rerun after a crash resumes from the finished chunks), at ``precision``
-    (fp32, or bf16 under autocast, named in the records), in the audits of a training run that ``after``
+    (fp32, or bf16 under autocast, named in the records: the attacks search in bf16 and decide which points are
+    adversarial, and how far they lie, in fp32), with ``channels_last`` images, in the audits of a training run that ``after``
     names (e.g. [final] for an estimator too costly to run three times; mode=audit and the Python API
     measure once, with every estimator)."""
 
@@ -46,6 +47,10 @@ class EstimatorPlan:
     batch_size: int = setting(whole(1, 256), 256, shapes_results=False)
     chunk_size: int = setting(whole(1, 256), 256, shapes_results=False)
     precision: str = setting(one_of("fp32", "bf16"), "fp32")
+    # the images in channels-last memory (NHWC) for this estimator alone: on a CPU a convolutional model's passes run
+    # faster so (docs/benchmarks.md, "Faster passes"), to float rounding the same distances; off for models that
+    # .view() their inputs' features, which channels-last memory refuses
+    channels_last: bool = setting(FLAG, False, shapes_results=False)
     after: List[str] = setting(TAGS, list(AUDIT_TAGS))
 
 

@@ -45,7 +45,7 @@ from torch import nn
 from ..config.estimators import CarliniWagnerConfig
 from ..config.rules import check_values
 from .base import (DistanceResult, Passes, Pooled, failed, failure_codes, l2_norm, nonfinite_rows,
-                   shorten_onto_boundary)
+                   reduced_precision, shorten_onto_boundary)
 from .graphs import GraphedSteps, StepCache
 from .pool import Chunk, Pool, Progress, Rows
 
@@ -96,7 +96,8 @@ class CarliniWagner(Pooled):
 
     def passes(self, result: DistanceResult, classes: int) -> Passes:
         """Per Adam step a forward pass that keeps its graph and a backward pass; the refinement's forward
-        passes, without a graph, where a point was found."""
+        passes, without a graph, where a point was found. Under bf16 the refinement's first checks (up to
+        nine: base.FURTHER) are counted as Adam steps, half a step each: a floor off by under 1%."""
         refined = self.refine_steps * result.success.long()
         adam_steps = (result.queries - refined) // 2
         return Passes(forward=refined, graphed=adam_steps, backward=adam_steps)
@@ -149,12 +150,12 @@ class CarliniWagner(Pooled):
             for chunk in pool.done():
                 measured = chunk.results
                 distance, queries = measured["distance"], measured["queries"]
-                success = torch.isfinite(distance)
-                if self.refine_steps:
-                    found, perturbation = success.nonzero()[:, 0], measured["adversarial"] - chunk.x
+                if self.refine_steps or reduced_precision(chunk.x.device):   # bf16's points are checked in fp32
+                    found, perturbation = torch.isfinite(distance).nonzero()[:, 0], measured["adversarial"] - chunk.x
                     for start in range(0, len(found), width):
                         shorten_onto_boundary(model, chunk.x, perturbation, chunk.y, found[start:start + width],
                                               self.refine_steps, distance, queries)
+                success = torch.isfinite(distance)
                 yield chunk.number, DistanceResult(distance=distance, success=success, queries=queries,
                                                    failure=failure_codes(success, measured["nonfinite"]),
                                                    bound=self.bound)

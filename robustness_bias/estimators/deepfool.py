@@ -28,7 +28,7 @@ from torch import nn
 
 from ..config.estimators import DeepFoolConfig
 from ..config.rules import check_values
-from .base import DistanceResult, Passes, Pooled, failed, failure_codes, l2_norm, nonfinite_rows
+from .base import DistanceResult, Passes, Pooled, failed, failure_codes, full_precision, l2_norm, nonfinite_rows
 from .graphs import GraphedSteps, StepCache
 from .pool import Chunk, Pool, Progress, Rows
 
@@ -189,8 +189,10 @@ class DeepFoolSteps:
 
     @torch.no_grad()
     def look(self, points: torch.Tensor) -> tuple[torch.Tensor]:
-        """The logits at ``points``, without a graph."""
-        return (self.model(points),)
+        """The logits at ``points``, without a graph, at full precision: under autocast the moves run in bf16,
+        and the checks that decide when a sample has flipped do not (base.full_precision)."""
+        with full_precision(points.device):
+            return (self.model(points),)
 
     def move(self, origin: torch.Tensor, points: torch.Tensor, perturbation: torch.Tensor, classes: torch.Tensor,
              logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -50,7 +50,7 @@ from torch import nn
 from ..config.estimators import FastMinimumNormConfig
 from ..config.rules import check_values
 from .base import (DistanceResult, Estimator, Passes, adversarial_alone, failed, failure_codes, frozen, l2_norm,
-                   nonfinite_rows, shorten_onto_boundary)
+                   nonfinite_rows, reduced_precision, shorten_onto_boundary)
 
 
 class FastMinimumNorm(Estimator):
@@ -130,7 +130,11 @@ class FastMinimumNorm(Estimator):
             queries += 2   # every row runs the step's passes, a bad one too (it no longer moves)
         rows = torch.isfinite(distance).nonzero()[:, 0]
         scale = shorten_onto_boundary(model, x, best, y, rows, self.refine_steps, distance, queries)
-        held = adversarial_alone(model, x[rows] + scale.view(per_row) * best[rows], y[rows], queries, rows)
+        kept = torch.isfinite(scale)   # after a search in bf16, no multiple of some rows' points may fool the model
+        rows, scale = rows[kept], scale[kept]
+        point = x[rows] + scale.view(per_row) * best[rows]
+        held = adversarial_alone(model, point.clamp(0, 1) if reduced_precision(x.device) else point, y[rows], queries,
+                                 rows)
         again, scale = rows[~held], scale[~held] * (1 + self.gamma_final)   # a last step of γ_T further out
         point = (x[again] + scale.view(per_row) * best[again]).clamp(0, 1)
         held = adversarial_alone(model, point, y[again], queries, again)
