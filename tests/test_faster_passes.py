@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+import compare_audits  # bench/, on the path through conftest
 from test_fmn import SHAPE, affine_model, interior_points   # tests/, on the path as pytest runs them
 from robustness_bias import audit
 from robustness_bias.estimators import CarliniWagner, DeepFool, FastMinimumNorm, affine_parameters
@@ -67,9 +68,9 @@ def test_a_point_short_of_the_boundary_in_fp32_is_moved_out_along_its_direction(
     assert (queries[:2] >= 2 + 10).all() and queries[2] == len(FURTHER) + 10
 
 
-def test_channels_last_images_give_the_same_distances_to_rounding():
+def test_channels_last_images_give_the_same_distances_to_rounding(tmp_path):
     """audit.plan.<estimator>.channels_last: the estimator gets its images in channels-last memory, and the
-    distances match those from the model's own layout to float rounding."""
+    distances match those from the model's own layout to float rounding, as bench/compare_audits.py says too."""
     torch.manual_seed(0)
     images = torch.rand(64, 3, 12, 12)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3), nn.ReLU(),
@@ -87,7 +88,7 @@ def test_channels_last_images_give_the_same_distances_to_rounding():
 
     runs = {}
     for flag in (False, True):
-        runs[flag] = audit(model, images, labels, estimators={"deepfool": Recording()},
+        runs[flag] = audit(model, images, labels, estimators={"deepfool": Recording()}, folder=tmp_path / str(flag),
                            plans={"deepfool": {"channels_last": flag}}, progress=False).records
     assert layouts == [False, True]
     plain, fast = runs[False], runs[True]
@@ -95,3 +96,7 @@ def test_channels_last_images_give_the_same_distances_to_rounding():
     ok = plain["success"]
     torch.testing.assert_close(torch.as_tensor(fast.loc[ok, "distance"].to_numpy()),
                                torch.as_tensor(plain.loc[ok, "distance"].to_numpy()), rtol=1e-5, atol=0)
+    compared = compare_audits.main([str(tmp_path / f"{flag}" / "audits" / "final") for flag in (False, True)])
+    (row,) = compared.to_dict("records")
+    assert row["estimator"] == "deepfool" and row["succeeded"] == row["base succeeded"] == int(ok.sum())
+    assert abs(row["ratio min"] - 1) < 1e-5 and abs(row["ratio max"] - 1) < 1e-5 and row["max |Δσ|"] < 1e-4
