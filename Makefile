@@ -37,7 +37,8 @@ bench: $(STAMP)
 	$(PY) bench/estimators.py $(BENCH_ARGS)
 
 # Training and audit throughput per model, and the projected hours of the paper's UTKFace grid
-# (on a GPU: BENCH_ARGS="--precision bf16 --channels-last --compile smoothing --data-dir /data/UTKFace").
+# (on a GPU: BENCH_ARGS="--precision bf16 --channels-last --compile smoothing --data-dir /data/UTKFace"); with
+# BENCH_ARGS="--quick-tier --data-dir data/UTKFace", the quick tier's minutes per seed instead.
 bench-pipeline: $(STAMP)
 	$(PY) bench/pipeline.py $(BENCH_ARGS)
 

@@ -11,6 +11,7 @@ measures it: its counted passes at the model's measured full-batch rates).
 
     python bench/pipeline.py                                        # make bench-pipeline
     python bench/pipeline.py --models utk_classifier --image-size 32 # a quick look on a CPU
+    python bench/pipeline.py --quick-tier --data-dir /data/UTKFace --train-steps 100 --audit-images 64  # the quick tier
     python bench/pipeline.py --device cuda --precision bf16 --channels-last --compile smoothing --data-dir /data/UTKFace
 """
 
@@ -39,6 +40,12 @@ GRID_MODELS = ["utk_classifier", "resnet50", "alexnet", "vgg19_bn", "densenet121
 TEST_IMAGES, TRAIN_IMAGES, EPOCHS = 4742, 17069, 15
 ATTACK_AUDITS, SMOOTHING_AUDITS, SMOOTHING_EVERY, SMOOTHING_N, SMOOTHING_N0 = 3, 2, 5, 100_000, 100
 CLASSES, NORMALIZATION = 5, {"mean": [0.5] * 3, "std": [0.25] * 3}
+# The quick tier (conf/experiment/utk_quick.yaml) on the cleaned split: 23,055 faces, 4,611 of them test faces, 16,599
+# trained on; 3 epochs; DeepFool on every 8th test face after each epoch, CW (the default budget) and smoothing (N =
+# 1,000) on every 16th after the last; logistic regression and the UTK classifier per seed, audits on channels-last
+# images
+QUICK_TEST, QUICK_TRAIN, QUICK_EPOCHS, QUICK_MODELS = 4611, 16599, 3, ["logreg", "utk_classifier"]
+QUICK_DEEPFOOL_EVERY, QUICK_FINAL_EVERY, QUICK_RS_N = 8, 16, 1000
 
 
 def utkface_images(root: str, size: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,19 +135,31 @@ def projected_hours(row: dict) -> dict:
             / row["cw_queries"] / 3600}
 
 
+def quick_tier_minutes(row: dict) -> dict:
+    """Minutes per stage of one model in one seed of the quick tier at the measured rates, every test face counted
+    as attacked (the audits attack the correctly classified ones: this errs high)."""
+    every_8th, every_16th = math.ceil(QUICK_TEST / QUICK_DEEPFOOL_EVERY), math.ceil(QUICK_TEST / QUICK_FINAL_EVERY)
+    rs_per_image = (QUICK_RS_N + SMOOTHING_N0) / (row["rs_n"] + SMOOTHING_N0) / row["rs_img_s"]
+    return {"train_min": QUICK_EPOCHS * QUICK_TRAIN / row["train_img_s"] / 60,
+            "deepfool_min": QUICK_EPOCHS * every_8th / row["deepfool_img_s"] / 60,
+            "cw_min": every_16th / row["cw_img_s"] / 60, "rs_min": every_16th * rs_per_image / 60}
+
+
 def measure(name: str, args, images, labels, device: torch.device) -> dict:
     torch.manual_seed(0)
     model = build(name, args.image_size, device, args.channels_last)
     train_rate = train(model, images, labels, args.train_steps, args.batch_size, args.precision, args.channels_last,
                        args.compile == "all", device)
-    x, y = correct(model, images[-args.pool:], labels[-args.pool:], args.audit_images, device, args.channels_last)
+    x, y = correct(model, images[-args.pool:], labels[-args.pool:], args.audit_images, device,
+                   args.channels_last or args.quick_tier)   # the quick tier audits channels-last images
     if len(x) < 2:
         raise SystemExit(f"{name}: fewer than 2 correctly classified images after {args.train_steps} training "
                          "steps. Fix: pass more --train-steps")
     rs_count = min(len(x), args.rs_images)
     rs = RandomizedSmoothing(n=args.rs_n, forward_batch=args.rs_forward_batch, compile=args.compile != "none")
     deepfool = DeepFool(steps=50, cuda_graphs=args.cuda_graphs)
-    cw = CarliniWagner(**PAPER_BUDGET, cuda_graphs=args.cuda_graphs)   # the paper's grid keeps the paper's budget
+    # the paper's grid keeps the paper's budget; the quick tier converges
+    cw = CarliniWagner(**({} if args.quick_tier else PAPER_BUDGET), cuda_graphs=args.cuda_graphs)
     if args.cuda_graphs:   # an audit captures in its first chunk and replays in the later ones: captures untimed
         for attack in (deepfool, cw):
             images_per_second(attack, model, x, y, device, args.attack_batch)
@@ -161,7 +180,7 @@ def measure(name: str, args, images, labels, device: torch.device) -> dict:
     floor = forward_rate(rs.forward_of(model), x, device.type, args.precision, 1.0, row["floor_batch"])
     row["rs_img_s"], _ = images_per_second(rs, model, x[:rs_count], y[:rs_count], device, rs_count, args.precision)
     row["rs_of_floor"] = row["rs_img_s"] * (args.rs_n + SMOOTHING_N0) / floor
-    return {**row, **projected_hours(row)}
+    return {**row, **(quick_tier_minutes(row) if args.quick_tier else projected_hours(row))}
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -187,7 +206,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--rs-forward-batch", type=int, default=None,
                         help="noisy images per forward pass (default: the fastest, measured per model as an audit "
                              "does; smoothing's floor is always measured at the fastest)")
+    parser.add_argument("--quick-tier", action="store_true",
+                        help="project the quick tier's minutes per seed instead (32 px, logistic regression and the UTK "
+                             "classifier, CW at its default budget, smoothing at N = 1,000, channels-last audits)")
     args = parser.parse_args(argv)
+    if args.quick_tier:
+        args.models = QUICK_MODELS if args.models == GRID_MODELS else args.models
+        args.image_size = 32 if args.image_size == parser.get_default("image_size") else args.image_size
     steady_cpu_allocator()   # CPU attacks' timings independent of what ran before them
     device = torch.device(args.device)
     gpu = device.type == "cuda"
@@ -214,6 +239,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     rates = ["train_img_s", "deepfool_img_s", "deepfool_of_floor", "cw_img_s", "cw_of_floor", "rs_img_s", "rs_of_floor",
              "rs_batch", "floor_batch", "rs_n", "audited", "cw_queries"]
     print(table[["model", *rates]].round(3).to_string(index=False))
+    if args.quick_tier:
+        return quick_tier_table(table)
     stages = ["train_h", "deepfool_h", "cw_h", "rs_h"]
     table["total_h"] = table[stages].sum(axis=1)
     print(f"\nProjected hours for the UTKFace grid ({EPOCHS} epochs × {TRAIN_IMAGES:,} images; DeepFool + CW on "
@@ -226,6 +253,19 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     worst = total + (table["cw_h_at_budget"] - table["cw_h"]).sum()
     print(f"with every CW run spending its whole budget ({table['cw_budget_queries'].iloc[0]} passes per image): "
           f"{worst:.1f} h ({'within' if worst < 24 else 'over'} 24 h)")
+    return table
+
+
+def quick_tier_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The quick tier's projected minutes per stage and model, and per seed."""
+    stages = ["train_min", "deepfool_min", "cw_min", "rs_min"]
+    table["total_min"] = table[stages].sum(axis=1)
+    print(f"\nProjected minutes of the quick tier's training and audits per seed ({QUICK_EPOCHS} epochs × "
+          f"{QUICK_TRAIN:,} faces; DeepFool on every {QUICK_DEEPFOOL_EVERY}th of {QUICK_TEST:,} test faces × "
+          f"{QUICK_EPOCHS} audits; CW and smoothing N = {QUICK_RS_N:,} on every {QUICK_FINAL_EVERY}th, once):")
+    print(table[["model", *stages, "total_min"]].round(2).to_string(index=False))
+    print(f"per seed: {table['total_min'].sum():.1f} min for {len(table)} model(s), before installing, decoding the "
+          "faces, each job's start and summaries, and the report (docs/results/utk_quick: measured end to end)")
     return table
 
 

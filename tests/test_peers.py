@@ -200,6 +200,24 @@ def test_pipeline_bench_prints_each_attacks_share_of_its_floor(capsys):
         assert column in printed and 0 < table[column].iloc[0] < float("inf"), column
 
 
+def test_pipeline_bench_projects_the_quick_tier_per_seed_from_its_measured_rates(capsys):
+    """--quick-tier: logistic regression and the UTK classifier at 32 px, CW at its default budget; each stage's
+    minutes are the tier's images over the measured images/s (smoothing scaled to N = 1,000)."""
+    import pipeline
+
+    table = pipeline.main(["--quick-tier", "--train-steps", "2", "--audit-images", "4", "--attack-batch", "4",
+                           "--rs-n", "20", "--rs-images", "1"])
+    printed = capsys.readouterr().out
+    assert list(table["model"]) == ["logreg", "utk_classifier"] and "per seed:" in printed
+    for row in table.to_dict("records"):
+        assert row["train_min"] == pytest.approx(3 * 16599 / row["train_img_s"] / 60)
+        assert row["deepfool_min"] == pytest.approx(3 * 577 / row["deepfool_img_s"] / 60)
+        assert row["cw_min"] == pytest.approx(289 / row["cw_img_s"] / 60)
+        assert row["rs_min"] == pytest.approx(289 * 1100 / 120 / row["rs_img_s"] / 60)
+        assert row["cw_queries"] > 0 and row["total_min"] == pytest.approx(
+            row["train_min"] + row["deepfool_min"] + row["cw_min"] + row["rs_min"])
+
+
 STEADY_ALLOCATOR_PROBE = """
 import ctypes, sys, torch
 from robustness_bias.allocator import steady_cpu_allocator
