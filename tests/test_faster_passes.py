@@ -10,7 +10,8 @@ import compare_audits  # bench/, on the path through conftest
 from test_fmn import SHAPE, affine_model, interior_points   # tests/, on the path as pytest runs them
 from robustness_bias import audit
 from robustness_bias.estimators import CarliniWagner, DeepFool, FastMinimumNorm, affine_parameters
-from robustness_bias.estimators.base import FURTHER, is_channels_last, shorten_onto_boundary
+from robustness_bias.estimators.base import is_channels_last
+from robustness_bias.estimators.verdicts import FURTHER, shorten_onto_boundary
 
 ATTACKS = {"deepfool": DeepFool, "cw": CarliniWagner, "fmn": FastMinimumNorm}
 
@@ -49,7 +50,7 @@ def test_cw_in_bf16_loosens_by_stopping_its_runs_early_on_a_coarse_loss():
 
 
 def test_a_point_short_of_the_boundary_in_fp32_is_moved_out_along_its_direction():
-    """A kept point that fools the bf16 copy but not the model is pushed out by the multiples of base.FURTHER, then
+    """A kept point that fools the bf16 copy but not the model is pushed out by the multiples of verdicts.FURTHER, then
     bisected back: its distance is that of a misclassified point, and a point no multiple makes adversarial has none."""
     model = affine_model(2)
     x, y, exact = interior_points(model, 3, seed=1)
@@ -64,7 +65,7 @@ def test_a_point_short_of_the_boundary_in_fp32_is_moved_out_along_its_direction(
     assert (scale[:2] > 1).all() and torch.isinf(scale[2]) and torch.isinf(distance[2])
     ratio = distance[:2] / exact[:2]
     assert (ratio >= 1 - 1e-5).all() and (ratio <= 1.002).all(), ratio
-    # the checks of base.FURTHER's multiples up to the first that fools, then the bisection
+    # the checks of verdicts.FURTHER's multiples up to the first that fools, then the bisection
     assert (queries[:2] >= 2 + 10).all() and queries[2] == len(FURTHER) + 10
 
 

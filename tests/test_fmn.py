@@ -11,7 +11,8 @@ from torch import nn
 
 from test_estimators import OutsideSphere   # tests/, on the path as pytest runs them
 from robustness_bias.estimators import DeepFool, ExactLinear, FastMinimumNorm, affine_parameters
-from robustness_bias.estimators.base import FAILURES, shorten_onto_boundary
+from robustness_bias.estimators.base import FAILURES
+from robustness_bias.estimators.verdicts import shorten_onto_boundary
 from robustness_bias.models import logreg
 
 SHAPE = (1, 6, 6)

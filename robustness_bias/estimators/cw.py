@@ -44,10 +44,10 @@ from torch import nn
 
 from ..config.estimators import CarliniWagnerConfig
 from ..config.rules import check_values
-from .base import (DistanceResult, Passes, Pooled, failed, failure_codes, l2_norm, nonfinite_rows,
-                   reduced_precision, shorten_onto_boundary)
+from .base import DistanceResult, Passes, Pooled, failed, failure_codes, l2_norm, nonfinite_rows
 from .graphs import GraphedSteps, StepCache
 from .pool import Chunk, Pool, Progress, Rows
+from .verdicts import reduced_precision, shorten_onto_boundary
 
 TANH_SCALE = 0.999999  # keeps arctanh finite at the box's edges, as in foolbox
 ABORT_FACTOR = 0.9999  # a run stops when ten steps shrank its loss by less than this factor
@@ -97,7 +97,7 @@ class CarliniWagner(Pooled):
     def passes(self, result: DistanceResult, classes: int) -> Passes:
         """Per Adam step a forward pass that keeps its graph and a backward pass; the refinement's forward
         passes, without a graph, where a point was found. Under bf16 the refinement's first checks (up to
-        nine: base.FURTHER) are counted as Adam steps, half a step each: a floor off by under 1%."""
+        nine: verdicts.FURTHER) are counted as Adam steps, half a step each: a floor off by under 1%."""
         refined = self.refine_steps * result.success.long()
         adam_steps = (result.queries - refined) // 2
         return Passes(forward=refined, graphed=adam_steps, backward=adam_steps)

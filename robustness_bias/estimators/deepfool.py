@@ -28,9 +28,10 @@ from torch import nn
 
 from ..config.estimators import DeepFoolConfig
 from ..config.rules import check_values
-from .base import DistanceResult, Passes, Pooled, failed, failure_codes, full_precision, l2_norm, nonfinite_rows
+from .base import DistanceResult, Passes, Pooled, failed, failure_codes, l2_norm, nonfinite_rows
 from .graphs import GraphedSteps, StepCache
 from .pool import Chunk, Pool, Progress, Rows
+from .verdicts import full_precision
 
 STABILITY = 1e-4  # added to each step's length, as in foolbox, so that steps never stall on the boundary
 
@@ -190,7 +191,7 @@ class DeepFoolSteps:
     @torch.no_grad()
     def look(self, points: torch.Tensor) -> tuple[torch.Tensor]:
         """The logits at ``points``, without a graph, at full precision: under autocast the moves run in bf16,
-        and the checks that decide when a sample has flipped do not (base.full_precision)."""
+        and the checks that decide when a sample has flipped do not (verdicts.full_precision)."""
         with full_precision(points.device):
             return (self.model(points),)
 

@@ -24,7 +24,7 @@ own direction onto the boundary by bisection (``refine_steps`` forward passes, a
 it can only shorten the reported perturbation.
 
 A point counts as adversarial only where the true class's logit lies strictly below the best other
-one (a tie is not misclassified: base.fooled), and the point reported is checked once more alone,
+one (a tie is not misclassified: verdicts.fooled), and the point reported is checked once more alone,
 in a forward pass of its own: batched kernels round differently at other batch sizes
 (docs/benchmarks.md), and a point found adversarial in its batch at a margin of a few rounding
 errors can be a tie alone (on an affine model FMN lands that close to the boundary). A point that
@@ -49,8 +49,8 @@ from torch import nn
 
 from ..config.estimators import FastMinimumNormConfig
 from ..config.rules import check_values
-from .base import (DistanceResult, Estimator, Passes, adversarial_alone, failed, failure_codes, frozen, l2_norm,
-                   nonfinite_rows, reduced_precision, shorten_onto_boundary)
+from .base import DistanceResult, Estimator, Passes, failed, failure_codes, frozen, l2_norm, nonfinite_rows
+from .verdicts import adversarial_alone, reduced_precision, shorten_onto_boundary
 
 
 class FastMinimumNorm(Estimator):
