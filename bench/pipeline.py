@@ -40,13 +40,27 @@ GRID_MODELS = ["utk_classifier", "resnet50", "alexnet", "vgg19_bn", "densenet121
 TEST_IMAGES, TRAIN_IMAGES, EPOCHS = 4742, 17069, 15
 ATTACK_AUDITS, SMOOTHING_AUDITS, SMOOTHING_EVERY, SMOOTHING_N, SMOOTHING_N0 = 3, 2, 5, 100_000, 100
 CLASSES, NORMALIZATION = 5, {"mean": [0.5] * 3, "std": [0.25] * 3}
-# The quick tier (conf/experiment/utk_quick.yaml) on the cleaned split: 23,055 faces, 4,611 of them test faces, 16,599
-# trained on; 3 epochs; DeepFool on every 8th test face after each epoch, CW (the default budget) and smoothing (N =
-# 1,000) on every 16th after the last; logistic regression and the UTK classifier per seed, audits on channels-last
-# images
-QUICK_TEST, QUICK_TRAIN, QUICK_EPOCHS, QUICK_MODELS = 4611, 16599, 3, ["logreg", "utk_classifier"]
-QUICK_DEEPFOOL_EVERY, QUICK_FINAL_EVERY, QUICK_RS_N = 8, 16, 1000
+# The quick tier's cleaned split: 23,055 faces, 4,611 of them test faces, 16,599 trained on (docs/design.md, "Data
+# cleaning"); the rest of its schedule is read from conf/experiment/utk_quick.yaml (quick_tier_schedule)
+QUICK_TEST, QUICK_TRAIN = 4611, 16599
 
+
+def quick_tier_schedule() -> dict:
+    """The quick tier's models, epochs, and each estimator's share of the test faces and audits, as its experiment
+    composes them."""
+    from hydra import compose, initialize_config_dir
+
+    from robustness_bias.config.messages import experiment_as_choice
+    from robustness_bias.config.store import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=experiment_as_choice(["experiment=utk_quick"]),
+                      return_hydra_config=True)
+    plan = cfg.audit.plan
+    return {"models": str(cfg.hydra.sweeper.params.model).split(","), "epochs": cfg.trainer.max_epochs,
+            "every": {name: plan[name].every_nth for name in ("deepfool", "cw", "rs")},
+            "audits": {name: len(plan[name].after) for name in ("deepfool", "cw", "rs")},
+            "rs_n": cfg.estimator.rs.n, "rs_n0": cfg.estimator.rs.n0, "channels_last": plan.cw.channels_last}
 
 def utkface_images(root: str, size: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``count`` real UTKFace images of the seeded split (age bins as labels), at ``size``²."""
@@ -135,14 +149,14 @@ def projected_hours(row: dict) -> dict:
             / row["cw_queries"] / 3600}
 
 
-def quick_tier_minutes(row: dict) -> dict:
+def quick_tier_minutes(row: dict, tier: dict) -> dict:
     """Minutes per stage of one model in one seed of the quick tier at the measured rates, every test face counted
     as attacked (the audits attack the correctly classified ones: this errs high)."""
-    every_8th, every_16th = math.ceil(QUICK_TEST / QUICK_DEEPFOOL_EVERY), math.ceil(QUICK_TEST / QUICK_FINAL_EVERY)
-    rs_per_image = (QUICK_RS_N + SMOOTHING_N0) / (row["rs_n"] + SMOOTHING_N0) / row["rs_img_s"]
-    return {"train_min": QUICK_EPOCHS * QUICK_TRAIN / row["train_img_s"] / 60,
-            "deepfool_min": QUICK_EPOCHS * every_8th / row["deepfool_img_s"] / 60,
-            "cw_min": every_16th / row["cw_img_s"] / 60, "rs_min": every_16th * rs_per_image / 60}
+    faces = {name: math.ceil(QUICK_TEST / every) * tier["audits"][name] for name, every in tier["every"].items()}
+    rs_per_image = (tier["rs_n"] + tier["rs_n0"]) / (row["rs_n"] + SMOOTHING_N0) / row["rs_img_s"]
+    return {"train_min": tier["epochs"] * QUICK_TRAIN / row["train_img_s"] / 60,
+            "deepfool_min": faces["deepfool"] / row["deepfool_img_s"] / 60,
+            "cw_min": faces["cw"] / row["cw_img_s"] / 60, "rs_min": faces["rs"] * rs_per_image / 60}
 
 
 def measure(name: str, args, images, labels, device: torch.device) -> dict:
@@ -151,7 +165,7 @@ def measure(name: str, args, images, labels, device: torch.device) -> dict:
     train_rate = train(model, images, labels, args.train_steps, args.batch_size, args.precision, args.channels_last,
                        args.compile == "all", device)
     x, y = correct(model, images[-args.pool:], labels[-args.pool:], args.audit_images, device,
-                   args.channels_last or args.quick_tier)   # the quick tier audits channels-last images
+                   args.channels_last or bool(args.tier and args.tier["channels_last"]))
     if len(x) < 2:
         raise SystemExit(f"{name}: fewer than 2 correctly classified images after {args.train_steps} training "
                          "steps. Fix: pass more --train-steps")
@@ -159,7 +173,7 @@ def measure(name: str, args, images, labels, device: torch.device) -> dict:
     rs = RandomizedSmoothing(n=args.rs_n, forward_batch=args.rs_forward_batch, compile=args.compile != "none")
     deepfool = DeepFool(steps=50, cuda_graphs=args.cuda_graphs)
     # the paper's grid keeps the paper's budget; the quick tier converges
-    cw = CarliniWagner(**({} if args.quick_tier else PAPER_BUDGET), cuda_graphs=args.cuda_graphs)
+    cw = CarliniWagner(**({} if args.tier else PAPER_BUDGET), cuda_graphs=args.cuda_graphs)
     if args.cuda_graphs:   # an audit captures in its first chunk and replays in the later ones: captures untimed
         for attack in (deepfool, cw):
             images_per_second(attack, model, x, y, device, args.attack_batch)
@@ -180,7 +194,7 @@ def measure(name: str, args, images, labels, device: torch.device) -> dict:
     floor = forward_rate(rs.forward_of(model), x, device.type, args.precision, 1.0, row["floor_batch"])
     row["rs_img_s"], _ = images_per_second(rs, model, x[:rs_count], y[:rs_count], device, rs_count, args.precision)
     row["rs_of_floor"] = row["rs_img_s"] * (args.rs_n + SMOOTHING_N0) / floor
-    return {**row, **(quick_tier_minutes(row) if args.quick_tier else projected_hours(row))}
+    return {**row, **(quick_tier_minutes(row, args.tier) if args.tier else projected_hours(row))}
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -210,8 +224,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                         help="project the quick tier's minutes per seed instead (32 px, logistic regression and the UTK "
                              "classifier, CW at its default budget, smoothing at N = 1,000, channels-last audits)")
     args = parser.parse_args(argv)
-    if args.quick_tier:
-        args.models = QUICK_MODELS if args.models == GRID_MODELS else args.models
+    args.tier = quick_tier_schedule() if args.quick_tier else None
+    if args.tier:
+        args.models = args.tier["models"] if args.models == GRID_MODELS else args.models
         args.image_size = 32 if args.image_size == parser.get_default("image_size") else args.image_size
     steady_cpu_allocator()   # CPU attacks' timings independent of what ran before them
     device = torch.device(args.device)
@@ -239,8 +254,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     rates = ["train_img_s", "deepfool_img_s", "deepfool_of_floor", "cw_img_s", "cw_of_floor", "rs_img_s", "rs_of_floor",
              "rs_batch", "floor_batch", "rs_n", "audited", "cw_queries"]
     print(table[["model", *rates]].round(3).to_string(index=False))
-    if args.quick_tier:
-        return quick_tier_table(table)
+    if args.tier:
+        return quick_tier_table(table, args.tier)
     stages = ["train_h", "deepfool_h", "cw_h", "rs_h"]
     table["total_h"] = table[stages].sum(axis=1)
     print(f"\nProjected hours for the UTKFace grid ({EPOCHS} epochs × {TRAIN_IMAGES:,} images; DeepFool + CW on "
@@ -256,18 +271,19 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     return table
 
 
-def quick_tier_table(table: pd.DataFrame) -> pd.DataFrame:
+def quick_tier_table(table: pd.DataFrame, tier: dict) -> pd.DataFrame:
     """The quick tier's projected minutes per stage and model, and per seed."""
     stages = ["train_min", "deepfool_min", "cw_min", "rs_min"]
     table["total_min"] = table[stages].sum(axis=1)
-    print(f"\nProjected minutes of the quick tier's training and audits per seed ({QUICK_EPOCHS} epochs × "
-          f"{QUICK_TRAIN:,} faces; DeepFool on every {QUICK_DEEPFOOL_EVERY}th of {QUICK_TEST:,} test faces × "
-          f"{QUICK_EPOCHS} audits; CW and smoothing N = {QUICK_RS_N:,} on every {QUICK_FINAL_EVERY}th, once):")
+    every = tier["every"]
+    print(f"\nProjected minutes of the quick tier's training and audits per seed ({tier['epochs']} epochs × "
+          f"{QUICK_TRAIN:,} faces; of {QUICK_TEST:,} test faces, DeepFool on every {every['deepfool']}th × "
+          f"{tier['audits']['deepfool']} audits, CW on every {every['cw']}th × {tier['audits']['cw']}, smoothing "
+          f"N = {tier['rs_n']:,} on every {every['rs']}th × {tier['audits']['rs']}):")
     print(table[["model", *stages, "total_min"]].round(2).to_string(index=False))
     print(f"per seed: {table['total_min'].sum():.1f} min for {len(table)} model(s), before installing, decoding the "
           "faces, each job's start and summaries, and the report (docs/results/utk_quick: measured end to end)")
     return table
-
 
 if __name__ == "__main__":
     main()
