@@ -48,8 +48,8 @@ class EstimatorPlan:
     chunk_size: int = setting(whole(1, 256), 256, shapes_results=False)
     precision: str = setting(one_of("fp32", "bf16"), "fp32")
     # the images in channels-last memory (NHWC) for this estimator alone: on a CPU a convolutional model's passes run
-    # faster so (docs/benchmarks.md, "Faster passes"), to float rounding the same distances; off for models that
-    # .view() their inputs' features, which channels-last memory refuses
+    # faster so (docs/benchmarks.md, "Faster passes"), to float rounding the same distances; off by default, since a
+    # model that calls .view() on its features fails on channels-last tensors
     channels_last: bool = setting(FLAG, False, shapes_results=False)
     after: List[str] = setting(TAGS, list(AUDIT_TAGS))
 
