@@ -117,7 +117,7 @@ class FileImages(ImageTable):
         if self._unreadable is None:
             key = self._pass_key()
             if _LAST_PASS.get("key") != key:
-                _LAST_PASS.clear()   # one pass kept at a time: at 200×200 the faces' pixels take 2.8 GB
+                _LAST_PASS.clear()   # one pass kept at a time: large images' pixels take gigabytes
                 reasons = self._decode_all()
                 _LAST_PASS.update(key=key, outcome=(reasons, self._decoded, self._first, self._shape))
             self._unreadable, self._decoded, self._first, self._shape = _LAST_PASS["outcome"]

@@ -97,7 +97,7 @@ class CarliniWagner(Pooled):
     def passes(self, result: DistanceResult, classes: int) -> Passes:
         """Per Adam step a forward pass that keeps its graph and a backward pass; the refinement's forward
         passes, without a graph, where a point was found. Under bf16 the refinement's first checks (up to
-        nine: verdicts.FURTHER) are counted as Adam steps, half a step each: a floor off by under 1%."""
+        nine: verdicts.FURTHER) are counted as Adam steps, half a step each: a floor off by those few passes."""
         refined = self.refine_steps * result.success.long()
         adam_steps = (result.queries - refined) // 2
         return Passes(forward=refined, graphed=adam_steps, backward=adam_steps)

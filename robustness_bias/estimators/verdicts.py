@@ -80,8 +80,9 @@ def shorten_onto_boundary(model, x0: torch.Tensor, perturbation: torch.Tensor, y
     low = torch.zeros(len(x0), device=x0.device)
     shape = [-1] + [1] * (x0.dim() - 1)
 
-    def point(scale: torch.Tensor) -> torch.Tensor:
-        moved = x0 + scale.view(shape) * perturbation
+    def point(scale: torch.Tensor, rows: slice | torch.Tensor = slice(None)) -> torch.Tensor:
+        """The rows' points at ``scale`` (one per row of all of them) times their perturbations."""
+        moved = x0[rows] + scale[rows].view(shape) * perturbation[rows]
         return moved.clamp(0, 1) if reduced else moved   # a multiple beyond 1 can leave the box
 
     with full_precision(x0.device):
@@ -112,8 +113,7 @@ def first_adversarial_multiple(model, point, y: torch.Tensor) -> tuple[torch.Ten
         open_ = torch.isinf(high).nonzero()[:, 0]
         if len(open_) == 0:
             break
-        scale = torch.full_like(low, multiple)
-        hit = fooled(model(point(scale)[open_]), y[open_])
+        hit = fooled(model(point(torch.full_like(low, multiple), open_)), y[open_])
         spent[open_] += 1
         high[open_[hit]] = multiple
         low[open_[~hit]] = multiple
