@@ -163,7 +163,7 @@ def test_bench_prints_the_share_of_its_floor_for_every_row(capsys):
                         "--skip", "adv-lib"])   # adv-lib is the bench's to install (make bench), not the tests'
     printed = capsys.readouterr().out
     assert "of floor" in printed and "floor per image: a forward pass" in printed
-    assert len(table) == 19 and table["of floor"].between(0, float("inf"), inclusive="neither").all(), table
+    assert len(table) == 20 and table["of floor"].between(0, float("inf"), inclusive="neither").all(), table
     assert (table["passes/img"] > 0).all()
     by_method = table.set_index("method")
     # foolbox runs one forward and one backward pass per candidate and step, for every sample until the last flips
@@ -180,6 +180,9 @@ def test_bench_prints_the_share_of_its_floor_for_every_row(capsys):
         for variant in ("channels-last", "bf16, channels-last"):
             assert f"{attack} (ours, {variant}): " in printed and "× ours" in printed
             assert by_method.loc[f"{attack} (ours, {variant})", "success"] == by_method.loc[f"{attack} (ours)", "success"]
+    # FMN with its opt-in stopping rule, against the full run: fewer passes per image, distances ÷ the full run's
+    assert "fmn (ours, patience 10): " in printed
+    assert by_method.loc["fmn (ours, patience 10)", "passes/img"] <= by_method.loc["fmn (ours)", "passes/img"]
 
 
 def test_the_bench_gives_the_peers_our_cw_budget_per_input_value():

@@ -33,29 +33,35 @@ step, which puts it clear of the boundary by far more than rounding) and checked
 sample whose point fails both checks has no distance (``budget_exhausted``). Each check is one
 forward pass in ``queries``.
 
-Every sample runs all ``steps`` steps (the ε schedule has no stopping rule), so the samples of a
-batch finish together and a pool of rows (pool.py) would refill nothing: FMN runs in plain
-batches of ``batch_size``. A sample whose logits or gradient turn NaN or infinite stops moving
-and keeps the best adversarial point found before, if any; it fails as ``nonfinite_logits``
-otherwise.
+Samples run in a pool of working rows (pool.py), each at its own step of its own schedule. With
+``patience`` a sample leaves once its smallest adversarial norm has not fallen below STALL_FACTOR ×
+its last mark for that many steps, and the next queued sample takes its row. The reference runs
+every sample for all ``steps``; on the faces the rule stops a sample after about 40 of 100 steps, and
+since the bisection and the check alone decide the reported distance, a stopped sample's distance
+is still an upper bound, only less tight (docs/benchmarks.md, "FMN in the pool"). A sample whose
+logits or gradient turn NaN or infinite leaves at once and keeps the best adversarial point found
+before, if any; it fails as ``nonfinite_logits`` otherwise.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Iterable, Iterator
 
 import torch
 from torch import nn
 
 from ..config.estimators import FastMinimumNormConfig
 from ..config.rules import check_values
-from .base import DistanceResult, Estimator, Passes, failed, failure_codes, frozen, l2_norm, nonfinite_rows
+from .base import DistanceResult, Passes, Pooled, failed, failure_codes, l2_norm, nonfinite_rows
+from .pool import Chunk, Pool, Progress, Rows
 from .verdicts import adversarial_alone, reduced_precision, shorten_onto_boundary
 
 
-class FastMinimumNorm(Estimator):
-    """FMN-L2 with the reference's defaults (α₀ = 1, α_T = α₀/100, γ₀ = 0.05, γ_T = 0.001), then a
-    bisection onto the boundary. ``batch_size`` is how many samples step together."""
+class FastMinimumNorm(Pooled):
+    """FMN-L2 with the reference's defaults (α₀ = 1, α_T = α₀/100, γ₀ = 0.05, γ_T = 0.001), a per-sample
+    stopping rule (``patience``), then a bisection onto the boundary. ``batch_size`` is the pool's width: how
+    many samples step together."""
 
     name = "fmn"
 
@@ -65,70 +71,128 @@ class FastMinimumNorm(Estimator):
                  alpha_final: float | None = FastMinimumNormConfig.alpha_final,
                  gamma_init: float = FastMinimumNormConfig.gamma_init,
                  gamma_final: float = FastMinimumNormConfig.gamma_final,
-                 refine_steps: int = FastMinimumNormConfig.refine_steps):
+                 refine_steps: int = FastMinimumNormConfig.refine_steps,
+                 patience: int = FastMinimumNormConfig.patience):
         check_values(FastMinimumNormConfig, self.name, steps=steps, alpha_init=alpha_init, alpha_final=alpha_final,
-                     gamma_init=gamma_init, gamma_final=gamma_final, refine_steps=refine_steps)
+                     gamma_init=gamma_init, gamma_final=gamma_final, refine_steps=refine_steps, patience=patience)
         alpha_final = alpha_init / 100 if alpha_final is None else alpha_final
         self.steps, self.alpha_init, self.alpha_final = steps, alpha_init, alpha_final
         self.gamma_init, self.gamma_final, self.refine_steps = gamma_init, gamma_final, refine_steps
+        self.patience = patience
 
     def passes(self, result: DistanceResult, classes: int) -> Passes:
-        """Per step (every sample runs them all) a forward pass that keeps its graph and a backward pass;
-        the rest, where a point was found, are forward passes without a graph: the bisection's and the
-        checks alone."""
-        steps = torch.full_like(result.queries, self.steps)
+        """Per step a forward pass that keeps its graph and a backward pass; the rest, where a point was found,
+        are forward passes without a graph: the bisection's and the check alone (a second check where the first
+        failed, and under bf16 the multiples' checks, are counted as half a step each: a floor off by those few
+        passes)."""
+        verdicts = (self.refine_steps + 1) * result.success.long()
+        steps = (result.queries - verdicts) // 2
         return Passes(forward=result.queries - 2 * steps, graphed=steps, backward=steps)
 
-    def schedule(self, step: int) -> tuple[float, float]:
-        """(α, γ) at ``step``: cosine annealing from (α₀, γ₀) at step 0 towards (α_T, γ_T)."""
-        cosine = (1 + math.cos(math.pi * step / self.steps)) / 2
+    def schedule(self, step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(α, γ) of each row at its ``step``: cosine annealing from (α₀, γ₀) at step 0 towards (α_T, γ_T)."""
+        cosine = (1 + torch.cos(math.pi * step.float() / self.steps)) / 2
         return (self.alpha_final + (self.alpha_init - self.alpha_final) * cosine,
                 self.gamma_final + (self.gamma_init - self.gamma_final) * cosine)
 
-    def batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> DistanceResult:
-        with frozen(model):
-            return self._attack(model, x.detach(), y)
+    def _attack(self, model: nn.Module, chunks: Iterable[Chunk], width: int,
+                progress: Progress | None) -> Iterator[tuple[int, DistanceResult]]:
+        """Every sample's steps in a pool of ``width`` rows (pool.py), then, once a chunk's samples have all
+        left it, the verdicts on the smallest adversarial perturbations found in it, ``width`` at a time."""
 
-    def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> DistanceResult:
-        n = len(x)
-        distance, _, queries = failed(n, x.device)
+        def admit(x: torch.Tensor, y: torch.Tensor) -> Rows:
+            """Rows at the clean inputs, with no adversarial point found and an infinite ball."""
+            x, rows = x.detach(), len(x)
+
+            def full(value, dtype=torch.float32):
+                return torch.full((rows,), value, dtype=dtype, device=x.device)
+
+            return {"x": x, "y": y, "delta": torch.zeros_like(x), "best": torch.zeros_like(x),
+                    "distance": full(math.inf), "epsilon": full(math.inf), "found": full(False, torch.bool),
+                    "bad": full(False, torch.bool), "step": full(0, torch.long), "anchor": full(math.inf),
+                    "stale": full(0, torch.long), "spent": full(0, torch.long)}
+
+        def blank(x: torch.Tensor, _: torch.Tensor) -> Rows:
+            distance, _, queries = failed(len(x), x.device)
+            return {"distance": distance, "queries": queries, "nonfinite": torch.zeros_like(distance, dtype=torch.bool),
+                    "best": torch.zeros_like(x)}   # each sample's smallest adversarial perturbation, once it left
+
+        def retire(rows: Rows) -> None:
+            if rows:
+                pool.record(rows["sample"], distance=rows["distance"], nonfinite=rows["bad"], queries=rows["spent"],
+                            best=rows["best"])
+
+        def results() -> Iterator[tuple[int, DistanceResult]]:
+            for chunk in pool.done():
+                measured = chunk.results
+                distance, queries = measured["distance"], measured["queries"]
+                found = torch.isfinite(distance).nonzero()[:, 0]
+                for start in range(0, len(found), width):
+                    self._verdicts(model, chunk.x, chunk.y, measured["best"], found[start:start + width], distance,
+                                   queries)
+                success = torch.isfinite(distance)
+                yield chunk.number, DistanceResult(distance=distance, success=success, queries=queries,
+                                                   failure=failure_codes(success, measured["nonfinite"]),
+                                                   bound=self.bound)
+
+        pool = Pool(width, chunks, admit, blank, progress)
+        while True:
+            pool.fill()
+            yield from results()
+            if not len(pool):
+                return
+            *state, leave = self._step(model, *(pool.rows[key] for key in STEP_INPUTS))
+            pool.update(**dict(zip(STATE, state)))
+            retire(pool.leave(leave))
+
+    def _step(self, model: nn.Module, delta, best, distance, epsilon, found, bad, step, anchor, stale, spent, x,
+              y) -> tuple[torch.Tensor, ...]:
+        """One FMN step of every row, each at its own ``step`` of the schedule, as new tensors (``STATE`` and
+        which rows leave). A row leaves after its last step, at once where its logits or gradient turned
+        non-finite (keeping the best point found before, if any), and, with ``patience``, once its smallest
+        adversarial norm has not fallen below ``STALL_FACTOR`` × the last one that did for ``patience`` steps."""
+        alpha, gamma = self.schedule(step)
         per_row = [-1] + [1] * (x.dim() - 1)
-        delta = torch.zeros_like(x)
-        best = torch.zeros_like(x)                               # the smallest adversarial perturbation so far
-        epsilon = torch.full((n,), math.inf, device=x.device)   # the ball's radius
-        found = torch.zeros(n, dtype=torch.bool, device=x.device)
-        bad = torch.zeros_like(found)
-        for step in range(self.steps):
-            alpha, gamma = self.schedule(step)
-            d = delta.detach().requires_grad_(True)
-            with torch.enable_grad():
-                logits = model(x + d)
-                own = logits.gather(1, y[:, None])[:, 0]
-                other = logits.scatter(1, y[:, None], -math.inf).amax(1)
-                margin = own - other                             # < 0: adversarial
-                grad, = torch.autograd.grad(margin.sum(), d)
-            logits, margin = logits.detach().float(), margin.detach().float()
-            grad_norm = l2_norm(grad.float())
-            bad = bad | nonfinite_rows(logits) | ~torch.isfinite(margin) | ~torch.isfinite(grad_norm)
-            is_adv = (margin < 0) & ~bad   # strictly: a tie is no adversarial point
-            norm = l2_norm(delta)
-            better = is_adv & (norm < distance)
-            distance = torch.where(better, norm, distance)
-            best = torch.where(better.view(per_row), delta, best)
-            found = found | is_adv
-            to_boundary = margin.abs() / grad_norm.clamp_min(1e-12)
-            grown = epsilon * (1 + gamma)
-            first = norm + (1 + gamma) * to_boundary   # before the first adversarial point: past the linearised boundary
-            epsilon = torch.where(is_adv, torch.minimum(epsilon * (1 - gamma), distance),
-                                  torch.where(found | (grown > first) & torch.isfinite(grown), grown, first))
-            # a step of α along the normalised gradient, into the ball, then into the box (in place: fewer
-            # passes over the images)
-            moved = delta - grad.mul_((alpha / grad_norm.clamp_min(1e-12)).view(per_row))
-            moved.mul_((epsilon / l2_norm(moved).clamp_min(1e-12)).clamp(max=1).view(per_row))
-            moved.add_(x).clamp_(0, 1).sub_(x)
-            delta = torch.where(bad.view(per_row), delta, moved)
-            queries += 2   # every row runs the step's passes, a bad one too (it no longer moves)
-        rows = torch.isfinite(distance).nonzero()[:, 0]
+        d = delta.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(x + d)
+            own = logits.gather(1, y[:, None])[:, 0]
+            other = logits.scatter(1, y[:, None], -math.inf).amax(1)
+            margin = own - other                             # < 0: adversarial
+            grad, = torch.autograd.grad(margin.sum(), d)
+        logits, margin = logits.detach().float(), margin.detach().float()
+        grad_norm = l2_norm(grad.float())
+        bad = bad | nonfinite_rows(logits) | ~torch.isfinite(margin) | ~torch.isfinite(grad_norm)
+        is_adv = (margin < 0) & ~bad   # strictly: a tie is no adversarial point
+        norm = l2_norm(delta)
+        better = is_adv & (norm < distance)
+        distance = torch.where(better, norm, distance)
+        best = torch.where(better.view(per_row), delta, best)
+        found = found | is_adv
+        to_boundary = margin.abs() / grad_norm.clamp_min(1e-12)
+        grown = epsilon * (1 + gamma)
+        first = norm + (1 + gamma) * to_boundary   # before the first adversarial point: past the linearised boundary
+        epsilon = torch.where(is_adv, torch.minimum(epsilon * (1 - gamma), distance),
+                              torch.where(found | (grown > first) & torch.isfinite(grown), grown, first))
+        # a step of α along the normalised gradient, into the ball, then into the box (in place: fewer passes over
+        # the images)
+        moved = delta - grad.mul_((alpha / grad_norm.clamp_min(1e-12)).view(per_row))
+        moved.mul_((epsilon / l2_norm(moved).clamp_min(1e-12)).clamp(max=1).view(per_row))
+        moved.add_(x).clamp_(0, 1).sub_(x)
+        # the stopping rule: steps since the smallest adversarial norm last fell by more than the stall factor
+        shrank = distance < STALL_FACTOR * anchor
+        anchor, stale, step = torch.where(shrank, distance, anchor), torch.where(shrank, 0, stale + 1), step + 1
+        leave = bad | (step == self.steps)
+        if self.patience:
+            leave = leave | (found & (stale >= self.patience))
+        return moved, best, distance, epsilon, found, bad, step, anchor, stale, spent + 2, leave
+
+    def _verdicts(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, best: torch.Tensor, rows: torch.Tensor,
+                  distance: torch.Tensor, queries: torch.Tensor) -> None:
+        """The ``rows``' smallest adversarial perturbations ``best`` bisected onto the boundary and checked alone
+        (a second time a factor 1 + γ_T further out where the first check fails), into ``distance`` (+inf where
+        no check holds) and ``queries``."""
+        per_row = [-1] + [1] * (x.dim() - 1)
         scale = shorten_onto_boundary(model, x, best, y, rows, self.refine_steps, distance, queries)
         kept = torch.isfinite(scale)   # after a search in bf16, no multiple of some rows' points may fool the model
         rows, scale = rows[kept], scale[kept]
@@ -139,7 +203,9 @@ class FastMinimumNorm(Estimator):
         point = (x[again] + scale.view(per_row) * best[again]).clamp(0, 1)
         held = adversarial_alone(model, point, y[again], queries, again)
         distance[again] = torch.where(held, l2_norm(point - x[again]), math.inf)
-        success = torch.isfinite(distance)
-        return DistanceResult(distance=distance, success=success, queries=queries,
-                              failure=failure_codes(success, bad), bound=self.bound)
 
+
+STALL_FACTOR = 0.999   # patience's measure of progress: the smallest adversarial norm below 0.999× its last mark
+# A row's state, which each step renews, and what stays fixed
+STATE = ("delta", "best", "distance", "epsilon", "found", "bad", "step", "anchor", "stale", "spent")
+STEP_INPUTS = (*STATE, "x", "y")
