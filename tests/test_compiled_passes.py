@@ -8,8 +8,10 @@ import torch._dynamo
 from torch import nn
 from torch._dynamo.eval_frame import OptimizedModule
 
+from conftest import compose_config
 from robustness_bias import audit
 from robustness_bias.auditing import engine, fitting_plan
+from robustness_bias.config.fingerprint import job_fingerprint
 from robustness_bias.config.job import EstimatorPlan
 from robustness_bias.estimators import CarliniWagner, DeepFool, FastMinimumNorm, RandomizedSmoothing
 
@@ -85,3 +87,13 @@ def test_smoothing_compiles_its_own_forward_passes_and_the_attacks_model_is_left
     y = torch.as_tensor(labels)
     torch.testing.assert_close(twin(model, x[:4], y[:4]).distance, smoothing(model, x[:4], y[:4]).distance,
                                rtol=0, atol=0)
+
+
+def test_the_command_lines_plan_compiles_and_leaves_the_fingerprint_and_smoothings_parameters_alone():
+    """The plan is the one switch (module.compile compiles the training steps only); a job resumes across it."""
+    base = ["estimator=[deepfool,rs]"]
+    eager = compose_config(base)
+    compiled = compose_config([*base, "audit.plan.deepfool.compile=true", "audit.plan.rs.compile=true"])
+    assert compiled.audit.plan.deepfool.compile and compiled.audit.plan.rs.compile
+    assert not compiled.estimator.rs.compile and not compose_config([*base, "module.compile=true"]).estimator.rs.compile
+    assert job_fingerprint(compiled) == job_fingerprint(eager)

@@ -8,8 +8,8 @@ misclassified point has already crossed.
 
 from __future__ import annotations
 
-import logging
 import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,16 +88,17 @@ def compiles(estimator: Estimator, plan: EstimatorPlan) -> bool:
     return plan.compile and estimator.bound == UPPER
 
 
-def compiling(model) -> contextlib.AbstractContextManager:
+@contextlib.contextmanager
+def compiling(model):
     """What a compiled model's passes need: inductor's backward reuses ("donates") the buffers its forward saved,
     which DeepFool's retained graph needs again, so it may not; and room for the few graphs an attack compiles,
-    beyond which dynamo would run the model eagerly (the same results, slower)."""
+    beyond which dynamo would run the model eagerly (the same results, slower). A plain model: nothing."""
     if not isinstance(model, torch._dynamo.eval_frame.OptimizedModule):
-        return contextlib.nullcontext()
-    stack = contextlib.ExitStack()
-    stack.enter_context(torch._functorch.config.patch(donated_buffer=False))
-    stack.enter_context(torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT))
-    return stack
+        yield
+        return
+    with torch._functorch.config.patch(donated_buffer=False), \
+            torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+        yield
 
 
 def batches(dataset: Dataset, indices, batch_size: int, device, channels_last: bool):
