@@ -14,7 +14,7 @@ passes at the fastest batch its probe finds. Every pass a method runs counts: ou
 sample (``Estimator.passes``: their queries, and DeepFool's graph-keeping pass after each check, which
 repeats the check at the same point); a peer's are counted by a wrapper around the model
 (peers.Counted), so work on samples it has already finished counts towards its floor too (ours run
-none).
+none). Our faster rows (channels-last, bf16, compiled) count against the same floor, that of the eager passes.
 
     python bench/estimators.py                                  # the paper's face model at 32 px (make bench)
     python bench/estimators.py --model small_cnn                # a small CNN: quicker, a toy
@@ -22,6 +22,7 @@ none).
     python bench/estimators.py --model resnet50 --image-size 224 --device cuda --rs-n 10000
     python bench/estimators.py --rs-compile                     # smoothing through torch.compile
     python bench/estimators.py --no-faster                      # without our attacks' channels-last and bf16 rows
+    python bench/estimators.py --compiled                       # also our attacks through torch.compile
     python bench/estimators.py --split                          # our attacks' time in their model's passes (CPU)
     python bench/estimators.py --stream --images 2000           # a call per chunk against one stream of chunks
 """
@@ -48,6 +49,7 @@ from robustness_bias.estimators.fmn import FastMinimumNorm  # noqa: E402
 from robustness_bias.estimators.base import frozen, is_channels_last  # noqa: E402
 from robustness_bias import models  # noqa: E402
 from robustness_bias.allocator import steady_cpu_allocator  # noqa: E402
+from robustness_bias.auditing.engine import compiling  # noqa: E402
 
 
 def digits_images(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,6 +108,15 @@ def ours(estimator, batch_size: int | None = None, precision: str = "fp32"):
         with autocast(x.device.type, precision):
             return estimator(model, x, y, index=torch.arange(len(x)), batch_size=batch_size)
     return measure
+
+
+def on_compiled(measure, compiled):
+    """``measure`` on ``compiled`` (the model through torch.compile, whichever model it is handed) as an audit
+    under ``audit.plan.<attack>.compile`` runs it (auditing/engine.py, compiling)."""
+    def measure_compiled(model, x, y):
+        with compiling(compiled):
+            return measure(compiled, x, y)
+    return measure_compiled
 
 
 def seconds_per_row(device: str, fn, rows: int, seconds: float, windows: int = 5) -> float:
@@ -396,6 +407,9 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--rs-compile", action="store_true", help="torch.compile smoothing's forward passes")
     parser.add_argument("--faster", action=argparse.BooleanOptionalAction, default=True,
                         help="also our attacks on channels-last images, in fp32 and with a bf16 search (fp32 verdicts)")
+    parser.add_argument("--compiled", action="store_true",
+                        help="also our DeepFool, CW (default budget) and FMN through torch.compile, as "
+                             "audit.plan.<attack>.compile runs them; compiled in a warm-up call on all inputs")
     parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
                         help="add rows for our attacks with cuda_graphs=True (default: on a GPU; elsewhere they run eagerly)")
     parser.add_argument("--skip", nargs="*", default=[], help="peers to leave out: torchattacks, foolbox, adv-lib, cohen")
@@ -450,8 +464,9 @@ def main(argv=None) -> pd.DataFrame:
     rows = []
 
     def run(method, peer_of, fn, xs, ys, estimator=None, floor="attacks", warm_up_on_all=False):
-        """Time ``fn`` after a warm-up on one input, or with ``warm_up_on_all`` (CUDA graphs) on all of
-        them: that call captures the graphs an audit's first chunk would, and the timed ones replay them.
+        """Time ``fn`` after a warm-up on one input, or with ``warm_up_on_all`` (CUDA graphs, torch.compile) on all
+        of them: that call captures the graphs (compiles the shapes) an audit's first chunk would, and the timed
+        ones replay them.
         The fastest of ``--repeats`` timed calls counts. ``estimator``: ours, which counts its passes
         (``Estimator.passes``); else a peer, which gets the counted model."""
         target = model if estimator is not None else counted
@@ -468,12 +483,18 @@ def main(argv=None) -> pd.DataFrame:
             passes, distances = [counted.forward_rows, counted.graphed_rows, counted.backward_rows], out
         rows.append(row(method, peer_of, distances, seconds, len(xs), passes, floor))
         print(f"  {method}: {len(xs) / seconds:.1f} images/s, {rows[-1]['passes/img']:.1f} passes per image"
-              + (f" (the capturing call: {len(xs) / warm:.1f})" if warm_up_on_all else ""), flush=True)
+              + (f" (the warm-up call on all inputs: {len(xs) / warm:.1f})" if warm_up_on_all else ""), flush=True)
 
     def attack(method, make, peer_of=None, batch_size=args.batch_size, faster=False, **kwargs):
-        """Our attack from ``make``; with ``faster`` (and --faster) again on each of the FASTER passes."""
+        """Our attack from ``make``; with ``faster`` again through torch.compile (--compiled), on the floor of the
+        eager passes, and (with --faster) on each of the FASTER passes."""
         estimator = make()
         run(method, peer_of, ours(estimator, batch_size), x, y, estimator=estimator, **kwargs)
+        if faster and compiled is not None:
+            estimator = make()
+            run(f"{method[:-1]}, compiled)", None, on_compiled(ours(estimator, batch_size), compiled), x, y,
+                estimator=estimator, warm_up_on_all=True)
+            faster_of[rows[-1]["method"]] = method
         if not (faster and args.faster) or args.channels_last:
             return
         for precision, variant in FASTER:   # the same attack on faster passes: docs/design.md, "Faster passes"
@@ -483,6 +504,7 @@ def main(argv=None) -> pd.DataFrame:
             faster_of[rows[-1]["method"]] = method
 
     x_channels_last = x.contiguous(memory_format=torch.channels_last)
+    compiled = torch.compile(model) if args.compiled else None   # once, for every attack, as in an audit
     faster_of: dict[str, str] = {}   # each faster row's eager row
     attack("deepfool (ours)", lambda: DeepFool(steps=args.deepfool_steps), faster=True)
     for mode in ("batched", "replicated"):   # the other ways to the candidates' gradients
@@ -543,7 +565,7 @@ def main(argv=None) -> pd.DataFrame:
     forward, graphed, backward = (seconds * 1e3 for seconds in attack_floor)
     print(f"  the attacks' floor per image: a forward pass {forward:.3f} ms, one keeping its graph {graphed:.3f} ms, "
           f"a backward pass {backward:.3f} ms (each the faster of batches {widths[0]} and {widths[1]})", flush=True)
-    if faster_of:   # what the faster rows' passes cost, beside the eager floor their shares count against
+    if args.faster and not args.channels_last:   # what the channels-last rows' passes cost, beside the eager floor
         fast = (seconds * 1e3 for seconds in pass_seconds(model, x_channels_last, args.device, widths))
         print("  the same passes on channels-last images: {:.3f} ms, {:.3f} ms, {:.3f} ms".format(*fast), flush=True)
     floor_shares(rows, {"attacks": attack_floor, "smoothing": (1 / rate, 0.0, 0.0)})

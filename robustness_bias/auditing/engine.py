@@ -8,6 +8,7 @@ misclassified point has already crossed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..config.job import EstimatorPlan
-from ..estimators import FAILURES, DistanceResult, Estimator
+from ..estimators import FAILURES, UPPER, DistanceResult, Estimator
 from ..estimators.base import nonfinite_rows
 from ..estimators.pool import Chunk
 from ..console import progress_bar
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 
 NOT_ATTACKED = "misclassified"   # the failure column of samples the model already gets wrong
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}   # EstimatorPlan.precision: autocast's dtype
+# compilations per compiled frame before dynamo runs it eagerly: grad mode, autocast and the pool's width, its
+# draining rows (one dynamic graph) and single rows each compile anew
+RECOMPILE_LIMIT = 32
 
 # What an audit measures with: each estimator by name, and how it runs (robustness_bias.config.job.EstimatorPlan,
 # the schema of audit.plan.<estimator>, whose defaults it keeps): auditing/plan.py builds it.
@@ -58,11 +62,13 @@ def measure(model: torch.nn.Module, samples: Samples, planned: Planned, *,
     """
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     meta = predictions(model, samples, device, channels_last)
+    compiled = torch.compile(model) if any(compiles(*pair) for pair in planned.values()) else None
     frames = []
     for name, (estimator, plan) in planned.items():
         store = ChunkStore(chunks / name) if chunks is not None else None
         own = meta.iloc[::plan.every_nth].iloc[part::parts]
-        frames.append(estimate(name, estimator, plan, model, samples.dataset, own, device, store, channels_last,
+        runs_on = compiled if compiles(estimator, plan) else model
+        frames.append(estimate(name, estimator, plan, runs_on, samples.dataset, own, device, store, channels_last,
                                " ".join(filter(None, ("audit", label, "·", name))), progress))
     derived = best_bound(frames) if best else None
     if best and derived is None:
@@ -73,6 +79,26 @@ def measure(model: torch.nn.Module, samples: Samples, planned: Planned, *,
     records["estimator"] = pd.Categorical(records["estimator"], categories=[*planned, *([BEST] if derived is not None else [])])
     records["failure"] = pd.Categorical(records["failure"], categories=[*FAILURES, NOT_ATTACKED])
     return records
+
+
+def compiles(estimator: Estimator, plan: EstimatorPlan) -> bool:
+    """Whether an estimator runs on the audit's compiled model: an attack (whose distances are upper bounds, found
+    by passes through the model) under a plan that asks. Smoothing compiles its own forward passes, padded to one
+    shape (auditing/plan.py hands it the plan's ``compile``); exact runs no passes."""
+    return plan.compile and estimator.bound == UPPER
+
+
+@contextlib.contextmanager
+def compiling(model):
+    """What a compiled model's passes need: inductor's backward reuses ("donates") the buffers its forward saved,
+    which DeepFool's retained graph needs again, so it may not; and room for the few graphs an attack compiles,
+    beyond which dynamo would run the model eagerly (the same results, slower). A plain model: nothing."""
+    if not isinstance(model, torch._dynamo.eval_frame.OptimizedModule):
+        yield
+        return
+    with torch._functorch.config.patch(donated_buffer=False), \
+            torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+        yield
 
 
 def batches(dataset: Dataset, indices, batch_size: int, device, channels_last: bool):
@@ -132,7 +158,7 @@ def estimate(name: str, estimator: Estimator, plan: EstimatorPlan, model, datase
     be stored at once. On running out of GPU memory the batch size halves for the rest of the audit
     and the stream restarts from the chunks still missing; chunks are stored per batch size unless
     the estimator's results ignore batching. A signal (robustness_bias.stopping) ends the audit after the
-    chunk it arrived in is stored.
+    chunk it arrived in is stored. ``model`` may be the audit's compiled model (:func:`compiles`).
     """
     attacked = meta.loc[meta["correct"], "sample_index"].to_numpy(copy=True)
     chunks = [attacked[start:start + plan.chunk_size] for start in range(0, len(attacked), plan.chunk_size)]
@@ -148,7 +174,8 @@ def estimate(name: str, estimator: Estimator, plan: EstimatorPlan, model, datase
             if not missing:
                 break
             try:
-                with torch.autocast(device.type, dtype=PRECISIONS[plan.precision], enabled=plan.precision != "fp32"):
+                with torch.autocast(device.type, dtype=PRECISIONS[plan.precision], enabled=plan.precision != "fp32"), \
+                        compiling(model):
                     inputs = (chunk_inputs(dataset, chunks[number], device, channels_last or plan.channels_last)
                               for number in missing)
                     for position, result in estimator.stream(model, inputs, batch_size, progress=bar.update):

@@ -3,6 +3,7 @@ Python API build theirs here, from estimators they made and plans of the schema 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping
@@ -11,7 +12,7 @@ from torch import nn
 
 from ..config.job import AUDIT_TAGS, EstimatorPlan
 from ..config.rules import ConfigError
-from ..estimators import Estimator, EstimatorMismatch
+from ..estimators import Estimator, EstimatorMismatch, RandomizedSmoothing
 from .engine import Planned
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,8 @@ def fitting_plan(estimators: Mapping[str, Estimator], plans: Mapping[str, Estima
     over models that mix linear and non-linear ones; ``warn_skipped=False``: logged as news, not as a warning, where
     the caller chose none of them by name). ``one_audit`` (``mode=audit``, the Python API): the one
     audit measures with every estimator, whatever its ``after``; a training run whose plan never measures
-    the final model is refused before it trains.
+    the final model is refused before it trains. A plan's ``compile`` reaches smoothing here
+    (:func:`compiled_smoothing`), the attacks in the engine (engine.compiles).
     """
     unfit = {}
     for name, estimator in estimators.items():
@@ -45,8 +47,20 @@ def fitting_plan(estimators: Mapping[str, Estimator], plans: Mapping[str, Estima
     planned = {}
     for name in fitting:
         plan = plans.get(name) or EstimatorPlan()
-        planned[name] = (estimators[name], dataclasses.replace(plan, after=list(AUDIT_TAGS)) if one_audit else plan)
+        planned[name] = (compiled_smoothing(estimators[name], plan),
+                         dataclasses.replace(plan, after=list(AUDIT_TAGS)) if one_audit else plan)
     if not any("final" in plan.after for _, plan in planned.values()):
         raise ConfigError(f"no selected estimator measures the final model (audit.plan.<estimator>.after). Fix: pass "
                           f"audit.plan.{fitting[0]}.after=[final]")
     return planned
+
+
+def compiled_smoothing(estimator: Estimator, plan: EstimatorPlan) -> Estimator:
+    """Smoothing under a plan's ``compile``: a copy with its own ``compile`` on, whose forward passes get buffers
+    padded to one shape (one compilation), rather than the engine's compiled model, which would meet every batch
+    size the fastest-batch probe tries. Any other estimator, and smoothing that compiles already, as given."""
+    if not (plan.compile and isinstance(estimator, RandomizedSmoothing)) or estimator.compile:
+        return estimator
+    twin = copy.copy(estimator)
+    twin.compile = True
+    return twin

@@ -92,7 +92,8 @@ class SmoothingConfig:
                                            shapes_results=False)
     noise_chunk: int = setting(whole(1, 500), 500)   # noise is seeded per (sample, chunk): radii ignore batching
     seed: int = setting(whole(0, 0), 0)
-    compile: bool = setting(FLAG, False)   # torch.compile the noisy forward passes (conf/estimator/rs.yaml: module.compile's)
+    # torch.compile the noisy forward passes; an audit turns it on with audit.plan.rs.compile (auditing/plan.py)
+    compile: bool = setting(FLAG, False)
 
 
 @dataclass

@@ -37,7 +37,8 @@ class EstimatorPlan:
     pool runs on from one chunk into the next; halved after running out of GPU memory), storing each chunk of
     ``chunk_size`` samples once done (a rerun after a crash resumes from the finished chunks), at ``precision``
     (fp32, or bf16 under autocast, named in the records: the attacks search in bf16 and decide which points are
-    adversarial, and how far they lie, in fp32), with ``channels_last`` images, in the audits of a training run that ``after``
+    adversarial, and how far they lie, in fp32), with ``channels_last`` images, its passes through ``torch.compile``
+    (``compile``), in the audits of a training run that ``after``
     names (e.g. [final] for an estimator too costly to run three times; mode=audit and the Python API
     measure once, with every estimator)."""
 
@@ -51,6 +52,10 @@ class EstimatorPlan:
     # faster so (docs/benchmarks.md, "Faster passes"), to float rounding the same distances; off by default, since a
     # model that calls .view() on its features fails on channels-last tensors
     channels_last: bool = setting(FLAG, False, shapes_results=False)
+    # the attacks' passes (forward and backward) through torch.compile, smoothing's forward passes through its own:
+    # the same distances to float rounding (docs/design.md, "Faster passes"); off by default, since on a CPU the
+    # attacks' compiled passes ran slower than eager ones and each model costs a compilation (docs/benchmarks.md)
+    compile: bool = setting(FLAG, False, shapes_results=False)
     after: List[str] = setting(TAGS, list(AUDIT_TAGS))
 
 

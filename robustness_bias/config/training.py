@@ -64,7 +64,7 @@ class ModuleConfig(PartialConfig):
     """The LightningModule; the pipeline hands it the network, the optimizer, the schedule and the regularizer."""
 
     channels_last: bool = setting(FLAG, False)   # NHWC model and batches, for training and audits (tensor cores)
-    compile: bool = setting(FLAG, False)   # torch.compile the training steps and smoothing's noisy forward passes
+    compile: bool = setting(FLAG, False)   # torch.compile the training steps (audits: audit.plan.<estimator>.compile)
 
 
 @dataclass

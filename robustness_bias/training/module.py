@@ -29,7 +29,8 @@ class Classifier(L.LightningModule):
     ``channels_last`` feeds image batches in NHWC order (the model should be converted too: see
     :func:`robustness_bias.assembly.build_model`); ``compile`` runs training and evaluation
     steps through ``torch.compile`` (the regularized step, which differentiates through input
-    gradients, and the audits use the plain model; smoothing compiles its own).
+    gradients, and the audits use the plain model; audits compile by their plans'
+    ``compile``).
     """
 
     def __init__(self, model: nn.Module, optimizer: Optimizer, scheduler: Scheduler | None = None,
