@@ -63,12 +63,15 @@ def quick_tier_schedule() -> dict:
             "rs_n": cfg.estimator.rs.n, "rs_n0": cfg.estimator.rs.n0, "channels_last": plan.cw.channels_last}
 
 def utkface_images(root: str, size: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``count`` real UTKFace images of the seeded split (age bins as labels), at ``size``²."""
+    """``count`` real UTKFace images of the seeded split's training faces (age bins as labels), at ``size``², in a
+    seeded random order: the split keeps the files' order, which sorts them by age, and training on that order
+    collapses the model to one class."""
     from robustness_bias.data import UTKFaceDataModule
 
     datamodule = UTKFaceDataModule(root=root, image_size=size, normalization=NORMALIZATION)
     datamodule.setup()
-    indices = datamodule.train_indices[:count].tolist()
+    order = torch.randperm(len(datamodule.train_indices), generator=torch.Generator().manual_seed(0))
+    indices = datamodule.train_indices[order[:count].numpy()].tolist()
     images = torch.stack([datamodule.table[i][0] for i in indices])
     return images, torch.as_tensor(datamodule.table.labels[indices])
 
@@ -212,8 +215,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=False,
                         help="DeepFool and CW replay their steps from CUDA graphs, timed after a call that captures them")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--train-steps", type=int, default=None, help="default: 200 on a GPU, 2 on a CPU")
-    parser.add_argument("--audit-images", type=int, default=None, help="default: 256 on a GPU, 4 on a CPU")
+    parser.add_argument("--train-steps", type=int, default=None,
+                        help="default: 200 on a GPU, 2 on a CPU (--quick-tier: an epoch of the tier's faces)")
+    parser.add_argument("--audit-images", type=int, default=None,
+                        help="default: 256 on a GPU, 4 on a CPU (--quick-tier: 128)")
     parser.add_argument("--attack-batch", type=int, default=256, help="the attacks' pool width (audit.plan's batch_size)")
     parser.add_argument("--rs-images", type=int, default=16, help="images certified (of the audited ones)")
     parser.add_argument("--rs-n", type=int, default=None, help="default: 10,000 on a GPU, 100 on a CPU")
@@ -231,8 +236,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     steady_cpu_allocator()   # CPU attacks' timings independent of what ran before them
     device = torch.device(args.device)
     gpu = device.type == "cuda"
-    args.train_steps = args.train_steps or (200 if gpu else 2)
-    args.audit_images = args.audit_images or (256 if gpu else 4)
+    # the quick tier's projection on a CPU: its attacks on a model trained an epoch, at a pool as wide as the tier's
+    # audits fill (on a barely trained model and a few images, CW's and DeepFool's rates are another tier's)
+    args.train_steps = args.train_steps or (200 if gpu else math.ceil(QUICK_TRAIN / args.batch_size) if args.tier else 2)
+    args.audit_images = args.audit_images or (256 if gpu else 128 if args.tier else 4)
     args.rs_n = args.rs_n or (10_000 if gpu else 100)
     args.pool = max(4 * args.audit_images, 64)
     count = args.train_steps * args.batch_size + args.pool

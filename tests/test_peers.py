@@ -261,3 +261,17 @@ def test_the_bench_trains_the_papers_utk_classifier_to_classify_held_out_digits(
     with torch.no_grad():
         accuracy = (model(pool_x[held_out]).argmax(1) == pool_y[held_out]).float().mean()
     assert accuracy >= 0.8
+
+
+def test_the_pipeline_bench_trains_on_real_faces_in_a_shuffled_order(tmp_path):
+    """UTKFace's file names start with the age, so the split's training faces come sorted by age bin: trained in
+    that order the model collapsed to one class, and the attacks the bench timed could flip nothing."""
+    import pipeline
+    from test_face_datasets import jpeg_bytes   # tests/, on the path as pytest runs them
+
+    root = tmp_path / "UTKFace"
+    root.mkdir()
+    for i, age in enumerate(sorted([5, 20, 30, 50, 70] * 8)):
+        (root / f"{age}_{i % 2}_{i % 5}_2017010{i:010d}.jpg.chip.jpg").write_bytes(jpeg_bytes(i, size=16))
+    images, labels = pipeline.utkface_images(str(root), 8, 16)
+    assert images.shape == (16, 3, 8, 8) and len(set(labels[:8].tolist())) >= 3, labels
