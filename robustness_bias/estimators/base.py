@@ -162,6 +162,13 @@ class Pooled(Estimator):
         ``progress`` of each sample as it leaves."""
         raise NotImplementedError
 
+    def searched(self, distance: torch.Tensor, queries: torch.Tensor, nonfinite: torch.Tensor) -> DistanceResult:
+        """A chunk's result from its samples' final distances (+inf: none found), passes, and which met non-finite
+        values."""
+        success = torch.isfinite(distance)
+        return DistanceResult(distance=distance, success=success, queries=queries,
+                              failure=failure_codes(success, nonfinite), bound=self.bound)
+
 
 def failed(n: int, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fresh per-sample (distance, success, queries): +inf and false until an estimator succeeds."""

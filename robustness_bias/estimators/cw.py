@@ -44,7 +44,7 @@ from torch import nn
 
 from ..config.estimators import CarliniWagnerConfig
 from ..config.rules import check_values
-from .base import DistanceResult, Passes, Pooled, failed, failure_codes, l2_norm, nonfinite_rows
+from .base import DistanceResult, Passes, Pooled, failed, l2_norm, nonfinite_rows
 from .graphs import GraphedSteps, StepCache
 from .pool import Chunk, Pool, Progress, Rows
 from .verdicts import reduced_precision, shorten_onto_boundary
@@ -155,10 +155,7 @@ class CarliniWagner(Pooled):
                     for start in range(0, len(found), width):
                         shorten_onto_boundary(model, chunk.x, perturbation, chunk.y, found[start:start + width],
                                               self.refine_steps, distance, queries)
-                success = torch.isfinite(distance)
-                yield chunk.number, DistanceResult(distance=distance, success=success, queries=queries,
-                                                   failure=failure_codes(success, measured["nonfinite"]),
-                                                   bound=self.bound)
+                yield chunk.number, self.searched(distance, queries, measured["nonfinite"])
 
         pool = Pool(width, chunks, admit, blank, progress)
         while True:

@@ -36,9 +36,9 @@ forward pass in ``queries``.
 Samples run in a pool of working rows (pool.py), each at its own step of its own schedule. With
 ``patience`` a sample leaves once its smallest adversarial norm has not fallen below STALL_FACTOR ×
 its last mark for that many steps, and the next queued sample takes its row. The reference runs
-every sample for all ``steps``; on the faces the rule stops a sample after about 40 of 100 steps, and
-since the bisection and the check alone decide the reported distance, a stopped sample's distance
-is still an upper bound, only less tight (docs/benchmarks.md, "FMN in the pool"). A sample whose
+every sample for all ``steps``, as ``patience=0`` (the default) does. The bisection and the check
+alone decide the reported distance, so a stopped sample's distance is still an upper bound, only
+less tight: by how much depends on the model (docs/benchmarks.md, "FMN in the pool"). A sample whose
 logits or gradient turn NaN or infinite leaves at once and keeps the best adversarial point found
 before, if any; it fails as ``nonfinite_logits`` otherwise.
 """
@@ -53,7 +53,7 @@ from torch import nn
 
 from ..config.estimators import FastMinimumNormConfig
 from ..config.rules import check_values
-from .base import DistanceResult, Passes, Pooled, failed, failure_codes, l2_norm, nonfinite_rows
+from .base import DistanceResult, Passes, Pooled, failed, l2_norm, nonfinite_rows
 from .pool import Chunk, Pool, Progress, Rows
 from .verdicts import adversarial_alone, reduced_precision, shorten_onto_boundary
 
@@ -130,10 +130,7 @@ class FastMinimumNorm(Pooled):
                 for start in range(0, len(found), width):
                     self._verdicts(model, chunk.x, chunk.y, measured["best"], found[start:start + width], distance,
                                    queries)
-                success = torch.isfinite(distance)
-                yield chunk.number, DistanceResult(distance=distance, success=success, queries=queries,
-                                                   failure=failure_codes(success, measured["nonfinite"]),
-                                                   bound=self.bound)
+                yield chunk.number, self.searched(distance, queries, measured["nonfinite"])
 
         pool = Pool(width, chunks, admit, blank, progress)
         while True:
