@@ -240,6 +240,6 @@ def test_bench_times_the_graphed_attacks_against_foolbox(stand_in_graphs, capsys
     printed = capsys.readouterr().out
     graphed = table.set_index("method").loc[["deepfool (ours, cuda graphs)", "cw (ours, cuda graphs, paper budget)"]]
     assert (graphed["images/s"] > 0).all() and (graphed["success"] > 0).all()
-    assert "the capturing call:" in printed and stand_in_graphs
+    assert "the warm-up call on all inputs:" in printed and stand_in_graphs
     for attack, peer in (("deepfool", "L2DeepFoolAttack"), ("cw (paper budget)", "L2CarliniWagnerAttack (paper budget)")):
         assert f"{attack} with cuda graphs: " in printed and f"× foolbox {peer}'s images/s" in printed
