@@ -65,9 +65,9 @@ class FastMinimumNormConfig:
     gamma_init: float = setting(probability(0.05), 0.05)   # γ₀: ε shrinks or grows by 1 ± γ per step, annealed
     gamma_final: float = setting(probability(0.001), 0.001)
     refine_steps: int = setting(whole(0, 10), 10)   # forward passes of the final bisection (0: none)
-    # with patience > 0 a sample stops once its smallest adversarial norm has not shrunk by 0.1% for that many steps;
-    # 0 (the default): every sample runs all steps, as the reference does. Not safe by default: on the bench's digits
-    # FMN still tightens until its last step (docs/benchmarks.md, "FMN in the pool")
+    # with patience > 0 a sample stops once its smallest adversarial norm has not shrunk (fmn.STALL_FACTOR) for that
+    # many steps; 0 (the default): every sample runs all steps, as the reference does. Not safe by default: on the
+    # bench's digits FMN still tightens until its last step (docs/benchmarks.md, "FMN in the pool")
     patience: int = setting(whole(0, 10), 0)
 
     def check(self, key: str) -> None:
