@@ -356,7 +356,7 @@ def compare(rows: list[dict]) -> pd.DataFrame:
 
 
 # Our attacks again on faster passes (--faster): channels-last images, then also a search under bf16 autocast whose
-# verdicts run in fp32 (estimators/base.py, full_precision)
+# verdicts run in fp32 (estimators/verdicts.py, full_precision)
 FASTER = (("fp32", "channels-last"), ("bf16", "bf16, channels-last"))
 
 
